@@ -1,0 +1,177 @@
+//! Start-up and shutdown of the daemon: opens the store, syncs the config's
+//! feeds into it, then runs the scheduler and the HTTP server under one
+//! cancellation token until it fires.
+//!
+//! This is the only module that spawns long-lived tasks. Shutdown order:
+//! stop accepting connections and dispatching polls, let in-flight polls
+//! finish (bounded), then close the store so every accepted write is on
+//! disk.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::pipeline::fetch::{FetchError, FetchSettings, Fetcher};
+use crate::scheduler::SchedulePolicy;
+use crate::serve::ServeSettings;
+use crate::store::{Store, StoreError};
+
+/// Backoff ceiling for failing feeds.
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source} (is another process using it? see server.listen)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+/// Opens the database named by the config and makes its config-owned feeds
+/// match the file. Every command that reads or changes feeds starts here.
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    let store = Store::open(&config.database).await?;
+    let report = store
+        .sync_config_feeds(config.feeds.clone(), Utc::now())
+        .await?;
+    if report != Default::default() {
+        tracing::info!(
+            added = report.added,
+            updated = report.updated,
+            removed = report.removed,
+            "config feeds synced"
+        );
+    }
+    Ok(store)
+}
+
+pub fn fetch_settings(config: &Config) -> FetchSettings {
+    FetchSettings {
+        user_agent: config.poll.user_agent.clone(),
+        timeout: config.poll.timeout,
+        connect_timeout: config.poll.connect_timeout,
+        max_body: config.poll.max_body,
+    }
+}
+
+pub fn schedule_policy(config: &Config) -> SchedulePolicy {
+    SchedulePolicy {
+        interval: config.poll.interval,
+        min_interval: config.poll.min_interval,
+        max_backoff: MAX_BACKOFF,
+    }
+}
+
+/// The poll pipeline for one-shot commands and the daemon alike.
+pub fn pipeline(config: &Config, store: Store) -> Result<Pipeline, FetchError> {
+    Ok(Pipeline::new(
+        Fetcher::new(fetch_settings(config))?,
+        schedule_policy(config),
+        store,
+    ))
+}
+
+pub fn serve_settings(config: &Config) -> ServeSettings {
+    ServeSettings {
+        title: config.server.title.clone(),
+        base_url: config
+            .server
+            .base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned(),
+        page_size: config.server.page_size,
+        max_page_size: config.server.max_page_size,
+    }
+}
+
+/// Runs the daemon until `shutdown` fires. `listener` lets tests pass a
+/// socket bound to port 0; the daemon binds `server.listen` itself.
+pub async fn run(
+    config: Config,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let store = open_store(&config).await?;
+    let policy = schedule_policy(&config);
+    let spread = store
+        .spread_overdue(Utc::now(), {
+            let policy = policy.clone();
+            move |f| policy.startup_spread(f)
+        })
+        .await?;
+    if spread > 0 {
+        tracing::info!(
+            feeds = spread,
+            "spreading feeds that fell due while stopped"
+        );
+    }
+    let pipeline = Arc::new(pipeline(&config, store.clone())?);
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.server.listen,
+                source,
+            })?,
+    };
+    let local = listener.local_addr().map_err(AppError::Serve)?;
+    tracing::info!(
+        listen = %local,
+        feed = %format!("{}/feed.atom", serve_settings(&config).base_url),
+        feeds = config.feeds.len(),
+        database = %config.database.display(),
+        "tributary started"
+    );
+
+    let scheduler = tokio::spawn(crate::scheduler::run(
+        store.clone(),
+        pipeline,
+        config.poll.concurrency,
+        config.poll.timeout,
+        // In-flight polls get one fetch timeout plus a little to finish.
+        config.poll.timeout + Duration::from_secs(5),
+        shutdown.clone(),
+    ));
+    let mut server = tokio::spawn(crate::serve::serve(
+        listener,
+        crate::serve::router(store.clone(), serve_settings(&config)),
+        shutdown.clone(),
+    ));
+
+    // A server that dies on its own takes the daemon down with it rather
+    // than leaving a poller nobody can read from.
+    let early = tokio::select! {
+        r = &mut server => Some(r),
+        () = shutdown.cancelled() => None,
+    };
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let served = match early {
+        Some(r) => r,
+        None => server.await,
+    };
+    let _ = scheduler.await;
+    store.close().await?;
+    tracing::info!("stopped");
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(AppError::Serve(e)),
+        Err(e) => Err(AppError::Serve(std::io::Error::other(e))),
+    }
+}

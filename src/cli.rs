@@ -1,0 +1,405 @@
+//! The command line: argument parsing and one handler per verb.
+//!
+//! Verbs and flags are a contract other tools rely on (`run`, `poll`,
+//! `feeds add|list|remove`, `opml import|export`, `check`, `--config`,
+//! `TRIBUTARY_CONFIG`): add around them, never rename. Handlers print for
+//! humans on stdout, log on stderr, and return `anyhow` errors with context;
+//! a failing feed is never an error exit.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+
+use crate::app;
+use crate::config::Config;
+use crate::model::{Feed, FeedOrigin, FeedSpec};
+use crate::pipeline::PollStatus;
+use crate::store::{AddOutcome, Store};
+
+/// System-wide config location, used when it exists and no path is given.
+pub const SYSTEM_CONFIG: &str = "/etc/tributary/tributary.toml";
+/// Fallback for running from a checkout.
+pub const LOCAL_CONFIG: &str = "config/tributary.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tributary",
+    version,
+    about = "A feed aggregator daemon: many noisy feeds in, one clean feed out"
+)]
+pub struct Cli {
+    /// Config file [default: /etc/tributary/tributary.toml if it exists, else config/tributary.toml]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "TRIBUTARY_CONFIG",
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: poll feeds on schedule and serve the merged feed until SIGINT/SIGTERM
+    Run,
+    /// Poll every feed once now, store the results, print a summary and exit
+    Poll,
+    /// Add, list or remove subscriptions
+    #[command(subcommand)]
+    Feeds(FeedsCommand),
+    /// Import or export subscriptions as OPML 2.0
+    #[command(subcommand)]
+    Opml(OpmlCommand),
+    /// Validate the configuration and report every problem
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedsCommand {
+    /// Subscribe to a feed
+    Add(AddArgs),
+    /// Show every subscription with its polling state
+    List,
+    /// Unsubscribe; entries only this feed carried are deleted
+    Remove { url: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    pub url: String,
+    /// Title shown instead of the feed's own
+    #[arg(long)]
+    pub title: Option<String>,
+    /// A tag for filtering; repeat for several
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OpmlCommand {
+    /// Add every feed in an OPML file; nested outlines become tags
+    Import { file: PathBuf },
+    /// Write all subscriptions as OPML 2.0 to stdout
+    Export,
+}
+
+impl Cli {
+    /// The config path: `--config`/`TRIBUTARY_CONFIG`, else the system file
+    /// when present, else the checkout's example.
+    pub fn config_path(&self) -> PathBuf {
+        if let Some(p) = &self.config {
+            return p.clone();
+        }
+        if Path::new(SYSTEM_CONFIG).exists() {
+            PathBuf::from(SYSTEM_CONFIG)
+        } else {
+            PathBuf::from(LOCAL_CONFIG)
+        }
+    }
+
+    /// Whether the verb is the long-running daemon (it logs at info; the
+    /// one-shot verbs keep stderr quiet unless asked).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Run)
+    }
+}
+
+/// Runs a verb with a loaded config.
+pub async fn execute(cli: &Cli, config: Config) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Check => check(&config),
+        Command::Run => run(config).await,
+        Command::Poll => poll(&config).await,
+        Command::Feeds(FeedsCommand::Add(args)) => feeds_add(&config, args).await,
+        Command::Feeds(FeedsCommand::List) => feeds_list(&config).await,
+        Command::Feeds(FeedsCommand::Remove { url }) => feeds_remove(&config, url).await,
+        Command::Opml(OpmlCommand::Import { file }) => opml_import(&config, file).await,
+        Command::Opml(OpmlCommand::Export) => opml_export(&config).await,
+    }
+}
+
+fn check(config: &Config) -> anyhow::Result<()> {
+    let path = config.path.as_deref().map_or_else(
+        || "(built-in defaults)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    println!("{path}: ok");
+    println!("  database: {}", config.database.display());
+    println!("  listen:   {}", config.server.listen);
+    println!(
+        "  output:   {}/feed.atom",
+        app::serve_settings(config).base_url
+    );
+    println!("  feeds:    {}", config.feeds.len());
+    Ok(())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    app::run(config, None, shutdown).await?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM → graceful stop.
+async fn watch_signals(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+async fn open(config: &Config) -> anyhow::Result<Store> {
+    // The store's errors name the database file already.
+    Ok(app::open_store(config).await?)
+}
+
+async fn poll(config: &Config) -> anyhow::Result<()> {
+    let store = open(config).await?;
+    let pipeline = app::pipeline(config, store.clone())?;
+    let feeds = store.feeds().await?;
+    if feeds.is_empty() {
+        println!(
+            "no feeds configured: add [[feed]] tables to the config or run `tributary feeds add URL`"
+        );
+        return Ok(());
+    }
+    let pipeline = &pipeline;
+    let mut results: Vec<(usize, _)> = futures_util::stream::iter(feeds.iter().enumerate())
+        .map(|(i, feed)| async move { (i, pipeline.poll(feed).await) })
+        .buffer_unordered(config.poll.concurrency)
+        .collect()
+        .await;
+    results.sort_by_key(|(i, _)| *i);
+
+    let mut out = std::io::stdout().lock();
+    let (mut new, mut updated, mut failed) = (0, 0, 0);
+    writeln!(out, "{:<8} {:>5} {:>7}  FEED", "STATUS", "NEW", "UPDATED")?;
+    for (i, result) in results {
+        let s = result.with_context(|| format!("cannot record poll of {}", feeds[i].spec.url))?;
+        new += s.new;
+        updated += s.updated;
+        let status = match &s.status {
+            PollStatus::NotModified => "304".to_owned(),
+            PollStatus::Fetched { status } => status.to_string(),
+            PollStatus::Failed { status, .. } => {
+                failed += 1;
+                status.map_or_else(|| "error".to_owned(), |s| s.to_string())
+            }
+        };
+        writeln!(
+            out,
+            "{status:<8} {:>5} {:>7}  {}",
+            s.new, s.updated, s.feed_url
+        )?;
+        if let PollStatus::Failed { error, .. } = &s.status {
+            writeln!(out, "{:<8} {:>5} {:>7}    error: {error}", "", "", "")?;
+        }
+    }
+    writeln!(
+        out,
+        "{} feeds polled: {new} new, {updated} updated, {failed} failed",
+        feeds.len()
+    )?;
+    drop(out);
+    store.close().await?;
+    Ok(())
+}
+
+fn validate_feed_url(url: &str) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(url).with_context(|| format!("{url:?} is not a valid URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("{url:?}: only http and https feeds are supported");
+    }
+    Ok(parsed.to_string())
+}
+
+async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
+    let url = validate_feed_url(&args.url)?;
+    let mut tags: Vec<String> = args
+        .tags
+        .iter()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    let spec = FeedSpec {
+        url: url.clone(),
+        title: args.title.clone().filter(|t| !t.trim().is_empty()),
+        tags,
+        interval: None,
+    };
+    let store = open(config).await?;
+    let outcome = store
+        .add_feeds(vec![spec], FeedOrigin::Cli, Utc::now())
+        .await?;
+    store.close().await?;
+    match outcome.first() {
+        Some(AddOutcome::Added) => {
+            println!(
+                "added {url}; it will be polled at the next scheduler tick (or run `tributary poll`)"
+            );
+            Ok(())
+        }
+        _ => bail!("{url} is already subscribed"),
+    }
+}
+
+fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match t {
+        None => "never".to_owned(),
+        Some(t) => human_delta(now - t, "ago"),
+    }
+}
+
+fn human_delta(d: chrono::Duration, suffix: &str) -> String {
+    let s = d.num_seconds();
+    let (n, unit) = match s.abs() {
+        x if x < 120 => (x, "s"),
+        x if x < 7200 => (x / 60, "m"),
+        x if x < 172_800 => (x / 3600, "h"),
+        x => (x / 86400, "d"),
+    };
+    if s < 0 {
+        format!("in {n}{unit}")
+    } else {
+        format!("{n}{unit} {suffix}")
+    }
+}
+
+pub fn feed_state(f: &Feed) -> &'static str {
+    match (f.last_checked_at, f.error_count) {
+        (None, _) => "new",
+        (Some(_), 0) => "ok",
+        _ => "failing",
+    }
+}
+
+async fn feeds_list(config: &Config) -> anyhow::Result<()> {
+    let store = open(config).await?;
+    let feeds = store.feeds().await?;
+    store.close().await?;
+    if feeds.is_empty() {
+        println!("no feeds: add [[feed]] tables to the config or run `tributary feeds add URL`");
+        return Ok(());
+    }
+    let now = Utc::now();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<8} {:>7} {:>6} {:>11} {:>11} {:>6}  {:<7} FEED",
+        "STATE", "ENTRIES", "HTTP", "LAST CHECK", "NEXT CHECK", "ERRORS", "FROM"
+    )?;
+    for f in &feeds {
+        let next = if f.next_check_at <= now {
+            "due".to_owned()
+        } else {
+            human_delta(now - f.next_check_at, "")
+        };
+        writeln!(
+            out,
+            "{:<8} {:>7} {:>6} {:>11} {:>11} {:>6}  {:<7} {}",
+            feed_state(f),
+            f.entry_count,
+            f.last_status
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            ago(f.last_checked_at, now),
+            next,
+            f.error_count,
+            f.origin.as_str(),
+            f.spec.url
+        )?;
+        let mut detail = vec![format!("title: {}", f.display_title())];
+        if !f.spec.tags.is_empty() {
+            detail.push(format!("tags: {}", f.spec.tags.join(", ")));
+        }
+        writeln!(out, "{:>70}{}", "", detail.join("; "))?;
+        if let Some(err) = f.last_error.as_deref().filter(|_| f.error_count > 0) {
+            writeln!(out, "{:>70}last error: {err}", "")?;
+        }
+    }
+    Ok(())
+}
+
+async fn feeds_remove(config: &Config, url: &str) -> anyhow::Result<()> {
+    let key = validate_feed_url(url).unwrap_or_else(|_| url.to_owned());
+    let store = open(config).await?;
+    let Some(feed) = store.feed_by_url(&key).await? else {
+        store.close().await?;
+        bail!("{url} is not subscribed (see `tributary feeds list`)");
+    };
+    if feed.origin == FeedOrigin::Config {
+        store.close().await?;
+        let path = config
+            .path
+            .as_deref()
+            .map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
+        bail!("{url} is defined in {path}: remove its [[feed]] table there instead");
+    }
+    store.remove_feed(&key, Utc::now()).await?;
+    store.close().await?;
+    println!("removed {key} and {} entries", feed.entry_count);
+    Ok(())
+}
+
+async fn opml_import(config: &Config, file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read OPML file {}", file.display()))?;
+    let imported =
+        crate::opml::import(&text).with_context(|| format!("cannot import {}", file.display()))?;
+    let store = open(config).await?;
+    let outcomes = store
+        .add_feeds(imported.feeds.clone(), FeedOrigin::Opml, Utc::now())
+        .await?;
+    store.close().await?;
+    let added = outcomes.iter().filter(|o| **o == AddOutcome::Added).count();
+    println!(
+        "imported {added} feeds from {} ({} already subscribed, {} skipped)",
+        file.display(),
+        outcomes.len() - added,
+        imported.skipped.len()
+    );
+    for s in &imported.skipped {
+        println!("  skipped {:?}: {}", s.outline, s.reason);
+    }
+    Ok(())
+}
+
+async fn opml_export(config: &Config) -> anyhow::Result<()> {
+    let store = open(config).await?;
+    let feeds = store.feeds().await?;
+    store.close().await?;
+    // The feed's own title stands in when the operator gave none, so the
+    // file is readable in any other reader.
+    let specs: Vec<FeedSpec> = feeds
+        .into_iter()
+        .map(|f| FeedSpec {
+            title: f.spec.title.clone().or(f.site_title),
+            ..f.spec
+        })
+        .collect();
+    let doc = crate::opml::export(&specs, &format!("{} subscriptions", config.server.title));
+    let mut out = std::io::stdout().lock();
+    out.write_all(doc.as_bytes())?;
+    if !doc.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1880 @@
+//! Configuration: raw TOML text → validated [`Config`].
+//!
+//! This module owns the configuration file format: every key, its type, its
+//! default and the rules its value must meet. Nothing downstream ever sees an
+//! unvalidated value, and nothing else in the program reads TOML or the
+//! `STATE_DIRECTORY` variable.
+//!
+//! Loading happens in two phases so that an operator sees every mistake in one
+//! run instead of fixing them one restart at a time:
+//!
+//! 1. **Read**: walk the spanned TOML tree key by key, turning each value into
+//!    a typed [`Field`] (or a [`Problem`] for an unknown key, a wrong type or
+//!    an unparsable value). Nothing stops at the first error.
+//! 2. **Validate**: lay the read values over the defaults and check ranges and
+//!    rules that span several keys (`poll.interval >= poll.min_interval`,
+//!    duplicate feed URLs, …). A value that already failed in phase 1 is left
+//!    out of these checks so one typo is not reported three times.
+//!
+//! Each problem names its dotted key (`poll.interval`, `feed[2].url`) and its
+//! 1-based line, computed from the byte spans the TOML parser hands back.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+use url::Url;
+
+use crate::model::FeedSpec;
+
+// A macro rather than a const so that `concat!` can build the user agent at
+// compile time: `concat!` only accepts literals.
+macro_rules! project_url {
+    () => {
+        "https://github.com/tributary-rs/tributary"
+    };
+}
+
+/// The project's home page, named in the output feeds' `<generator>`.
+pub const PROJECT_URL: &str = project_url!();
+
+/// Where the default user agent points server operators who want to know
+/// who is fetching their feeds (the same page as [`PROJECT_URL`]).
+pub const DEFAULT_USER_AGENT_PROJECT_URL: &str = PROJECT_URL;
+
+/// The `User-Agent` sent when `[poll] user_agent` is not set:
+/// `Tributary/<version> (+<project url>)`.
+pub const DEFAULT_USER_AGENT: &str = concat!(
+    "Tributary/",
+    env!("CARGO_PKG_VERSION"),
+    " (+",
+    project_url!(),
+    ")"
+);
+
+/// The file name of the database when `database` is not set.
+const DEFAULT_DATABASE_FILE: &str = "tributary.db";
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
+const DEFAULT_TITLE: &str = "Tributary";
+const DEFAULT_PAGE_SIZE: usize = 50;
+const DEFAULT_MAX_PAGE_SIZE: usize = 500;
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60 * 60);
+const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_CONCURRENCY: usize = 8;
+const DEFAULT_MAX_BODY: u64 = 10 * 1_000_000;
+const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Bounds that protect the daemon and the feeds' servers from a typo.
+const MIN_MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_CONCURRENCY: i64 = 1024;
+const MIN_MAX_BODY: u64 = 1_000;
+
+/// Hints repeated in several messages, kept in one place so they agree.
+const DURATION_HINT: &str = "write it as 30s, 15m, 1h or 1h30m";
+const SIZE_HINT: &str = "write it as 512KB, 10MB, 1GiB or a number of bytes";
+
+/// The known keys of each table, used to reject unknown keys and to suggest
+/// the intended one.
+const TOP_KEYS: &[&str] = &["database", "server", "poll", "log", "feed"];
+const SERVER_KEYS: &[&str] = &["listen", "base_url", "title", "page_size", "max_page_size"];
+const POLL_KEYS: &[&str] = &[
+    "interval",
+    "min_interval",
+    "timeout",
+    "connect_timeout",
+    "concurrency",
+    "max_body",
+    "user_agent",
+];
+const LOG_KEYS: &[&str] = &["level", "format"];
+const FEED_KEYS: &[&str] = &["url", "title", "tags", "interval"];
+
+/// Every table with its header as written in the file, so an unknown key can
+/// be pointed at the table it belongs in.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("the top level", TOP_KEYS),
+    ("[server]", SERVER_KEYS),
+    ("[poll]", POLL_KEYS),
+    ("[log]", LOG_KEYS),
+    ("[[feed]]", FEED_KEYS),
+];
+
+/// The validated configuration. Every field holds a usable value: defaults
+/// are filled in and all rules have been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// File it was loaded from (None when built from a string in tests).
+    pub path: Option<PathBuf>,
+    /// Resolved database path. Absolute unless the current directory could
+    /// not be determined.
+    pub database: PathBuf,
+    pub server: ServerConfig,
+    pub poll: PollConfig,
+    pub log: LogConfig,
+    /// The `[[feed]]` tables in file order; URLs are unique.
+    pub feeds: Vec<FeedSpec>,
+}
+
+/// `[server]`: the HTTP server that publishes the output feeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address the server binds to.
+    pub listen: SocketAddr,
+    /// The public address of the server, used for absolute links in the
+    /// output (self links, ids). Always http or https with no query or
+    /// fragment. Its path never ends in `/`, except the bare root, which the
+    /// `url` crate always spells `/` (`https://example.com/`). Build links
+    /// with [`ServerConfig::url_for`] rather than [`Url::join`], which would
+    /// drop the last path segment.
+    pub base_url: Url,
+    /// Title of the combined output feed.
+    pub title: String,
+    /// Entries per output page when the client does not ask for a number.
+    pub page_size: usize,
+    /// The cap on `?limit=`, so one request cannot ask for the whole database.
+    pub max_page_size: usize,
+}
+
+impl ServerConfig {
+    /// The absolute URL of `path` under `base_url`:
+    /// `https://example.com/feeds` + `atom.xml` → `https://example.com/feeds/atom.xml`.
+    /// A leading `/` on `path` is ignored, so `"/atom.xml"` gives the same.
+    pub fn url_for(&self, path: &str) -> String {
+        format!(
+            "{}/{}",
+            self.base_url.as_str().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        )
+    }
+}
+
+/// `[poll]`: how feeds are fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollConfig {
+    /// How often a feed is polled unless it sets its own `interval`.
+    pub interval: Duration,
+    /// The floor for any interval, including ones a feed asks for (`ttl`,
+    /// `Cache-Control`), so the daemon never hammers a server.
+    pub min_interval: Duration,
+    /// Total time allowed for one fetch, body included.
+    pub timeout: Duration,
+    /// Time allowed to establish the connection.
+    pub connect_timeout: Duration,
+    /// Global cap on simultaneous fetches.
+    pub concurrency: usize,
+    /// Largest response body accepted, in bytes; protects memory from a
+    /// runaway or hostile server.
+    pub max_body: u64,
+    /// The `User-Agent` header sent with every fetch.
+    pub user_agent: String,
+}
+
+/// `[log]`: what the daemon logs and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` `EnvFilter` directive: a level (`info`) or a list
+    /// (`info,tributary::pipeline=debug`). Checked only for being non-empty;
+    /// the logging setup reports a malformed directive.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal or the journal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file was read but has problems; all of them are listed, in line
+    /// order.
+    #[error("{}", render_problems(.path.as_deref(), .problems))]
+    Invalid {
+        path: Option<PathBuf>,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key at fault (`poll.interval`, `feed[2].url`); empty for a
+    /// TOML syntax error, which has no key yet.
+    pub key: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+/// One line per problem: `path:line: key: message`.
+fn render_problems(path: Option<&Path>, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, problem) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let origin = path.map(|p| p.display().to_string());
+        match (origin, problem.line) {
+            (Some(origin), Some(line)) => out.push_str(&format!("{origin}:{line}: ")),
+            (Some(origin), None) => out.push_str(&format!("{origin}: ")),
+            (None, Some(line)) => out.push_str(&format!("line {line}: ")),
+            (None, None) => {}
+        }
+        if !problem.key.is_empty() {
+            out.push_str(&problem.key);
+            out.push_str(": ");
+        }
+        out.push_str(&problem.message);
+    }
+    out
+}
+
+impl Config {
+    /// Load and validate a file. Relative paths inside resolve against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, Some(path))
+    }
+
+    /// Validate TOML text; `path` is used for messages and for resolving
+    /// relative paths (None → current dir).
+    pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let state_dir = std::env::var("STATE_DIRECTORY").ok();
+        from_toml_with_env(text, path, state_dir.as_deref())
+    }
+
+    /// The config with all defaults and no feeds (what an empty file gives).
+    pub fn default_for(path: Option<&Path>) -> Config {
+        let state_dir = std::env::var("STATE_DIRECTORY").ok();
+        defaults(path, state_dir.as_deref())
+    }
+}
+
+/// [`Config::from_toml`] with the value of `STATE_DIRECTORY` passed in, so
+/// tests do not race on the process environment.
+fn from_toml_with_env(
+    text: &str,
+    path: Option<&Path>,
+    state_dir: Option<&str>,
+) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        path: path.map(Path::to_path_buf),
+        problems,
+    };
+    let lines = LineIndex::new(text);
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(err) => {
+            // After a syntax error the tree is incomplete, so checking keys
+            // would only add noise: report the syntax error alone.
+            return Err(invalid(vec![Problem {
+                key: String::new(),
+                line: err.span().map(|span| lines.line(span.start)),
+                message: format!("invalid TOML: {}", err.message()),
+            }]));
+        }
+    };
+
+    let mut reader = Reader {
+        lines,
+        problems: Vec::new(),
+    };
+    let raw = reader.read_root(root.get_ref());
+    let config = reader.validate(raw, path, state_dir);
+    if reader.problems.is_empty() {
+        Ok(config)
+    } else {
+        let mut problems = reader.problems;
+        // The tree is walked in key order, not file order; a reader expects
+        // file order. Problems without a line go last.
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(invalid(problems))
+    }
+}
+
+/// The configuration an empty file gives.
+fn defaults(path: Option<&Path>, state_dir: Option<&str>) -> Config {
+    let base_dir = base_dir(path);
+    let database = match state_dir
+        .and_then(|dirs| dirs.split(':').next())
+        .filter(|dir| !dir.is_empty())
+    {
+        // systemd's StateDirectory= is the place the unit may write to; it
+        // may list several directories, the first is ours.
+        Some(dir) => Path::new(dir).join(DEFAULT_DATABASE_FILE),
+        None => base_dir.join(DEFAULT_DATABASE_FILE),
+    };
+    Config {
+        path: path.map(Path::to_path_buf),
+        database,
+        server: ServerConfig {
+            listen: DEFAULT_LISTEN,
+            base_url: base_url_for(DEFAULT_LISTEN),
+            title: DEFAULT_TITLE.to_owned(),
+            page_size: DEFAULT_PAGE_SIZE,
+            max_page_size: DEFAULT_MAX_PAGE_SIZE,
+        },
+        poll: PollConfig {
+            interval: DEFAULT_INTERVAL,
+            min_interval: DEFAULT_MIN_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            concurrency: DEFAULT_CONCURRENCY,
+            max_body: DEFAULT_MAX_BODY,
+            user_agent: DEFAULT_USER_AGENT.to_owned(),
+        },
+        log: LogConfig {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+            format: LogFormat::Text,
+        },
+        feeds: Vec::new(),
+    }
+}
+
+/// The directory relative paths in the file resolve against: the file's own
+/// directory, made absolute so the result does not depend on the daemon's
+/// working directory staying put.
+fn base_dir(path: Option<&Path>) -> PathBuf {
+    let dir = path.and_then(Path::parent).unwrap_or(Path::new(""));
+    if dir.is_absolute() {
+        return dir.to_path_buf();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) if dir.as_os_str().is_empty() => cwd,
+        Ok(cwd) => cwd.join(dir),
+        // Without a current directory a relative path is the best we have;
+        // it still means "relative to wherever the process runs".
+        Err(_) => dir.to_path_buf(),
+    }
+}
+
+/// `http://<listen>`, the default `base_url`.
+fn base_url_for(listen: SocketAddr) -> Url {
+    // Not user input: a SocketAddr always renders as a valid URL authority
+    // (`[::1]:8080` included).
+    Url::parse(&format!("http://{listen}/")).expect("a socket address is a valid URL authority")
+}
+
+/// Maps byte offsets to 1-based line numbers.
+struct LineIndex {
+    /// Byte offset of the start of each line.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        // The number of line starts at or before `offset` is its line number.
+        self.starts.partition_point(|&start| start <= offset)
+    }
+}
+
+/// A value read in phase 1.
+#[derive(Debug, Clone, Default)]
+enum Field<T> {
+    /// The key is not in the file: use the default.
+    #[default]
+    Missing,
+    /// The key is there but a problem was already reported for it: leave it
+    /// out of further checks.
+    Invalid,
+    /// A value of the right type, with the line it was on.
+    Set(T, usize),
+}
+
+impl<T: Clone> Field<T> {
+    /// The value to use, or None when the key was invalid.
+    fn or(&self, default: T) -> Option<T> {
+        match self {
+            Field::Missing => Some(default),
+            Field::Invalid => None,
+            Field::Set(value, _) => Some(value.clone()),
+        }
+    }
+}
+
+/// Phase 1 output: what the file says, typed but not yet checked against
+/// ranges or other keys.
+#[derive(Default)]
+struct RawConfig {
+    database: Field<String>,
+    server: RawServer,
+    poll: RawPoll,
+    log: RawLog,
+    feeds: Vec<RawFeed>,
+}
+
+#[derive(Default)]
+struct RawServer {
+    listen: Field<SocketAddr>,
+    base_url: Field<Url>,
+    title: Field<String>,
+    page_size: Field<i64>,
+    max_page_size: Field<i64>,
+}
+
+#[derive(Default)]
+struct RawPoll {
+    interval: Field<Duration>,
+    min_interval: Field<Duration>,
+    timeout: Field<Duration>,
+    connect_timeout: Field<Duration>,
+    concurrency: Field<i64>,
+    max_body: Field<u64>,
+    user_agent: Field<String>,
+}
+
+#[derive(Default)]
+struct RawLog {
+    level: Field<String>,
+    format: Field<LogFormat>,
+}
+
+#[derive(Default)]
+struct RawFeed {
+    /// Position in the file's feed array, for `feed[N]` in messages.
+    index: usize,
+    /// Line of the `[[feed]]` table, for problems about a missing key.
+    line: usize,
+    url: Field<String>,
+    title: Field<String>,
+    tags: Field<Vec<String>>,
+    interval: Field<Duration>,
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Walks the TOML tree and collects problems; both phases run on it.
+struct Reader {
+    lines: LineIndex,
+    problems: Vec<Problem>,
+}
+
+impl Reader {
+    fn problem(&mut self, key: &str, span: Range<usize>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            line: Some(self.lines.line(span.start)),
+            message: message.into(),
+        });
+    }
+
+    fn problem_at_line(&mut self, key: &str, line: usize, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            line: Some(line),
+            message: message.into(),
+        });
+    }
+
+    // ---- phase 1: read ----
+
+    fn read_root(&mut self, root: &DeTable<'_>) -> RawConfig {
+        let mut raw = RawConfig::default();
+        for (name, value) in root.iter() {
+            let key = name.get_ref().as_ref();
+            match key {
+                "database" => raw.database = self.non_empty_string(key, value),
+                "server" => {
+                    if let Some(table) = self.table(key, value) {
+                        raw.server = self.read_server(table);
+                    }
+                }
+                "poll" => {
+                    if let Some(table) = self.table(key, value) {
+                        raw.poll = self.read_poll(table);
+                    }
+                }
+                "log" => {
+                    if let Some(table) = self.table(key, value) {
+                        raw.log = self.read_log(table);
+                    }
+                }
+                "feed" => raw.feeds = self.read_feeds(value),
+                _ => self.unknown_key(key, key, name.span(), TOP_KEYS),
+            }
+        }
+        raw
+    }
+
+    fn read_server(&mut self, table: &DeTable<'_>) -> RawServer {
+        let mut raw = RawServer::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("server.{field}");
+            let key = key.as_str();
+            match field {
+                "listen" => raw.listen = self.socket_addr(key, value),
+                "base_url" => raw.base_url = self.base_url(key, value),
+                "title" => raw.title = self.non_empty_string(key, value),
+                "page_size" => raw.page_size = self.integer(key, value),
+                "max_page_size" => raw.max_page_size = self.integer(key, value),
+                _ => self.unknown_key(key, field, name.span(), SERVER_KEYS),
+            }
+        }
+        raw
+    }
+
+    fn read_poll(&mut self, table: &DeTable<'_>) -> RawPoll {
+        let mut raw = RawPoll::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("poll.{field}");
+            let key = key.as_str();
+            match field {
+                "interval" => raw.interval = self.duration(key, value),
+                "min_interval" => raw.min_interval = self.duration(key, value),
+                "timeout" => raw.timeout = self.duration(key, value),
+                "connect_timeout" => raw.connect_timeout = self.duration(key, value),
+                "concurrency" => raw.concurrency = self.integer(key, value),
+                "max_body" => raw.max_body = self.size(key, value),
+                "user_agent" => raw.user_agent = self.non_empty_string(key, value),
+                _ => self.unknown_key(key, field, name.span(), POLL_KEYS),
+            }
+        }
+        raw
+    }
+
+    fn read_log(&mut self, table: &DeTable<'_>) -> RawLog {
+        let mut raw = RawLog::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("log.{field}");
+            let key = key.as_str();
+            match field {
+                "level" => raw.level = self.non_empty_string(key, value),
+                "format" => raw.format = self.log_format(key, value),
+                _ => self.unknown_key(key, field, name.span(), LOG_KEYS),
+            }
+        }
+        raw
+    }
+
+    fn read_feeds(&mut self, value: &Value<'_>) -> Vec<RawFeed> {
+        let items = match value.get_ref() {
+            DeValue::Array(items) => items,
+            DeValue::Table(_) => {
+                self.problem(
+                    "feed",
+                    value.span(),
+                    "expected an array of tables: write each feed as [[feed]], not [feed]",
+                );
+                return Vec::new();
+            }
+            other => {
+                self.wrong_type("feed", value.span(), "an array of tables ([[feed]])", other);
+                return Vec::new();
+            }
+        };
+        let mut feeds = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let prefix = format!("feed[{i}]");
+            match item.get_ref() {
+                DeValue::Table(table) => {
+                    let mut raw = self.read_feed(&prefix, table);
+                    raw.index = i;
+                    raw.line = self.lines.line(item.span().start);
+                    feeds.push(raw);
+                }
+                other => self.wrong_type(&prefix, item.span(), "a table", other),
+            }
+        }
+        feeds
+    }
+
+    fn read_feed(&mut self, prefix: &str, table: &DeTable<'_>) -> RawFeed {
+        let mut raw = RawFeed::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("{prefix}.{field}");
+            let key = key.as_str();
+            match field {
+                "url" => raw.url = self.feed_url(key, value),
+                "title" => raw.title = self.non_empty_string(key, value),
+                "tags" => raw.tags = self.tags(key, value),
+                "interval" => raw.interval = self.duration(key, value),
+                _ => self.unknown_key(key, field, name.span(), FEED_KEYS),
+            }
+        }
+        raw
+    }
+
+    /// Reports an unknown key of the table whose keys are `known`, with a
+    /// hint: a close known key of the same table, else the table(s) the key
+    /// belongs in, else the list of known keys.
+    fn unknown_key(&mut self, key: &str, field: &str, span: Range<usize>, known: &[&str]) {
+        let hint = if let Some(close) = closest(field, known) {
+            format!("did you mean \"{close}\"?")
+        } else {
+            let homes: Vec<&str> = SECTIONS
+                .iter()
+                .filter(|(_, keys)| *keys != known && keys.contains(&field))
+                .map(|(header, _)| *header)
+                .collect();
+            if homes.is_empty() {
+                format!("known keys are {}", known.join(", "))
+            } else {
+                format!("this key belongs in {}", homes.join(" or "))
+            }
+        };
+        self.problem(key, span, format!("unknown key \"{field}\": {hint}"));
+    }
+
+    fn wrong_type(&mut self, key: &str, span: Range<usize>, expected: &str, found: &DeValue<'_>) {
+        self.problem(
+            key,
+            span,
+            format!("expected {expected}, found {}", type_name(found)),
+        );
+    }
+
+    fn table<'a, 'i>(&mut self, key: &str, value: &'a Value<'i>) -> Option<&'a DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(table) => Some(table),
+            other => {
+                self.wrong_type(key, value.span(), &format!("a table ([{key}])"), other);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, value: &Value<'_>) -> Field<String> {
+        match value.get_ref() {
+            DeValue::String(s) => Field::Set(s.to_string(), self.lines.line(value.span().start)),
+            other => {
+                self.wrong_type(key, value.span(), "a string", other);
+                Field::Invalid
+            }
+        }
+    }
+
+    /// A string, trimmed, that must not be blank.
+    fn non_empty_string(&mut self, key: &str, value: &Value<'_>) -> Field<String> {
+        match self.string(key, value) {
+            Field::Set(s, line) => {
+                let trimmed = s.trim();
+                if trimmed.is_empty() {
+                    self.problem(key, value.span(), "must not be empty");
+                    Field::Invalid
+                } else {
+                    Field::Set(trimmed.to_owned(), line)
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Parses a string with `parse`, which returns the whole message on
+    /// failure.
+    fn parsed<T>(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Field<T> {
+        match self.string(key, value) {
+            Field::Set(s, line) => match parse(&s) {
+                Ok(v) => Field::Set(v, line),
+                Err(message) => {
+                    self.problem(key, value.span(), message);
+                    Field::Invalid
+                }
+            },
+            Field::Missing => Field::Missing,
+            Field::Invalid => Field::Invalid,
+        }
+    }
+
+    fn integer(&mut self, key: &str, value: &Value<'_>) -> Field<i64> {
+        match value.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Field::Set(n, self.lines.line(value.span().start)),
+                Err(_) => {
+                    self.problem(key, value.span(), "number is too large");
+                    Field::Invalid
+                }
+            },
+            other => {
+                self.wrong_type(key, value.span(), "an integer", other);
+                Field::Invalid
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: &Value<'_>) -> Field<Duration> {
+        if let DeValue::Integer(i) = value.get_ref() {
+            // A bare number has no unit; guessing seconds would turn a
+            // minutes-minded `interval = 30` into a poll every 30 seconds.
+            self.problem(
+                key,
+                value.span(),
+                format!(
+                    "expected a duration string, found an integer: add quotes and a unit, e.g. \"{n}s\" for seconds or \"{n}m\" for minutes",
+                    n = i.as_str()
+                ),
+            );
+            return Field::Invalid;
+        }
+        self.parsed(key, value, parse_duration)
+    }
+
+    fn size(&mut self, key: &str, value: &Value<'_>) -> Field<u64> {
+        if let DeValue::Integer(_) = value.get_ref() {
+            // A bare integer is unambiguous for a size: bytes.
+            return match self.integer(key, value) {
+                Field::Set(n, line) => match u64::try_from(n) {
+                    Ok(n) => Field::Set(n, line),
+                    Err(_) => {
+                        self.problem(key, value.span(), "must not be negative");
+                        Field::Invalid
+                    }
+                },
+                _ => Field::Invalid,
+            };
+        }
+        self.parsed(key, value, parse_size)
+    }
+
+    fn socket_addr(&mut self, key: &str, value: &Value<'_>) -> Field<SocketAddr> {
+        self.parsed(key, value, |s| {
+            s.trim().parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "invalid listen address \"{s}\": write it as HOST:PORT with an IP address, e.g. 127.0.0.1:8080 or [::1]:8080"
+                )
+            })
+        })
+    }
+
+    fn base_url(&mut self, key: &str, value: &Value<'_>) -> Field<Url> {
+        self.parsed(key, value, |s| {
+            let mut url = parse_http_url(s)?;
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!(
+                    "invalid URL \"{s}\": a base URL cannot have a query (?…) or fragment (#…)"
+                ));
+            }
+            // See `ServerConfig::base_url` for why the slash goes.
+            let path = url.path().trim_end_matches('/').to_owned();
+            url.set_path(&path);
+            Ok(url)
+        })
+    }
+
+    fn feed_url(&mut self, key: &str, value: &Value<'_>) -> Field<String> {
+        self.parsed(key, value, |s| parse_http_url(s).map(|url| url.to_string()))
+    }
+
+    fn log_format(&mut self, key: &str, value: &Value<'_>) -> Field<LogFormat> {
+        self.parsed(key, value, |s| match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "unknown log format \"{s}\": use \"text\" or \"json\""
+            )),
+        })
+    }
+
+    /// An array of strings: trimmed, blanks rejected, duplicates dropped
+    /// (the first one keeps its place).
+    fn tags(&mut self, key: &str, value: &Value<'_>) -> Field<Vec<String>> {
+        let items = match value.get_ref() {
+            DeValue::Array(items) => items,
+            DeValue::String(s) => {
+                self.problem(
+                    key,
+                    value.span(),
+                    format!("expected an array of strings, found a string: write it as [\"{s}\"]"),
+                );
+                return Field::Invalid;
+            }
+            other => {
+                self.wrong_type(key, value.span(), "an array of strings", other);
+                return Field::Invalid;
+            }
+        };
+        let mut tags: Vec<String> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_key = format!("{key}[{i}]");
+            match self.non_empty_string(&item_key, item) {
+                Field::Set(tag, _) => {
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+                _ => ok = false,
+            }
+        }
+        if ok {
+            Field::Set(tags, self.lines.line(value.span().start))
+        } else {
+            Field::Invalid
+        }
+    }
+
+    // ---- phase 2: validate ----
+
+    /// Lays the read values over the defaults and checks ranges and rules
+    /// between keys. Returns a complete `Config` even when problems were
+    /// found (with defaults in the bad places); the caller discards it then.
+    fn validate(&mut self, raw: RawConfig, path: Option<&Path>, state_dir: Option<&str>) -> Config {
+        let mut config = defaults(path, state_dir);
+
+        if let Field::Set(database, _) = &raw.database {
+            // `join` keeps an absolute path as it is.
+            config.database = base_dir(path).join(database);
+        }
+
+        self.validate_server(&raw.server, &mut config.server);
+        self.validate_poll(&raw.poll, &mut config.poll);
+        let min_interval = raw.poll.min_interval.or(DEFAULT_MIN_INTERVAL);
+        if let Some(level) = raw.log.level.or(config.log.level.clone()) {
+            config.log.level = level;
+        }
+        if let Some(format) = raw.log.format.or(config.log.format) {
+            config.log.format = format;
+        }
+        config.feeds = self.validate_feeds(raw.feeds, min_interval);
+        config
+    }
+
+    fn validate_server(&mut self, raw: &RawServer, server: &mut ServerConfig) {
+        if let Some(listen) = raw.listen.or(server.listen) {
+            server.listen = listen;
+            server.base_url = base_url_for(listen);
+        }
+        if let Field::Set(url, _) = &raw.base_url {
+            server.base_url = url.clone();
+        }
+        if let Some(title) = raw.title.or(server.title.clone()) {
+            server.title = title;
+        }
+
+        let max_page_size = match &raw.max_page_size {
+            Field::Set(n, line) => match usize::try_from(*n) {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    self.problem_at_line(
+                        "server.max_page_size",
+                        *line,
+                        format!("must be at least 1, got {n}"),
+                    );
+                    None
+                }
+            },
+            Field::Missing => Some(DEFAULT_MAX_PAGE_SIZE),
+            Field::Invalid => None,
+        };
+        if let Some(max) = max_page_size {
+            server.max_page_size = max;
+        }
+        if let Field::Set(n, line) = &raw.page_size {
+            match usize::try_from(*n) {
+                Ok(n) if n >= 1 && max_page_size.is_none_or(|max| n <= max) => {
+                    server.page_size = n;
+                }
+                _ => {
+                    let upper = match max_page_size {
+                        Some(max) => format!("max_page_size ({max})"),
+                        None => "max_page_size".to_owned(),
+                    };
+                    self.problem_at_line(
+                        "server.page_size",
+                        *line,
+                        format!("must be between 1 and {upper}, got {n}"),
+                    );
+                }
+            }
+        } else if let (Field::Missing, Some(max)) = (&raw.page_size, max_page_size) {
+            // A small max_page_size lowers the default page size with it,
+            // rather than making the operator set both.
+            server.page_size = DEFAULT_PAGE_SIZE.min(max);
+        }
+    }
+
+    fn validate_poll(&mut self, raw: &RawPoll, poll: &mut PollConfig) {
+        let min_interval = match &raw.min_interval {
+            Field::Set(d, line) if *d < MIN_MIN_INTERVAL => {
+                self.problem_at_line(
+                    "poll.min_interval",
+                    *line,
+                    format!("must be at least 1s, got {}", format_duration(*d)),
+                );
+                None
+            }
+            other => other.or(DEFAULT_MIN_INTERVAL),
+        };
+        if let Some(min) = min_interval {
+            poll.min_interval = min;
+        }
+        match (&raw.interval, min_interval) {
+            (Field::Set(interval, line), Some(min)) if *interval < min => self.problem_at_line(
+                "poll.interval",
+                *line,
+                format!(
+                    "interval ({}) is shorter than min_interval ({}): raise interval or lower min_interval",
+                    format_duration(*interval),
+                    format_duration(min)
+                ),
+            ),
+            (Field::Set(interval, _), _) => poll.interval = *interval,
+            // Only a min_interval from the file can exceed the default
+            // interval; that key is the one with a line to point at.
+            (Field::Missing, Some(min)) if DEFAULT_INTERVAL < min => {
+                if let Field::Set(_, line) = raw.min_interval {
+                    self.problem_at_line(
+                        "poll.min_interval",
+                        line,
+                        format!(
+                            "min_interval ({}) is longer than the default interval ({}): set interval too, or lower min_interval",
+                            format_duration(min),
+                            format_duration(DEFAULT_INTERVAL)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+        for (key, field, slot) in [
+            ("poll.timeout", &raw.timeout, &mut poll.timeout),
+            (
+                "poll.connect_timeout",
+                &raw.connect_timeout,
+                &mut poll.connect_timeout,
+            ),
+        ] {
+            match field {
+                Field::Set(d, line) if d.is_zero() => {
+                    self.problem_at_line(key, *line, "must be longer than 0s");
+                }
+                Field::Set(d, _) => *slot = *d,
+                _ => {}
+            }
+        }
+        if let Field::Set(n, line) = raw.concurrency {
+            match usize::try_from(n) {
+                Ok(c) if (1..=MAX_CONCURRENCY).contains(&n) => poll.concurrency = c,
+                _ => self.problem_at_line(
+                    "poll.concurrency",
+                    line,
+                    format!("must be between 1 and {MAX_CONCURRENCY}, got {n}"),
+                ),
+            }
+        }
+        match raw.max_body {
+            Field::Set(n, line) if n < MIN_MAX_BODY => self.problem_at_line(
+                "poll.max_body",
+                line,
+                format!("must be at least 1KB (1000 bytes), got {n} bytes"),
+            ),
+            Field::Set(n, _) => poll.max_body = n,
+            _ => {}
+        }
+        if let Field::Set(agent, _) = &raw.user_agent {
+            poll.user_agent = agent.clone();
+        }
+    }
+
+    fn validate_feeds(
+        &mut self,
+        raw: Vec<RawFeed>,
+        min_interval: Option<Duration>,
+    ) -> Vec<FeedSpec> {
+        // URL → (index, line) of its first appearance.
+        let mut seen: std::collections::HashMap<String, (usize, usize)> =
+            std::collections::HashMap::new();
+        let mut feeds = Vec::with_capacity(raw.len());
+        for feed in raw {
+            let i = feed.index;
+            let url = match feed.url {
+                Field::Set(url, line) => {
+                    if let Some((first, first_line)) = seen.get(&url) {
+                        self.problem_at_line(
+                            &format!("feed[{i}].url"),
+                            line,
+                            format!(
+                                "duplicate feed url \"{url}\": already listed as feed[{first}] on line {first_line}"
+                            ),
+                        );
+                    } else {
+                        seen.insert(url.clone(), (i, line));
+                    }
+                    url
+                }
+                Field::Missing => {
+                    self.problem_at_line(
+                        &format!("feed[{i}].url"),
+                        feed.line,
+                        "missing: every [[feed]] needs url = \"https://…\"",
+                    );
+                    continue;
+                }
+                Field::Invalid => continue,
+            };
+            let interval = match (feed.interval, min_interval) {
+                (Field::Set(d, line), Some(min)) if d < min => {
+                    self.problem_at_line(
+                        &format!("feed[{i}].interval"),
+                        line,
+                        format!(
+                            "interval ({}) is shorter than poll.min_interval ({}): raise it or lower poll.min_interval",
+                            format_duration(d),
+                            format_duration(min)
+                        ),
+                    );
+                    None
+                }
+                (Field::Set(d, _), _) => Some(d),
+                _ => None,
+            };
+            let title = match feed.title {
+                Field::Set(title, _) => Some(title),
+                _ => None,
+            };
+            let tags = match feed.tags {
+                Field::Set(tags, _) => tags,
+                _ => Vec::new(),
+            };
+            feeds.push(FeedSpec {
+                url,
+                title,
+                tags,
+                interval,
+            });
+        }
+        feeds
+    }
+}
+
+/// An absolute http(s) URL with a host.
+fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim()).map_err(|e| {
+        format!("invalid URL \"{s}\": {e}; write it in full, e.g. https://example.com/feed.xml")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid URL \"{s}\": only http and https URLs are supported"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("invalid URL \"{s}\": it has no host"));
+    }
+    Ok(url)
+}
+
+/// How a value's type is named in messages.
+fn type_name(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// The known key closest to `key`, if it is close enough to be a likely
+/// typo (`intervall`, `base-url`, `Title`).
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let normalised = key.to_lowercase().replace('-', "_");
+    known
+        .iter()
+        .map(|&k| (edit_distance(&normalised, k), k))
+        .filter(|&(d, k)| d <= 2 && d * 2 <= k.len().max(normalised.len()))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, counted in chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Parses a duration such as `30s`, `15m`, `1h`, `1d`, `1h30m` or `500ms`.
+///
+/// A duration is one or more `<integer><unit>` parts, summed; spaces between
+/// parts are allowed. Units: `ns`, `us`, `ms`, `s`, `m`, `h`, `d`. A number
+/// without a unit, a fraction, a sign or an unknown unit is an error. The
+/// error is a complete message (`invalid duration "5x": write it as …`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration \"{s}\": {DURATION_HINT}");
+    let text = s.trim();
+    if text.starts_with('-') {
+        return Err(format!("invalid duration \"{s}\": must not be negative"));
+    }
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    let too_large = || format!("invalid duration \"{s}\": too large");
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits_end == 0 {
+            return Err(invalid());
+        }
+        let n: u64 = rest[..digits_end].parse().map_err(|_| too_large())?;
+        rest = &rest[digits_end..];
+        let unit_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_end] {
+            "ns" => Some(Duration::from_nanos(n)),
+            "us" => Some(Duration::from_micros(n)),
+            "ms" => Some(Duration::from_millis(n)),
+            "s" => Some(Duration::from_secs(n)),
+            "m" => n.checked_mul(60).map(Duration::from_secs),
+            "h" => n.checked_mul(60 * 60).map(Duration::from_secs),
+            "d" => n.checked_mul(24 * 60 * 60).map(Duration::from_secs),
+            _ => return Err(invalid()),
+        };
+        total = part
+            .and_then(|part| total.checked_add(part))
+            .ok_or_else(too_large)?;
+        rest = rest[unit_end..].trim_start();
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, largest units
+/// first: 5400s → `1h30m`, 90s → `1m30s`, 0 → `0s`.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3_600, "h"),
+        (secs % 3_600 / 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(nanos / 1_000_000), "ms"),
+        (u64::from(nanos / 1_000 % 1_000), "us"),
+        (u64::from(nanos % 1_000), "ns"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
+}
+
+/// Parses a size such as `10MB`, `512KB`, `1GB`, `1MiB` or a plain number of
+/// bytes (`1048576`).
+///
+/// Decimal units are powers of 1000 (`KB`, `MB`, `GB`, `TB`), binary units
+/// powers of 1024 (`KiB`, `MiB`, `GiB`, `TiB`); `B` is bytes. Units are
+/// case-insensitive and may follow a space. The error is a complete message.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let invalid = || format!("invalid size \"{s}\": {SIZE_HINT}");
+    let text = s.trim();
+    if text.starts_with('-') {
+        return Err(format!("invalid size \"{s}\": must not be negative"));
+    }
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    if digits_end == 0 {
+        return Err(invalid());
+    }
+    let too_large = || format!("invalid size \"{s}\": too large");
+    let n: u64 = text[..digits_end].parse().map_err(|_| too_large())?;
+    let multiplier: u64 = match text[digits_end..]
+        .trim_start()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(invalid()),
+    };
+    n.checked_mul(multiplier).ok_or_else(too_large)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Validates `toml` as if it were `/etc/tributary/tributary.toml`, with
+    /// no `STATE_DIRECTORY`.
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        from_toml_with_env(toml, Some(Path::new("/etc/tributary/tributary.toml")), None)
+    }
+
+    fn ok(toml: &str) -> Config {
+        match load(toml) {
+            Ok(config) => config,
+            Err(e) => panic!("expected a valid config, got:\n{e}"),
+        }
+    }
+
+    fn problems(toml: &str) -> Vec<Problem> {
+        match load(toml) {
+            Ok(config) => panic!("expected problems, got {config:#?}"),
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(e) => panic!("expected ConfigError::Invalid, got {e:?}"),
+        }
+    }
+
+    /// Asserts that `toml` has exactly one problem, at `key` on `line`, and
+    /// returns its message for further checks.
+    #[track_caller]
+    fn check_err(toml: &str, key: &str, line: usize) -> String {
+        let problems = problems(toml);
+        assert_eq!(problems.len(), 1, "expected one problem, got {problems:#?}");
+        let p = &problems[0];
+        assert_eq!(
+            (p.key.as_str(), p.line),
+            (key, Some(line)),
+            "wrong key or line for problem: {}",
+            p.message
+        );
+        p.message.clone()
+    }
+
+    #[test]
+    fn empty_file_gives_every_default() {
+        let config = ok("");
+        assert_eq!(
+            config.path.as_deref(),
+            Some(Path::new("/etc/tributary/tributary.toml"))
+        );
+        assert_eq!(config.database, Path::new("/etc/tributary/tributary.db"));
+        let server = &config.server;
+        assert_eq!(server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(server.base_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(server.title, "Tributary");
+        assert_eq!(server.page_size, 50);
+        assert_eq!(server.max_page_size, 500);
+        let poll = &config.poll;
+        assert_eq!(poll.interval, Duration::from_secs(3600));
+        assert_eq!(poll.min_interval, Duration::from_secs(300));
+        assert_eq!(poll.timeout, Duration::from_secs(30));
+        assert_eq!(poll.connect_timeout, Duration::from_secs(10));
+        assert_eq!(poll.concurrency, 8);
+        assert_eq!(poll.max_body, 10_000_000);
+        assert_eq!(poll.user_agent, DEFAULT_USER_AGENT);
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.format, LogFormat::Text);
+        assert!(config.feeds.is_empty());
+
+        // default_for is what an empty file gives (modulo the environment,
+        // which only affects `database`).
+        let default = defaults(Some(Path::new("/etc/tributary/tributary.toml")), None);
+        assert_eq!(config, default);
+    }
+
+    #[test]
+    fn default_user_agent_names_version_and_project() {
+        assert_eq!(
+            DEFAULT_USER_AGENT,
+            format!(
+                "Tributary/{} (+{})",
+                env!("CARGO_PKG_VERSION"),
+                DEFAULT_USER_AGENT_PROJECT_URL
+            )
+        );
+    }
+
+    #[test]
+    fn every_key_is_parsed() {
+        let config = ok(r#"
+database = "data/feeds.db"
+
+[server]
+listen = "0.0.0.0:9000"
+base_url = "https://feeds.example.com/river/"
+title = "  My River  "
+page_size = 20
+max_page_size = 100
+
+[poll]
+interval = "2h"
+min_interval = "1s"
+timeout = "1m"
+connect_timeout = "5s"
+concurrency = 16
+max_body = "5MiB"
+user_agent = "MyBot/1.0"
+
+[log]
+level = "info,tributary=debug"
+format = "json"
+
+[[feed]]
+url = "https://blog.rust-lang.org/feed.xml"
+title = "Rust Blog"
+tags = [" rust ", "lang", "rust"]
+interval = "30m"
+
+[[feed]]
+url = "HTTPS://LWN.net/headlines/rss"
+"#);
+        assert_eq!(config.database, Path::new("/etc/tributary/data/feeds.db"));
+        assert_eq!(
+            config.server,
+            ServerConfig {
+                listen: "0.0.0.0:9000".parse().unwrap(),
+                base_url: Url::parse("https://feeds.example.com/river").unwrap(),
+                title: "My River".into(),
+                page_size: 20,
+                max_page_size: 100,
+            }
+        );
+        assert_eq!(
+            config.poll,
+            PollConfig {
+                interval: Duration::from_secs(7200),
+                min_interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(60),
+                connect_timeout: Duration::from_secs(5),
+                concurrency: 16,
+                max_body: 5 * 1024 * 1024,
+                user_agent: "MyBot/1.0".into(),
+            }
+        );
+        assert_eq!(
+            config.log,
+            LogConfig {
+                level: "info,tributary=debug".into(),
+                format: LogFormat::Json
+            }
+        );
+        assert_eq!(
+            config.feeds,
+            vec![
+                FeedSpec {
+                    url: "https://blog.rust-lang.org/feed.xml".into(),
+                    title: Some("Rust Blog".into()),
+                    tags: vec!["rust".into(), "lang".into()],
+                    interval: Some(Duration::from_secs(1800)),
+                },
+                FeedSpec {
+                    url: "https://lwn.net/headlines/rss".into(),
+                    title: None,
+                    tags: vec![],
+                    interval: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn base_url_defaults_to_listen_and_loses_trailing_slash() {
+        let config = ok("[server]\nlisten = \"[::1]:8081\"\n");
+        assert_eq!(config.server.base_url.as_str(), "http://[::1]:8081/");
+
+        let base = |s: &str| {
+            ok(&format!("[server]\nbase_url = \"{s}\"\n"))
+                .server
+                .base_url
+                .to_string()
+        };
+        assert_eq!(base("https://example.com"), "https://example.com/");
+        assert_eq!(base("https://example.com/"), "https://example.com/");
+        assert_eq!(base("https://example.com/a/b/"), "https://example.com/a/b");
+        assert_eq!(base("https://example.com/a//"), "https://example.com/a");
+    }
+
+    #[test]
+    fn url_for_joins_without_double_or_missing_slashes() {
+        let server = |s: &str| ok(&format!("[server]\nbase_url = \"{s}\"\n")).server;
+        let root = server("https://example.com/");
+        assert_eq!(root.url_for("atom.xml"), "https://example.com/atom.xml");
+        assert_eq!(root.url_for("/atom.xml"), "https://example.com/atom.xml");
+        let sub = server("https://example.com/river/");
+        assert_eq!(
+            sub.url_for("atom.xml"),
+            "https://example.com/river/atom.xml"
+        );
+        assert_eq!(
+            sub.url_for("/atom.xml"),
+            "https://example.com/river/atom.xml"
+        );
+    }
+
+    #[test]
+    fn small_max_page_size_lowers_default_page_size() {
+        let config = ok("[server]\nmax_page_size = 10\n");
+        assert_eq!(config.server.page_size, 10);
+        assert_eq!(config.server.max_page_size, 10);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let msg = check_err("database = \"x.db\"\nfeeds = []\n", "feeds", 2);
+        assert!(msg.contains("did you mean \"feed\"?"), "{msg}");
+
+        let msg = check_err(
+            "[server]\nlisten = \"127.0.0.1:1\"\nbase-url = \"http://x\"\n",
+            "server.base-url",
+            3,
+        );
+        assert!(msg.contains("did you mean \"base_url\"?"), "{msg}");
+
+        let msg = check_err(
+            "[[feed]]\nurl = \"https://a.example/\"\n\n[[feed]]\nurl = \"https://b.example/\"\ntag = [\"x\"]\n",
+            "feed[1].tag",
+            6,
+        );
+        assert!(msg.contains("did you mean \"tags\"?"), "{msg}");
+
+        let msg = check_err("[server]\nuser_agent = \"x\"\n", "server.user_agent", 2);
+        assert!(msg.contains("belongs in [poll]"), "{msg}");
+
+        let msg = check_err("[log]\nwhatever = 1\n", "log.whatever", 2);
+        assert!(msg.contains("known keys are level, format"), "{msg}");
+
+        // Tables others will add later are unknown for now.
+        check_err("[[output]]\nname = \"all\"\n", "output", 1);
+        check_err("\n[extract]\nenabled = true\n", "extract", 2);
+    }
+
+    // One case per line: a table reads better than rustfmt's layout.
+    #[rustfmt::skip]
+    #[test]
+    fn wrong_types_are_reported() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("database = 1", "database", 1, "expected a string, found an integer"),
+            ("server = 1", "server", 1, "expected a table ([server])"),
+            ("[server]\npage_size = \"10\"", "server.page_size", 2, "expected an integer, found a string"),
+            ("[server]\nmax_page_size = 1.5", "server.max_page_size", 2, "found a float"),
+            ("[poll]\nconcurrency = true", "poll.concurrency", 2, "found a boolean"),
+            ("[poll]\ninterval = 3600", "poll.interval", 2, "\"3600s\""),
+            ("[poll]\nmax_body = [1]", "poll.max_body", 2, "found an array"),
+            ("[log]\nformat = 1979-05-27", "log.format", 2, "found a datetime"),
+            ("[feed]\nurl = \"https://a.example/\"", "feed", 1, "[[feed]], not [feed]"),
+            ("feed = [1]", "feed[0]", 1, "expected a table"),
+            ("[[feed]]\nurl = \"https://a.example/\"\ntags = \"rust\"", "feed[0].tags", 3, "[\"rust\"]"),
+            ("[[feed]]\nurl = \"https://a.example/\"\ntags = [\"ok\", 2]", "feed[0].tags[1]", 3, "found an integer"),
+        ];
+        for &(toml, key, line, needle) in cases {
+            let msg = check_err(toml, key, line);
+            assert!(msg.contains(needle), "{toml:?}: {msg:?} lacks {needle:?}");
+        }
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn bad_values_are_reported() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("database = \" \"", "database", 1, "must not be empty"),
+            ("[server]\nlisten = \"localhost:8080\"", "server.listen", 2, "HOST:PORT"),
+            ("[server]\nlisten = \"127.0.0.1\"", "server.listen", 2, "invalid listen address"),
+            ("[server]\nbase_url = \"example.com\"", "server.base_url", 2, "invalid URL"),
+            ("[server]\nbase_url = \"ftp://example.com\"", "server.base_url", 2, "only http and https"),
+            ("[server]\nbase_url = \"https://example.com/?a=1\"", "server.base_url", 2, "query"),
+            ("[server]\ntitle = \"\"", "server.title", 2, "must not be empty"),
+            ("[server]\npage_size = 0", "server.page_size", 2, "between 1 and max_page_size (500)"),
+            ("[server]\npage_size = 600", "server.page_size", 2, "got 600"),
+            ("[server]\nmax_page_size = 0", "server.max_page_size", 2, "at least 1"),
+            ("[server]\nmax_page_size = 10\npage_size = 11", "server.page_size", 3, "max_page_size (10)"),
+            ("[poll]\ninterval = \"5x\"", "poll.interval", 2, "invalid duration \"5x\": write it as 30s, 15m, 1h or 1h30m"),
+            ("[poll]\ntimeout = \"-5s\"", "poll.timeout", 2, "negative"),
+            ("[poll]\ntimeout = \"0s\"", "poll.timeout", 2, "longer than 0s"),
+            ("[poll]\nconnect_timeout = \"\"", "poll.connect_timeout", 2, "invalid duration"),
+            ("[poll]\nmin_interval = \"500ms\"", "poll.min_interval", 2, "at least 1s"),
+            ("[poll]\nconcurrency = 0", "poll.concurrency", 2, "between 1 and 1024"),
+            ("[poll]\nconcurrency = 1025", "poll.concurrency", 2, "between 1 and 1024"),
+            ("[poll]\nconcurrency = 99999999999999999999", "poll.concurrency", 2, "too large"),
+            ("[poll]\nmax_body = \"10XB\"", "poll.max_body", 2, "invalid size \"10XB\""),
+            ("[poll]\nmax_body = \"999B\"", "poll.max_body", 2, "at least 1KB"),
+            ("[poll]\nmax_body = -1", "poll.max_body", 2, "negative"),
+            ("[poll]\nuser_agent = \"\"", "poll.user_agent", 2, "must not be empty"),
+            ("[log]\nlevel = \"\"", "log.level", 2, "must not be empty"),
+            ("[log]\nformat = \"xml\"", "log.format", 2, "\"text\" or \"json\""),
+            ("[[feed]]\nurl = \"not a url\"", "feed[0].url", 2, "invalid URL"),
+            ("[[feed]]\nurl = \"file:///etc/passwd\"", "feed[0].url", 2, "only http and https"),
+            ("[[feed]]\nurl = \"https://a.example/\"\ntitle = \" \"", "feed[0].title", 3, "must not be empty"),
+            ("[[feed]]\nurl = \"https://a.example/\"\ntags = [\"\"]", "feed[0].tags[0]", 3, "must not be empty"),
+            ("\n[[feed]]\ntitle = \"x\"", "feed[0].url", 2, "missing"),
+        ];
+        for &(toml, key, line, needle) in cases {
+            let msg = check_err(toml, key, line);
+            assert!(msg.contains(needle), "{toml:?}: {msg:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn interval_must_not_undercut_min_interval() {
+        let msg = check_err(
+            "[poll]\nmin_interval = \"10m\"\ninterval = \"5m\"\n",
+            "poll.interval",
+            3,
+        );
+        assert!(msg.contains("shorter than min_interval (10m)"), "{msg}");
+
+        // With interval left at its default, the key to fix is the floor.
+        check_err("[poll]\nmin_interval = \"2h\"\n", "poll.min_interval", 2);
+
+        let msg = check_err(
+            "[poll]\nmin_interval = \"1m\"\n\n[[feed]]\nurl = \"https://a.example/\"\ninterval = \"30s\"\n",
+            "feed[0].interval",
+            6,
+        );
+        assert!(msg.contains("shorter than poll.min_interval (1m)"), "{msg}");
+
+        // The default floor (5m) applies when min_interval is not set.
+        check_err(
+            "[[feed]]\nurl = \"https://a.example/\"\ninterval = \"1m\"\n",
+            "feed[0].interval",
+            3,
+        );
+    }
+
+    #[test]
+    fn an_invalid_value_is_not_reported_again_by_later_checks() {
+        // min_interval is bad; interval must not also be flagged against it.
+        check_err(
+            "[poll]\nmin_interval = \"soon\"\ninterval = \"1s\"\n",
+            "poll.min_interval",
+            2,
+        );
+        // max_page_size is bad; page_size is only checked for >= 1.
+        check_err(
+            "[server]\nmax_page_size = \"big\"\npage_size = 1000\n",
+            "server.max_page_size",
+            2,
+        );
+    }
+
+    #[test]
+    fn duplicate_feed_urls_are_reported_at_the_second() {
+        let msg = check_err(
+            r#"
+[[feed]]
+url = "https://hnrss.org/frontpage"
+
+[[feed]]
+url = "https://lwn.net/headlines/rss"
+
+[[feed]]
+url = "https://HNRSS.org/frontpage"
+"#,
+            "feed[2].url",
+            9,
+        );
+        assert!(msg.contains("already listed as feed[0] on line 3"), "{msg}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_line_order() {
+        let toml = r#"
+[server]
+listen = "nowhere"
+title = ""
+
+[poll]
+interval = "5x"
+colour = "blue"
+
+[[feed]]
+url = "https://a.example/"
+
+[[feed]]
+url = "https://a.example/"
+interval = 60
+"#;
+        let got: Vec<(String, Option<usize>)> = problems(toml)
+            .into_iter()
+            .map(|p| (p.key, p.line))
+            .collect();
+        let want = [
+            ("server.listen", 3),
+            ("server.title", 4),
+            ("poll.interval", 7),
+            ("poll.colour", 8),
+            ("feed[1].url", 14),
+            ("feed[1].interval", 15),
+        ];
+        let want: Vec<(String, Option<usize>)> =
+            want.iter().map(|&(k, l)| (k.to_owned(), Some(l))).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn display_puts_one_problem_per_line() {
+        let err = from_toml_with_env(
+            "[poll]\ninterval = \"5x\"\ntimeout = \"0s\"\n",
+            Some(Path::new("config/tributary.toml")),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config/tributary.toml:2: poll.interval: invalid duration \"5x\": write it as 30s, 15m, 1h or 1h30m\n\
+             config/tributary.toml:3: poll.timeout: must be longer than 0s"
+        );
+
+        let err = from_toml_with_env("[poll]\ninterval = \"5x\"\n", None, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 2: poll.interval: invalid duration \"5x\": write it as 30s, 15m, 1h or 1h30m"
+        );
+    }
+
+    #[test]
+    fn syntax_error_reports_its_line() {
+        let found = problems("[server]\nlisten = \"127.0.0.1:1\"\ntitle = \n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].key, "");
+        assert_eq!(found[0].line, Some(3));
+        assert!(found[0].message.starts_with("invalid TOML: "), "{found:#?}");
+
+        // A key defined twice is a TOML error too.
+        let found = problems("[poll]\ninterval = \"1h\"\n\ninterval = \"2h\"\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].line, Some(4), "{found:#?}");
+    }
+
+    #[test]
+    fn read_error_names_the_file() {
+        let err = Config::load(Path::new("/nonexistent/tributary.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot read config file /nonexistent/tributary.toml: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn database_location() {
+        let etc = Some(Path::new("/etc/tributary/tributary.toml"));
+        let db = |toml: &str, path: Option<&Path>, state: Option<&str>| match from_toml_with_env(
+            toml, path, state,
+        ) {
+            Ok(config) => config.database,
+            Err(e) => panic!("{e}"),
+        };
+        // systemd's StateDirectory wins over the config directory for the
+        // default; only the first of several directories is used.
+        assert_eq!(
+            db("", etc, Some("/var/lib/tributary")),
+            Path::new("/var/lib/tributary/tributary.db")
+        );
+        assert_eq!(
+            db("", etc, Some("/var/lib/tributary:/var/lib/other")),
+            Path::new("/var/lib/tributary/tributary.db")
+        );
+        assert_eq!(
+            db("", etc, Some("")),
+            Path::new("/etc/tributary/tributary.db")
+        );
+        assert_eq!(db("", etc, None), Path::new("/etc/tributary/tributary.db"));
+        // An explicit path wins; relative resolves against the config file.
+        let state = Some("/var/lib/tributary");
+        assert_eq!(
+            db("database = \"x.db\"", etc, state),
+            Path::new("/etc/tributary/x.db")
+        );
+        assert_eq!(
+            db("database = \"/srv/x.db\"", etc, state),
+            Path::new("/srv/x.db")
+        );
+        // Without a file, relative means the current directory.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(db("", None, None), cwd.join("tributary.db"));
+        assert_eq!(db("database = \"x.db\"", None, None), cwd.join("x.db"));
+        assert_eq!(
+            db("", Some(Path::new("tributary.toml")), None),
+            cwd.join("tributary.db")
+        );
+        assert_eq!(
+            db("", Some(Path::new("config/tributary.toml")), None),
+            cwd.join("config/tributary.db")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        let secs = Duration::from_secs;
+        let cases = [
+            ("30s", secs(30)),
+            ("15m", secs(900)),
+            ("1h", secs(3600)),
+            ("1d", secs(86_400)),
+            ("1h30m", secs(5400)),
+            (" 1h 30m ", secs(5400)),
+            ("500ms", Duration::from_millis(500)),
+            ("1m30s250ms", Duration::from_millis(90_250)),
+            ("0s", Duration::ZERO),
+            ("90m", secs(5400)),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_duration(s), Ok(want), "{s:?}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "5",
+            "5x",
+            "-5m",
+            "1.5h",
+            "h",
+            "1h30",
+            "1 hour",
+            "5S",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(
+            parse_duration("5x"),
+            Err("invalid duration \"5x\": write it as 30s, 15m, 1h or 1h30m".to_owned())
+        );
+    }
+
+    #[test]
+    fn format_duration_is_the_inverse_of_parse() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(86_400 + 60), "1d1m"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_nanos(1_001_001_001), "1s1ms1us1ns"),
+        ];
+        for (d, s) in cases {
+            assert_eq!(format_duration(d), s);
+            assert_eq!(parse_duration(s), Ok(d), "{s:?}");
+        }
+        for s in ["30s", "15m", "1h", "1d", "1h30m", "500ms", "2d3h4m5s6ms"] {
+            let d = parse_duration(s).unwrap();
+            assert_eq!(format_duration(d), s);
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let cases = [
+            ("10MB", 10_000_000),
+            ("512KB", 512_000),
+            ("1GB", 1_000_000_000),
+            ("1MiB", 1_048_576),
+            ("1KiB", 1024),
+            ("2GiB", 2 << 30),
+            ("1048576", 1_048_576),
+            ("100B", 100),
+            ("10 mb", 10_000_000),
+            ("0", 0),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_size(s), Ok(want), "{s:?}");
+        }
+        for bad in [
+            "",
+            "MB",
+            "10XB",
+            "1.5MB",
+            "-1MB",
+            "10M",
+            "99999999999999999999",
+            "20000000TB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn closest_key_suggestions() {
+        assert_eq!(closest("intervall", POLL_KEYS), Some("interval"));
+        assert_eq!(closest("Title", SERVER_KEYS), Some("title"));
+        assert_eq!(closest("min-interval", POLL_KEYS), Some("min_interval"));
+        assert_eq!(closest("colour", POLL_KEYS), None);
+        assert_eq!(closest("ur", FEED_KEYS), Some("url"));
+        assert_eq!(closest("link", FEED_KEYS), None);
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/tributary.toml"
+        ));
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = match from_toml_with_env(&text, Some(path), None) {
+            Ok(config) => config,
+            Err(e) => panic!("the example config does not load:\n{e}"),
+        };
+        // Whatever the example shows uncommented must equal the defaults the
+        // code uses, so the documentation cannot drift from behaviour.
+        let defaults = defaults(Some(path), None);
+        assert_eq!(config.server, defaults.server);
+        assert_eq!(config.poll, defaults.poll);
+        assert_eq!(config.log, defaults.log);
+        assert_eq!(config.database, path.with_file_name("tributary.db"));
+        assert!(config.feeds.len() >= 2, "{:#?}", config.feeds);
+        assert!(
+            config
+                .feeds
+                .iter()
+                .any(|f| f.url == "https://blog.rust-lang.org/feed.xml")
+        );
+        assert!(config.feeds.iter().any(|f| !f.tags.is_empty()));
+
+        // And the public entry point agrees.
+        assert!(Config::load(path).is_ok());
+    }
+}

@@ -1,0 +1,26 @@
+//! Tributary: many noisy feeds in, one clean feed out.
+//!
+//! # Layout
+//! - [`config`]: raw TOML → validated [`config::Config`]; every problem
+//!   reported with its key and line.
+//! - [`model`]: plain data types every stage shares.
+//! - [`scheduler`]: when each feed is polled (interval, jitter, backoff) and
+//!   the loop that dispatches due feeds under a concurrency cap.
+//! - [`pipeline`]: one poll — [`pipeline::fetch`] (HTTP),
+//!   [`pipeline::parse`] (bytes → entries), [`pipeline::sanitize`] (allow-list
+//!   HTML, absolute URLs) — recorded in the store in one transaction.
+//! - [`store`]: all persistence (SQLite): feeds, entries, schedule.
+//! - [`serve`]: the HTTP outputs (`/feed.atom`, `/healthz`).
+//! - [`opml`]: OPML ⇄ subscriptions.
+//! - [`app`]: daemon start-up and graceful shutdown.
+//! - [`cli`]: the command-line verbs.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod opml;
+pub mod pipeline;
+pub mod scheduler;
+pub mod serve;
+pub mod store;

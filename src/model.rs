@@ -1,0 +1,215 @@
+//! Plain data types that the pipeline stages hand to each other.
+//!
+//! Nothing in here does I/O or holds a handle (database, HTTP client): a stage
+//! takes these values in and gives these values out, which is what lets every
+//! stage be tested on its own with fixture data.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// A subscription as the operator wrote it: in the config file, on the
+/// command line, or in an imported OPML file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSpec {
+    /// The feed's address; always an absolute http(s) URL.
+    pub url: String,
+    /// A title chosen by the operator; it wins over the feed's own title.
+    pub title: Option<String>,
+    /// Free-form labels (from config, `--tag` or OPML folders), used for
+    /// filtering outputs.
+    pub tags: Vec<String>,
+    /// A fixed polling interval for this feed, overriding `[poll] interval`.
+    pub interval: Option<Duration>,
+}
+
+/// Where a subscription came from. Config feeds are owned by the config file
+/// (they are added, changed and removed by editing it); the others are owned
+/// by the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedOrigin {
+    Config,
+    Cli,
+    Opml,
+}
+
+impl FeedOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedOrigin::Config => "config",
+            FeedOrigin::Cli => "cli",
+            FeedOrigin::Opml => "opml",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "config" => Some(FeedOrigin::Config),
+            "cli" => Some(FeedOrigin::Cli),
+            "opml" => Some(FeedOrigin::Opml),
+            _ => None,
+        }
+    }
+}
+
+/// HTTP cache validators, kept byte-for-byte as the server sent them so they
+/// can be echoed back unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// A subscription together with its polling state, as stored.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    pub id: i64,
+    pub spec: FeedSpec,
+    pub origin: FeedOrigin,
+    /// The title the feed document gives itself.
+    pub site_title: Option<String>,
+    /// The feed's home page (its alternate link).
+    pub site_url: Option<String>,
+    pub validators: Validators,
+    pub next_check_at: DateTime<Utc>,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// HTTP status of the last attempt; `None` when it never got a response.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    /// Consecutive failed polls; reset to 0 by a success. Drives backoff.
+    pub error_count: u32,
+    /// Number of entries this feed contributed.
+    pub entry_count: u64,
+}
+
+impl Feed {
+    /// The name shown to readers: the operator's title, else the feed's own,
+    /// else its URL.
+    pub fn display_title(&self) -> &str {
+        self.spec
+            .title
+            .as_deref()
+            .or(self.site_title.as_deref())
+            .unwrap_or(&self.spec.url)
+    }
+}
+
+/// A feed document as the fetch stage got it off the wire.
+#[derive(Debug, Clone)]
+pub struct FetchedDoc {
+    /// The URL after redirects; relative links in the document resolve
+    /// against it.
+    pub final_url: String,
+    pub status: u16,
+    /// The `Content-Type` media type, lowercased, without parameters.
+    pub media_type: Option<String>,
+    /// The `charset` parameter of `Content-Type`, if any.
+    pub charset: Option<String>,
+    /// The raw, already decompressed body; never re-encoded.
+    pub body: bytes::Bytes,
+    pub validators: Validators,
+    /// Set when every hop of the redirect chain was permanent (301/308).
+    pub permanent_redirect: Option<String>,
+}
+
+/// What a fetch came back with, when it got an answer worth acting on.
+#[derive(Debug, Clone)]
+pub enum FetchOutcome {
+    /// 304: the stored copy is current.
+    NotModified {
+        validators: Validators,
+    },
+    Fetched(FetchedDoc),
+}
+
+/// An enclosure (podcast audio, attached file) passed through to the output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Enclosure {
+    pub url: String,
+    pub media_type: Option<String>,
+    pub length: Option<u64>,
+}
+
+/// One entry of a parsed feed, already sanitised: `content_html` is safe to
+/// serve and its URLs are absolute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedEntry {
+    /// Stable identity within its feed: GUID, else normalised link, else a
+    /// hash of title and content. Never a random id.
+    pub key: String,
+    pub title: Option<String>,
+    pub link: Option<String>,
+    pub content_html: Option<String>,
+    pub authors: Vec<String>,
+    pub categories: Vec<String>,
+    pub published: Option<DateTime<Utc>>,
+    pub updated: Option<DateTime<Utc>>,
+    pub enclosures: Vec<Enclosure>,
+}
+
+/// A whole parsed feed document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedFeed {
+    pub title: Option<String>,
+    pub site_url: Option<String>,
+    /// Entries in document order, unique by `key` (first one wins).
+    pub entries: Vec<ParsedEntry>,
+}
+
+/// The result of one poll of one feed, as handed to the store.
+#[derive(Debug, Clone)]
+pub enum PollOutcome {
+    NotModified {
+        validators: Validators,
+    },
+    Fetched {
+        status: u16,
+        validators: Validators,
+        feed: ParsedFeed,
+    },
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// Everything the store needs to record a poll in one transaction.
+#[derive(Debug, Clone)]
+pub struct PollRecord {
+    pub feed_id: i64,
+    pub checked_at: DateTime<Utc>,
+    pub next_check_at: DateTime<Utc>,
+    pub outcome: PollOutcome,
+}
+
+/// What recording a poll changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollReport {
+    pub new: usize,
+    pub updated: usize,
+}
+
+/// The feed an output entry came from, for `atom:source` and attribution.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub feed_url: String,
+    pub title: String,
+    pub site_url: Option<String>,
+}
+
+/// An entry as the output feeds render it.
+#[derive(Debug, Clone)]
+pub struct OutputEntry {
+    /// Public, permanent id (a `urn:uuid:`), fixed when first seen.
+    pub uid: String,
+    pub title: Option<String>,
+    pub link: Option<String>,
+    pub content_html: Option<String>,
+    pub authors: Vec<String>,
+    pub categories: Vec<String>,
+    pub published: Option<DateTime<Utc>>,
+    pub updated: DateTime<Utc>,
+    pub enclosures: Vec<Enclosure>,
+    pub source: SourceInfo,
+}

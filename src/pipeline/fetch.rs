@@ -1,0 +1,324 @@
+//! Fetch: the only place that talks HTTP to the sites we poll.
+//!
+//! It owns the shared `reqwest::Client` and the rules every request follows:
+//! the configured User-Agent, conditional requests with the stored
+//! validators, gzip/brotli, connect and total timeouts, a streaming body-size
+//! cap, and a hand-driven redirect loop so the caller learns whether a move
+//! was permanent. It hands back raw bytes (never re-encoded text) with the
+//! HTTP charset, for the parser to decode.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{StatusCode, redirect};
+use url::Url;
+
+use crate::model::{FetchOutcome, FetchedDoc, Validators};
+
+const MAX_REDIRECTS: usize = 5;
+
+const FEED_ACCEPT: &str = "application/atom+xml, application/rss+xml, application/feed+json, \
+     application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5";
+
+/// The HTTP rules, from `[poll]` in the config.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub user_agent: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_body: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("invalid URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("HTTP {status}")]
+    Status {
+        status: u16,
+        /// The raw `Retry-After` header, for the scheduler to honour.
+        retry_after: Option<String>,
+    },
+    #[error("response body exceeds the {limit}-byte limit (poll.max_body)")]
+    TooLarge { limit: u64 },
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
+    #[error("redirect ({status}) without a usable Location header")]
+    BadRedirect { status: u16 },
+    #[error("{0}")]
+    Http(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl FetchError {
+    /// The HTTP status the server answered with, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::Status { status, .. } | FetchError::BadRedirect { status } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Flattens an error and its sources into one line: reqwest's own Display
+/// says only "error sending request", the cause is further down.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> FetchError {
+    if e.is_timeout() {
+        FetchError::Timeout(timeout)
+    } else if e.is_connect() {
+        FetchError::Connect(chain(&e))
+    } else {
+        FetchError::Http(chain(&e))
+    }
+}
+
+/// Splits a `Content-Type` into its lowercased media type and charset.
+pub fn split_content_type(value: &str) -> (Option<String>, Option<String>) {
+    let mut parts = value.split(';');
+    let media = parts
+        .next()
+        .map(|m| m.trim().to_ascii_lowercase())
+        .filter(|m| !m.is_empty());
+    let charset = parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_owned())
+            .filter(|v| !v.is_empty())
+    });
+    (media, charset)
+}
+
+/// Shares one connection pool across every feed.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    settings: FetchSettings,
+}
+
+impl Fetcher {
+    pub fn new(settings: FetchSettings) -> Result<Fetcher, FetchError> {
+        // reqwest is built without a default crypto provider (ring keeps the
+        // build lean); installing it twice is harmless, hence the ignore.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(settings.user_agent.clone())
+            .connect_timeout(settings.connect_timeout)
+            // Idle time between body chunks: cuts off servers that trickle.
+            .read_timeout(settings.timeout)
+            .redirect(redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(2)
+            .no_proxy()
+            .build()
+            .map_err(|e| FetchError::Client(chain(&e)))?;
+        Ok(Fetcher { client, settings })
+    }
+
+    pub fn settings(&self) -> &FetchSettings {
+        &self.settings
+    }
+
+    /// GETs a feed, conditionally when validators are known. The whole
+    /// exchange, redirects and body included, is bounded by the total
+    /// timeout.
+    pub async fn fetch_feed(
+        &self,
+        url: &str,
+        validators: &Validators,
+    ) -> Result<FetchOutcome, FetchError> {
+        let limit = self.settings.timeout;
+        match tokio::time::timeout(limit, self.fetch_inner(url, validators)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout(limit)),
+        }
+    }
+
+    async fn fetch_inner(
+        &self,
+        url: &str,
+        validators: &Validators,
+    ) -> Result<FetchOutcome, FetchError> {
+        let mut current = parse_http_url(url)?;
+        let mut all_permanent = true;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_static(FEED_ACCEPT));
+            // Validators are echoed byte-for-byte; a value that is not a
+            // legal header is dropped rather than mangled.
+            if let Some(v) = validators
+                .etag
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                headers.insert(header::IF_NONE_MATCH, v);
+            }
+            if let Some(v) = validators
+                .last_modified
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                headers.insert(header::IF_MODIFIED_SINCE, v);
+            }
+            let resp = self
+                .client
+                .get(current.clone())
+                .headers(headers)
+                .send()
+                .await
+                .map_err(|e| classify(e, self.settings.timeout))?;
+            let status = resp.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                let location = resp
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| current.join(v).ok())
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or(FetchError::BadRedirect {
+                        status: status.as_u16(),
+                    })?;
+                all_permanent &= matches!(
+                    status,
+                    StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
+                );
+                current = location;
+                continue;
+            }
+            let permanent_redirect =
+                (all_permanent && current.as_str() != url).then(|| current.to_string());
+            let new_validators = Validators {
+                etag: header_string(resp.headers(), header::ETAG),
+                last_modified: header_string(resp.headers(), header::LAST_MODIFIED),
+            };
+            if status == StatusCode::NOT_MODIFIED {
+                return Ok(FetchOutcome::NotModified {
+                    validators: new_validators,
+                });
+            }
+            if !status.is_success() {
+                return Err(FetchError::Status {
+                    status: status.as_u16(),
+                    retry_after: header_string(resp.headers(), header::RETRY_AFTER),
+                });
+            }
+            let (media_type, charset) = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(split_content_type)
+                .unwrap_or((None, None));
+            let body = self.read_capped(resp).await?;
+            return Ok(FetchOutcome::Fetched(FetchedDoc {
+                final_url: current.to_string(),
+                status: status.as_u16(),
+                media_type,
+                charset,
+                body,
+                validators: new_validators,
+                permanent_redirect,
+            }));
+        }
+        Err(FetchError::TooManyRedirects)
+    }
+
+    /// Reads the (already decompressed) body, stopping as soon as it passes
+    /// the cap, so neither a huge file nor a zip bomb is ever held whole.
+    async fn read_capped(&self, resp: reqwest::Response) -> Result<bytes::Bytes, FetchError> {
+        let limit = self.settings.max_body;
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(FetchError::TooLarge { limit });
+        }
+        let mut buf = bytes::BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(e, self.settings.timeout))?;
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(FetchError::TooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+fn header_string(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|v| !v.is_empty())
+}
+
+fn parse_http_url(url: &str) -> Result<Url, FetchError> {
+    let parsed = Url::parse(url).map_err(|e| FetchError::BadUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(FetchError::BadUrl {
+            url: url.to_owned(),
+            reason: "only http and https are supported".to_owned(),
+        });
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_splits_media_type_and_charset() {
+        let cases: &[(&str, Option<&str>, Option<&str>)] = &[
+            (
+                "application/rss+xml; charset=ISO-8859-1",
+                Some("application/rss+xml"),
+                Some("ISO-8859-1"),
+            ),
+            ("Text/XML", Some("text/xml"), None),
+            (
+                "text/xml;charset=\"utf-8\"",
+                Some("text/xml"),
+                Some("utf-8"),
+            ),
+            ("", None, None),
+            (
+                "text/html; foo=bar; CHARSET=koi8-r",
+                Some("text/html"),
+                Some("koi8-r"),
+            ),
+        ];
+        for (input, media, charset) in cases {
+            let (m, c) = split_content_type(input);
+            assert_eq!(m.as_deref(), *media, "{input}");
+            assert_eq!(c.as_deref(), *charset, "{input}");
+        }
+    }
+
+    #[test]
+    fn only_http_urls_are_fetched() {
+        assert!(parse_http_url("ftp://example.com/feed").is_err());
+        assert!(parse_http_url("not a url").is_err());
+        assert!(parse_http_url("https://example.com/feed").is_ok());
+    }
+}

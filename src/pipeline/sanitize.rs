@@ -1,0 +1,469 @@
+//! The sanitize stage: untrusted feed HTML in, HTML that is safe to serve out.
+//!
+//! This module owns the HTML allow-list (which tags and attributes survive),
+//! the rule that every URL left in the output is absolute, and the conversion
+//! of HTML snippets (titles and the like) to one line of plain text.
+//!
+//! It does no I/O. [`Sanitizer`] is built once and shared: it holds an
+//! [`ammonia::Builder`], which is costly to configure (a dozen hash sets) and
+//! cannot be cloned, while the base URL for relative links differs per entry.
+//! Rather than rebuilding or locking the builder per call, the builder's URL
+//! callbacks read the base from a thread-local slot that [`Sanitizer::clean_html`]
+//! fills for exactly the duration of one (synchronous) `clean` call.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use ammonia::{Builder, UrlRelative};
+use url::Url;
+
+/// Schemes an absolute URL in sanitised output may have. Everything else
+/// (`javascript:`, `data:`, `vbscript:`, app-specific schemes) is dropped.
+const ALLOWED_SCHEMES: [&str; 3] = ["http", "https", "mailto"];
+
+/// Tags whose *content* is dropped along with the tag. Other disallowed tags
+/// are unwrapped (their children kept); for these the children are code,
+/// embedded documents or fallback markup that ammonia's parser sees as raw
+/// text, so keeping them would show garbage to the reader.
+const DROP_WITH_CONTENT: [&str; 7] = [
+    "script", "style", "iframe", "object", "embed", "noscript", "template",
+];
+
+thread_local! {
+    /// Base URL of the `clean_html` call currently running on this thread, or
+    /// `None` when relative URLs must be dropped. Only [`BaseGuard`] writes it.
+    static CURRENT_BASE: RefCell<Option<Url>> = const { RefCell::new(None) };
+}
+
+/// Sets [`CURRENT_BASE`] for one `clean` call and clears it afterwards, even if
+/// ammonia panics, so a stale base can never leak into the next call.
+struct BaseGuard;
+
+impl BaseGuard {
+    fn set(base: Option<&Url>) -> Self {
+        CURRENT_BASE.with(|slot| *slot.borrow_mut() = base.cloned());
+        BaseGuard
+    }
+}
+
+impl Drop for BaseGuard {
+    fn drop(&mut self) {
+        CURRENT_BASE.with(|slot| slot.borrow_mut().take());
+    }
+}
+
+/// Resolves a relative URL against the current base. `None` (drop the
+/// attribute) when there is no usable base or the result is not web-safe.
+fn resolve_relative(relative: &str) -> Option<String> {
+    CURRENT_BASE.with(|slot| {
+        let slot = slot.borrow();
+        let joined = slot.as_ref()?.join(relative.trim()).ok()?;
+        is_web_scheme(&joined).then(|| joined.into())
+    })
+}
+
+/// ammonia's relative-URL callback; a named function because a closure
+/// cannot be given the higher-ranked signature ammonia needs.
+fn evaluate_relative(relative: &str) -> Option<Cow<'_, str>> {
+    resolve_relative(relative).map(Cow::Owned)
+}
+
+fn is_web_scheme(url: &Url) -> bool {
+    matches!(url.scheme(), "http" | "https")
+}
+
+/// Resolves one `srcset` candidate URL: absolute http(s) kept, relative joined
+/// with the current base, anything else dropped.
+fn resolve_srcset_url(candidate: &str) -> Option<String> {
+    match Url::parse(candidate) {
+        Ok(url) => is_web_scheme(&url).then(|| url.into()),
+        Err(url::ParseError::RelativeUrlWithoutBase) => resolve_relative(candidate),
+        Err(_) => None,
+    }
+}
+
+/// Rewrites a `srcset` value so every candidate URL is absolute http(s).
+///
+/// ammonia treats `srcset` as an opaque string (it is not in its list of URL
+/// attributes), so without this a relative or `javascript:` candidate would
+/// pass through untouched. Follows the shape of the HTML "parse a srcset
+/// attribute" algorithm closely enough for real feeds: candidates are
+/// `url [descriptor]` separated by commas, and a URL may itself contain commas
+/// only in its interior. Returns `None` when no candidate survives.
+fn rewrite_srcset(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len() + 32);
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ',');
+        if rest.is_empty() {
+            break;
+        }
+        let url_end = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let (raw_url, after_url) = rest.split_at(url_end);
+        // A URL ending in commas ends its candidate there (no descriptor).
+        let url = raw_url.trim_end_matches(',');
+        let (descriptor, next) = if url.len() < raw_url.len() {
+            ("", after_url)
+        } else {
+            let desc_end = after_url.find(',').unwrap_or(after_url.len());
+            let (desc, next) = after_url.split_at(desc_end);
+            (desc.trim(), next)
+        };
+        rest = next;
+        if let Some(resolved) = resolve_srcset_url(url) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&resolved);
+            if !descriptor.is_empty() {
+                out.push(' ');
+                out.push_str(descriptor);
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Cleans untrusted HTML with one allow-list configured at start-up.
+pub struct Sanitizer {
+    /// Configured once; its relative-URL callbacks read [`CURRENT_BASE`].
+    builder: Builder<'static>,
+}
+
+impl Default for Sanitizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Sanitizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sanitizer").finish_non_exhaustive()
+    }
+}
+
+impl Sanitizer {
+    pub fn new() -> Self {
+        let mut builder = Builder::default();
+        // ammonia's default tag list already covers headings, lists, tables,
+        // pre/code, blockquote, figure/figcaption and img; `tfoot` is missing.
+        builder
+            .add_tags(["tfoot"])
+            // `sizes` is meaningless without `srcset` but harmless, and
+            // without it `w` descriptors make browsers assume 100vw.
+            .add_tag_attributes("img", ["srcset", "sizes"])
+            .add_clean_content_tags(DROP_WITH_CONTENT)
+            .url_schemes(HashSet::from(ALLOWED_SCHEMES))
+            .url_relative(UrlRelative::Custom(Box::new(evaluate_relative)))
+            .attribute_filter(|_element, attribute, value| {
+                if attribute == "srcset" {
+                    rewrite_srcset(value).map(Cow::Owned)
+                } else {
+                    Some(Cow::Borrowed(value))
+                }
+            })
+            .link_rel(Some("noopener noreferrer"))
+            .strip_comments(true);
+        Sanitizer { builder }
+    }
+
+    /// Clean untrusted HTML: allow-list (ammonia defaults plus img
+    /// `srcset`/`sizes` and `tfoot`), no script/style/iframe/object/embed, no
+    /// event handlers, no `style`/`class`, only http(s) and mailto URLs.
+    /// Relative URLs (including in `srcset`) are made absolute against `base`;
+    /// without a base they are dropped. Links get `rel="noopener noreferrer"`.
+    ///
+    /// Returns `None` when the result has no text and no images.
+    pub fn clean_html(&self, html: &str, base: Option<&Url>) -> Option<String> {
+        if html.trim().is_empty() {
+            return None;
+        }
+        let cleaned = {
+            let _guard = BaseGuard::set(base);
+            self.builder.clean(html).to_string()
+        };
+        has_visible_content(&cleaned).then_some(cleaned)
+    }
+}
+
+/// Whether serialised, already sanitised HTML shows anything: non-whitespace
+/// text or an image.
+///
+/// A string scan instead of a second DOM parse. It relies on the shape of
+/// html5ever's serialiser output: `<` in text is always escaped, attribute
+/// values are always double-quoted with `"` escaped, and comments are gone.
+fn has_visible_content(html: &str) -> bool {
+    let bytes = html.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'<' => {
+                // Skip to the end of the tag, ignoring `>` inside quotes.
+                let start = i;
+                let mut in_quotes = false;
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    match c {
+                        b'"' => in_quotes = !in_quotes,
+                        b'>' if !in_quotes => break,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                if is_image_tag(bytes.get(start..i).unwrap_or_default()) {
+                    return true;
+                }
+            }
+            b'&' => {
+                // The serialiser writes U+00A0 as `&nbsp;`; it is not content.
+                if !bytes.get(i..).is_some_and(|s| s.starts_with(b"&nbsp;")) {
+                    return true;
+                }
+                i += "&nbsp;".len() - 1;
+            }
+            _ if b.is_ascii_whitespace() => {}
+            _ if b < 0x80 => return true,
+            _ => {
+                // A non-ASCII character: visible unless it is Unicode
+                // whitespace or invisible formatting.
+                let ch = html.get(i..).and_then(|s| s.chars().next());
+                if let Some(ch) = ch {
+                    if !ch.is_whitespace() && !is_invisible(ch) {
+                        return true;
+                    }
+                    i += ch.len_utf8() - 1;
+                }
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether `tag` (from `<` up to, not including, `>`) is an `img` start tag
+/// that still has a source after cleaning.
+fn is_image_tag(tag: &[u8]) -> bool {
+    let Some(name) = tag.get(1..5) else {
+        return false;
+    };
+    let is_img = name
+        .get(..3)
+        .is_some_and(|n| n.eq_ignore_ascii_case(b"img"))
+        && name.get(3).is_some_and(|c| matches!(c, b' ' | b'/'));
+    // An attribute value could only fake this match with text that is
+    // itself shown (as alt text), so the shortcut is harmless.
+    is_img && (contains(tag, b" src=") || contains(tag, b" srcset="))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Zero-width and BOM characters, which show nothing on their own.
+fn is_invisible(ch: char) -> bool {
+    matches!(ch, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// HTML (or text with entities) → plain text on one line: tags removed,
+/// entities decoded (`&amp;`, `&nbsp;`, `&rsquo;`, …), whitespace collapsed,
+/// trimmed. Text inside `<script>`/`<style>` is not text and is dropped.
+pub fn html_to_text(html: &str) -> String {
+    // Most titles are plain text; skip the HTML parser for them.
+    if !html.contains(['<', '&']) {
+        return collapse_whitespace(html);
+    }
+    let doc = dom_query::Document::fragment(html);
+    let junk = doc.select("script, style, template");
+    if junk.exists() {
+        junk.remove();
+    }
+    // `formatted_text` rather than `text`: it puts breaks between block
+    // elements, so `<p>a</p><p>b</p>` becomes "a b", not "ab".
+    collapse_whitespace(&doc.formatted_text())
+}
+
+/// Collapses every run of Unicode whitespace (including NBSP) to one space and
+/// trims the ends.
+fn collapse_whitespace(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split(char::is_whitespace).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Url {
+        Url::parse("https://example.com/blog/post/").unwrap()
+    }
+
+    /// Cleans `input` with the test base and checks that every `want`
+    /// fragment is present and every `reject` fragment is absent.
+    #[track_caller]
+    fn check(input: &str, want: &[&str], reject: &[&str]) {
+        let out = Sanitizer::new()
+            .clean_html(input, Some(&base()))
+            .unwrap_or_else(|| panic!("expected content for {input:?}"));
+        for w in want {
+            assert!(out.contains(w), "{w:?} missing from {out:?}");
+        }
+        for r in reject {
+            assert!(!out.contains(r), "{r:?} present in {out:?}");
+        }
+    }
+
+    #[test]
+    fn removes_active_content() {
+        check(
+            "<p>hi<script>alert(1)</script></p><style>p{}</style>",
+            &["<p>hi</p>"],
+            &["script", "alert", "style", "p{}"],
+        );
+        check(
+            r#"<img src="/a.png" onerror="alert(1)"><p onclick="x()">t</p>"#,
+            &["<img src=\"https://example.com/a.png\">", "<p>t</p>"],
+            &["onerror", "onclick", "alert"],
+        );
+        check(
+            r#"<a href="javascript:alert(1)">x</a><a href="JaVaScRiPt:alert(2)">y</a>"#,
+            &["x", "y"],
+            &["javascript", "JaVaScRiPt", "alert"],
+        );
+        check(
+            r#"<p>before</p><iframe src="https://evil.example/">fallback</iframe><p>after</p>"#,
+            &["<p>before</p>", "<p>after</p>"],
+            &["iframe", "evil", "fallback"],
+        );
+        check(
+            r#"<p style="color:red" class="x">t</p><object data="x.swf">o</object><embed src="y">"#,
+            &["<p>t</p>"],
+            &["style", "class", "object", "swf", "embed"],
+        );
+    }
+
+    #[test]
+    fn makes_relative_urls_absolute() {
+        check(
+            r#"<a href="other">o</a><a href="/root">r</a><a href="//cdn.example/x">c</a><img src="img.png" alt="A">"#,
+            &[
+                r#"<a href="https://example.com/blog/post/other" rel="noopener noreferrer">o</a>"#,
+                r#"href="https://example.com/root""#,
+                r#"href="https://cdn.example/x""#,
+                r#"<img src="https://example.com/blog/post/img.png" alt="A">"#,
+            ],
+            &[],
+        );
+        check(
+            r#"<img src="a.png" srcset="a-1x.png 1x, /a-2x.png 2x, javascript:alert(1) 3x,https://x.example/a,b.png 4x" sizes="50vw">"#,
+            &[
+                r#"srcset="https://example.com/blog/post/a-1x.png 1x, https://example.com/a-2x.png 2x, https://x.example/a,b.png 4x""#,
+                r#"sizes="50vw""#,
+            ],
+            &["javascript"],
+        );
+    }
+
+    #[test]
+    fn keeps_the_allow_list() {
+        check(
+            "<figure><img src=\"https://x.example/i.png\" width=\"10\" height=\"20\"><figcaption>c</figcaption></figure>\
+             <table><thead><tr><th>h</th></tr></thead><tfoot><tr><td>f</td></tr></tfoot></table>\
+             <pre><code>let x = 1;</code></pre><blockquote>q</blockquote><h2>h2</h2><ul><li>i</li></ul><ol><li>j</li></ol>",
+            &[
+                "<figure>",
+                "width=\"10\"",
+                "<figcaption>c</figcaption>",
+                "<thead>",
+                "<tfoot>",
+                "<pre><code>let x = 1;</code></pre>",
+                "<blockquote>q</blockquote>",
+                "<h2>h2</h2>",
+                "<ul><li>i</li></ul>",
+                "<ol><li>j</li></ol>",
+            ],
+            &[],
+        );
+    }
+
+    #[test]
+    fn without_base_relative_urls_are_dropped() {
+        let s = Sanitizer::new();
+        let out = s
+            .clean_html(
+                r#"<a href="rel">t</a><a href="https://a.example/">abs</a>"#,
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            r#"<a rel="noopener noreferrer">t</a><a href="https://a.example/" rel="noopener noreferrer">abs</a>"#
+        );
+        // A relative image without a base is gone, and so is the content.
+        assert_eq!(s.clean_html(r#"<img src="x.png">"#, None), None);
+        // The base of one call never leaks into the next.
+        assert!(
+            s.clean_html(r#"<img src="x.png">"#, Some(&base()))
+                .is_some()
+        );
+        assert_eq!(s.clean_html(r#"<img src="x.png">"#, None), None);
+    }
+
+    #[test]
+    fn empty_results_are_none() {
+        let s = Sanitizer::new();
+        for input in [
+            "",
+            "   \n\t",
+            "<p> </p>",
+            "<p>&nbsp;</p><br><hr>",
+            "<script>alert(1)</script>",
+            "<!-- only a comment -->",
+            "<div><span>\u{200B}</span></div>",
+        ] {
+            assert_eq!(s.clean_html(input, Some(&base())), None, "{input:?}");
+        }
+        // An image alone is content; so is one character of text.
+        assert!(
+            s.clean_html(r#"<img src="/i.png">"#, Some(&base()))
+                .is_some()
+        );
+        assert!(s.clean_html("<p>é</p>", None).is_some());
+        assert!(s.clean_html("<p>&amp;</p>", None).is_some());
+    }
+
+    #[test]
+    fn entities_survive_cleaning() {
+        check(
+            "<p>Tom &amp; Jerry&rsquo;s &lt;tag&gt;</p>",
+            &["<p>Tom &amp; Jerry\u{2019}s &lt;tag&gt;</p>"],
+            &[],
+        );
+    }
+
+    #[test]
+    fn html_to_text_cases() {
+        for (input, want) in [
+            ("", ""),
+            ("  plain   title \n", "plain title"),
+            ("Tom &amp; Jerry", "Tom & Jerry"),
+            ("a&nbsp;b &rsquo; c &#8212; d", "a b \u{2019} c \u{2014} d"),
+            ("<b>Bold</b> <i>move</i>", "Bold move"),
+            ("<p>one</p><p>two</p>", "one two"),
+            ("x<script>alert(1)</script>y<style>p{}</style>", "xy"),
+            ("AT&T < 3 > 2", "AT&T < 3 > 2"),
+            ("<![CDATA[x]]>", ""),
+            ("line\nbreak\u{a0}nbsp", "line break nbsp"),
+        ] {
+            assert_eq!(html_to_text(input), want, "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The command-line verbs other tools rely on: check, feeds, opml.
+
+use crate::support::{TestEnv, feed_table, stderr, stdout};
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tributary.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["--config", example, "check"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(": ok"), "{}", stdout(&out));
+}
+
+#[test]
+fn check_rejects_a_bad_config_naming_every_key_and_line() {
+    let env = TestEnv::new("");
+    std::fs::write(
+        &env.config,
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[poll]\nintervall = \"1h\"\ntimeout = \"soon\"\n\n[[feed]]\nurl = \"ftp://x\"\n",
+    )
+    .expect("write");
+    let out = env.cli(&["check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(":5: poll.intervall"), "{err}");
+    assert!(err.contains(":6: poll.timeout"), "{err}");
+    assert!(err.contains(":9: feed[0].url"), "{err}");
+    // No database is created for a config that does not load.
+    assert!(!env.db_path().exists());
+}
+
+#[test]
+fn config_path_comes_from_the_environment_too() {
+    let env = TestEnv::new("");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .env("TRIBUTARY_CONFIG", &env.config)
+        .arg("check")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&env.config.display().to_string()));
+}
+
+#[test]
+fn feeds_add_list_remove() {
+    let env = TestEnv::new(&feed_table(
+        "https://config.example/feed",
+        "title = \"From config\"",
+    ));
+    let out = env.cli(&[
+        "feeds",
+        "add",
+        "https://cli.example/rss",
+        "--title",
+        "CLI",
+        "--tag",
+        "x",
+        "--tag",
+        "y",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let again = env.cli(&["feeds", "add", "https://cli.example/rss"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already subscribed"),
+        "{}",
+        stderr(&again)
+    );
+
+    let bad = env.cli(&["feeds", "add", "not a url"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("not a valid URL"), "{}", stderr(&bad));
+
+    let list = stdout(&env.cli(&["feeds", "list"]));
+    assert!(list.contains("https://cli.example/rss"), "{list}");
+    assert!(list.contains("tags: x, y"), "{list}");
+    assert!(list.contains("https://config.example/feed"), "{list}");
+    assert!(list.contains("title: From config"), "{list}");
+
+    // A config-owned feed is removed by editing the config, not the CLI.
+    let refused = env.cli(&["feeds", "remove", "https://config.example/feed"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("[[feed]]"),
+        "{}",
+        stderr(&refused)
+    );
+
+    assert!(
+        env.cli(&["feeds", "remove", "https://cli.example/rss"])
+            .status
+            .success()
+    );
+    let list = stdout(&env.cli(&["feeds", "list"]));
+    assert!(!list.contains("cli.example"), "{list}");
+    let missing = env.cli(&["feeds", "remove", "https://cli.example/rss"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("not subscribed"));
+}
+
+#[test]
+fn removing_a_feed_from_the_config_unsubscribes_it() {
+    let env = TestEnv::new(&feed_table("https://a.example/feed", ""));
+    assert!(stdout(&env.cli(&["feeds", "list"])).contains("a.example"));
+    let text = std::fs::read_to_string(&env.config).expect("read");
+    let text = text.replace("https://a.example/feed", "https://b.example/feed");
+    std::fs::write(&env.config, text).expect("write");
+    let list = stdout(&env.cli(&["feeds", "list"]));
+    assert!(
+        !list.contains("a.example") && list.contains("b.example"),
+        "{list}"
+    );
+}
+
+#[test]
+fn opml_import_export_round_trips() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/opml/subscriptions.opml"
+    );
+    let first = TestEnv::new("");
+    let out = first.cli(&["opml", "import", fixture]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("imported"), "{}", stdout(&out));
+    let exported = stdout(&first.cli(&["opml", "export"]));
+    assert!(exported.contains("<opml version=\"2.0\""), "{exported}");
+
+    // Importing the export elsewhere gives the same subscriptions.
+    let second = TestEnv::new("");
+    let path = second.dir.path().join("export.opml");
+    std::fs::write(&path, &exported).expect("write");
+    let path = path.to_str().expect("utf-8 path");
+    assert!(second.cli(&["opml", "import", path]).status.success());
+    let a = tributary::opml::import(&exported).expect("parse export");
+    let b = tributary::opml::import(&stdout(&second.cli(&["opml", "export"]))).expect("parse");
+    let norm = |mut v: Vec<tributary::model::FeedSpec>| {
+        for f in &mut v {
+            f.tags.sort();
+        }
+        v.sort_by(|x, y| x.url.cmp(&y.url));
+        v
+    };
+    assert!(!a.feeds.is_empty());
+    assert_eq!(norm(a.feeds.clone()), norm(b.feeds));
+    // Folders became tags.
+    assert!(a.feeds.iter().any(|f| f.tags.len() >= 2), "{:?}", a.feeds);
+
+    // Importing twice adds nothing.
+    let out = second.cli(&["opml", "import", path]);
+    assert!(
+        stdout(&out).contains("imported 0 feeds"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_clear_error() {
+    let env = TestEnv::new("");
+    std::fs::write(
+        env.db_path(),
+        b"this is not sqlite, and must not be overwritten",
+    )
+    .expect("write");
+    let out = env.cli(&["feeds", "list"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("tributary.db"), "{err}");
+    assert_eq!(
+        std::fs::read(env.db_path()).expect("read"),
+        b"this is not sqlite, and must not be overwritten"
+    );
+}

@@ -1,0 +1,231 @@
+//! `tributary run`: the scheduler and the server in one process, a graceful
+//! stop, and a restart that keeps everything.
+
+use std::time::{Duration, Instant};
+
+use crate::feeds::rss;
+use crate::support::{FeedServer, Reply, TestEnv, feed_table, get_output};
+
+async fn wait_for_entries(base: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let xml = crate::support::http()
+            .get(format!("{base}/feed.atom"))
+            .send()
+            .await
+            .expect("GET feed")
+            .text()
+            .await
+            .expect("body");
+        if xml.matches("<entry>").count() >= n {
+            return xml;
+        }
+        assert!(Instant::now() < deadline, "only {xml}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn daemon_polls_serves_stops_gracefully_and_keeps_entries_across_restart() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/a.xml",
+        Reply::feed("application/rss+xml", rss(&[("1", "First", "<p>one</p>")]))
+            .with_etag("\"v1\""),
+    );
+    let env = TestEnv::new(&feed_table(&server.url("/a.xml"), ""));
+    let daemon = env.spawn_daemon().await;
+    let base = env.base_url();
+    wait_for_entries(&base, 1).await;
+
+    // With a 1s interval it polls again, conditionally.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.requests("/a.xml").len() < 2 {
+        assert!(Instant::now() < deadline, "no second poll");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        server.requests("/a.xml")[1].headers["if-none-match"],
+        "\"v1\""
+    );
+
+    // A new item shows up without a restart.
+    server.set(
+        "/a.xml",
+        Reply::feed(
+            "application/rss+xml",
+            rss(&[("1", "First", "<p>one</p>"), ("2", "Second", "<p>two</p>")]),
+        )
+        .with_etag("\"v2\""),
+    );
+    let xml = wait_for_entries(&base, 2).await;
+    assert!(xml.contains("Second"));
+
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert!(log.contains("poll"), "one info line per poll: {log}");
+    assert!(log.contains("stopped"), "{log}");
+
+    // Entries survive the restart, with the same ids.
+    let (before, _) = crate::support::read_atom(&env.db_path()).await;
+    let daemon = env.spawn_daemon().await;
+    let xml = wait_for_entries(&base, 2).await;
+    for e in &before.entries {
+        assert_eq!(xml.matches(&e.id).count(), 1, "{} once", e.id);
+    }
+    drop(daemon);
+}
+
+#[tokio::test]
+async fn output_supports_conditional_get_and_limit() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/a.xml",
+        Reply::feed(
+            "application/rss+xml",
+            rss(&[
+                ("1", "One", "<p>1</p>"),
+                ("2", "Two", "<p>2</p>"),
+                ("3", "Three", "<p>3</p>"),
+            ]),
+        ),
+    );
+    let env = TestEnv::new(&feed_table(&server.url("/a.xml"), ""));
+    assert!(env.cli(&["poll"]).status.success());
+
+    let first = get_output(&env.db_path(), "/feed.atom", &[]).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.headers()["content-type"],
+        "application/atom+xml; charset=utf-8"
+    );
+    let etag = first.headers()["etag"].to_str().expect("etag").to_owned();
+    let last_modified = first.headers()["last-modified"]
+        .to_str()
+        .expect("last-modified")
+        .to_owned();
+
+    let again = get_output(&env.db_path(), "/feed.atom", &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status(), 304);
+    let since = get_output(
+        &env.db_path(),
+        "/feed.atom",
+        &[("if-modified-since", &last_modified)],
+    )
+    .await;
+    assert_eq!(
+        since.status(),
+        304,
+        "{last_modified} vs {:?}",
+        since.headers()
+    );
+
+    let limited = get_output(&env.db_path(), "/feed.atom?limit=2", &[]).await;
+    let xml = limited.text().await.expect("body");
+    assert_eq!(xml.matches("<entry>").count(), 2);
+    let bad = get_output(&env.db_path(), "/feed.atom?limit=zero", &[]).await;
+    assert_eq!(bad.status(), 400);
+
+    let gz = get_output(&env.db_path(), "/feed.atom", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+
+    // New data → a new ETag and a full response.
+    server.set(
+        "/a.xml",
+        Reply::feed("application/rss+xml", rss(&[("4", "Four", "<p>4</p>")])),
+    );
+    assert!(env.cli(&["poll"]).status.success());
+    let changed = get_output(&env.db_path(), "/feed.atom", &[("if-none-match", &etag)]).await;
+    assert_eq!(changed.status(), 200);
+    assert_ne!(changed.headers()["etag"].to_str().ok(), Some(etag.as_str()));
+
+    let health = get_output(&env.db_path(), "/healthz", &[]).await;
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn script_and_event_handlers_never_reach_the_output() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/a.xml",
+        Reply::feed(
+            "application/rss+xml",
+            rss(&[(
+                "1",
+                "Hostile",
+                "<p onclick=\"steal()\">text <a href=\"/rel\">link</a><img src=\"pic.png\"></p><script>alert(1)</script><iframe src=\"https://evil.example\"></iframe><a href=\"javascript:alert(1)\">x</a>",
+            )]),
+        ),
+    );
+    let env = TestEnv::new(&feed_table(&server.url("/a.xml"), ""));
+    assert!(env.cli(&["poll"]).status.success());
+    let (feed, _) = crate::support::read_atom(&env.db_path()).await;
+    let html = feed.entries[0]
+        .content
+        .as_ref()
+        .and_then(|c| c.body.clone())
+        .expect("content");
+    for bad in ["<script", "onclick", "<iframe", "javascript:"] {
+        assert!(!html.contains(bad), "{bad} in {html}");
+    }
+    // Relative URLs are resolved against the entry's link.
+    assert!(html.contains("href=\"https://rss.example/rel\""), "{html}");
+    assert!(
+        html.contains("src=\"https://rss.example/pic.png\""),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_feed_never_delays_the_others() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/slow.xml",
+        Reply::feed("application/rss+xml", rss(&[("s", "Slow", "<p>s</p>")]))
+            .delayed(Duration::from_secs(30)),
+    );
+    server.set(
+        "/fast.xml",
+        Reply::feed("application/rss+xml", rss(&[("f", "Fast", "<p>f</p>")])),
+    );
+    let env = TestEnv::with_poll(
+        &[("timeout", "\"3s\""), ("concurrency", "2")],
+        &[
+            feed_table(&server.url("/slow.xml"), ""),
+            feed_table(&server.url("/fast.xml"), ""),
+        ]
+        .concat(),
+    );
+    let started = Instant::now();
+    let daemon = env.spawn_daemon().await;
+    let xml = wait_for_entries(&env.base_url(), 1).await;
+    assert!(xml.contains("Fast") && !xml.contains("Slow"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the fast feed landed while the slow one was still hanging"
+    );
+    drop(daemon);
+
+    // The slow one is cut off by the timeout and recorded as failing.
+    let out = env.cli(&["poll"]);
+    let text = crate::support::stdout(&out);
+    assert!(text.contains("timed out"), "{text}");
+}
+
+#[tokio::test]
+async fn an_oversized_feed_is_refused_not_stored() {
+    let server = FeedServer::start().await;
+    let big = format!("<p>{}</p>", "x".repeat(50_000));
+    server.set(
+        "/big.xml",
+        Reply::feed("application/rss+xml", rss(&[("1", "Big", &big)])),
+    );
+    let env = TestEnv::with_poll(
+        &[("max_body", "\"20KB\"")],
+        &feed_table(&server.url("/big.xml"), ""),
+    );
+    let out = env.cli(&["poll"]);
+    assert!(out.status.success());
+    let text = crate::support::stdout(&out);
+    assert!(text.contains("exceeds the 20000-byte limit"), "{text}");
+}

@@ -1,0 +1,456 @@
+//! Shared test harness: a scriptable feed server on 127.0.0.1, a temp
+//! directory with a config and database, and helpers to drive the real
+//! binary and read the real output server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+/// One canned response.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// When set, a request whose If-None-Match equals it gets a 304.
+    pub etag: Option<String>,
+    /// When set, gzip the body if the client accepts it.
+    pub gzip: bool,
+    /// When set, wait this long before answering (a slow server).
+    pub delay: Option<Duration>,
+}
+
+impl Reply {
+    pub fn feed(content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: body.into(),
+            etag: None,
+            gzip: false,
+            delay: None,
+        }
+    }
+
+    pub fn status(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.as_bytes().to_vec(),
+            etag: None,
+            gzip: false,
+            delay: None,
+        }
+    }
+
+    pub fn with_etag(mut self, etag: &str) -> Reply {
+        self.etag = Some(etag.to_owned());
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn delayed(mut self, d: Duration) -> Reply {
+        self.delay = Some(d);
+        self
+    }
+
+    pub fn gzipped(mut self) -> Reply {
+        self.gzip = true;
+        self
+    }
+}
+
+/// A request the server saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+#[derive(Default)]
+struct ServerState {
+    routes: HashMap<String, Reply>,
+    seen: Vec<Seen>,
+}
+
+/// A feed server whose responses the test scripts and whose requests it
+/// inspects. It runs on its own thread and runtime, so a test may block
+/// (e.g. waiting for the real binary) without starving it.
+pub struct FeedServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ServerState>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FeedServer {
+    pub async fn start() -> FeedServer {
+        let state = Arc::new(Mutex::new(ServerState::default()));
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&state));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("feed server runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind feed server");
+                let _ = addr_tx.send(listener.local_addr().expect("local addr"));
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+            // Requests still sleeping (slow-server tests) are dropped here.
+            rt.shutdown_background();
+        });
+        let addr = addr_rx.recv().expect("feed server started");
+        FeedServer {
+            addr,
+            state,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn set(&self, path: &str, reply: Reply) {
+        self.state
+            .lock()
+            .expect("server state")
+            .routes
+            .insert(path.to_owned(), reply);
+    }
+
+    pub fn requests(&self, path: &str) -> Vec<Seen> {
+        self.state
+            .lock()
+            .expect("server state")
+            .seen
+            .iter()
+            .filter(|s| s.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for FeedServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn handle(State(state): State<Arc<Mutex<ServerState>>>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
+    let reply = {
+        let mut st = state.lock().expect("server state");
+        st.seen.push(Seen {
+            path: path.clone(),
+            headers: headers.clone(),
+        });
+        st.routes.get(&path).cloned()
+    };
+    let Some(reply) = reply else {
+        return Response::builder()
+            .status(404)
+            .body(Body::from("not found"))
+            .expect("response");
+    };
+    if let Some(d) = reply.delay {
+        tokio::time::sleep(d).await;
+    }
+    let mut resp = Response::builder().status(reply.status);
+    for (k, v) in &reply.headers {
+        resp = resp.header(k, v);
+    }
+    if let Some(etag) = &reply.etag {
+        resp = resp.header(header::ETAG, etag);
+        let inm = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
+        if inm == Some(etag.as_str()) {
+            return Response::builder()
+                .status(StatusCode::NOT_MODIFIED)
+                .header(header::ETAG, etag)
+                .body(Body::empty())
+                .expect("response");
+        }
+    }
+    let accepts_gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    let body = if reply.gzip && accepts_gzip {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&reply.body).expect("gzip");
+        resp = resp.header(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        enc.finish().expect("gzip")
+    } else {
+        reply.body
+    };
+    resp.body(Body::from(body)).expect("response")
+}
+
+/// A temp directory with a config file and (once used) a database.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+}
+
+/// A TOML `[[feed]]` table for `url`.
+pub fn feed_table(url: &str, extra: &str) -> String {
+    format!("[[feed]]\nurl = \"{url}\"\n{extra}\n")
+}
+
+impl TestEnv {
+    /// Writes a config polling every second, with the given `[[feed]]`
+    /// tables appended.
+    pub fn new(feeds: &str) -> TestEnv {
+        TestEnv::with_poll(&[], feeds)
+    }
+
+    /// Like `new`, with some `[poll]` keys replaced, e.g.
+    /// `[("timeout", "\"2s\"")]`.
+    pub fn with_poll(overrides: &[(&str, &str)], feeds: &str) -> TestEnv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("tributary.toml");
+        let mut poll: Vec<(&str, &str)> = vec![
+            ("interval", "\"1s\""),
+            ("min_interval", "\"1s\""),
+            ("timeout", "\"5s\""),
+            ("connect_timeout", "\"2s\""),
+            ("concurrency", "4"),
+        ];
+        for (k, v) in overrides {
+            poll.retain(|(pk, _)| pk != k);
+            poll.push((k, v));
+        }
+        let poll: String = poll.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        let text = format!(
+            "database = \"tributary.db\"\n\
+             [server]\nlisten = \"127.0.0.1:{port}\"\ntitle = \"Test River\"\n\
+             [poll]\n{poll}\
+             [log]\nlevel = \"info\"\n\n{feeds}"
+        );
+        std::fs::write(&config, text).expect("write config");
+        TestEnv { dir, config, port }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("tributary.db")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+        cmd.arg("--config").arg(&self.config);
+        cmd.env_remove("TRIBUTARY_CONFIG").env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs a verb of the real binary to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_blocking(self.command().args(args))
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `tributary run` and waits until it answers /healthz.
+    pub async fn spawn_daemon(&self) -> Daemon {
+        let child = self
+            .command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
+        let daemon = Daemon { child: Some(child) };
+        let url = format!("{}/healthz", self.base_url());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http().get(&url).send().await
+                && r.status().is_success()
+            {
+                return daemon;
+            }
+            assert!(Instant::now() < deadline, "daemon did not become healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A running `tributary run`; killed on drop if the test did not stop it.
+pub struct Daemon {
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// SIGTERM, then wait; returns the exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status, err);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not stop within 20s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn run_blocking(cmd: &mut Command) -> Output {
+    cmd.output().expect("run tributary")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A plain HTTP client for talking to the daemon. reqwest is built without
+/// a default TLS provider, so one is installed first.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Serves the output of the database at `db` in-process (the real router on
+/// the real store) and GETs `path` from it.
+pub async fn get_output(db: &Path, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let store = tributary::store::Store::open(db).await.expect("open store");
+    let router = tributary::serve::router(
+        store,
+        tributary::serve::ServeSettings {
+            title: "Test River".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            page_size: 50,
+            max_page_size: 500,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    // Raw: no transparent decompression, so tests see Content-Encoding.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .build()
+        .expect("client");
+    let mut req = client.get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("GET output")
+}
+
+/// The merged Atom feed of the database at `db`, parsed.
+pub async fn read_atom(db: &Path) -> (feed_rs::model::Feed, String) {
+    let resp = get_output(db, "/feed.atom?limit=500", &[]).await;
+    assert_eq!(resp.status(), 200);
+    let xml = resp.text().await.expect("body");
+    let feed = feed_rs::parser::parse(xml.as_bytes()).expect("output parses as a feed");
+    (feed, xml)
+}
+
+/// Validates an Atom/RSS document with Python's feedparser, the parser
+/// behind many real readers. When `TRIBUTARY_REQUIRE_FEEDPARSER` is set
+/// (CI sets it), a missing feedparser fails the test instead of skipping.
+pub fn feedparser_check(xml: &str) -> Option<String> {
+    let script = r#"
+import sys, json
+try:
+    import feedparser
+except ImportError:
+    print("MISSING"); sys.exit(0)
+d = feedparser.parse(sys.stdin.buffer.read())
+print(json.dumps({"bozo": bool(d.bozo), "exc": str(d.get("bozo_exception", "")),
+                  "version": d.version, "entries": len(d.entries),
+                  "ids": [e.get("id") for e in d.entries],
+                  "sources": [e.get("source", {}).get("title") for e in d.entries]}))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take()?;
+        stdin.write_all(xml.as_bytes()).ok()?;
+    }
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if text == "MISSING" {
+        assert!(
+            std::env::var_os("TRIBUTARY_REQUIRE_FEEDPARSER").is_none(),
+            "feedparser is required (pip install feedparser)"
+        );
+        return None;
+    }
+    Some(text)
+}
