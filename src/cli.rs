@@ -80,6 +80,10 @@ pub struct AddArgs {
     /// A tag for filtering; repeat for several
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Keep the feed's own content instead of fetching each article's full
+    /// text (overrides `[extract] full_text` for this feed)
+    #[arg(long)]
+    pub no_full_text: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,6 +249,8 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
         title: args.title.clone().filter(|t| !t.trim().is_empty()),
         tags,
         interval: None,
+        // Without the flag the feed follows `[extract] full_text`.
+        full_text: args.no_full_text.then_some(false),
     };
     let store = open(config).await?;
     let outcome = store
@@ -329,6 +335,12 @@ async fn feeds_list(config: &Config) -> anyhow::Result<()> {
         let mut detail = vec![format!("title: {}", f.display_title())];
         if !f.spec.tags.is_empty() {
             detail.push(format!("tags: {}", f.spec.tags.join(", ")));
+        }
+        if let Some(full_text) = f.spec.full_text {
+            detail.push(format!(
+                "full text: {}",
+                if full_text { "on" } else { "off" }
+            ));
         }
         writeln!(out, "{:>70}{}", "", detail.join("; "))?;
         if let Some(err) = f.last_error.as_deref().filter(|_| f.error_count > 0) {

@@ -19,7 +19,7 @@
 //! Each problem names its dotted key (`poll.interval`, `feed[2].url`) and its
 //! 1-based line, computed from the byte spans the TOML parser hands back.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +28,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 use url::Url;
 
-use crate::model::FeedSpec;
+use crate::model::{FeedSpec, SiteRule};
 
 // A macro rather than a const so that `concat!` can build the user agent at
 // compile time: `concat!` only accepts literals.
@@ -70,20 +70,33 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_CONCURRENCY: usize = 8;
 const DEFAULT_MAX_BODY: u64 = 10 * 1_000_000;
+const DEFAULT_ADAPTIVE: bool = true;
+const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(24 * 60 * 60);
+const DEFAULT_PER_HOST_CONCURRENCY: usize = 1;
+const DEFAULT_PER_HOST_SPACING: Duration = Duration::from_secs(1);
 const DEFAULT_LOG_LEVEL: &str = "info";
+const DEFAULT_FULL_TEXT: bool = true;
+const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+const DEFAULT_EXTRACT_CONCURRENCY: usize = 4;
 
 /// Bounds that protect the daemon and the feeds' servers from a typo.
 const MIN_MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_CONCURRENCY: i64 = 1024;
 const MIN_MAX_BODY: u64 = 1_000;
+const MAX_MAX_ATTEMPTS: i64 = 20;
 
 /// Hints repeated in several messages, kept in one place so they agree.
 const DURATION_HINT: &str = "write it as 30s, 15m, 1h or 1h30m";
 const SIZE_HINT: &str = "write it as 512KB, 10MB, 1GiB or a number of bytes";
+const SELECTOR_HINT: &str =
+    "write a CSS selector such as \"article\", \".post-body\" or \"div#content > p\"";
 
 /// The known keys of each table, used to reject unknown keys and to suggest
 /// the intended one.
-const TOP_KEYS: &[&str] = &["database", "server", "poll", "log", "feed"];
+const TOP_KEYS: &[&str] = &[
+    "database", "server", "poll", "log", "network", "extract", "feed", "site",
+];
 const SERVER_KEYS: &[&str] = &["listen", "base_url", "title", "page_size", "max_page_size"];
 const POLL_KEYS: &[&str] = &[
     "interval",
@@ -93,9 +106,17 @@ const POLL_KEYS: &[&str] = &[
     "concurrency",
     "max_body",
     "user_agent",
+    "adaptive",
+    "max_interval",
+    "max_backoff",
+    "per_host_concurrency",
+    "per_host_spacing",
 ];
 const LOG_KEYS: &[&str] = &["level", "format"];
-const FEED_KEYS: &[&str] = &["url", "title", "tags", "interval"];
+const NETWORK_KEYS: &[&str] = &["allow"];
+const EXTRACT_KEYS: &[&str] = &["full_text", "max_attempts", "concurrency"];
+const FEED_KEYS: &[&str] = &["url", "title", "tags", "interval", "full_text"];
+const SITE_KEYS: &[&str] = &["host", "keep", "drop"];
 
 /// Every table with its header as written in the file, so an unknown key can
 /// be pointed at the table it belongs in.
@@ -104,7 +125,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("[server]", SERVER_KEYS),
     ("[poll]", POLL_KEYS),
     ("[log]", LOG_KEYS),
+    ("[network]", NETWORK_KEYS),
+    ("[extract]", EXTRACT_KEYS),
     ("[[feed]]", FEED_KEYS),
+    ("[[site]]", SITE_KEYS),
 ];
 
 /// The validated configuration. Every field holds a usable value: defaults
@@ -119,8 +143,13 @@ pub struct Config {
     pub server: ServerConfig,
     pub poll: PollConfig,
     pub log: LogConfig,
+    pub network: NetworkConfig,
+    pub extract: ExtractConfig,
     /// The `[[feed]]` tables in file order; URLs are unique.
     pub feeds: Vec<FeedSpec>,
+    /// The `[[site]]` tables in file order; hosts are unique, and every rule
+    /// has at least one selector, each known to compile.
+    pub sites: Vec<SiteRule>,
 }
 
 /// `[server]`: the HTTP server that publishes the output feeds.
@@ -157,6 +186,10 @@ impl ServerConfig {
 }
 
 /// `[poll]`: how feeds are fetched.
+///
+/// The intervals are ordered: `min_interval <= interval <= max_interval`,
+/// and every `[[feed]] interval` lies in the same range; `min_interval <=
+/// max_backoff`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollConfig {
     /// How often a feed is polled unless it sets its own `interval`.
@@ -164,6 +197,24 @@ pub struct PollConfig {
     /// The floor for any interval, including ones a feed asks for (`ttl`,
     /// `Cache-Control`), so the daemon never hammers a server.
     pub min_interval: Duration,
+    /// Whether each feed's interval is learned from how often it publishes,
+    /// between `min_interval` and `max_interval`: a feed that posts once a
+    /// week need not be fetched every hour, a busy one is not left stale.
+    pub adaptive: bool,
+    /// The ceiling for adaptive intervals and for intervals a feed asks for
+    /// (`ttl`, `Cache-Control`), so a quiet or misconfigured feed is still
+    /// looked at now and then.
+    pub max_interval: Duration,
+    /// The ceiling for error backoff and for `Retry-After`, so a feed that
+    /// was down for a while is noticed soon after it comes back.
+    pub max_backoff: Duration,
+    /// At most this many simultaneous requests to one host (feeds and
+    /// article pages alike), so many feeds on one server never look like an
+    /// attack on it.
+    pub per_host_concurrency: usize,
+    /// Minimum time between the starts of two requests to the same host;
+    /// zero means no spacing.
+    pub per_host_spacing: Duration,
     /// Total time allowed for one fetch, body included.
     pub timeout: Duration,
     /// Time allowed to establish the connection.
@@ -185,6 +236,86 @@ pub struct LogConfig {
     /// the logging setup reports a malformed directive.
     pub level: String,
     pub format: LogFormat,
+}
+
+/// `[network]`: which addresses that are not public the daemon may fetch
+/// from. Loopback, private, link-local and similar addresses are refused by
+/// default so that a feed (or a link in one) cannot make the daemon probe
+/// the operator's own network. Feeds that the operator configured on a
+/// private host are allowed elsewhere, not via this list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// The `allow` items in file order, without duplicates.
+    pub allow: Vec<AllowRule>,
+}
+
+/// One item of `[network] allow`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowRule {
+    /// A network (`192.168.1.0/24`, `fd00::/8`), or a single address as a
+    /// /32 or /128 network. Host bits are cleared: `192.168.1.7/24` is kept
+    /// as `192.168.1.0/24`.
+    Net(ipnet::IpNet),
+    /// A host name, lowercase, without a trailing dot, internationalised
+    /// names in their `xn--` form (`nas.local`); matched exactly: it does
+    /// not cover subdomains.
+    Host(String),
+}
+
+impl NetworkConfig {
+    /// Whether `ip` lies in one of the allowed networks. An IPv4-mapped IPv6
+    /// address (`::ffff:10.0.0.5`) also counts as the IPv4 address it
+    /// carries, so the way a resolver spells an address does not matter.
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        let canonical = ip.to_canonical();
+        self.allow.iter().any(|rule| match rule {
+            AllowRule::Net(net) => net.contains(&ip) || net.contains(&canonical),
+            AllowRule::Host(_) => false,
+        })
+    }
+
+    /// Whether `host`, as it appears in a URL, is allowed by name: equal to
+    /// a listed host name, ignoring case and a trailing dot. Internationalised
+    /// names compare in their `xn--` form, which is how [`Url::host_str`]
+    /// gives them. An IP literal (`10.0.0.5`, `[::1]`) is checked with
+    /// [`NetworkConfig::allows_ip`].
+    pub fn allows_host(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return self.allows_ip(ip);
+        }
+        self.allow
+            .iter()
+            .any(|rule| matches!(rule, AllowRule::Host(name) if name.eq_ignore_ascii_case(host)))
+    }
+}
+
+/// `[extract]`: replacing an entry's excerpt with the text of its article
+/// page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractConfig {
+    /// Whether to fetch each new entry's article page and keep its cleaned
+    /// text; a feed's own `full_text` wins (see
+    /// [`ExtractConfig::full_text_for`]).
+    pub full_text: bool,
+    /// How many times a failing article fetch is tried, with backoff, before
+    /// the entry keeps the feed's own content; 1 to 20.
+    pub max_attempts: u32,
+    /// Simultaneous article fetches across all hosts; the per-host limits
+    /// of `[poll]` still apply.
+    pub concurrency: usize,
+}
+
+impl ExtractConfig {
+    /// Whether full text is fetched for `feed`: its own `full_text` when
+    /// set, else `[extract] full_text`.
+    pub fn full_text_for(&self, feed: &FeedSpec) -> bool {
+        feed.full_text.unwrap_or(self.full_text)
+    }
 }
 
 /// The shape of log lines.
@@ -356,12 +487,24 @@ fn defaults(path: Option<&Path>, state_dir: Option<&str>) -> Config {
             concurrency: DEFAULT_CONCURRENCY,
             max_body: DEFAULT_MAX_BODY,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
+            adaptive: DEFAULT_ADAPTIVE,
+            max_interval: DEFAULT_MAX_INTERVAL,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            per_host_concurrency: DEFAULT_PER_HOST_CONCURRENCY,
+            per_host_spacing: DEFAULT_PER_HOST_SPACING,
         },
         log: LogConfig {
             level: DEFAULT_LOG_LEVEL.to_owned(),
             format: LogFormat::Text,
         },
+        network: NetworkConfig::default(),
+        extract: ExtractConfig {
+            full_text: DEFAULT_FULL_TEXT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            concurrency: DEFAULT_EXTRACT_CONCURRENCY,
+        },
         feeds: Vec::new(),
+        sites: Vec::new(),
     }
 }
 
@@ -440,7 +583,10 @@ struct RawConfig {
     server: RawServer,
     poll: RawPoll,
     log: RawLog,
+    network: RawNetwork,
+    extract: RawExtract,
     feeds: Vec<RawFeed>,
+    sites: Vec<RawSite>,
 }
 
 #[derive(Default)]
@@ -461,12 +607,29 @@ struct RawPoll {
     concurrency: Field<i64>,
     max_body: Field<u64>,
     user_agent: Field<String>,
+    adaptive: Field<bool>,
+    max_interval: Field<Duration>,
+    max_backoff: Field<Duration>,
+    per_host_concurrency: Field<i64>,
+    per_host_spacing: Field<Duration>,
 }
 
 #[derive(Default)]
 struct RawLog {
     level: Field<String>,
     format: Field<LogFormat>,
+}
+
+#[derive(Default)]
+struct RawNetwork {
+    allow: Field<Vec<AllowRule>>,
+}
+
+#[derive(Default)]
+struct RawExtract {
+    full_text: Field<bool>,
+    max_attempts: Field<i64>,
+    concurrency: Field<i64>,
 }
 
 #[derive(Default)]
@@ -479,6 +642,21 @@ struct RawFeed {
     title: Field<String>,
     tags: Field<Vec<String>>,
     interval: Field<Duration>,
+    full_text: Field<bool>,
+}
+
+#[derive(Default)]
+struct RawSite {
+    /// Position in the file's site array, for `site[N]` in messages.
+    index: usize,
+    /// Line of the `[[site]]` table, for problems about missing keys.
+    line: usize,
+    host: Field<String>,
+    keep: Field<Vec<String>>,
+    drop: Field<Vec<String>>,
+    /// Whether an unknown key was reported: most likely a misspelt `keep`
+    /// or `drop`, so an empty rule is not reported on top of it.
+    unknown_key: bool,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -529,7 +707,32 @@ impl Reader {
                         raw.log = self.read_log(table);
                     }
                 }
-                "feed" => raw.feeds = self.read_feeds(value),
+                "network" => {
+                    if let Some(table) = self.table(key, value) {
+                        raw.network = self.read_network(table);
+                    }
+                }
+                "extract" => {
+                    if let Some(table) = self.table(key, value) {
+                        raw.extract = self.read_extract(table);
+                    }
+                }
+                "feed" => {
+                    for (i, line, table) in self.array_of_tables(key, value) {
+                        let mut feed = self.read_feed(&format!("feed[{i}]"), table);
+                        feed.index = i;
+                        feed.line = line;
+                        raw.feeds.push(feed);
+                    }
+                }
+                "site" => {
+                    for (i, line, table) in self.array_of_tables(key, value) {
+                        let mut site = self.read_site(&format!("site[{i}]"), table);
+                        site.index = i;
+                        site.line = line;
+                        raw.sites.push(site);
+                    }
+                }
                 _ => self.unknown_key(key, key, name.span(), TOP_KEYS),
             }
         }
@@ -568,6 +771,11 @@ impl Reader {
                 "concurrency" => raw.concurrency = self.integer(key, value),
                 "max_body" => raw.max_body = self.size(key, value),
                 "user_agent" => raw.user_agent = self.non_empty_string(key, value),
+                "adaptive" => raw.adaptive = self.boolean(key, value),
+                "max_interval" => raw.max_interval = self.duration(key, value),
+                "max_backoff" => raw.max_backoff = self.duration(key, value),
+                "per_host_concurrency" => raw.per_host_concurrency = self.integer(key, value),
+                "per_host_spacing" => raw.per_host_spacing = self.duration(key, value),
                 _ => self.unknown_key(key, field, name.span(), POLL_KEYS),
             }
         }
@@ -589,36 +797,71 @@ impl Reader {
         raw
     }
 
-    fn read_feeds(&mut self, value: &Value<'_>) -> Vec<RawFeed> {
+    fn read_network(&mut self, table: &DeTable<'_>) -> RawNetwork {
+        let mut raw = RawNetwork::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("network.{field}");
+            let key = key.as_str();
+            match field {
+                "allow" => raw.allow = self.string_list(key, value, parse_allow_rule),
+                _ => self.unknown_key(key, field, name.span(), NETWORK_KEYS),
+            }
+        }
+        raw
+    }
+
+    fn read_extract(&mut self, table: &DeTable<'_>) -> RawExtract {
+        let mut raw = RawExtract::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("extract.{field}");
+            let key = key.as_str();
+            match field {
+                "full_text" => raw.full_text = self.boolean(key, value),
+                "max_attempts" => raw.max_attempts = self.integer(key, value),
+                "concurrency" => raw.concurrency = self.integer(key, value),
+                _ => self.unknown_key(key, field, name.span(), EXTRACT_KEYS),
+            }
+        }
+        raw
+    }
+
+    /// The tables of an array of tables (`[[feed]]`), each with its index
+    /// and the line of its header. Items that are not tables are reported.
+    fn array_of_tables<'a, 'i>(
+        &mut self,
+        key: &str,
+        value: &'a Value<'i>,
+    ) -> Vec<(usize, usize, &'a DeTable<'i>)> {
         let items = match value.get_ref() {
             DeValue::Array(items) => items,
             DeValue::Table(_) => {
                 self.problem(
-                    "feed",
+                    key,
                     value.span(),
-                    "expected an array of tables: write each feed as [[feed]], not [feed]",
+                    format!(
+                        "expected an array of tables: write each {key} as [[{key}]], not [{key}]"
+                    ),
                 );
                 return Vec::new();
             }
             other => {
-                self.wrong_type("feed", value.span(), "an array of tables ([[feed]])", other);
+                let expected = format!("an array of tables ([[{key}]])");
+                self.wrong_type(key, value.span(), &expected, other);
                 return Vec::new();
             }
         };
-        let mut feeds = Vec::new();
+        let mut tables = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let prefix = format!("feed[{i}]");
             match item.get_ref() {
                 DeValue::Table(table) => {
-                    let mut raw = self.read_feed(&prefix, table);
-                    raw.index = i;
-                    raw.line = self.lines.line(item.span().start);
-                    feeds.push(raw);
+                    tables.push((i, self.lines.line(item.span().start), table));
                 }
-                other => self.wrong_type(&prefix, item.span(), "a table", other),
+                other => self.wrong_type(&format!("{key}[{i}]"), item.span(), "a table", other),
             }
         }
-        feeds
+        tables
     }
 
     fn read_feed(&mut self, prefix: &str, table: &DeTable<'_>) -> RawFeed {
@@ -632,7 +875,27 @@ impl Reader {
                 "title" => raw.title = self.non_empty_string(key, value),
                 "tags" => raw.tags = self.tags(key, value),
                 "interval" => raw.interval = self.duration(key, value),
+                "full_text" => raw.full_text = self.boolean(key, value),
                 _ => self.unknown_key(key, field, name.span(), FEED_KEYS),
+            }
+        }
+        raw
+    }
+
+    fn read_site(&mut self, prefix: &str, table: &DeTable<'_>) -> RawSite {
+        let mut raw = RawSite::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("{prefix}.{field}");
+            let key = key.as_str();
+            match field {
+                "host" => raw.host = self.parsed(key, value, parse_site_host),
+                "keep" => raw.keep = self.string_list(key, value, parse_selector),
+                "drop" => raw.drop = self.string_list(key, value, parse_selector),
+                _ => {
+                    self.unknown_key(key, field, name.span(), SITE_KEYS);
+                    raw.unknown_key = true;
+                }
             }
         }
         raw
@@ -721,6 +984,26 @@ impl Reader {
             },
             Field::Missing => Field::Missing,
             Field::Invalid => Field::Invalid,
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Field<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Field::Set(*b, self.lines.line(value.span().start)),
+            DeValue::String(s) => {
+                self.problem(
+                    key,
+                    value.span(),
+                    format!(
+                        "expected a boolean, found a string: write true or false without quotes, not \"{s}\""
+                    ),
+                );
+                Field::Invalid
+            }
+            other => {
+                self.wrong_type(key, value.span(), "a boolean (true or false)", other);
+                Field::Invalid
+            }
         }
     }
 
@@ -816,6 +1099,19 @@ impl Reader {
     /// An array of strings: trimmed, blanks rejected, duplicates dropped
     /// (the first one keeps its place).
     fn tags(&mut self, key: &str, value: &Value<'_>) -> Field<Vec<String>> {
+        self.string_list(key, value, |s| Ok(s.to_owned()))
+    }
+
+    /// An array of strings, each trimmed, non-blank and turned into a `T`
+    /// by `parse` (which returns the whole message on failure); each bad
+    /// item is reported as `key[N]` on its own line. Duplicates are dropped,
+    /// the first one keeping its place.
+    fn string_list<T: PartialEq>(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+        mut parse: impl FnMut(&str) -> Result<T, String>,
+    ) -> Field<Vec<T>> {
         let items = match value.get_ref() {
             DeValue::Array(items) => items,
             DeValue::String(s) => {
@@ -831,21 +1127,31 @@ impl Reader {
                 return Field::Invalid;
             }
         };
-        let mut tags: Vec<String> = Vec::new();
+        let mut list: Vec<T> = Vec::new();
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let item_key = format!("{key}[{i}]");
-            match self.non_empty_string(&item_key, item) {
-                Field::Set(tag, _) => {
-                    if !tags.contains(&tag) {
-                        tags.push(tag);
+            let parsed = match self.non_empty_string(&item_key, item) {
+                Field::Set(s, _) => parse(&s),
+                _ => {
+                    ok = false;
+                    continue;
+                }
+            };
+            match parsed {
+                Ok(v) => {
+                    if !list.contains(&v) {
+                        list.push(v);
                     }
                 }
-                _ => ok = false,
+                Err(message) => {
+                    self.problem(&item_key, item.span(), message);
+                    ok = false;
+                }
             }
         }
         if ok {
-            Field::Set(tags, self.lines.line(value.span().start))
+            Field::Set(list, self.lines.line(value.span().start))
         } else {
             Field::Invalid
         }
@@ -865,7 +1171,7 @@ impl Reader {
         }
 
         self.validate_server(&raw.server, &mut config.server);
-        self.validate_poll(&raw.poll, &mut config.poll);
+        let max_interval = self.validate_poll(&raw.poll, &mut config.poll);
         let min_interval = raw.poll.min_interval.or(DEFAULT_MIN_INTERVAL);
         if let Some(level) = raw.log.level.or(config.log.level.clone()) {
             config.log.level = level;
@@ -873,8 +1179,35 @@ impl Reader {
         if let Some(format) = raw.log.format.or(config.log.format) {
             config.log.format = format;
         }
-        config.feeds = self.validate_feeds(raw.feeds, min_interval);
+        if let Field::Set(allow, _) = raw.network.allow {
+            config.network.allow = allow;
+        }
+        self.validate_extract(&raw.extract, &mut config.extract);
+        config.feeds = self.validate_feeds(raw.feeds, min_interval, max_interval);
+        config.sites = self.validate_sites(raw.sites);
         config
+    }
+
+    /// Whether a problem was already reported for `key`, so a rule between
+    /// keys does not blame the same key twice.
+    fn reported(&self, key: &str) -> bool {
+        self.problems.iter().any(|p| p.key == key)
+    }
+
+    /// A count that must be between 1 and `max`: the value when it is set
+    /// and in range, None otherwise (a problem is reported when it is out
+    /// of range).
+    fn count(&mut self, key: &str, field: &Field<i64>, max: i64) -> Option<usize> {
+        let Field::Set(n, line) = *field else {
+            return None;
+        };
+        match usize::try_from(n) {
+            Ok(c) if (1..=max).contains(&n) => Some(c),
+            _ => {
+                self.problem_at_line(key, line, format!("must be between 1 and {max}, got {n}"));
+                None
+            }
+        }
     }
 
     fn validate_server(&mut self, raw: &RawServer, server: &mut ServerConfig) {
@@ -931,7 +1264,9 @@ impl Reader {
         }
     }
 
-    fn validate_poll(&mut self, raw: &RawPoll, poll: &mut PollConfig) {
+    /// Checks `[poll]`; returns the `max_interval` that `[[feed]]`
+    /// intervals must not exceed, or None when it is not known (invalid).
+    fn validate_poll(&mut self, raw: &RawPoll, poll: &mut PollConfig) -> Option<Duration> {
         let min_interval = match &raw.min_interval {
             Field::Set(d, line) if *d < MIN_MIN_INTERVAL => {
                 self.problem_at_line(
@@ -946,17 +1281,25 @@ impl Reader {
         if let Some(min) = min_interval {
             poll.min_interval = min;
         }
-        match (&raw.interval, min_interval) {
-            (Field::Set(interval, line), Some(min)) if *interval < min => self.problem_at_line(
-                "poll.interval",
-                *line,
-                format!(
-                    "interval ({}) is shorter than min_interval ({}): raise interval or lower min_interval",
-                    format_duration(*interval),
-                    format_duration(min)
-                ),
-            ),
-            (Field::Set(interval, _), _) => poll.interval = *interval,
+        // The interval the other keys are checked against; None when it is
+        // not known, so those checks are skipped.
+        let interval = match (&raw.interval, min_interval) {
+            (Field::Set(interval, line), Some(min)) if *interval < min => {
+                self.problem_at_line(
+                    "poll.interval",
+                    *line,
+                    format!(
+                        "interval ({}) is shorter than min_interval ({}): raise interval or lower min_interval",
+                        format_duration(*interval),
+                        format_duration(min)
+                    ),
+                );
+                None
+            }
+            (Field::Set(interval, _), _) => {
+                poll.interval = *interval;
+                Some(*interval)
+            }
             // Only a min_interval from the file can exceed the default
             // interval; that key is the one with a line to point at.
             (Field::Missing, Some(min)) if DEFAULT_INTERVAL < min => {
@@ -971,8 +1314,87 @@ impl Reader {
                         ),
                     );
                 }
+                None
+            }
+            (Field::Missing, _) => Some(DEFAULT_INTERVAL),
+            (Field::Invalid, _) => None,
+        };
+        let max_interval = match (&raw.max_interval, interval) {
+            (Field::Set(max, line), Some(interval)) if *max < interval => {
+                self.problem_at_line(
+                    "poll.max_interval",
+                    *line,
+                    format!(
+                        "max_interval ({}) is shorter than interval ({}): raise max_interval or lower interval",
+                        format_duration(*max),
+                        format_duration(interval)
+                    ),
+                );
+                None
+            }
+            // As above: only an interval from the file can exceed the
+            // default ceiling.
+            (Field::Missing, Some(interval)) if DEFAULT_MAX_INTERVAL < interval => {
+                if let Field::Set(_, line) = raw.interval {
+                    self.problem_at_line(
+                        "poll.interval",
+                        line,
+                        format!(
+                            "interval ({}) is longer than the default max_interval ({}): set max_interval too, or lower interval",
+                            format_duration(interval),
+                            format_duration(DEFAULT_MAX_INTERVAL)
+                        ),
+                    );
+                }
+                None
+            }
+            (other, _) => other.or(DEFAULT_MAX_INTERVAL),
+        };
+        if let Some(max) = max_interval {
+            poll.max_interval = max;
+        }
+        match (&raw.max_backoff, min_interval) {
+            (Field::Set(max, line), Some(min)) if *max < min => self.problem_at_line(
+                "poll.max_backoff",
+                *line,
+                format!(
+                    "max_backoff ({}) is shorter than min_interval ({}): raise max_backoff or lower min_interval",
+                    format_duration(*max),
+                    format_duration(min)
+                ),
+            ),
+            (Field::Set(max, _), _) => poll.max_backoff = *max,
+            (Field::Missing, Some(min)) if DEFAULT_MAX_BACKOFF < min => {
+                if let Field::Set(_, line) = raw.min_interval
+                    && !self.reported("poll.min_interval")
+                {
+                    self.problem_at_line(
+                        "poll.min_interval",
+                        line,
+                        format!(
+                            "min_interval ({}) is longer than the default max_backoff ({}): set max_backoff too, or lower min_interval",
+                            format_duration(min),
+                            format_duration(DEFAULT_MAX_BACKOFF)
+                        ),
+                    );
+                }
             }
             _ => {}
+        }
+        if let Some(adaptive) = raw.adaptive.or(poll.adaptive) {
+            poll.adaptive = adaptive;
+        }
+        // Zero is a meaningful spacing (none), so unlike the timeouts it is
+        // accepted.
+        if let Some(spacing) = raw.per_host_spacing.or(poll.per_host_spacing) {
+            poll.per_host_spacing = spacing;
+        }
+        if let Some(c) = self.count(
+            "poll.per_host_concurrency",
+            &raw.per_host_concurrency,
+            MAX_CONCURRENCY,
+        ) {
+            poll.per_host_concurrency = c;
         }
         for (key, field, slot) in [
             ("poll.timeout", &raw.timeout, &mut poll.timeout),
@@ -990,15 +1412,8 @@ impl Reader {
                 _ => {}
             }
         }
-        if let Field::Set(n, line) = raw.concurrency {
-            match usize::try_from(n) {
-                Ok(c) if (1..=MAX_CONCURRENCY).contains(&n) => poll.concurrency = c,
-                _ => self.problem_at_line(
-                    "poll.concurrency",
-                    line,
-                    format!("must be between 1 and {MAX_CONCURRENCY}, got {n}"),
-                ),
-            }
+        if let Some(c) = self.count("poll.concurrency", &raw.concurrency, MAX_CONCURRENCY) {
+            poll.concurrency = c;
         }
         match raw.max_body {
             Field::Set(n, line) if n < MIN_MAX_BODY => self.problem_at_line(
@@ -1012,12 +1427,27 @@ impl Reader {
         if let Field::Set(agent, _) = &raw.user_agent {
             poll.user_agent = agent.clone();
         }
+        max_interval
+    }
+
+    fn validate_extract(&mut self, raw: &RawExtract, extract: &mut ExtractConfig) {
+        if let Some(full_text) = raw.full_text.or(extract.full_text) {
+            extract.full_text = full_text;
+        }
+        if let Some(n) = self.count("extract.max_attempts", &raw.max_attempts, MAX_MAX_ATTEMPTS) {
+            // The range check keeps it far below u32::MAX.
+            extract.max_attempts = n as u32;
+        }
+        if let Some(c) = self.count("extract.concurrency", &raw.concurrency, MAX_CONCURRENCY) {
+            extract.concurrency = c;
+        }
     }
 
     fn validate_feeds(
         &mut self,
         raw: Vec<RawFeed>,
         min_interval: Option<Duration>,
+        max_interval: Option<Duration>,
     ) -> Vec<FeedSpec> {
         // URL → (index, line) of its first appearance.
         let mut seen: std::collections::HashMap<String, (usize, usize)> =
@@ -1050,8 +1480,8 @@ impl Reader {
                 }
                 Field::Invalid => continue,
             };
-            let interval = match (feed.interval, min_interval) {
-                (Field::Set(d, line), Some(min)) if d < min => {
+            let interval = match (feed.interval, min_interval, max_interval) {
+                (Field::Set(d, line), Some(min), _) if d < min => {
                     self.problem_at_line(
                         &format!("feed[{i}].interval"),
                         line,
@@ -1063,7 +1493,19 @@ impl Reader {
                     );
                     None
                 }
-                (Field::Set(d, _), _) => Some(d),
+                (Field::Set(d, line), _, Some(max)) if d > max => {
+                    self.problem_at_line(
+                        &format!("feed[{i}].interval"),
+                        line,
+                        format!(
+                            "interval ({}) is longer than poll.max_interval ({}): lower it or raise poll.max_interval",
+                            format_duration(d),
+                            format_duration(max)
+                        ),
+                    );
+                    None
+                }
+                (Field::Set(d, _), _, _) => Some(d),
                 _ => None,
             };
             let title = match feed.title {
@@ -1074,14 +1516,72 @@ impl Reader {
                 Field::Set(tags, _) => tags,
                 _ => Vec::new(),
             };
+            let full_text = match feed.full_text {
+                Field::Set(full_text, _) => Some(full_text),
+                _ => None,
+            };
             feeds.push(FeedSpec {
                 url,
                 title,
                 tags,
                 interval,
+                full_text,
             });
         }
         feeds
+    }
+
+    fn validate_sites(&mut self, raw: Vec<RawSite>) -> Vec<SiteRule> {
+        // Host → (index, line) of its first appearance.
+        let mut seen: std::collections::HashMap<String, (usize, usize)> =
+            std::collections::HashMap::new();
+        let mut sites = Vec::with_capacity(raw.len());
+        for site in raw {
+            let i = site.index;
+            let host = match site.host {
+                Field::Set(host, line) => {
+                    if let Some((first, first_line)) = seen.get(&host) {
+                        self.problem_at_line(
+                            &format!("site[{i}].host"),
+                            line,
+                            format!(
+                                "duplicate site host \"{host}\": already listed as site[{first}] on line {first_line}; merge the two [[site]] tables"
+                            ),
+                        );
+                    } else {
+                        seen.insert(host.clone(), (i, line));
+                    }
+                    Some(host)
+                }
+                Field::Missing => {
+                    self.problem_at_line(
+                        &format!("site[{i}].host"),
+                        site.line,
+                        "missing: every [[site]] needs host = \"example.com\"",
+                    );
+                    None
+                }
+                Field::Invalid => None,
+            };
+            // A bad selector was reported already; an empty rule is not
+            // worth reporting on top of it.
+            let (Some(keep), Some(drop)) = (site.keep.or(Vec::new()), site.drop.or(Vec::new()))
+            else {
+                continue;
+            };
+            if keep.is_empty() && drop.is_empty() && !site.unknown_key {
+                self.problem_at_line(
+                    &format!("site[{i}]"),
+                    site.line,
+                    "a [[site]] needs keep or drop selectors (or both), e.g. keep = [\"article\"] or drop = [\".comments\"]",
+                );
+                continue;
+            }
+            if let Some(host) = host {
+                sites.push(SiteRule { host, keep, drop });
+            }
+        }
+        sites
     }
 }
 
@@ -1099,6 +1599,147 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
         return Err(format!("invalid URL \"{s}\": it has no host"));
     }
     Ok(url)
+}
+
+/// One item of `[network] allow`: a network (`192.168.1.0/24`), a single
+/// address (`10.0.0.5`, `::1`) or a host name (`nas.local`).
+fn parse_allow_rule(s: &str) -> Result<AllowRule, String> {
+    let text = s.trim();
+    // A URL is a host name written wrongly, not a network with a prefix.
+    if text.contains('/') && !text.contains("://") {
+        return text
+            .parse::<ipnet::IpNet>()
+            .map(|net| AllowRule::Net(net.trunc()))
+            .map_err(|_| {
+                format!(
+                    "invalid network \"{s}\": write an address and a prefix length, e.g. \"192.168.1.0/24\" or \"fd00::/8\""
+                )
+            });
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(AllowRule::Net(ip.into()));
+    }
+    parse_host_name(
+        s,
+        "nas.local",
+        "list each host name, or allow a network such as \"192.168.1.0/24\"",
+    )
+    .map(AllowRule::Host)
+}
+
+/// The `host` of a `[[site]]`.
+fn parse_site_host(s: &str) -> Result<String, String> {
+    if s.trim().starts_with('.') {
+        return Err(format!(
+            "invalid host \"{s}\": write it without the leading dot; \"example.com\" already covers its subdomains"
+        ));
+    }
+    parse_host_name(
+        s,
+        "example.com",
+        "write \"example.com\", which already covers its subdomains",
+    )
+}
+
+/// A bare host name such as `example.com`, lowercased, without a trailing
+/// dot, internationalised names in their `xn--` form. The error is a
+/// complete message; it spells `example` as the correct form and gives
+/// `wildcard_hint` for a `*`.
+fn parse_host_name(s: &str, example: &str, wildcard_hint: &str) -> Result<String, String> {
+    let text = s.trim();
+    if text.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let invalid = |why: String| Err(format!("invalid host \"{s}\": {why}"));
+    if let Some((scheme, _)) = text.split_once("://") {
+        return invalid(format!(
+            "write only the host name, without \"{scheme}://\", e.g. \"{example}\""
+        ));
+    }
+    if text.contains('/') {
+        return invalid(format!(
+            "write only the host name, without a path, e.g. \"{example}\""
+        ));
+    }
+    if text.contains(':') {
+        return invalid(format!(
+            "write only the host name, without a port, e.g. \"{example}\""
+        ));
+    }
+    if text.contains('*') {
+        return invalid(format!("wildcards are not supported: {wildcard_hint}"));
+    }
+    let text = text.strip_suffix('.').unwrap_or(text);
+    let host = match url::Host::parse(text) {
+        Ok(url::Host::Domain(domain)) => domain,
+        Ok(ip) => return Ok(ip.to_string()),
+        Err(_) => {
+            return invalid(format!(
+                "not a valid host name; write it as e.g. \"{example}\""
+            ));
+        }
+    };
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if host.len() > 253 || !host.split('.').all(label_ok) {
+        return invalid(format!(
+            "not a valid host name: use letters, digits, hyphens and dots, e.g. \"{example}\""
+        ));
+    }
+    Ok(host)
+}
+
+/// A CSS selector as the article cleaner will use it; compiling it here
+/// means a typo is a config error, not a rule that silently never matches.
+fn parse_selector(s: &str) -> Result<String, String> {
+    match dom_query::Matcher::new(s) {
+        Ok(_) => Ok(s.to_owned()),
+        Err(e) => Err(format!(
+            "invalid CSS selector \"{s}\": {}; {SELECTOR_HINT}",
+            describe_selector_error(&format!("{:?}", e.kind))
+        )),
+    }
+}
+
+/// Turns the `Debug` form of a selector parse error
+/// (`Custom(UnsupportedPseudoClassOrElement)`,
+/// `Basic(UnexpectedToken(Delim('!')))`) into words ("unsupported pseudo
+/// class or element", "unexpected token Delim('!')"): the selector crates
+/// give their errors no `Display`.
+fn describe_selector_error(debug: &str) -> String {
+    let inner = ["Basic(", "Custom("]
+        .iter()
+        .find_map(|wrapper| debug.strip_prefix(wrapper)?.strip_suffix(')'))
+        .unwrap_or(debug);
+    let (name, detail) = match inner.split_once('(') {
+        Some((name, rest)) => (name, rest.strip_suffix(')').unwrap_or(rest)),
+        None => (inner, ""),
+    };
+    let mut words = String::new();
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && !words.is_empty() {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    if words == "end of input" {
+        "it ends too early".to_owned()
+    } else if detail.is_empty() {
+        words
+    } else {
+        format!("{words} {detail}")
+    }
 }
 
 /// How a value's type is named in messages.
@@ -1315,9 +1956,19 @@ mod tests {
         assert_eq!(poll.concurrency, 8);
         assert_eq!(poll.max_body, 10_000_000);
         assert_eq!(poll.user_agent, DEFAULT_USER_AGENT);
+        assert!(poll.adaptive);
+        assert_eq!(poll.max_interval, Duration::from_secs(86_400));
+        assert_eq!(poll.max_backoff, Duration::from_secs(86_400));
+        assert_eq!(poll.per_host_concurrency, 1);
+        assert_eq!(poll.per_host_spacing, Duration::from_secs(1));
         assert_eq!(config.log.level, "info");
         assert_eq!(config.log.format, LogFormat::Text);
+        assert!(config.network.allow.is_empty());
+        assert!(config.extract.full_text);
+        assert_eq!(config.extract.max_attempts, 4);
+        assert_eq!(config.extract.concurrency, 4);
         assert!(config.feeds.is_empty());
+        assert!(config.sites.is_empty());
 
         // default_for is what an empty file gives (modulo the environment,
         // which only affects `database`).
@@ -1357,19 +2008,42 @@ connect_timeout = "5s"
 concurrency = 16
 max_body = "5MiB"
 user_agent = "MyBot/1.0"
+adaptive = false
+max_interval = "12h"
+max_backoff = "6h"
+per_host_concurrency = 2
+per_host_spacing = "250ms"
 
 [log]
 level = "info,tributary=debug"
 format = "json"
+
+[network]
+allow = ["192.168.1.7/24", "fd00::/8", "10.0.0.5", "::1", " NAS.Local. ", "nas.local"]
+
+[extract]
+full_text = false
+max_attempts = 7
+concurrency = 2
 
 [[feed]]
 url = "https://blog.rust-lang.org/feed.xml"
 title = "Rust Blog"
 tags = [" rust ", "lang", "rust"]
 interval = "30m"
+full_text = true
 
 [[feed]]
 url = "HTTPS://LWN.net/headlines/rss"
+
+[[site]]
+host = "Example.COM"
+keep = ["article .post-body", "main"]
+drop = [".comments", "div#share > a"]
+
+[[site]]
+host = "lwn.net."
+drop = ["table.Form"]
 "#);
         assert_eq!(config.database, Path::new("/etc/tributary/data/feeds.db"));
         assert_eq!(
@@ -1392,6 +2066,11 @@ url = "HTTPS://LWN.net/headlines/rss"
                 concurrency: 16,
                 max_body: 5 * 1024 * 1024,
                 user_agent: "MyBot/1.0".into(),
+                adaptive: false,
+                max_interval: Duration::from_secs(12 * 3600),
+                max_backoff: Duration::from_secs(6 * 3600),
+                per_host_concurrency: 2,
+                per_host_spacing: Duration::from_millis(250),
             }
         );
         assert_eq!(
@@ -1409,12 +2088,48 @@ url = "HTTPS://LWN.net/headlines/rss"
                     title: Some("Rust Blog".into()),
                     tags: vec!["rust".into(), "lang".into()],
                     interval: Some(Duration::from_secs(1800)),
+                    full_text: Some(true),
                 },
                 FeedSpec {
                     url: "https://lwn.net/headlines/rss".into(),
                     title: None,
                     tags: vec![],
                     interval: None,
+                    full_text: None,
+                },
+            ]
+        );
+        let net = |s: &str| AllowRule::Net(s.parse().unwrap());
+        assert_eq!(
+            config.network.allow,
+            vec![
+                net("192.168.1.0/24"),
+                net("fd00::/8"),
+                net("10.0.0.5/32"),
+                net("::1/128"),
+                AllowRule::Host("nas.local".into()),
+            ]
+        );
+        assert_eq!(
+            config.extract,
+            ExtractConfig {
+                full_text: false,
+                max_attempts: 7,
+                concurrency: 2,
+            }
+        );
+        assert_eq!(
+            config.sites,
+            vec![
+                SiteRule {
+                    host: "example.com".into(),
+                    keep: vec!["article .post-body".into(), "main".into()],
+                    drop: vec![".comments".into(), "div#share > a".into()],
+                },
+                SiteRule {
+                    host: "lwn.net".into(),
+                    keep: vec![],
+                    drop: vec!["table.Form".into()],
                 },
             ]
         );
@@ -1488,7 +2203,24 @@ url = "HTTPS://LWN.net/headlines/rss"
 
         // Tables others will add later are unknown for now.
         check_err("[[output]]\nname = \"all\"\n", "output", 1);
-        check_err("\n[extract]\nenabled = true\n", "extract", 2);
+
+        let msg = check_err("\n[extract]\nenabled = true\n", "extract.enabled", 3);
+        assert!(
+            msg.contains("known keys are full_text, max_attempts, concurrency"),
+            "{msg}"
+        );
+        let msg = check_err("[network]\nallowed = []\n", "network.allowed", 2);
+        assert!(msg.contains("did you mean \"allow\"?"), "{msg}");
+        let msg = check_err(
+            "[[site]]\nhost = \"a.example\"\nkeeps = [\"p\"]\n",
+            "site[0].keeps",
+            3,
+        );
+        assert!(msg.contains("did you mean \"keep\"?"), "{msg}");
+        let msg = check_err("[poll]\nmax_attempts = 3\n", "poll.max_attempts", 2);
+        assert!(msg.contains("belongs in [extract]"), "{msg}");
+        let msg = check_err("sites = []\n", "sites", 1);
+        assert!(msg.contains("did you mean \"site\"?"), "{msg}");
     }
 
     // One case per line: a table reads better than rustfmt's layout.
@@ -1508,6 +2240,26 @@ url = "HTTPS://LWN.net/headlines/rss"
             ("feed = [1]", "feed[0]", 1, "expected a table"),
             ("[[feed]]\nurl = \"https://a.example/\"\ntags = \"rust\"", "feed[0].tags", 3, "[\"rust\"]"),
             ("[[feed]]\nurl = \"https://a.example/\"\ntags = [\"ok\", 2]", "feed[0].tags[1]", 3, "found an integer"),
+            ("[poll]\nadaptive = \"yes\"", "poll.adaptive", 2, "expected a boolean, found a string: write true or false without quotes, not \"yes\""),
+            ("[poll]\nadaptive = 1", "poll.adaptive", 2, "expected a boolean (true or false), found an integer"),
+            ("[poll]\nper_host_concurrency = \"2\"", "poll.per_host_concurrency", 2, "expected an integer, found a string"),
+            ("[poll]\nper_host_spacing = 1", "poll.per_host_spacing", 2, "\"1s\""),
+            ("[poll]\nmax_interval = 86400", "poll.max_interval", 2, "\"86400s\""),
+            ("[poll]\nmax_backoff = true", "poll.max_backoff", 2, "found a boolean"),
+            ("network = 1", "network", 1, "expected a table ([network])"),
+            ("[network]\nallow = \"10.0.0.0/8\"", "network.allow", 2, "[\"10.0.0.0/8\"]"),
+            ("[network]\nallow = [\"10.0.0.0/8\", 10]", "network.allow[1]", 2, "expected a string, found an integer"),
+            ("extract = \"yes\"", "extract", 1, "expected a table ([extract])"),
+            ("[extract]\nfull_text = \"false\"", "extract.full_text", 2, "without quotes"),
+            ("[extract]\nmax_attempts = 2.5", "extract.max_attempts", 2, "found a float"),
+            ("[extract]\nconcurrency = \"4\"", "extract.concurrency", 2, "found a string"),
+            ("[[feed]]\nurl = \"https://a.example/\"\nfull_text = 0", "feed[0].full_text", 3, "found an integer"),
+            ("[site]\nhost = \"a.example\"", "site", 1, "write each site as [[site]], not [site]"),
+            ("site = [1]", "site[0]", 1, "expected a table"),
+            ("site = 1", "site", 1, "expected an array of tables ([[site]])"),
+            ("[[site]]\nhost = 1\nkeep = [\"p\"]", "site[0].host", 2, "expected a string"),
+            ("[[site]]\nhost = \"a.example\"\nkeep = \"article\"", "site[0].keep", 3, "write it as [\"article\"]"),
+            ("[[site]]\nhost = \"a.example\"\ndrop = [[\"p\"]]", "site[0].drop[0]", 3, "found an array"),
         ];
         for &(toml, key, line, needle) in cases {
             let msg = check_err(toml, key, line);
@@ -1549,6 +2301,43 @@ url = "HTTPS://LWN.net/headlines/rss"
             ("[[feed]]\nurl = \"https://a.example/\"\ntitle = \" \"", "feed[0].title", 3, "must not be empty"),
             ("[[feed]]\nurl = \"https://a.example/\"\ntags = [\"\"]", "feed[0].tags[0]", 3, "must not be empty"),
             ("\n[[feed]]\ntitle = \"x\"", "feed[0].url", 2, "missing"),
+            ("[[feed]]\nurl = \"https://a.example/\"\ninterval = \"2d\"", "feed[0].interval", 3, "interval (2d) is longer than poll.max_interval (1d)"),
+            ("[poll]\nmax_interval = \"30m\"", "poll.max_interval", 2, "max_interval (30m) is shorter than interval (1h)"),
+            ("[poll]\nmax_interval = \"0s\"", "poll.max_interval", 2, "max_interval (0s) is shorter than interval (1h)"),
+            ("[poll]\nmax_interval = \"1x\"", "poll.max_interval", 2, "invalid duration"),
+            ("[poll]\nmax_backoff = \"1m\"", "poll.max_backoff", 2, "max_backoff (1m) is shorter than min_interval (5m)"),
+            ("[poll]\nmax_backoff = \"-1m\"", "poll.max_backoff", 2, "negative"),
+            ("[poll]\nper_host_concurrency = 0", "poll.per_host_concurrency", 2, "between 1 and 1024, got 0"),
+            ("[poll]\nper_host_concurrency = 1025", "poll.per_host_concurrency", 2, "between 1 and 1024, got 1025"),
+            ("[poll]\nper_host_concurrency = -1", "poll.per_host_concurrency", 2, "got -1"),
+            ("[poll]\nper_host_spacing = \"soon\"", "poll.per_host_spacing", 2, "invalid duration \"soon\""),
+            ("[extract]\nmax_attempts = 0", "extract.max_attempts", 2, "between 1 and 20, got 0"),
+            ("[extract]\nmax_attempts = 21", "extract.max_attempts", 2, "between 1 and 20, got 21"),
+            ("[extract]\nconcurrency = 0", "extract.concurrency", 2, "between 1 and 1024, got 0"),
+            ("[extract]\nconcurrency = 2000", "extract.concurrency", 2, "between 1 and 1024, got 2000"),
+            ("[network]\nallow = [\"10.0.0.0/33\"]", "network.allow[0]", 2, "invalid network \"10.0.0.0/33\": write an address and a prefix length, e.g. \"192.168.1.0/24\""),
+            ("[network]\nallow = [\"192.168.1/24\"]", "network.allow[0]", 2, "invalid network"),
+            ("[network]\nallow = [\"fd00::/x\"]", "network.allow[0]", 2, "invalid network"),
+            ("[network]\nallow = [\"10.0.0.0/8\",\n  \"nas.local/24\"]", "network.allow[1]", 3, "invalid network"),
+            ("[network]\nallow = [\" \"]", "network.allow[0]", 2, "must not be empty"),
+            ("[network]\nallow = [\"http://nas.local\"]", "network.allow[0]", 2, "without \"http://\", e.g. \"nas.local\""),
+            ("[network]\nallow = [\"nas.local:8080\"]", "network.allow[0]", 2, "without a port"),
+            ("[network]\nallow = [\"*.local\"]", "network.allow[0]", 2, "wildcards are not supported: list each host name"),
+            ("[network]\nallow = [\"nas local\"]", "network.allow[0]", 2, "not a valid host name"),
+            ("[network]\nallow = [\"a..b\"]", "network.allow[0]", 2, "not a valid host name"),
+            ("[network]\nallow = [\"10.0.0.256\"]", "network.allow[0]", 2, "not a valid host name"),
+            ("[[site]]\nhost = \"https://example.com/\"\nkeep = [\"p\"]", "site[0].host", 2, "write only the host name, without \"https://\", e.g. \"example.com\""),
+            ("[[site]]\nhost = \"example.com/blog\"\nkeep = [\"p\"]", "site[0].host", 2, "without a path"),
+            ("[[site]]\nhost = \"example.com:8443\"\nkeep = [\"p\"]", "site[0].host", 2, "without a port"),
+            ("[[site]]\nhost = \".example.com\"\nkeep = [\"p\"]", "site[0].host", 2, "already covers its subdomains"),
+            ("[[site]]\nhost = \"*.example.com\"\nkeep = [\"p\"]", "site[0].host", 2, "wildcards are not supported"),
+            ("[[site]]\nhost = \"\"\nkeep = [\"p\"]", "site[0].host", 2, "must not be empty"),
+            ("\n[[site]]\nkeep = [\"p\"]", "site[0].host", 2, "missing: every [[site]] needs host"),
+            ("[[site]]\nhost = \"a.example\"\nkeep = [\"article\", \"div[\"]", "site[0].keep[1]", 3, "invalid CSS selector \"div[\""),
+            ("[[site]]\nhost = \"a.example\"\ndrop = [\"p:frobnicate\"]", "site[0].drop[0]", 3, "invalid CSS selector \"p:frobnicate\""),
+            ("[[site]]\nhost = \"a.example\"\ndrop = [\"\"]", "site[0].drop[0]", 3, "must not be empty"),
+            ("\n[[site]]\nhost = \"a.example\"", "site[0]", 2, "needs keep or drop selectors"),
+            ("[[site]]\nhost = \"a.example\"\nkeep = []\ndrop = []", "site[0]", 1, "needs keep or drop selectors"),
         ];
         for &(toml, key, line, needle) in cases {
             let msg = check_err(toml, key, line);
@@ -1581,6 +2370,316 @@ url = "HTTPS://LWN.net/headlines/rss"
             "feed[0].interval",
             3,
         );
+    }
+
+    #[test]
+    fn interval_ceilings() {
+        // max_interval is compared with interval, both values named.
+        let msg = check_err(
+            "[poll]\ninterval = \"2h\"\nmax_interval = \"90m\"\n",
+            "poll.max_interval",
+            3,
+        );
+        assert!(
+            msg.contains("max_interval (1h30m) is shorter than interval (2h)"),
+            "{msg}"
+        );
+        // Equal is fine, and a long interval needs a long enough ceiling.
+        let config = ok("[poll]\ninterval = \"2d\"\nmax_interval = \"2d\"\n");
+        assert_eq!(config.poll.max_interval, Duration::from_secs(2 * 86_400));
+        // With max_interval left at its default, the key to fix is interval.
+        let msg = check_err("[poll]\ninterval = \"2d\"\n", "poll.interval", 2);
+        assert!(
+            msg.contains("longer than the default max_interval (1d)"),
+            "{msg}"
+        );
+
+        // max_backoff is compared with min_interval.
+        let msg = check_err(
+            "[poll]\nmin_interval = \"10m\"\nmax_backoff = \"5m\"\n",
+            "poll.max_backoff",
+            3,
+        );
+        assert!(
+            msg.contains("max_backoff (5m) is shorter than min_interval (10m)"),
+            "{msg}"
+        );
+        let config = ok("[poll]\nmin_interval = \"10m\"\nmax_backoff = \"10m\"\n");
+        assert_eq!(config.poll.max_backoff, Duration::from_secs(600));
+        let msg = check_err(
+            "[poll]\nmin_interval = \"2d\"\ninterval = \"3d\"\nmax_interval = \"3d\"\n",
+            "poll.min_interval",
+            2,
+        );
+        assert!(
+            msg.contains("longer than the default max_backoff (1d)"),
+            "{msg}"
+        );
+        // A min_interval already blamed for the default interval is not
+        // blamed again for the default max_backoff.
+        let msg = check_err("[poll]\nmin_interval = \"2d\"\n", "poll.min_interval", 2);
+        assert!(msg.contains("default interval"), "{msg}");
+
+        // A feed's own interval stays within both bounds.
+        let msg = check_err(
+            "[poll]\nmax_interval = \"6h\"\n\n[[feed]]\nurl = \"https://a.example/\"\ninterval = \"7h\"\n",
+            "feed[0].interval",
+            6,
+        );
+        assert!(msg.contains("longer than poll.max_interval (6h)"), "{msg}");
+        // An invalid max_interval is not used to judge feeds.
+        check_err(
+            "[poll]\nmax_interval = \"soon\"\n\n[[feed]]\nurl = \"https://a.example/\"\ninterval = \"7d\"\n",
+            "poll.max_interval",
+            2,
+        );
+    }
+
+    #[test]
+    fn per_host_spacing_accepts_zero() {
+        let spacing = |s: &str| {
+            ok(&format!("[poll]\nper_host_spacing = \"{s}\"\n"))
+                .poll
+                .per_host_spacing
+        };
+        assert_eq!(spacing("0s"), Duration::ZERO);
+        assert_eq!(spacing("0ms"), Duration::ZERO);
+        assert_eq!(spacing("2s500ms"), Duration::from_millis(2500));
+        // Unlike a timeout, where zero is an error.
+        check_err("[poll]\ntimeout = \"0s\"\n", "poll.timeout", 2);
+    }
+
+    #[test]
+    fn booleans_and_counts_at_their_bounds() {
+        let config = ok(
+            "[poll]\nadaptive = false\nper_host_concurrency = 1024\n\n[extract]\nfull_text = false\nmax_attempts = 20\nconcurrency = 1\n",
+        );
+        assert!(!config.poll.adaptive);
+        assert_eq!(config.poll.per_host_concurrency, 1024);
+        assert!(!config.extract.full_text);
+        assert_eq!(config.extract.max_attempts, 20);
+        assert_eq!(config.extract.concurrency, 1);
+        assert_eq!(ok("[extract]\nmax_attempts = 1\n").extract.max_attempts, 1);
+    }
+
+    #[test]
+    fn feed_full_text_overrides_extract_full_text() {
+        let toml = |global: &str, feed: &str| {
+            format!(
+                "[extract]\nfull_text = {global}\n\n[[feed]]\nurl = \"https://a.example/\"\n{feed}\n"
+            )
+        };
+        let cases = [
+            ("true", "", None, true),
+            ("false", "", None, false),
+            ("true", "full_text = false", Some(false), false),
+            ("false", "full_text = true", Some(true), true),
+        ];
+        for (global, feed, want_spec, want) in cases {
+            let config = ok(&toml(global, feed));
+            let spec = &config.feeds[0];
+            assert_eq!(spec.full_text, want_spec, "{global} {feed}");
+            assert_eq!(config.extract.full_text_for(spec), want, "{global} {feed}");
+        }
+    }
+
+    #[test]
+    fn allow_rules() {
+        let config = ok(r#"
+[network]
+allow = ["192.168.1.0/24", "fd00::/8", "10.0.0.5", "::1", "NAS.local", "[fe80::1]"]
+"#);
+        let network = &config.network;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let ips = [
+            ("192.168.1.1", true),
+            ("192.168.1.255", true),
+            ("192.168.2.1", false),
+            ("10.0.0.5", true),
+            ("10.0.0.6", false),
+            ("::1", true),
+            ("::2", false),
+            ("fd12:3456::1", true),
+            ("fe80::1", true),
+            ("fe80::2", false),
+            ("127.0.0.1", false),
+            // The IPv4-mapped spelling of an allowed IPv4 address.
+            ("::ffff:192.168.1.9", true),
+            ("::ffff:10.0.0.6", false),
+        ];
+        for (s, want) in ips {
+            assert_eq!(network.allows_ip(ip(s)), want, "allows_ip({s})");
+        }
+        let hosts = [
+            ("nas.local", true),
+            ("NAS.LOCAL", true),
+            ("nas.local.", true),
+            ("www.nas.local", false),
+            ("nas.local.evil.example", false),
+            ("nas", false),
+            ("example.com", false),
+            // IP literals, as a URL spells them, go through allows_ip.
+            ("10.0.0.5", true),
+            ("10.0.0.6", false),
+            ("[::1]", true),
+            ("[::2]", false),
+        ];
+        for (host, want) in hosts {
+            assert_eq!(network.allows_host(host), want, "allows_host({host})");
+        }
+
+        // Nothing is allowed by default.
+        let empty = ok("").network;
+        assert!(!empty.allows_ip(ip("127.0.0.1")));
+        assert!(!empty.allows_host("localhost"));
+        // A name is a name, even one that resolves to loopback.
+        let localhost = ok("[network]\nallow = [\"localhost\"]\n").network;
+        assert!(localhost.allows_host("LocalHost"));
+        assert!(!localhost.allows_ip(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn allow_items_parse() {
+        let net = |s: &str| AllowRule::Net(s.parse().unwrap());
+        let cases = [
+            ("192.168.1.0/24", net("192.168.1.0/24")),
+            ("192.168.1.77/24", net("192.168.1.0/24")),
+            (" 10.0.0.5 ", net("10.0.0.5/32")),
+            ("::1", net("::1/128")),
+            ("[::1]", net("::1/128")),
+            ("FD00::/8", net("fd00::/8")),
+            ("0.0.0.0/0", net("0.0.0.0/0")),
+            ("Nas.Local", AllowRule::Host("nas.local".into())),
+            ("printer", AllowRule::Host("printer".into())),
+            (
+                "bücher.local",
+                AllowRule::Host("xn--bcher-kva.local".into()),
+            ),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_allow_rule(s), Ok(want), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn site_hosts_parse() {
+        let cases = [
+            ("example.com", "example.com"),
+            (" Example.COM. ", "example.com"),
+            ("blog.example.co.uk", "blog.example.co.uk"),
+            ("my_site.example", "my_site.example"),
+            ("bücher.example", "xn--bcher-kva.example"),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_site_host(s).as_deref(), Ok(want), "{s:?}");
+        }
+        for bad in [
+            "http://example.com",
+            "example.com/",
+            "example.com:80",
+            "exa mple.com",
+            "-",
+            ".",
+            "example..com",
+        ] {
+            assert!(parse_site_host(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn selectors_are_compiled() {
+        for good in [
+            "article",
+            ".post-body",
+            "div#content > p",
+            "main article, .entry-content",
+            "p:first-child",
+            "a[href^=\"https://twitter.com\"]",
+            "ul li:nth-child(2n+1)",
+            "div:has(> img)",
+        ] {
+            assert_eq!(parse_selector(good).as_deref(), Ok(good), "{good:?}");
+        }
+        for bad in ["div[", "p:frobnicate", "> p", "#", "a,,b", "!", "div..x"] {
+            let err = parse_selector(bad).unwrap_err();
+            assert!(
+                err.starts_with(&format!("invalid CSS selector \"{bad}\": ")),
+                "{err}"
+            );
+            assert!(err.ends_with(SELECTOR_HINT), "{err}");
+        }
+    }
+
+    #[test]
+    fn selector_errors_read_as_words() {
+        let cases = [
+            (
+                "Custom(UnsupportedPseudoClassOrElement)",
+                "unsupported pseudo class or element",
+            ),
+            (
+                "Basic(UnexpectedToken(Delim('!')))",
+                "unexpected token Delim('!')",
+            ),
+            ("Basic(EndOfInput)", "it ends too early"),
+            ("Something", "something"),
+        ];
+        for (debug, want) in cases {
+            assert_eq!(describe_selector_error(debug), want);
+        }
+    }
+
+    #[test]
+    fn duplicate_site_hosts_are_reported_at_the_second() {
+        let msg = check_err(
+            r#"
+[[site]]
+host = "example.com"
+keep = ["article"]
+
+[[site]]
+host = "lwn.net"
+drop = [".ads"]
+
+[[site]]
+host = "Example.COM."
+drop = [".comments"]
+"#,
+            "site[2].host",
+            11,
+        );
+        assert!(msg.contains("already listed as site[0] on line 3"), "{msg}");
+
+        // A subdomain is a different site: its rule is more specific.
+        let config = ok(
+            "[[site]]\nhost = \"example.com\"\nkeep = [\"article\"]\n\n[[site]]\nhost = \"blog.example.com\"\nkeep = [\"main\"]\n",
+        );
+        assert_eq!(config.sites.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_selector_is_not_also_an_empty_site() {
+        // Only the selector is reported, not "needs keep or drop" too.
+        check_err(
+            "[[site]]\nhost = \"a.example\"\nkeep = [\"div[\"]\n",
+            "site[0].keep[0]",
+            3,
+        );
+        // Every bad selector is reported, each on its line.
+        let got: Vec<(String, Option<usize>)> = problems(
+            "[[site]]\nhost = \"a.example\"\nkeep = [\n  \"div[\",\n  \"article\",\n  \"p:nope\",\n]\ndrop = [\"!\"]\n",
+        )
+        .into_iter()
+        .map(|p| (p.key, p.line))
+        .collect();
+        let want = [
+            ("site[0].keep[0]", 4),
+            ("site[0].keep[2]", 6),
+            ("site[0].drop[0]", 8),
+        ];
+        let want: Vec<(String, Option<usize>)> =
+            want.iter().map(|&(k, l)| (k.to_owned(), Some(l))).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
@@ -1864,6 +2963,10 @@ interval = 60
         assert_eq!(config.server, defaults.server);
         assert_eq!(config.poll, defaults.poll);
         assert_eq!(config.log, defaults.log);
+        assert_eq!(config.network, defaults.network);
+        assert_eq!(config.extract, defaults.extract);
+        // The example [[site]] is commented out: site rules are opt-in.
+        assert_eq!(config.sites, defaults.sites);
         assert_eq!(config.database, path.with_file_name("tributary.db"));
         assert!(config.feeds.len() >= 2, "{:#?}", config.feeds);
         assert!(
@@ -1876,5 +2979,48 @@ interval = 60
 
         // And the public entry point agrees.
         assert!(Config::load(path).is_ok());
+
+        // The commented-out [[site]] example is valid once uncommented: its
+        // header and the `# key = value` lines right after it.
+        let mut lines = text.lines().skip_while(|l| *l != "# [[site]]");
+        let mut site = String::new();
+        if let Some(header) = lines.next() {
+            site.push_str(&header[2..]);
+            site.push('\n');
+        }
+        for line in lines.take_while(|l| l.starts_with("# ") && l.contains(" = ")) {
+            site.push_str(&line[2..]);
+            site.push('\n');
+        }
+        let config = match from_toml_with_env(&site, Some(path), None) {
+            Ok(config) => config,
+            Err(e) => panic!("the example [[site]] does not load:\n{e}"),
+        };
+        assert_eq!(config.sites.len(), 1, "{:#?}", config.sites);
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let example = include_str!("../config/tributary.toml");
+        let readme = include_str!("../README.md");
+        for (header, keys) in SECTIONS {
+            for key in *keys {
+                let row = match *header {
+                    // The other top-level keys are tables, documented by
+                    // their own keys.
+                    "the top level" if *key != "database" => continue,
+                    "the top level" => format!("| `{key}` |"),
+                    _ => format!("| `{header} {key}` |"),
+                };
+                assert!(readme.contains(&row), "README.md lacks a row {row}");
+                let line = format!("{key} = ");
+                assert!(
+                    example
+                        .lines()
+                        .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&line)),
+                    "config/tributary.toml does not show {header} {key}"
+                );
+            }
+        }
     }
 }

@@ -21,6 +21,41 @@ pub struct FeedSpec {
     pub tags: Vec<String>,
     /// A fixed polling interval for this feed, overriding `[poll] interval`.
     pub interval: Option<Duration>,
+    /// Per-feed override of `[extract] full_text` (fetch each new entry's
+    /// article page and keep its cleaned text); `None` = follow the global
+    /// setting.
+    pub full_text: Option<bool>,
+}
+
+/// Per-site rules for the article cleaner, from `[[site]]` tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRule {
+    /// The site's host name, lowercase, without a trailing dot
+    /// (`example.com`); the rule also covers its subdomains.
+    pub host: String,
+    /// CSS selectors, each known to compile: when one matches, that element
+    /// is the article.
+    pub keep: Vec<String>,
+    /// CSS selectors, each known to compile: matching elements are removed
+    /// before extraction.
+    pub drop: Vec<String>,
+}
+
+impl SiteRule {
+    /// Whether this rule applies to `host` (equal, or a subdomain of it):
+    /// `example.com` covers `example.com` and `www.example.com`, not
+    /// `badexample.com`. Case-insensitive; a trailing dot is ignored.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.eq_ignore_ascii_case(&self.host) {
+            return true;
+        }
+        // Compare bytes so a multi-byte char cannot split a slice.
+        let (host, rule) = (host.as_bytes(), self.host.as_bytes());
+        host.len() > rule.len()
+            && host[host.len() - rule.len() - 1] == b'.'
+            && host[host.len() - rule.len()..].eq_ignore_ascii_case(rule)
+    }
 }
 
 /// Where a subscription came from. Config feeds are owned by the config file
@@ -212,4 +247,35 @@ pub struct OutputEntry {
     pub updated: DateTime<Utc>,
     pub enclosures: Vec<Enclosure>,
     pub source: SourceInfo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_rule_matches_its_host_and_subdomains() {
+        let rule = SiteRule {
+            host: "example.com".into(),
+            keep: vec!["article".into()],
+            drop: vec![],
+        };
+        let cases = [
+            ("example.com", true),
+            ("www.example.com", true),
+            ("a.b.example.com", true),
+            ("EXAMPLE.com", true),
+            ("Www.Example.Com.", true),
+            ("badexample.com", false),
+            ("example.com.evil.net", false),
+            ("example.co", false),
+            ("xample.com", false),
+            ("com", false),
+            ("", false),
+            ("bücher.example.com", true),
+        ];
+        for (host, want) in cases {
+            assert_eq!(rule.matches(host), want, "{host:?}");
+        }
+    }
 }

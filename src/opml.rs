@@ -227,6 +227,8 @@ impl Builder {
                     title,
                     tags,
                     interval: None,
+                    // OPML has no way to say it; the global setting applies.
+                    full_text: None,
                 });
             }
         }
@@ -641,6 +643,7 @@ mod tests {
             title: title.map(str::to_owned),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             interval: None,
+            full_text: None,
         }
     }
 

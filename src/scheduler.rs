@@ -204,6 +204,7 @@ mod tests {
                 title: None,
                 tags: vec![],
                 interval: interval.map(Duration::from_secs),
+                full_text: None,
             },
             origin: FeedOrigin::Config,
             site_title: None,

@@ -22,7 +22,11 @@ use super::{AddOutcome, EntryQuery, Revision, SyncReport};
 
 /// Schema history; append, never edit, once a version has shipped.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("schema.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("schema.sql")),
+        // A feed's own `full_text` setting; NULL follows `[extract] full_text`.
+        M::up("ALTER TABLE feed ADD COLUMN full_text INTEGER;"),
+    ])
 }
 
 /// Settings every connection gets. WAL lets the HTTP server's reader run
@@ -155,14 +159,16 @@ fn insert_feed(
     now: DateTime<Utc>,
 ) -> rusqlite::Result<i64> {
     tx.execute(
-        "INSERT INTO feed (url, title, interval_secs, origin, next_check_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        "INSERT INTO feed (url, title, interval_secs, origin, next_check_at, created_at,
+                           full_text)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
         params![
             spec.url,
             spec.title,
             spec.interval.map(|d| d.as_secs() as i64),
             origin.as_str(),
             ts(now),
+            spec.full_text,
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -230,10 +236,16 @@ pub(super) fn sync_config_feeds(
         match wanted.remove(url.as_str()) {
             Some(spec) => {
                 let changed = tx.execute(
-                    "UPDATE feed SET title = ?2, interval_secs = ?3, origin = 'config'
+                    "UPDATE feed SET title = ?2, interval_secs = ?3, full_text = ?4,
+                         origin = 'config'
                      WHERE id = ?1 AND (title IS NOT ?2 OR interval_secs IS NOT ?3
-                                        OR origin <> 'config')",
-                    params![id, spec.title, spec.interval.map(|d| d.as_secs() as i64)],
+                                        OR full_text IS NOT ?4 OR origin <> 'config')",
+                    params![
+                        id,
+                        spec.title,
+                        spec.interval.map(|d| d.as_secs() as i64),
+                        spec.full_text
+                    ],
                 )?;
                 let old_tags: Vec<String> = {
                     let mut stmt = tx.prepare_cached(
@@ -289,7 +301,7 @@ pub(super) fn remove_feed(
 const FEED_COLUMNS: &str = "f.id, f.url, f.title, f.interval_secs, f.origin, f.site_title,
     f.site_url, f.etag, f.last_modified, f.next_check_at, f.last_checked_at,
     f.last_success_at, f.last_status, f.last_error, f.error_count,
-    (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id)";
+    (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id), f.full_text";
 
 fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
     let origin: String = r.get(4)?;
@@ -302,6 +314,7 @@ fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
             interval: r
                 .get::<_, Option<i64>>(3)?
                 .map(|s| Duration::from_secs(s.max(0) as u64)),
+            full_text: r.get(16)?,
         },
         origin: FeedOrigin::parse(&origin).unwrap_or(FeedOrigin::Cli),
         site_title: r.get(5)?,
@@ -671,5 +684,85 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
+    }
+
+    fn memory_db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn spec(url: &str, full_text: Option<bool>) -> FeedSpec {
+        FeedSpec {
+            url: url.to_owned(),
+            title: None,
+            tags: vec![],
+            interval: None,
+            full_text,
+        }
+    }
+
+    fn full_text_of(conn: &Connection, url: &str) -> Option<bool> {
+        feed_by_url(conn, url).unwrap().unwrap().spec.full_text
+    }
+
+    #[test]
+    fn full_text_round_trips_through_add_and_config_sync() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let specs = [
+            spec("https://a.example/", Some(false)),
+            spec("https://b.example/", Some(true)),
+            spec("https://c.example/", None),
+        ];
+        add_feeds(&mut conn, &specs, FeedOrigin::Cli, now).unwrap();
+        for s in &specs {
+            assert_eq!(full_text_of(&conn, &s.url), s.full_text, "{}", s.url);
+        }
+
+        // The config takes a feed over and changes its setting, both ways
+        // and back to "follow the global setting".
+        for (full_text, updated) in [
+            (Some(true), 1),
+            (Some(true), 0),
+            (None, 1),
+            (Some(false), 1),
+        ] {
+            let report =
+                sync_config_feeds(&mut conn, &[spec("https://c.example/", full_text)], now)
+                    .unwrap();
+            assert_eq!(report.updated, updated, "{full_text:?}");
+            assert_eq!(full_text_of(&conn, "https://c.example/"), full_text);
+        }
+        // A new config feed keeps its setting too.
+        let report = sync_config_feeds(
+            &mut conn,
+            &[
+                spec("https://c.example/", Some(false)),
+                spec("https://d.example/", Some(false)),
+            ],
+            now,
+        )
+        .unwrap();
+        assert_eq!((report.added, report.updated), (1, 0));
+        assert_eq!(full_text_of(&conn, "https://d.example/"), Some(false));
+    }
+
+    #[test]
+    fn feeds_from_before_full_text_follow_the_global_setting() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        Migrations::new(vec![M::up(include_str!("schema.sql"))])
+            .to_latest(&mut conn)
+            .unwrap();
+        conn.execute(
+            "INSERT INTO feed (url, origin, next_check_at, created_at)
+             VALUES ('https://old.example/', 'cli', 0, 0)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(full_text_of(&conn, "https://old.example/"), None);
     }
 }

@@ -174,3 +174,70 @@ fn a_file_that_is_not_a_database_is_a_clear_error() {
         b"this is not sqlite, and must not be overwritten"
     );
 }
+
+/// The stored `full_text` setting of the feed at `url`.
+async fn stored_full_text(env: &TestEnv, url: &str) -> Option<bool> {
+    let store = tributary::store::Store::open(&env.db_path())
+        .await
+        .expect("open store");
+    let feed = store.feed_by_url(url).await.expect("query");
+    store.close().await.expect("close");
+    feed.unwrap_or_else(|| panic!("{url} is not stored"))
+        .spec
+        .full_text
+}
+
+#[tokio::test]
+async fn full_text_setting_round_trips_from_cli_and_config() {
+    let env = TestEnv::new(&format!(
+        "{}{}",
+        feed_table("https://on.example/feed", "full_text = true"),
+        feed_table("https://off.example/feed", "full_text = false"),
+    ));
+    let out = env.cli(&["feeds", "add", "https://cli.example/rss", "--no-full-text"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.cli(&["feeds", "add", "https://default.example/rss"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert_eq!(
+        stored_full_text(&env, "https://cli.example/rss").await,
+        Some(false)
+    );
+    assert_eq!(
+        stored_full_text(&env, "https://default.example/rss").await,
+        None
+    );
+    assert_eq!(
+        stored_full_text(&env, "https://on.example/feed").await,
+        Some(true)
+    );
+    assert_eq!(
+        stored_full_text(&env, "https://off.example/feed").await,
+        Some(false)
+    );
+    let list = stdout(&env.cli(&["feeds", "list"]));
+    assert!(list.contains("full text: off"), "{list}");
+    assert!(list.contains("full text: on"), "{list}");
+
+    // Editing the config changes the stored setting at the next start;
+    // removing the key goes back to following [extract] full_text.
+    let text = std::fs::read_to_string(&env.config).expect("read");
+    let text = text
+        .replace("full_text = true", "")
+        .replace("full_text = false", "full_text = true");
+    std::fs::write(&env.config, text).expect("write");
+    assert!(env.cli(&["feeds", "list"]).status.success());
+    assert_eq!(
+        stored_full_text(&env, "https://on.example/feed").await,
+        None
+    );
+    assert_eq!(
+        stored_full_text(&env, "https://off.example/feed").await,
+        Some(true)
+    );
+    // A CLI feed keeps its own setting.
+    assert_eq!(
+        stored_full_text(&env, "https://cli.example/rss").await,
+        Some(false)
+    );
+}
