@@ -16,14 +16,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::hosts::{HostLimiter, HostLimits};
 use crate::pipeline::Pipeline;
 use crate::pipeline::fetch::{FetchError, FetchSettings, Fetcher};
 use crate::scheduler::SchedulePolicy;
 use crate::serve::ServeSettings;
 use crate::store::{Store, StoreError};
-
-/// Backoff ceiling for failing feeds.
-const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -72,14 +70,26 @@ pub fn schedule_policy(config: &Config) -> SchedulePolicy {
     SchedulePolicy {
         interval: config.poll.interval,
         min_interval: config.poll.min_interval,
-        max_backoff: MAX_BACKOFF,
+        max_interval: config.poll.max_interval,
+        max_backoff: config.poll.max_backoff,
+        adaptive: config.poll.adaptive,
     }
 }
 
-/// The poll pipeline for one-shot commands and the daemon alike.
-pub fn pipeline(config: &Config, store: Store) -> Result<Pipeline, FetchError> {
+/// The poll pipeline for one-shot commands and the daemon alike. Host
+/// blocks (429s) still in force are loaded, so a restart honours them.
+pub async fn pipeline(config: &Config, store: Store) -> Result<Pipeline, AppError> {
+    let hosts = HostLimiter::new(HostLimits {
+        concurrency: config.poll.per_host_concurrency,
+        spacing: config.poll.per_host_spacing,
+    });
+    let now = Utc::now();
+    for (host, until) in store.host_blocks(now).await? {
+        let wait = (until - now).to_std().unwrap_or_default();
+        hosts.block_until(&host, tokio::time::Instant::now() + wait);
+    }
     Ok(Pipeline::new(
-        Fetcher::new(fetch_settings(config))?,
+        Fetcher::new(fetch_settings(config), hosts)?,
         schedule_policy(config),
         store,
     ))
@@ -106,6 +116,7 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    crate::serve::install_metrics();
     let store = open_store(&config).await?;
     let policy = schedule_policy(&config);
     let spread = store
@@ -120,7 +131,7 @@ pub async fn run(
             "spreading feeds that fell due while stopped"
         );
     }
-    let pipeline = Arc::new(pipeline(&config, store.clone())?);
+    let pipeline = Arc::new(pipeline(&config, store.clone()).await?);
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(config.server.listen)

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 
 use crate::app;
 use crate::config::Config;
-use crate::model::{Feed, FeedOrigin, FeedSpec};
+use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus};
 use crate::pipeline::PollStatus;
 use crate::store::{AddOutcome, Store};
 
@@ -50,7 +50,11 @@ pub enum Command {
     /// Run the daemon: poll feeds on schedule and serve the merged feed until SIGINT/SIGTERM
     Run,
     /// Poll every feed once now, store the results, print a summary and exit
-    Poll,
+    Poll {
+        /// Poll only this feed (repeatable); paused and gone feeds too
+        #[arg(long = "feed", value_name = "URL")]
+        feeds: Vec<String>,
+    },
     /// Add, list or remove subscriptions
     #[command(subcommand)]
     Feeds(FeedsCommand),
@@ -69,6 +73,10 @@ pub enum FeedsCommand {
     List,
     /// Unsubscribe; entries only this feed carried are deleted
     Remove { url: String },
+    /// Stop polling a feed but keep it and its entries
+    Pause { url: String },
+    /// Poll a paused (or gone) feed again
+    Resume { url: String },
 }
 
 #[derive(Debug, Args)]
@@ -120,10 +128,16 @@ pub async fn execute(cli: &Cli, config: Config) -> anyhow::Result<()> {
     match &cli.command {
         Command::Check => check(&config),
         Command::Run => run(config).await,
-        Command::Poll => poll(&config).await,
+        Command::Poll { feeds } => poll(&config, feeds).await,
         Command::Feeds(FeedsCommand::Add(args)) => feeds_add(&config, args).await,
         Command::Feeds(FeedsCommand::List) => feeds_list(&config).await,
         Command::Feeds(FeedsCommand::Remove { url }) => feeds_remove(&config, url).await,
+        Command::Feeds(FeedsCommand::Pause { url }) => {
+            feeds_set_status(&config, url, FeedStatus::Paused).await
+        }
+        Command::Feeds(FeedsCommand::Resume { url }) => {
+            feeds_set_status(&config, url, FeedStatus::Active).await
+        }
         Command::Opml(OpmlCommand::Import { file }) => opml_import(&config, file).await,
         Command::Opml(OpmlCommand::Export) => opml_export(&config).await,
     }
@@ -174,10 +188,27 @@ async fn open(config: &Config) -> anyhow::Result<Store> {
     Ok(app::open_store(config).await?)
 }
 
-async fn poll(config: &Config) -> anyhow::Result<()> {
+async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     let store = open(config).await?;
-    let pipeline = app::pipeline(config, store.clone())?;
-    let feeds = store.feeds().await?;
+    let pipeline = app::pipeline(config, store.clone()).await?;
+    let mut feeds = store.feeds().await?;
+    if only.is_empty() {
+        // Paused and gone feeds are polled only when named.
+        feeds.retain(|f| f.status == FeedStatus::Active);
+    } else {
+        let wanted: Vec<String> = only
+            .iter()
+            .map(|u| validate_feed_url(u).unwrap_or_else(|_| u.clone()))
+            .collect();
+        if let Some(missing) = wanted
+            .iter()
+            .find(|u| !feeds.iter().any(|f| &f.spec.url == *u))
+        {
+            store.close().await?;
+            bail!("{missing} is not subscribed (see `tributary feeds list`)");
+        }
+        feeds.retain(|f| wanted.contains(&f.spec.url));
+    }
     if feeds.is_empty() {
         println!(
             "no feeds configured: add [[feed]] tables to the config or run `tributary feeds add URL`"
@@ -186,7 +217,7 @@ async fn poll(config: &Config) -> anyhow::Result<()> {
     }
     let pipeline = &pipeline;
     let mut results: Vec<(usize, _)> = futures_util::stream::iter(feeds.iter().enumerate())
-        .map(|(i, feed)| async move { (i, pipeline.poll(feed).await) })
+        .map(|(i, feed)| async move { (i, pipeline.poll(feed, None).await) })
         .buffer_unordered(config.poll.concurrency)
         .collect()
         .await;
@@ -206,14 +237,22 @@ async fn poll(config: &Config) -> anyhow::Result<()> {
                 failed += 1;
                 status.map_or_else(|| "error".to_owned(), |s| s.to_string())
             }
+            PollStatus::Gone => "410".to_owned(),
+            PollStatus::Deferred => "deferred".to_owned(),
         };
         writeln!(
             out,
             "{status:<8} {:>5} {:>7}  {}",
             s.new, s.updated, s.feed_url
         )?;
-        if let PollStatus::Failed { error, .. } = &s.status {
-            writeln!(out, "{:<8} {:>5} {:>7}    error: {error}", "", "", "")?;
+        match &s.status {
+            PollStatus::Failed { error, .. } => {
+                writeln!(out, "{:<8} {:>5} {:>7}    error: {error}", "", "", "")?;
+            }
+            PollStatus::Gone | PollStatus::Deferred => {
+                writeln!(out, "{:<8} {:>5} {:>7}    {}", "", "", "", s.status)?;
+            }
+            _ => {}
         }
     }
     writeln!(
@@ -290,10 +329,14 @@ fn human_delta(d: chrono::Duration, suffix: &str) -> String {
     }
 }
 
+/// One word for a feed's state: paused and gone win; otherwise new (never
+/// polled), ok or failing (consecutive errors, still retried).
 pub fn feed_state(f: &Feed) -> &'static str {
-    match (f.last_checked_at, f.error_count) {
-        (None, _) => "new",
-        (Some(_), 0) => "ok",
+    match (f.status, f.last_checked_at, f.error_count) {
+        (FeedStatus::Paused, ..) => "paused",
+        (FeedStatus::Gone, ..) => "gone",
+        (_, None, _) => "new",
+        (_, Some(_), 0) => "ok",
         _ => "failing",
     }
 }
@@ -308,44 +351,79 @@ async fn feeds_list(config: &Config) -> anyhow::Result<()> {
     }
     let now = Utc::now();
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<8} {:>7} {:>6} {:>11} {:>11} {:>6}  {:<7} FEED",
-        "STATE", "ENTRIES", "HTTP", "LAST CHECK", "NEXT CHECK", "ERRORS", "FROM"
-    )?;
     for f in &feeds {
-        let next = if f.next_check_at <= now {
-            "due".to_owned()
-        } else {
-            human_delta(now - f.next_check_at, "")
+        writeln!(out, "{:<8} {}", feed_state(f), f.spec.url)?;
+        let next = match f.status {
+            FeedStatus::Paused | FeedStatus::Gone => "never".to_owned(),
+            _ if f.next_check_at <= now => "due".to_owned(),
+            _ => human_delta(now - f.next_check_at, ""),
+        };
+        let interval = match (f.current_interval, f.schedule_reason.as_deref()) {
+            (Some(i), Some(why)) => format!("{} ({why})", crate::config::format_duration(i)),
+            (Some(i), None) => crate::config::format_duration(i),
+            (None, _) => "-".to_owned(),
         };
         writeln!(
             out,
-            "{:<8} {:>7} {:>6} {:>11} {:>11} {:>6}  {:<7} {}",
-            feed_state(f),
+            "         title: {} · entries {} · from {}",
+            f.display_title(),
             f.entry_count,
+            f.origin.as_str()
+        )?;
+        writeln!(
+            out,
+            "         last success {} · HTTP {} · errors {} · next check {next} · interval {interval}",
+            ago(f.last_success_at, now),
             f.last_status
                 .map_or_else(|| "-".to_owned(), |s| s.to_string()),
-            ago(f.last_checked_at, now),
-            next,
             f.error_count,
-            f.origin.as_str(),
-            f.spec.url
         )?;
-        let mut detail = vec![format!("title: {}", f.display_title())];
         if !f.spec.tags.is_empty() {
-            detail.push(format!("tags: {}", f.spec.tags.join(", ")));
+            writeln!(out, "         tags: {}", f.spec.tags.join(", "))?;
         }
         if let Some(full_text) = f.spec.full_text {
-            detail.push(format!(
-                "full text: {}",
+            writeln!(
+                out,
+                "         full text: {}",
                 if full_text { "on" } else { "off" }
-            ));
+            )?;
         }
-        writeln!(out, "{:>70}{}", "", detail.join("; "))?;
-        if let Some(err) = f.last_error.as_deref().filter(|_| f.error_count > 0) {
-            writeln!(out, "{:>70}last error: {err}", "")?;
+        if let Some(moved) = &f.fetch_url {
+            writeln!(
+                out,
+                "         moved to: {moved} (permanent redirect, confirmed)"
+            )?;
         }
+        if let Some((target, n)) = &f.pending_redirect {
+            writeln!(
+                out,
+                "         redirects to: {target} (seen {n}×, not yet adopted)"
+            )?;
+        }
+        if let Some(err) = f
+            .last_error
+            .as_deref()
+            .filter(|_| f.error_count > 0 || f.status == FeedStatus::Gone)
+        {
+            writeln!(out, "         last error: {err}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Pauses or resumes a subscription; resuming also revives a gone feed.
+async fn feeds_set_status(config: &Config, url: &str, status: FeedStatus) -> anyhow::Result<()> {
+    let key = validate_feed_url(url).unwrap_or_else(|_| url.to_owned());
+    let store = open(config).await?;
+    let Some(feed) = store.feed_by_url(&key).await? else {
+        store.close().await?;
+        bail!("{url} is not subscribed (see `tributary feeds list`)");
+    };
+    store.set_status(feed.id, status, Utc::now()).await?;
+    store.close().await?;
+    match status {
+        FeedStatus::Paused => println!("paused {key}: it keeps its entries and is not polled"),
+        _ => println!("resumed {key}: it is due now"),
     }
     Ok(())
 }

@@ -18,6 +18,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod hosts;
 pub mod model;
 pub mod opml;
 pub mod pipeline;

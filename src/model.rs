@@ -87,6 +87,36 @@ impl FeedOrigin {
     }
 }
 
+/// Whether a feed is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedStatus {
+    /// Polled on schedule (it may be failing; see `error_count`).
+    Active,
+    /// Paused by the operator; kept, not polled.
+    Paused,
+    /// The server said 410 Gone; not polled until resumed.
+    Gone,
+}
+
+impl FeedStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedStatus::Active => "active",
+            FeedStatus::Paused => "paused",
+            FeedStatus::Gone => "gone",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(FeedStatus::Active),
+            "paused" => Some(FeedStatus::Paused),
+            "gone" => Some(FeedStatus::Gone),
+            _ => None,
+        }
+    }
+}
+
 /// HTTP cache validators, kept byte-for-byte as the server sent them so they
 /// can be echoed back unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,6 +131,21 @@ pub struct Feed {
     pub id: i64,
     pub spec: FeedSpec,
     pub origin: FeedOrigin,
+    pub status: FeedStatus,
+    /// Where the feed is fetched from after a confirmed permanent redirect;
+    /// `spec.url` stays what the operator subscribed to.
+    pub fetch_url: Option<String>,
+    /// A permanent redirect seen on recent polls but not yet confirmed,
+    /// with how many polls in a row have shown it.
+    pub pending_redirect: Option<(String, u32)>,
+    /// The interval the last schedule used, and why (e.g. "adaptive",
+    /// "max-age", "backoff", "retry-after").
+    pub current_interval: Option<Duration>,
+    pub schedule_reason: Option<String>,
+    /// How often the feed publishes, learned from its entries' dates.
+    pub learned_interval: Option<Duration>,
+    /// Polling hints from the last document (ttl, skipHours, …).
+    pub hints: FeedHints,
     /// The title the feed document gives itself.
     pub site_title: Option<String>,
     /// The feed's home page (its alternate link).
@@ -119,6 +164,11 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// The URL polls go to.
+    pub fn effective_url(&self) -> &str {
+        self.fetch_url.as_deref().unwrap_or(&self.spec.url)
+    }
+
     /// The name shown to readers: the operator's title, else the feed's own,
     /// else its URL.
     pub fn display_title(&self) -> &str {
@@ -146,6 +196,17 @@ pub struct FetchedDoc {
     pub validators: Validators,
     /// Set when every hop of the redirect chain was permanent (301/308).
     pub permanent_redirect: Option<String>,
+    /// How long the server says the response stays fresh
+    /// (`Cache-Control: max-age`, else `Expires`), with which header said so.
+    pub freshness: Option<Freshness>,
+}
+
+/// A server's request not to be asked again before `lifetime` has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub lifetime: Duration,
+    /// "max-age" or "expires".
+    pub source: &'static str,
 }
 
 /// What a fetch came back with, when it got an answer worth acting on.
@@ -154,6 +215,8 @@ pub enum FetchOutcome {
     /// 304: the stored copy is current.
     NotModified {
         validators: Validators,
+        freshness: Option<Freshness>,
+        permanent_redirect: Option<String>,
     },
     Fetched(FetchedDoc),
 }
@@ -183,11 +246,26 @@ pub struct ParsedEntry {
     pub enclosures: Vec<Enclosure>,
 }
 
+/// What a feed document says about how often to poll it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct FeedHints {
+    /// RSS `<ttl>`.
+    pub ttl: Option<Duration>,
+    /// `sy:updatePeriod` divided by `sy:updateFrequency`.
+    pub update_period: Option<Duration>,
+    /// RSS `<skipHours>`: hours (0–23, GMT) in which not to poll.
+    pub skip_hours: Vec<u8>,
+    /// RSS `<skipDays>`: days (0 = Monday … 6 = Sunday) on which not to poll.
+    pub skip_days: Vec<u8>,
+}
+
 /// A whole parsed feed document.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParsedFeed {
     pub title: Option<String>,
     pub site_url: Option<String>,
+    pub hints: FeedHints,
     /// Entries in document order, unique by `key` (first one wins).
     pub entries: Vec<ParsedEntry>,
 }
@@ -203,10 +281,27 @@ pub enum PollOutcome {
         validators: Validators,
         feed: ParsedFeed,
     },
+    /// 410: the feed is gone for good; stop polling it.
+    Gone,
+    /// Nothing was sent: the host asked us to wait (an earlier 429). Not
+    /// an error of this feed.
+    Deferred,
     Failed {
         status: Option<u16>,
         error: String,
     },
+}
+
+/// When a feed is next polled, and why then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub next_check_at: DateTime<Utc>,
+    /// The interval this schedule is based on.
+    pub interval: Duration,
+    /// A short word for operators: "interval", "adaptive", "fixed",
+    /// "max-age", "expires", "ttl", "sy:updatePeriod", "skipHours",
+    /// "backoff", "retry-after", "host retry-after", "gone".
+    pub reason: String,
 }
 
 /// Everything the store needs to record a poll in one transaction.
@@ -214,8 +309,15 @@ pub enum PollOutcome {
 pub struct PollRecord {
     pub feed_id: i64,
     pub checked_at: DateTime<Utc>,
-    pub next_check_at: DateTime<Utc>,
+    pub schedule: Schedule,
     pub outcome: PollOutcome,
+    /// The target of a permanent redirect this poll followed, if any; the
+    /// store adopts it once several polls in a row agree.
+    pub permanent_redirect: Option<String>,
+    /// A newly learned publishing interval, when the document told us one.
+    pub learned_interval: Option<Duration>,
+    /// A host asked us (429) to stay away until then.
+    pub host_block: Option<(String, DateTime<Utc>)>,
 }
 
 /// What recording a poll changed.

@@ -10,11 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Semaphore;
+use std::collections::HashMap;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::Feed;
+use crate::hosts::{Busy, HostLimiter, HostPermit, host_of};
+use crate::model::{Feed, FeedHints, Freshness, ParsedEntry, Schedule};
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 
@@ -33,9 +37,27 @@ pub struct SchedulePolicy {
     pub interval: Duration,
     /// Floor: no feed is polled more often than this.
     pub min_interval: Duration,
+    /// Ceiling for learned intervals and for what feeds ask for.
+    pub max_interval: Duration,
     /// Ceiling for error backoff and Retry-After.
     pub max_backoff: Duration,
+    /// Learn each feed's interval from how often it publishes.
+    pub adaptive: bool,
 }
+
+/// What a successful poll learned that bears on the next one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PollFacts<'a> {
+    /// `Cache-Control: max-age` / `Expires` of the response.
+    pub freshness: Option<Freshness>,
+    /// The document's hints (ttl, sy:updatePeriod, skipHours/Days).
+    pub hints: Option<&'a FeedHints>,
+    /// How often the feed publishes, as far as we know.
+    pub learned_interval: Option<Duration>,
+}
+
+/// Newest dated entries considered when learning a publishing interval.
+const LEARN_FROM: usize = 20;
 
 impl SchedulePolicy {
     /// The feed's own interval, else the default, never below the floor.
@@ -46,29 +68,83 @@ impl SchedulePolicy {
             .max(self.min_interval)
     }
 
-    pub fn next_after_success(&self, feed: &Feed, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + to_chrono(jitter(self.interval_for(feed)).max(self.min_interval))
+    /// The interval a healthy feed is polled at, before hints: a fixed
+    /// per-feed interval wins; else, when adaptive, half the feed's typical
+    /// gap between posts (so a new post waits half a gap on average),
+    /// between floor and ceiling; else the default.
+    fn base_interval(&self, feed: &Feed, learned: Option<Duration>) -> (Duration, &'static str) {
+        if let Some(fixed) = feed.spec.interval {
+            return (fixed.max(self.min_interval), "fixed");
+        }
+        match learned {
+            Some(gap) if self.adaptive => (
+                (gap / 2).clamp(self.min_interval, self.max_interval.max(self.min_interval)),
+                "adaptive",
+            ),
+            _ => (self.interval.max(self.min_interval), "interval"),
+        }
+    }
+
+    /// When to poll next after a successful poll. Never sooner than the
+    /// server or the document asks (clamped to `max_interval`), never in
+    /// an hour or on a day the feed says to skip.
+    pub fn after_success(&self, feed: &Feed, facts: PollFacts<'_>, now: DateTime<Utc>) -> Schedule {
+        let (base, mut reason) = self.base_interval(feed, facts.learned_interval);
+        let mut wait = jitter(base).max(self.min_interval);
+        let hints = facts.hints.unwrap_or(&feed.hints);
+        let asks = [
+            facts.freshness.map(|f| (f.lifetime, f.source)),
+            hints.ttl.map(|d| (d, "ttl")),
+            hints.update_period.map(|d| (d, "sy:updatePeriod")),
+        ];
+        for (asked, source) in asks.into_iter().flatten() {
+            let asked = asked.min(self.max_interval.max(base));
+            if asked > wait {
+                wait = asked;
+                reason = source;
+            }
+        }
+        let mut next = now + to_chrono(wait);
+        if let Some(allowed) = skip_forward(next, hints) {
+            if allowed != next {
+                reason = "skipHours";
+            }
+            next = allowed;
+        }
+        Schedule {
+            next_check_at: next,
+            interval: base,
+            reason: reason.to_owned(),
+        }
     }
 
     /// Exponential backoff: one interval after the first failure, doubling
     /// with each further one, capped; a `Retry-After` the server sent wins
     /// when it asks for longer (up to the same cap).
-    pub fn next_after_failure(
+    pub fn after_failure(
         &self,
         feed: &Feed,
         consecutive_errors: u32,
-        retry_after: Option<&str>,
+        retry_after: Option<Duration>,
         now: DateTime<Utc>,
-    ) -> DateTime<Utc> {
+    ) -> Schedule {
         let base = self.interval_for(feed);
-        let cap = self.max_backoff.max(base);
+        let cap = self.max_backoff.max(self.min_interval);
         let exp = consecutive_errors.saturating_sub(1).min(16);
         let backoff = base.saturating_mul(1 << exp).min(cap);
         let mut wait = jitter(backoff).max(self.min_interval).min(cap);
-        if let Some(ra) = retry_after.and_then(|v| parse_retry_after(v, now)) {
-            wait = wait.max(ra.min(cap));
+        let mut reason = "backoff";
+        if let Some(ra) = retry_after.map(|ra| ra.min(cap))
+            && ra >= wait
+        {
+            wait = ra;
+            reason = "retry-after";
         }
-        now + to_chrono(wait)
+        Schedule {
+            next_check_at: now + to_chrono(wait),
+            interval: base,
+            reason: reason.to_owned(),
+        }
     }
 
     /// The window over which feeds that fell due during downtime are spread
@@ -76,6 +152,57 @@ impl SchedulePolicy {
     pub fn startup_spread(&self, feed: &Feed) -> Duration {
         self.interval_for(feed).min(Duration::from_secs(600))
     }
+}
+
+/// How often a feed publishes: the median gap between its newest dated
+/// entries. `None` with fewer than three dates (too little evidence).
+pub fn learn_interval(entries: &[ParsedEntry]) -> Option<Duration> {
+    let mut dates: Vec<DateTime<Utc>> = entries
+        .iter()
+        .filter_map(|e| e.published.or(e.updated))
+        .collect();
+    dates.sort_unstable_by(|a, b| b.cmp(a));
+    dates.dedup();
+    dates.truncate(LEARN_FROM);
+    if dates.len() < 3 {
+        return None;
+    }
+    let mut gaps: Vec<i64> = dates
+        .windows(2)
+        .filter_map(|w| match w {
+            [newer, older] => Some((*newer - *older).num_seconds()),
+            _ => None,
+        })
+        .collect();
+    gaps.sort_unstable();
+    let median = *gaps.get(gaps.len() / 2)?;
+    Some(Duration::from_secs(u64::try_from(median).ok()?.max(1)))
+}
+
+/// Moves `t` forward to the first hour (GMT) that neither `skipHours` nor
+/// `skipDays` excludes; `None` when nothing is excluded.
+fn skip_forward(t: DateTime<Utc>, hints: &FeedHints) -> Option<DateTime<Utc>> {
+    use chrono::{Datelike, DurationRound, Timelike};
+    if hints.skip_hours.is_empty() && hints.skip_days.is_empty() {
+        return None;
+    }
+    let skipped = |t: DateTime<Utc>| {
+        let day = t.weekday().num_days_from_monday() as u8;
+        hints.skip_hours.contains(&(t.hour() as u8)) || hints.skip_days.contains(&day)
+    };
+    let mut cur = t;
+    // A week of hours covers every combination; the parser already drops
+    // hints that would exclude everything.
+    for _ in 0..24 * 7 {
+        if !skipped(cur) {
+            return Some(cur);
+        }
+        cur = cur
+            .duration_trunc(chrono::Duration::hours(1))
+            .unwrap_or(cur)
+            + chrono::Duration::hours(1);
+    }
+    Some(t)
 }
 
 /// ±10 %, so feeds added together (and feeds on one host) drift apart
@@ -99,9 +226,19 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     (at - now).to_std().ok()
 }
 
+/// Due feeds looked at per round; those whose host is busy are deferred
+/// in the database so the head of the queue keeps moving.
+const BATCH: usize = 64;
+
 /// Polls due feeds until `shutdown` fires, then lets in-flight polls finish
 /// (each is one transaction, so an abandoned one leaves nothing half
 /// written) for at most `grace`.
+///
+/// Per-host limits are applied here, without waiting: a feed whose host
+/// is busy (concurrency or spacing) is deferred to when the host frees up,
+/// queued behind the host's other due feeds; a feed whose host asked us to
+/// wait (429) is deferred to then. So a slow or strict host never holds a
+/// global slot that another host's feed could use.
 pub async fn run(
     store: Store,
     pipeline: Arc<Pipeline>,
@@ -112,12 +249,13 @@ pub async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let tracker = TaskTracker::new();
+    let hosts = Arc::clone(pipeline.hosts());
     // Finished polls wake the loop: each one has just moved its feed's next
     // check, which may now be the earliest.
     let poll_done = Arc::new(tokio::sync::Notify::new());
     let lease = to_chrono(lease + LEASE_MARGIN);
     loop {
-        let permit = tokio::select! {
+        let first = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
@@ -125,40 +263,46 @@ pub async fn run(
             () = shutdown.cancelled() => break,
         };
         let now = Utc::now();
-        let due = match store.due_feeds(now, 1).await {
+        let due = match store.due_feeds(now, BATCH).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "scheduler cannot read due feeds; retrying in 5s");
-                drop(permit);
+                drop(first);
                 if sleep_or_cancel(Duration::from_secs(5), &shutdown).await {
                     break;
                 }
                 continue;
             }
         };
-        if let Some(feed) = due.into_iter().next() {
-            // Lease the feed so the next look does not dispatch it again
-            // while this poll runs; the poll's result overwrites it.
-            if let Err(e) = store.reschedule(feed.id, now + lease).await {
-                tracing::error!(feed = %feed.spec.url, error = %e, "cannot lease feed");
-                drop(permit);
+        let plan = plan_round(due, first, &permits, &hosts, now);
+        let dispatched = !plan.dispatch.is_empty();
+        if dispatched || !plan.defer.is_empty() {
+            // Leases are written before any poll starts, so a fast poll's
+            // own schedule can never be overwritten by its lease.
+            let leases = plan.dispatch.iter().map(|d| d.feed.id).collect();
+            if let Err(e) = store.dispatch(leases, now + lease, plan.defer).await {
+                tracing::error!(error = %e, "cannot record dispatch; retrying in 5s");
+                drop(plan.dispatch);
                 if sleep_or_cancel(Duration::from_secs(5), &shutdown).await {
                     break;
                 }
                 continue;
             }
+        }
+        for Dispatch { feed, slot, host } in plan.dispatch {
             let pipeline = Arc::clone(&pipeline);
             let poll_done = Arc::clone(&poll_done);
             tracker.spawn(async move {
-                if let Err(e) = pipeline.poll(&feed).await {
+                if let Err(e) = pipeline.poll(&feed, host).await {
                     tracing::error!(feed = %feed.spec.url, error = %e, "cannot record poll");
                 }
-                drop(permit);
+                drop(slot);
                 poll_done.notify_one();
             });
+        }
+        if dispatched || plan.more {
             continue;
         }
-        drop(permit);
         let wait = match store.next_due_at().await {
             Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default().min(MAX_IDLE),
             Ok(None) => MAX_IDLE,
@@ -183,6 +327,76 @@ pub async fn run(
     }
 }
 
+struct Dispatch {
+    feed: Feed,
+    slot: OwnedSemaphorePermit,
+    host: Option<HostPermit>,
+}
+
+/// One round's decisions: feeds to poll now (with their slots), feeds to
+/// move later, and whether due feeds were left for lack of global slots.
+struct Plan {
+    dispatch: Vec<Dispatch>,
+    defer: Vec<(i64, DateTime<Utc>)>,
+    more: bool,
+}
+
+fn plan_round(
+    due: Vec<Feed>,
+    first: OwnedSemaphorePermit,
+    permits: &Arc<Semaphore>,
+    hosts: &Arc<HostLimiter>,
+    now: DateTime<Utc>,
+) -> Plan {
+    let instant = Instant::now();
+    let to_utc = |at: Instant| now + to_chrono(at.saturating_duration_since(instant));
+    let mut plan = Plan {
+        dispatch: Vec::new(),
+        defer: Vec::new(),
+        more: false,
+    };
+    let mut first = Some(first);
+    // Feeds deferred per host this round, to queue them one spacing apart
+    // instead of all at the same instant.
+    let mut queued: HashMap<String, u32> = HashMap::new();
+    for feed in due {
+        let host = host_of(feed.effective_url()).unwrap_or_default();
+        match hosts.try_acquire(&host, instant) {
+            Ok(host_permit) => {
+                let slot = match first.take() {
+                    Some(s) => s,
+                    None => match Arc::clone(permits).try_acquire_owned() {
+                        Ok(s) => s,
+                        Err(_) => {
+                            plan.more = true;
+                            break;
+                        }
+                    },
+                };
+                plan.dispatch.push(Dispatch {
+                    feed,
+                    slot,
+                    host: Some(host_permit),
+                });
+            }
+            Err(Busy::Blocked(until)) => {
+                plan.defer.push((
+                    feed.id,
+                    to_utc(until) + to_chrono(jitter(Duration::from_secs(10))),
+                ));
+            }
+            Err(Busy::Throttled(at)) => {
+                let n = queued.entry(host).or_default();
+                *n += 1;
+                let step = hosts.spacing().max(Duration::from_secs(1));
+                plan.defer
+                    .push((feed.id, to_utc(at) + to_chrono(step * (*n - 1))));
+            }
+        }
+    }
+    plan
+}
+
 /// Sleeps; true when cancelled instead.
 async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
@@ -194,7 +408,7 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{FeedOrigin, FeedSpec, Validators};
+    use crate::model::{FeedOrigin, FeedSpec, FeedStatus, Validators};
 
     fn feed(interval: Option<u64>) -> Feed {
         Feed {
@@ -207,6 +421,13 @@ mod tests {
                 full_text: None,
             },
             origin: FeedOrigin::Config,
+            status: FeedStatus::Active,
+            fetch_url: None,
+            pending_redirect: None,
+            current_interval: None,
+            schedule_reason: None,
+            learned_interval: None,
+            hints: FeedHints::default(),
             site_title: None,
             site_url: None,
             validators: Validators::default(),
@@ -224,7 +445,9 @@ mod tests {
         SchedulePolicy {
             interval: Duration::from_secs(3600),
             min_interval: Duration::from_secs(300),
+            max_interval: Duration::from_secs(86400),
             max_backoff: Duration::from_secs(86400),
+            adaptive: true,
         }
     }
 
@@ -232,20 +455,128 @@ mod tests {
         (t - now).num_seconds()
     }
 
+    fn ok(p: &SchedulePolicy, f: &Feed, facts: PollFacts<'_>, now: DateTime<Utc>) -> (i64, String) {
+        let s = p.after_success(f, facts, now);
+        (secs_after(now, s.next_check_at), s.reason)
+    }
+
     #[test]
     fn success_waits_one_interval_with_jitter() {
         let now = Utc::now();
         for _ in 0..100 {
-            let s = secs_after(now, policy().next_after_success(&feed(None), now));
+            let (s, why) = ok(&policy(), &feed(None), PollFacts::default(), now);
             assert!((3240..=3960).contains(&s), "{s}");
+            assert_eq!(why, "interval");
         }
     }
 
     #[test]
-    fn per_feed_interval_wins_but_not_below_floor() {
+    fn per_feed_interval_is_fixed_but_not_below_floor() {
         let p = policy();
         assert_eq!(p.interval_for(&feed(Some(7200))), Duration::from_secs(7200));
         assert_eq!(p.interval_for(&feed(Some(10))), Duration::from_secs(300));
+        let facts = PollFacts {
+            learned_interval: Some(Duration::from_secs(60)),
+            ..PollFacts::default()
+        };
+        let (_, why) = ok(&p, &feed(Some(7200)), facts, Utc::now());
+        assert_eq!(why, "fixed");
+    }
+
+    #[test]
+    fn adaptive_interval_is_half_the_publishing_gap_within_bounds() {
+        let p = policy();
+        let now = Utc::now();
+        let cases = [(6 * 3600, 3 * 3600), (60, 300), (30 * 86400, 86400)];
+        for (gap, expect) in cases {
+            let facts = PollFacts {
+                learned_interval: Some(Duration::from_secs(gap)),
+                ..PollFacts::default()
+            };
+            let s = p.after_success(&feed(None), facts, now);
+            assert_eq!(s.interval, Duration::from_secs(expect), "gap {gap}");
+            assert_eq!(s.reason, "adaptive");
+        }
+        let fixed = SchedulePolicy {
+            adaptive: false,
+            ..policy()
+        };
+        let facts = PollFacts {
+            learned_interval: Some(Duration::from_secs(6 * 3600)),
+            ..PollFacts::default()
+        };
+        assert_eq!(
+            fixed.after_success(&feed(None), facts, now).reason,
+            "interval"
+        );
+    }
+
+    #[test]
+    fn server_and_document_hints_are_never_undercut_but_are_capped() {
+        let p = policy();
+        let now = Utc::now();
+        let hints = FeedHints {
+            ttl: Some(Duration::from_secs(2 * 3600)),
+            ..FeedHints::default()
+        };
+        let facts = PollFacts {
+            hints: Some(&hints),
+            ..PollFacts::default()
+        };
+        assert_eq!(ok(&p, &feed(None), facts, now), (7200, "ttl".to_owned()));
+        let facts = PollFacts {
+            freshness: Some(Freshness {
+                lifetime: Duration::from_secs(10 * 86400),
+                source: "max-age",
+            }),
+            ..PollFacts::default()
+        };
+        assert_eq!(
+            ok(&p, &feed(None), facts, now),
+            (86400, "max-age".to_owned())
+        );
+        // A short max-age does not make us poll sooner than the interval.
+        let facts = PollFacts {
+            freshness: Some(Freshness {
+                lifetime: Duration::from_secs(60),
+                source: "max-age",
+            }),
+            ..PollFacts::default()
+        };
+        assert_eq!(ok(&p, &feed(None), facts, now).1, "interval");
+    }
+
+    #[test]
+    fn skip_days_move_to_the_next_allowed_day() {
+        use chrono::{Datelike, TimeZone};
+        let p = policy();
+        // A Friday noon; the next check would land Friday 13:00 ± jitter.
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 27, 12, 0, 0)
+            .single()
+            .expect("date");
+        let hints = FeedHints {
+            skip_days: vec![4, 5, 6], // Friday, Saturday, Sunday
+            ..FeedHints::default()
+        };
+        let facts = PollFacts {
+            hints: Some(&hints),
+            ..PollFacts::default()
+        };
+        let s = p.after_success(&feed(None), facts, now);
+        assert_eq!(s.reason, "skipHours");
+        assert_eq!(s.next_check_at.weekday(), chrono::Weekday::Mon);
+        assert_eq!(s.next_check_at.hour_minute(), (0, 0));
+    }
+
+    trait HourMinute {
+        fn hour_minute(&self) -> (u32, u32);
+    }
+    impl HourMinute for DateTime<Utc> {
+        fn hour_minute(&self) -> (u32, u32) {
+            use chrono::Timelike;
+            (self.hour(), self.minute())
+        }
     }
 
     #[test]
@@ -261,30 +592,27 @@ mod tests {
             (40, 86400),
         ];
         for (errors, base) in expect {
-            let s = secs_after(now, p.next_after_failure(&feed(None), errors, None, now));
+            let s = p.after_failure(&feed(None), errors, None, now);
+            let secs = secs_after(now, s.next_check_at);
             let lo = (base as f64 * 0.9) as i64 - 1;
             let hi = ((base as f64 * 1.1) as i64).min(86400);
             assert!(
-                (lo..=hi).contains(&s),
-                "errors={errors}: {s} not in {lo}..={hi}"
+                (lo..=hi).contains(&secs),
+                "errors={errors}: {secs} not in {lo}..={hi}"
             );
+            assert_eq!(s.reason, "backoff");
         }
     }
 
     #[test]
     fn retry_after_extends_backoff() {
         let now = Utc::now();
-        let s = secs_after(
-            now,
-            policy().next_after_failure(&feed(None), 1, Some("20000"), now),
-        );
-        assert_eq!(s, 20000);
-        let date = httpdate::fmt_http_date((now + chrono::Duration::seconds(30000)).into());
-        let s = secs_after(
-            now,
-            policy().next_after_failure(&feed(None), 1, Some(&date), now),
-        );
-        assert!((29998..=30000).contains(&s), "{s}");
+        let s = policy().after_failure(&feed(None), 1, Some(Duration::from_secs(20000)), now);
+        assert_eq!(secs_after(now, s.next_check_at), 20000);
+        assert_eq!(s.reason, "retry-after");
+        // Capped at max_backoff.
+        let s = policy().after_failure(&feed(None), 1, Some(Duration::from_secs(10 * 86400)), now);
+        assert_eq!(secs_after(now, s.next_check_at), 86400);
     }
 
     #[test]
@@ -297,5 +625,40 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
         let past = httpdate::fmt_http_date((now - chrono::Duration::seconds(10)).into());
         assert_eq!(parse_retry_after(&past, now), None);
+        let future = httpdate::fmt_http_date((now + chrono::Duration::seconds(100)).into());
+        let d = parse_retry_after(&future, now).expect("future date");
+        assert!((98..=100).contains(&d.as_secs()), "{d:?}");
+    }
+
+    fn entry_at(now: DateTime<Utc>, hours_ago: i64) -> ParsedEntry {
+        ParsedEntry {
+            key: format!("guid:{hours_ago}"),
+            title: None,
+            link: None,
+            content_html: None,
+            authors: vec![],
+            categories: vec![],
+            published: Some(now - chrono::Duration::hours(hours_ago)),
+            updated: None,
+            enclosures: vec![],
+        }
+    }
+
+    #[test]
+    fn publishing_interval_is_the_median_gap() {
+        let now = Utc::now();
+        let entries: Vec<ParsedEntry> = [0, 6, 12, 18, 100]
+            .iter()
+            .map(|h| entry_at(now, *h))
+            .collect();
+        assert_eq!(
+            learn_interval(&entries),
+            Some(Duration::from_secs(6 * 3600))
+        );
+        assert_eq!(
+            learn_interval(&entries[..2]),
+            None,
+            "two dates are too little"
+        );
     }
 }

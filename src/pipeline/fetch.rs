@@ -7,14 +7,17 @@
 //! was permanent. It hands back raw bytes (never re-encoded text) with the
 //! HTTP charset, for the parser to decode.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
+use headers::HeaderMapExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, redirect};
 use url::Url;
 
-use crate::model::{FetchOutcome, FetchedDoc, Validators};
+use crate::hosts::{HostLimiter, HostPermit, host_of};
+use crate::model::{FetchOutcome, FetchedDoc, Freshness, Validators};
 
 const MAX_REDIRECTS: usize = 5;
 
@@ -54,9 +57,30 @@ pub enum FetchError {
     Http(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The host answered 429 earlier and asked us to wait; no request was
+    /// sent.
+    #[error("host asked us to wait (Retry-After) until {until}")]
+    HostBlocked {
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl FetchError {
+    /// A short label for metrics and logs: what kind of failure this was.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::BadUrl { .. } => "bad_url",
+            FetchError::Timeout(_) => "timeout",
+            FetchError::Connect(_) => "connect",
+            FetchError::Status { .. } => "http_status",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::TooManyRedirects | FetchError::BadRedirect { .. } => "redirect",
+            FetchError::Http(_) => "http",
+            FetchError::Client(_) => "client",
+            FetchError::HostBlocked { .. } => "host_blocked",
+        }
+    }
+
     /// The HTTP status the server answered with, when it answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -109,15 +133,17 @@ pub fn split_content_type(value: &str) -> (Option<String>, Option<String>) {
     (media, charset)
 }
 
-/// Shares one connection pool across every feed.
+/// Shares one connection pool, and one set of per-host limits, across
+/// every fetch.
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
     settings: FetchSettings,
+    hosts: Arc<HostLimiter>,
 }
 
 impl Fetcher {
-    pub fn new(settings: FetchSettings) -> Result<Fetcher, FetchError> {
+    pub fn new(settings: FetchSettings, hosts: Arc<HostLimiter>) -> Result<Fetcher, FetchError> {
         // reqwest is built without a default crypto provider (ring keeps the
         // build lean); installing it twice is harmless, hence the ignore.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -132,36 +158,74 @@ impl Fetcher {
             .no_proxy()
             .build()
             .map_err(|e| FetchError::Client(chain(&e)))?;
-        Ok(Fetcher { client, settings })
+        Ok(Fetcher {
+            client,
+            settings,
+            hosts,
+        })
     }
 
     pub fn settings(&self) -> &FetchSettings {
         &self.settings
     }
 
+    pub fn hosts(&self) -> &Arc<HostLimiter> {
+        &self.hosts
+    }
+
     /// GETs a feed, conditionally when validators are known. The whole
     /// exchange, redirects and body included, is bounded by the total
-    /// timeout.
+    /// timeout. `permit` is a slot for the URL's host the caller already
+    /// holds (the scheduler takes them without waiting); without one, the
+    /// fetch waits for its host's turn.
     pub async fn fetch_feed(
         &self,
         url: &str,
         validators: &Validators,
+        permit: Option<HostPermit>,
     ) -> Result<FetchOutcome, FetchError> {
         let limit = self.settings.timeout;
-        match tokio::time::timeout(limit, self.fetch_inner(url, validators)).await {
+        match tokio::time::timeout(limit, self.fetch_inner(url, validators, permit)).await {
             Ok(r) => r,
-            Err(_) => Err(FetchError::Timeout(limit)),
+            Err(_) => {
+                record_request(url, "timeout", 0);
+                Err(FetchError::Timeout(limit))
+            }
         }
+    }
+
+    /// A permit for `url`'s host: the one given, if it is for this host,
+    /// else one waited for. Held for the whole request.
+    async fn permit_for(
+        &self,
+        url: &Url,
+        given: Option<HostPermit>,
+    ) -> Result<HostPermit, FetchError> {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if let Some(p) = given.filter(|p| p.host() == host) {
+            return Ok(p);
+        }
+        self.hosts.acquire(&host).await.map_err(|until| {
+            let wait = until.saturating_duration_since(tokio::time::Instant::now());
+            FetchError::HostBlocked {
+                until: chrono::Utc::now()
+                    + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+            }
+        })
     }
 
     async fn fetch_inner(
         &self,
         url: &str,
         validators: &Validators,
+        mut permit: Option<HostPermit>,
     ) -> Result<FetchOutcome, FetchError> {
         let mut current = parse_http_url(url)?;
         let mut all_permanent = true;
         for _ in 0..=MAX_REDIRECTS {
+            // Released before the next hop's permit is taken, so a redirect
+            // between two busy hosts cannot deadlock.
+            let held = self.permit_for(&current, permit.take()).await?;
             let mut headers = HeaderMap::new();
             headers.insert(header::ACCEPT, HeaderValue::from_static(FEED_ACCEPT));
             // Validators are echoed byte-for-byte; a value that is not a
@@ -186,8 +250,13 @@ impl Fetcher {
                 .headers(headers)
                 .send()
                 .await
-                .map_err(|e| classify(e, self.settings.timeout))?;
+                .map_err(|e| {
+                    let e = classify(e, self.settings.timeout);
+                    record_request(current.as_str(), e.kind(), 0);
+                    e
+                })?;
             let status = resp.status();
+            record_request(current.as_str(), status.as_str(), 0);
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let location = resp
                     .headers()
@@ -203,6 +272,7 @@ impl Fetcher {
                     StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
                 );
                 current = location;
+                drop(held);
                 continue;
             }
             let permanent_redirect =
@@ -211,9 +281,12 @@ impl Fetcher {
                 etag: header_string(resp.headers(), header::ETAG),
                 last_modified: header_string(resp.headers(), header::LAST_MODIFIED),
             };
+            let freshness = freshness(resp.headers());
             if status == StatusCode::NOT_MODIFIED {
                 return Ok(FetchOutcome::NotModified {
                     validators: new_validators,
+                    freshness,
+                    permanent_redirect,
                 });
             }
             if !status.is_success() {
@@ -229,6 +302,8 @@ impl Fetcher {
                 .map(split_content_type)
                 .unwrap_or((None, None));
             let body = self.read_capped(resp).await?;
+            drop(held);
+            record_request(current.as_str(), "body", body.len() as u64);
             return Ok(FetchOutcome::Fetched(FetchedDoc {
                 final_url: current.to_string(),
                 status: status.as_u16(),
@@ -237,6 +312,7 @@ impl Fetcher {
                 body,
                 validators: new_validators,
                 permanent_redirect,
+                freshness,
             }));
         }
         Err(FetchError::TooManyRedirects)
@@ -259,6 +335,46 @@ impl Fetcher {
             buf.extend_from_slice(&chunk);
         }
         Ok(buf.freeze())
+    }
+}
+
+/// How long the response says it stays fresh: `Cache-Control: max-age`
+/// wins over `Expires` (RFC 9111 §4.2.1); `no-cache`/`no-store` ask for no
+/// freshness at all.
+pub fn freshness(h: &HeaderMap) -> Option<Freshness> {
+    if let Some(cc) = h.typed_get::<headers::CacheControl>() {
+        if cc.no_cache() || cc.no_store() {
+            return None;
+        }
+        if let Some(age) = cc.max_age() {
+            return Some(Freshness {
+                lifetime: age,
+                source: "max-age",
+            });
+        }
+    }
+    let expires: SystemTime = h.typed_get::<headers::Expires>()?.into();
+    // Measured against the server's own clock when it sent one, so a
+    // skewed server clock does not distort the lifetime.
+    let date = h
+        .typed_get::<headers::Date>()
+        .map_or_else(SystemTime::now, SystemTime::from);
+    let lifetime = expires.duration_since(date).ok()?;
+    Some(Freshness {
+        lifetime,
+        source: "expires",
+    })
+}
+
+/// Counts one request outcome (a status code, or a failure kind) and the
+/// body bytes received, by host.
+fn record_request(url: &str, outcome: &str, bytes: u64) {
+    let host = host_of(url).unwrap_or_default();
+    if outcome == "body" {
+        metrics::counter!("tributary_fetch_bytes_total", "host" => host).increment(bytes);
+    } else {
+        metrics::counter!("tributary_fetch_requests_total", "host" => host, "outcome" => outcome.to_owned())
+            .increment(1);
     }
 }
 
@@ -313,6 +429,40 @@ mod tests {
             assert_eq!(m.as_deref(), *media, "{input}");
             assert_eq!(c.as_deref(), *charset, "{input}");
         }
+    }
+
+    #[test]
+    fn freshness_prefers_max_age_then_expires() {
+        let mut h = HeaderMap::new();
+        assert_eq!(freshness(&h), None);
+        h.insert(
+            header::EXPIRES,
+            HeaderValue::from_static("Thu, 01 Jan 2026 01:00:00 GMT"),
+        );
+        h.insert(
+            header::DATE,
+            HeaderValue::from_static("Thu, 01 Jan 2026 00:00:00 GMT"),
+        );
+        assert_eq!(
+            freshness(&h),
+            Some(Freshness {
+                lifetime: Duration::from_secs(3600),
+                source: "expires"
+            })
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=600"),
+        );
+        assert_eq!(
+            freshness(&h),
+            Some(Freshness {
+                lifetime: Duration::from_secs(600),
+                source: "max-age"
+            })
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        assert_eq!(freshness(&h), None);
     }
 
     #[test]

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Feed, FetchOutcome, PollOutcome, PollRecord};
-use crate::scheduler::SchedulePolicy;
+use crate::hosts::{HostLimiter, HostPermit, host_of};
+use crate::model::{
+    Feed, FetchOutcome, Freshness, ParsedFeed, PollOutcome, PollRecord, Schedule, Validators,
+};
+use crate::scheduler::{PollFacts, SchedulePolicy, learn_interval, parse_retry_after};
 use crate::store::{Store, StoreError};
 
 use fetch::{FetchError, Fetcher};
@@ -34,6 +37,23 @@ pub enum PollStatus {
         status: Option<u16>,
         error: String,
     },
+    /// 410: the feed is marked gone and no longer polled.
+    Gone,
+    /// Not polled: its host asked us to wait.
+    Deferred,
+}
+
+impl PollStatus {
+    /// A fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PollStatus::NotModified => "not_modified",
+            PollStatus::Fetched { .. } => "fetched",
+            PollStatus::Failed { .. } => "failed",
+            PollStatus::Gone => "gone",
+            PollStatus::Deferred => "deferred",
+        }
+    }
 }
 
 impl std::fmt::Display for PollStatus {
@@ -49,6 +69,8 @@ impl std::fmt::Display for PollStatus {
                 status: None,
                 error,
             } => write!(f, "error: {error}"),
+            PollStatus::Gone => f.write_str("410 gone: no longer polled"),
+            PollStatus::Deferred => f.write_str("deferred: host asked us to wait"),
         }
     }
 }
@@ -86,54 +108,131 @@ impl Pipeline {
         &self.policy
     }
 
-    /// Polls one feed and records the result in one transaction.
-    pub async fn poll(&self, feed: &Feed) -> Result<PollSummary, StoreError> {
+    pub fn hosts(&self) -> &Arc<HostLimiter> {
+        self.fetcher.hosts()
+    }
+
+    /// Polls one feed and records the result in one transaction. `permit`
+    /// is a slot for the feed's host when the caller already holds one.
+    pub async fn poll(
+        &self,
+        feed: &Feed,
+        permit: Option<HostPermit>,
+    ) -> Result<PollSummary, StoreError> {
         let started = Instant::now();
         let checked_at = Utc::now();
-        let outcome = self.fetch_and_parse(feed).await;
-        let next_check_at = match &outcome {
-            Ok(_) => self.policy.next_after_success(feed, checked_at),
-            Err(f) => self.policy.next_after_failure(
-                feed,
-                feed.error_count.saturating_add(1),
-                f.retry_after.as_deref(),
-                checked_at,
-            ),
+        let result = self.fetch_and_parse(feed, permit).await;
+        let url = feed.effective_url();
+        let mut record = PollRecord {
+            feed_id: feed.id,
+            checked_at,
+            schedule: Schedule {
+                next_check_at: checked_at,
+                interval: self.policy.interval_for(feed),
+                reason: String::new(),
+            },
+            outcome: PollOutcome::Deferred,
+            permanent_redirect: None,
+            learned_interval: None,
+            host_block: None,
         };
-        let (outcome, status) = match outcome {
-            Ok(PollOutcome::Fetched {
-                status,
+        let status = match result {
+            Ok(Fetched::Doc {
+                doc_status,
                 validators,
-                feed,
-            }) => (
-                PollOutcome::Fetched {
-                    status,
-                    validators,
+                freshness,
+                permanent_redirect,
+                parsed,
+            }) => {
+                let learned = learn_interval(&parsed.entries);
+                record.schedule = self.policy.after_success(
                     feed,
-                },
-                PollStatus::Fetched { status },
-            ),
-            Ok(other) => (other, PollStatus::NotModified),
-            Err(f) => (
-                PollOutcome::Failed {
-                    status: f.status,
-                    error: f.error.clone(),
-                },
-                PollStatus::Failed {
-                    status: f.status,
-                    error: f.error,
-                },
-            ),
+                    PollFacts {
+                        freshness,
+                        hints: Some(&parsed.hints),
+                        learned_interval: learned.or(feed.learned_interval),
+                    },
+                    checked_at,
+                );
+                record.learned_interval = learned;
+                record.permanent_redirect = permanent_redirect;
+                record.outcome = PollOutcome::Fetched {
+                    status: doc_status,
+                    validators,
+                    feed: parsed,
+                };
+                PollStatus::Fetched { status: doc_status }
+            }
+            Ok(Fetched::NotModified {
+                validators,
+                freshness,
+                permanent_redirect,
+            }) => {
+                record.schedule = self.policy.after_success(
+                    feed,
+                    PollFacts {
+                        freshness,
+                        hints: None,
+                        learned_interval: feed.learned_interval,
+                    },
+                    checked_at,
+                );
+                record.permanent_redirect = permanent_redirect;
+                record.outcome = PollOutcome::NotModified { validators };
+                PollStatus::NotModified
+            }
+            Err(Failure::HostBlocked { until }) => {
+                record.schedule = Schedule {
+                    next_check_at: until.max(checked_at)
+                        + chrono::Duration::seconds(fastrand::i64(0..=10)),
+                    interval: self.policy.interval_for(feed),
+                    reason: "host retry-after".to_owned(),
+                };
+                PollStatus::Deferred
+            }
+            Err(Failure::Gone) => {
+                record.schedule = Schedule {
+                    next_check_at: checked_at + chrono::Duration::days(3650),
+                    interval: self.policy.interval_for(feed),
+                    reason: "gone".to_owned(),
+                };
+                record.outcome = PollOutcome::Gone;
+                PollStatus::Gone
+            }
+            Err(Failure::Error {
+                status,
+                error,
+                retry_after,
+            }) => {
+                let retry = retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, checked_at));
+                record.schedule = self.policy.after_failure(
+                    feed,
+                    feed.error_count.saturating_add(1),
+                    retry,
+                    checked_at,
+                );
+                // A 429 speaks for the whole host: every feed on it waits.
+                if status == Some(429)
+                    && let Some(host) = host_of(url)
+                {
+                    record.host_block = Some((host, record.schedule.next_check_at));
+                }
+                record.outcome = PollOutcome::Failed {
+                    status,
+                    error: error.clone(),
+                };
+                PollStatus::Failed { status, error }
+            }
         };
-        let report = self
-            .store
-            .record_poll(PollRecord {
-                feed_id: feed.id,
-                checked_at,
-                next_check_at,
-                outcome,
-            })
-            .await?;
+        if let Some((host, until)) = &record.host_block {
+            let wait = (*until - Utc::now()).to_std().unwrap_or_default();
+            self.hosts()
+                .block_until(host, tokio::time::Instant::now() + wait);
+        }
+        let next_check_at = record.schedule.next_check_at;
+        let report = self.store.record_poll(record).await?;
         let summary = PollSummary {
             feed_url: feed.spec.url.clone(),
             status,
@@ -143,26 +242,50 @@ impl Pipeline {
             next_check_at,
         };
         log_poll(&summary);
+        metrics::histogram!("tributary_poll_duration_seconds")
+            .record(summary.duration.as_secs_f64());
+        metrics::counter!("tributary_polls_total", "result" => summary.status.label()).increment(1);
+        metrics::counter!("tributary_entries_new_total").increment(report.new as u64);
+        metrics::counter!("tributary_entries_updated_total").increment(report.updated as u64);
         Ok(summary)
     }
 
-    async fn fetch_and_parse(&self, feed: &Feed) -> Result<PollOutcome, Failure> {
+    async fn fetch_and_parse(
+        &self,
+        feed: &Feed,
+        permit: Option<HostPermit>,
+    ) -> Result<Fetched, Failure> {
         let fetched = self
             .fetcher
-            .fetch_feed(&feed.spec.url, &feed.validators)
+            .fetch_feed(feed.effective_url(), &feed.validators, permit)
             .await
             .map_err(Failure::from_fetch)?;
         let doc = match fetched {
-            FetchOutcome::NotModified { validators } => {
-                return Ok(PollOutcome::NotModified { validators });
+            FetchOutcome::NotModified {
+                validators,
+                freshness,
+                permanent_redirect,
+            } => {
+                return Ok(Fetched::NotModified {
+                    validators,
+                    freshness,
+                    permanent_redirect,
+                });
             }
             FetchOutcome::Fetched(doc) => doc,
         };
         // Parsing and sanitising are CPU work: keep them off the async
         // workers so a huge feed cannot stall the HTTP server.
         let sanitizer = Arc::clone(&self.sanitizer);
-        let status = doc.status;
+        let doc_status = doc.status;
         let validators = doc.validators.clone();
+        let freshness = doc.freshness;
+        let permanent_redirect = doc.permanent_redirect.clone();
+        let parse_error = |error: String| Failure::Error {
+            status: Some(doc_status),
+            error,
+            retry_after: None,
+        };
         let parsed = tokio::task::spawn_blocking(move || {
             parse::parse_feed(
                 &doc.body,
@@ -172,41 +295,71 @@ impl Pipeline {
             )
         })
         .await
-        .map_err(|e| Failure {
-            status: Some(status),
-            error: format!("parser crashed: {e}"),
-            retry_after: None,
-        })?
-        .map_err(|e| Failure {
-            status: Some(status),
-            error: e.to_string(),
-            retry_after: None,
+        .map_err(|e| parse_error(format!("parser crashed: {e}")))?
+        .map_err(|e| {
+            metrics::counter!("tributary_errors_total", "kind" => "parse").increment(1);
+            parse_error(e.to_string())
         })?;
-        Ok(PollOutcome::Fetched {
-            status,
+        Ok(Fetched::Doc {
+            doc_status,
             validators,
-            feed: parsed,
+            freshness,
+            permanent_redirect,
+            parsed,
         })
     }
 }
 
-/// A failed poll, as data.
-struct Failure {
-    status: Option<u16>,
-    error: String,
-    retry_after: Option<String>,
+/// A successful fetch, parsed.
+enum Fetched {
+    Doc {
+        doc_status: u16,
+        validators: Validators,
+        freshness: Option<Freshness>,
+        permanent_redirect: Option<String>,
+        parsed: ParsedFeed,
+    },
+    NotModified {
+        validators: Validators,
+        freshness: Option<Freshness>,
+        permanent_redirect: Option<String>,
+    },
+}
+
+/// A poll that did not produce a document, as data.
+enum Failure {
+    /// 410 Gone.
+    Gone,
+    /// The host is blocked by an earlier 429; nothing was sent.
+    HostBlocked { until: DateTime<Utc> },
+    Error {
+        status: Option<u16>,
+        error: String,
+        retry_after: Option<String>,
+    },
 }
 
 impl Failure {
     fn from_fetch(e: FetchError) -> Failure {
-        let retry_after = match &e {
-            FetchError::Status { retry_after, .. } => retry_after.clone(),
-            _ => None,
-        };
-        Failure {
-            status: e.status(),
-            error: e.to_string(),
-            retry_after,
+        if !matches!(e, FetchError::HostBlocked { .. }) {
+            metrics::counter!("tributary_errors_total", "kind" => e.kind()).increment(1);
+        }
+        match e {
+            FetchError::Status { status: 410, .. } => Failure::Gone,
+            FetchError::HostBlocked { until } => Failure::HostBlocked { until },
+            FetchError::Status {
+                status,
+                retry_after,
+            } => Failure::Error {
+                status: Some(status),
+                error: format!("HTTP {status}"),
+                retry_after,
+            },
+            e => Failure::Error {
+                status: e.status(),
+                error: e.to_string(),
+                retry_after: None,
+            },
         }
     }
 }
@@ -221,6 +374,12 @@ fn log_poll(s: &PollSummary) {
             duration_ms = ms,
             next_check = %s.next_check_at.format("%Y-%m-%dT%H:%M:%SZ"),
             "poll failed"
+        ),
+        PollStatus::Gone | PollStatus::Deferred => tracing::info!(
+            feed = %s.feed_url,
+            status = %s.status,
+            duration_ms = ms,
+            "poll"
         ),
         PollStatus::NotModified => tracing::info!(
             feed = %s.feed_url,

@@ -30,7 +30,9 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use url::Url;
 
 use super::sanitize::{Sanitizer, html_to_text};
-use crate::model::{Enclosure, ParsedEntry, ParsedFeed};
+use std::time::Duration;
+
+use crate::model::{Enclosure, FeedHints, ParsedEntry, ParsedFeed};
 
 /// Longest `key` kept verbatim, in bytes. Longer guids and links are replaced
 /// by a hash so keys stay index-friendly; a handful of feeds use whole
@@ -99,7 +101,117 @@ pub fn parse_feed(
         return Err(ParseError::Empty);
     }
     let feed = parse_leniently(doc, base.as_ref()).map_err(|e| to_parse_error(e, doc))?;
-    Ok(map_feed(feed, base.as_ref(), sanitizer))
+    let ttl = feed.ttl;
+    let mut parsed = map_feed(feed, base.as_ref(), sanitizer);
+    parsed.hints = scan_hints(doc, ttl);
+    Ok(parsed)
+}
+
+// ---------------------------------------------------------------------------
+// Polling hints
+// ---------------------------------------------------------------------------
+
+/// Reads what the channel says about polling: RSS `<ttl>` (feed-rs has it),
+/// `sy:updatePeriod`/`sy:updateFrequency`, `<skipHours>` and `<skipDays>`
+/// (feed-rs drops those). Scans only the channel's head: it stops at the
+/// first item, so the cost does not grow with the document.
+fn scan_hints(doc: &str, ttl_minutes: Option<u32>) -> FeedHints {
+    use quick_xml::events::Event;
+    let mut hints = FeedHints {
+        ttl: ttl_minutes
+            .filter(|&m| m > 0)
+            .map(|m| Duration::from_secs(u64::from(m) * 60)),
+        ..FeedHints::default()
+    };
+    if !doc.starts_with('<') {
+        return hints; // JSON Feed: none of these exist.
+    }
+    let mut reader = quick_xml::Reader::from_str(doc);
+    let mut path: Vec<String> = Vec::new();
+    let (mut period, mut frequency): (Option<String>, Option<u64>) = (None, None);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                let name = e.local_name().into_inner().to_ascii_lowercase();
+                if name == "item" || name == "entry" || path.len() > 8 {
+                    break;
+                }
+                path.push(name);
+            }
+            Ok(Event::End(_)) => {
+                path.pop();
+            }
+            Ok(Event::Text(t)) => {
+                let text = t.xml10_content();
+                let text = text.trim();
+                let leaf = path.last().map(String::as_str);
+                let parent = path
+                    .len()
+                    .checked_sub(2)
+                    .and_then(|i| path.get(i))
+                    .map(String::as_str);
+                match (parent, leaf) {
+                    (Some("skiphours"), Some("hour")) => {
+                        // 24 is sometimes written for midnight.
+                        if let Ok(h) = text.parse::<u8>().map(|h| h % 24)
+                            && !hints.skip_hours.contains(&h)
+                        {
+                            hints.skip_hours.push(h);
+                        }
+                    }
+                    (Some("skipdays"), Some("day")) => {
+                        if let Some(d) = weekday(text)
+                            && !hints.skip_days.contains(&d)
+                        {
+                            hints.skip_days.push(d);
+                        }
+                    }
+                    (_, Some("updateperiod")) => period = Some(text.to_ascii_lowercase()),
+                    (_, Some("updatefrequency")) => frequency = text.parse().ok(),
+                    _ => {}
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    // Skipping every hour or every day would mean never polling: ignore.
+    if hints.skip_hours.len() >= 24 {
+        hints.skip_hours.clear();
+    }
+    if hints.skip_days.len() >= 7 {
+        hints.skip_days.clear();
+    }
+    hints.skip_hours.sort_unstable();
+    hints.skip_days.sort_unstable();
+    let base = match period.as_deref() {
+        Some("hourly") => Some(3600),
+        Some("daily") => Some(86_400),
+        Some("weekly") => Some(7 * 86_400),
+        Some("monthly") => Some(30 * 86_400),
+        Some("yearly") => Some(365 * 86_400),
+        _ => None,
+    };
+    hints.update_period =
+        base.map(|secs: u64| Duration::from_secs(secs / frequency.filter(|&f| f > 0).unwrap_or(1)));
+    hints
+}
+
+/// RSS day names; 0 = Monday.
+fn weekday(s: &str) -> Option<u8> {
+    const DAYS: [&str; 7] = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let s = s.to_ascii_lowercase();
+    DAYS.iter()
+        .position(|d| *d == s)
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 // ---------------------------------------------------------------------------
@@ -595,6 +707,7 @@ fn map_feed(feed: Feed, base: Option<&Url>, sanitizer: &Sanitizer) -> ParsedFeed
     ParsedFeed {
         title: feed.title.as_ref().and_then(plain_title),
         site_url: pick_alternate(&feed.links, base).map(String::from),
+        hints: FeedHints::default(),
         entries,
     }
 }
@@ -1875,5 +1988,46 @@ mod tests {
     fn sanitizer_is_shareable() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Sanitizer>();
+    }
+
+    #[test]
+    fn polling_hints_are_read_from_the_channel_head() {
+        let doc = r#"<?xml version="1.0"?>
+<rss version="2.0" xmlns:sy="http://purl.org/rss/1.0/modules/syndication/"><channel>
+<title>t</title><ttl>90</ttl>
+<sy:updatePeriod>daily</sy:updatePeriod><sy:updateFrequency>4</sy:updateFrequency>
+<skipHours><hour>0</hour><hour>1</hour><hour>24</hour><hour>x</hour></skipHours>
+<skipDays><day>Saturday</day><day>sunday</day></skipDays>
+<item><title>a</title><skipHours><hour>5</hour></skipHours></item>
+</channel></rss>"#;
+        let feed = parse_feed(
+            doc.as_bytes(),
+            None,
+            "https://example.com/feed",
+            &Sanitizer::new(),
+        )
+        .expect("parses");
+        assert_eq!(
+            feed.hints,
+            FeedHints {
+                ttl: Some(Duration::from_secs(90 * 60)),
+                update_period: Some(Duration::from_secs(6 * 3600)),
+                skip_hours: vec![0, 1],
+                skip_days: vec![5, 6],
+            }
+        );
+    }
+
+    #[test]
+    fn feeds_without_hints_have_none() {
+        let doc = r#"<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><id>x</id><updated>2026-01-01T00:00:00Z</updated></feed>"#;
+        let feed = parse_feed(
+            doc.as_bytes(),
+            None,
+            "https://example.com/feed",
+            &Sanitizer::new(),
+        )
+        .expect("parses");
+        assert_eq!(feed.hints, FeedHints::default());
     }
 }

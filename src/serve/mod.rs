@@ -57,6 +57,7 @@ pub fn router(store: Store, settings: ServeSettings) -> Router {
     Router::new()
         .route("/feed.atom", get(feed_atom))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
@@ -187,6 +188,41 @@ fn unavailable(e: &crate::store::StoreError) -> Response {
         "the database is not available; try again later\n",
     )
         .into_response()
+}
+
+static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls are
+/// no-ops), so fetches and polls start counting. The daemon calls it at
+/// start; one-shot commands do not, and record nothing.
+pub fn install_metrics() {
+    METRICS.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed (an embedding
+        // program's); then ours just stays empty.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    });
+}
+
+/// `/metrics`: Prometheus text format.
+async fn metrics_text() -> Response {
+    match METRICS.get() {
+        Some(handle) => {
+            handle.run_upkeep();
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                handle.render(),
+            )
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

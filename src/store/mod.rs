@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::OpenFlags;
 
-use crate::model::{Feed, FeedOrigin, FeedSpec, OutputEntry, PollRecord, PollReport};
+use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry, PollRecord, PollReport};
 
 /// Store failures. Each message already contains its cause (SQLite's own
 /// text), so the cause is deliberately not exposed again as `source()`:
@@ -233,6 +233,43 @@ impl Store {
         Ok(self
             .writer
             .call(move |c| sqlite::spread_overdue(c, now, &window))
+            .await?)
+    }
+
+    /// Leases dispatched feeds and defers others, in one transaction.
+    pub async fn dispatch(
+        &self,
+        leases: Vec<i64>,
+        lease_until: DateTime<Utc>,
+        defers: Vec<(i64, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::dispatch(c, &leases, lease_until, &defers))
+            .await?)
+    }
+
+    /// Hosts still blocked by a 429's Retry-After, for start-up.
+    pub async fn host_blocks(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::host_blocks(c, now))
+            .await?)
+    }
+
+    /// Pauses or resumes a feed (resuming also revives a gone feed).
+    pub async fn set_status(
+        &self,
+        feed_id: i64,
+        status: FeedStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::set_status(c, feed_id, status, now))
             .await?)
     }
 

@@ -14,8 +14,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::model::{
-    Enclosure, Feed, FeedOrigin, FeedSpec, OutputEntry, ParsedEntry, PollOutcome, PollRecord,
-    PollReport, SourceInfo, Validators,
+    Enclosure, Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry, ParsedEntry, PollOutcome,
+    PollRecord, PollReport, SourceInfo, Validators,
 };
 
 use super::{AddOutcome, EntryQuery, Revision, SyncReport};
@@ -26,6 +26,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("schema.sql")),
         // A feed's own `full_text` setting; NULL follows `[extract] full_text`.
         M::up("ALTER TABLE feed ADD COLUMN full_text INTEGER;"),
+        M::up(include_str!("polling.sql")),
     ])
 }
 
@@ -301,7 +302,13 @@ pub(super) fn remove_feed(
 const FEED_COLUMNS: &str = "f.id, f.url, f.title, f.interval_secs, f.origin, f.site_title,
     f.site_url, f.etag, f.last_modified, f.next_check_at, f.last_checked_at,
     f.last_success_at, f.last_status, f.last_error, f.error_count,
-    (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id), f.full_text";
+    (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id),
+    f.status, f.fetch_url, f.redirect_url, f.redirect_count, f.interval_secs_current,
+    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text";
+
+fn secs(v: Option<i64>) -> Option<Duration> {
+    v.map(|s| Duration::from_secs(s.max(0) as u64))
+}
 
 fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
     let origin: String = r.get(4)?;
@@ -311,10 +318,8 @@ fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
             url: r.get(1)?,
             title: r.get(2)?,
             tags: Vec::new(),
-            interval: r
-                .get::<_, Option<i64>>(3)?
-                .map(|s| Duration::from_secs(s.max(0) as u64)),
-            full_text: r.get(16)?,
+            interval: secs(r.get(3)?),
+            full_text: r.get(24)?,
         },
         origin: FeedOrigin::parse(&origin).unwrap_or(FeedOrigin::Cli),
         site_title: r.get(5)?,
@@ -332,6 +337,21 @@ fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
         last_error: r.get(13)?,
         error_count: r.get::<_, i64>(14)?.clamp(0, u32::MAX as i64) as u32,
         entry_count: r.get::<_, i64>(15)?.max(0) as u64,
+        status: FeedStatus::parse(&r.get::<_, String>(16)?).unwrap_or(FeedStatus::Active),
+        fetch_url: r.get(17)?,
+        pending_redirect: r.get::<_, Option<String>>(18)?.map(|u| {
+            (
+                u,
+                r.get::<_, i64>(19).unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+            )
+        }),
+        current_interval: secs(r.get(20)?),
+        schedule_reason: r.get(21)?,
+        learned_interval: secs(r.get(22)?),
+        hints: r
+            .get::<_, Option<String>>(23)?
+            .and_then(|h| serde_json::from_str(&h).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -402,13 +422,18 @@ pub(super) fn due_feeds(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     query_feeds(
         conn,
-        "WHERE f.next_check_at <= ?1 ORDER BY f.next_check_at, f.id LIMIT ?2",
+        "WHERE f.status = 'active' AND f.next_check_at <= ?1
+         ORDER BY f.next_check_at, f.id LIMIT ?2",
         &[&ts(now), &limit],
     )
 }
 
 pub(super) fn next_due_at(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    let v: Option<i64> = conn.query_row("SELECT min(next_check_at) FROM feed", [], |r| r.get(0))?;
+    let v: Option<i64> = conn.query_row(
+        "SELECT min(next_check_at) FROM feed WHERE status = 'active'",
+        [],
+        |r| r.get(0),
+    )?;
     Ok(opt_ts(v))
 }
 
@@ -423,7 +448,7 @@ pub(super) fn spread_overdue(
 ) -> rusqlite::Result<usize> {
     let overdue = query_feeds(
         conn,
-        "WHERE f.next_check_at <= ?1 AND f.last_checked_at IS NOT NULL",
+        "WHERE f.status = 'active' AND f.next_check_at <= ?1 AND f.last_checked_at IS NOT NULL",
         &[&ts(now)],
     )?;
     let tx = conn.transaction()?;
@@ -452,14 +477,135 @@ pub(super) fn reschedule(
     Ok(())
 }
 
+/// Leases dispatched feeds (their next check pushed past the poll's
+/// timeout) and defers others, in one transaction.
+pub(super) fn dispatch(
+    conn: &mut Connection,
+    leases: &[i64],
+    lease_until: DateTime<Utc>,
+    defers: &[(i64, DateTime<Utc>)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached("UPDATE feed SET next_check_at = ?2 WHERE id = ?1")?;
+        for id in leases {
+            stmt.execute(params![id, ts(lease_until)])?;
+        }
+        for (id, at) in defers {
+            stmt.execute(params![id, ts(*at)])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Host blocks (429 Retry-After) still in force at `now`.
+pub(super) fn host_blocks(
+    conn: &Connection,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Vec<(String, DateTime<Utc>)>> {
+    let mut stmt = conn.prepare_cached("SELECT host, until FROM host_block WHERE until > ?1")?;
+    let rows = stmt.query_map([ts(now)], |r| Ok((r.get(0)?, from_ts(r.get(1)?))))?;
+    rows.collect()
+}
+
+/// Pauses, resumes (also a gone feed) or otherwise sets a feed's status;
+/// a resumed feed is due now.
+pub(super) fn set_status(
+    conn: &Connection,
+    feed_id: i64,
+    status: FeedStatus,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE feed SET status = ?2,
+             next_check_at = CASE WHEN ?2 = 'active' THEN ?3 ELSE next_check_at END,
+             schedule_reason = CASE WHEN ?2 = 'active' THEN 'resumed' ELSE ?2 END
+         WHERE id = ?1",
+        params![feed_id, status.as_str(), ts(now)],
+    )?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- polls
+
+/// Polls in a row that must show the same permanent redirect before the
+/// feed's fetch URL follows it, so a one-off misconfiguration on the server
+/// does not move a subscription.
+pub const REDIRECT_CONFIRMATIONS: i64 = 3;
+
+fn record_schedule_and_redirect(tx: &Transaction<'_>, rec: &PollRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE feed SET interval_secs_current = ?2, schedule_reason = ?3,
+             learned_interval_secs = coalesce(?4, learned_interval_secs)
+         WHERE id = ?1",
+        params![
+            rec.feed_id,
+            rec.schedule.interval.as_secs() as i64,
+            rec.schedule.reason,
+            rec.learned_interval.map(|d| d.as_secs() as i64),
+        ],
+    )?;
+    match &rec.permanent_redirect {
+        Some(target) => {
+            tx.execute(
+                "UPDATE feed SET
+                     redirect_count = CASE WHEN redirect_url IS ?2 THEN redirect_count + 1 ELSE 1 END,
+                     redirect_url = ?2
+                 WHERE id = ?1",
+                params![rec.feed_id, target],
+            )?;
+            // Confirmed: fetch from the new address from now on. Entries
+            // stay attached to the same feed row, so they keep their ids.
+            tx.execute(
+                "UPDATE feed SET fetch_url = redirect_url, redirect_url = NULL, redirect_count = 0
+                 WHERE id = ?1 AND redirect_count >= ?2",
+                params![rec.feed_id, REDIRECT_CONFIRMATIONS],
+            )?;
+        }
+        None if matches!(
+            rec.outcome,
+            PollOutcome::Fetched { .. } | PollOutcome::NotModified { .. }
+        ) =>
+        {
+            tx.execute(
+                "UPDATE feed SET redirect_url = NULL, redirect_count = 0 WHERE id = ?1",
+                [rec.feed_id],
+            )?;
+        }
+        None => {}
+    }
+    if let Some((host, until)) = &rec.host_block {
+        tx.execute(
+            "INSERT INTO host_block (host, until) VALUES (?1, ?2)
+             ON CONFLICT (host) DO UPDATE SET until = max(until, excluded.until)",
+            params![host, ts(*until)],
+        )?;
+    }
+    Ok(())
+}
 
 pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::Result<PollReport> {
     let tx = conn.transaction()?;
     let checked = ts(rec.checked_at);
-    let next = ts(rec.next_check_at);
+    let next = ts(rec.schedule.next_check_at);
     let mut report = PollReport::default();
+    record_schedule_and_redirect(&tx, rec)?;
     match &rec.outcome {
+        PollOutcome::Deferred => {
+            tx.execute(
+                "UPDATE feed SET next_check_at = ?2 WHERE id = ?1",
+                params![rec.feed_id, next],
+            )?;
+        }
+        PollOutcome::Gone => {
+            tx.execute(
+                "UPDATE feed SET status = 'gone', last_checked_at = ?2, last_status = 410,
+                     last_error = '410 Gone: the server says this feed was removed for good',
+                     next_check_at = ?3
+                 WHERE id = ?1",
+                params![rec.feed_id, checked, next],
+            )?;
+        }
         PollOutcome::NotModified { validators } => {
             tx.execute(
                 "UPDATE feed SET last_checked_at = ?2, last_success_at = ?2, last_status = 304,
@@ -498,7 +644,8 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
                 "UPDATE feed SET last_checked_at = ?2, last_success_at = ?2, last_status = ?3,
                      last_error = NULL, error_count = 0, next_check_at = ?4,
                      etag = ?5, last_modified = ?6,
-                     site_title = coalesce(?7, site_title), site_url = coalesce(?8, site_url)
+                     site_title = coalesce(?7, site_title), site_url = coalesce(?8, site_url),
+                     hints = ?9
                  WHERE id = ?1",
                 params![
                     rec.feed_id,
@@ -509,6 +656,7 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
                     validators.last_modified,
                     feed.title,
                     feed.site_url,
+                    serde_json::to_string(&feed.hints).ok(),
                 ],
             )?;
             let meta_changed = (feed.title.is_some() && feed.title != old_title)

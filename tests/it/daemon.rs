@@ -61,6 +61,28 @@ async fn daemon_polls_serves_stops_gracefully_and_keeps_entries_across_restart()
     let xml = wait_for_entries(&base, 2).await;
     assert!(xml.contains("Second"));
 
+    // Operators can see what the poller did.
+    let metrics = crate::support::http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    for needle in [
+        "tributary_fetch_requests_total{host=\"127.0.0.1\",outcome=\"200\"}",
+        "tributary_fetch_requests_total{host=\"127.0.0.1\",outcome=\"304\"}",
+        "tributary_fetch_bytes_total{host=\"127.0.0.1\"}",
+        "tributary_poll_duration_seconds",
+        "tributary_polls_total{result=\"not_modified\"}",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from:\n{metrics}"
+        );
+    }
+
     let (status, log) = daemon.stop();
     assert!(status.success(), "exit {status:?}: {log}");
     assert!(log.contains("poll"), "one info line per poll: {log}");

@@ -4,5 +4,6 @@
 mod cli;
 mod daemon;
 mod feeds;
+mod polite;
 mod poll;
 mod support;

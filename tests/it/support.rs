@@ -27,6 +27,9 @@ pub struct Reply {
     pub gzip: bool,
     /// When set, wait this long before answering (a slow server).
     pub delay: Option<Duration>,
+    /// When set, send the body one byte at a time with this pause between
+    /// bytes (a trickling server).
+    pub trickle: Option<Duration>,
 }
 
 impl Reply {
@@ -38,6 +41,7 @@ impl Reply {
             etag: None,
             gzip: false,
             delay: None,
+            trickle: None,
         }
     }
 
@@ -49,6 +53,7 @@ impl Reply {
             etag: None,
             gzip: false,
             delay: None,
+            trickle: None,
         }
     }
 
@@ -67,6 +72,11 @@ impl Reply {
         self
     }
 
+    pub fn trickled(mut self, pause: Duration) -> Reply {
+        self.trickle = Some(pause);
+        self
+    }
+
     pub fn gzipped(mut self) -> Reply {
         self.gzip = true;
         self
@@ -78,6 +88,7 @@ impl Reply {
 pub struct Seen {
     pub path: String,
     pub headers: HeaderMap,
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -171,6 +182,7 @@ async fn handle(State(state): State<Arc<Mutex<ServerState>>>, req: Request) -> R
         st.seen.push(Seen {
             path: path.clone(),
             headers: headers.clone(),
+            at: Instant::now(),
         });
         st.routes.get(&path).cloned()
     };
@@ -213,6 +225,17 @@ async fn handle(State(state): State<Arc<Mutex<ServerState>>>, req: Request) -> R
     } else {
         reply.body
     };
+    if let Some(pause) = reply.trickle {
+        let stream = futures_util::stream::unfold(0usize, move |i| {
+            let body = body.clone();
+            async move {
+                let byte = *body.get(i)?;
+                tokio::time::sleep(pause).await;
+                Some((Ok::<_, std::io::Error>(vec![byte]), i + 1))
+            }
+        });
+        return resp.body(Body::from_stream(stream)).expect("response");
+    }
     resp.body(Body::from(body)).expect("response")
 }
 
@@ -247,6 +270,10 @@ impl TestEnv {
             ("timeout", "\"5s\""),
             ("connect_timeout", "\"2s\""),
             ("concurrency", "4"),
+            // Every test server is on 127.0.0.1: per-host limits would
+            // serialise unrelated tests' feeds.
+            ("per_host_concurrency", "4"),
+            ("per_host_spacing", "\"0s\""),
         ];
         for (k, v) in overrides {
             poll.retain(|(pk, _)| pk != k);
@@ -281,6 +308,20 @@ impl TestEnv {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Opens the database (the real store) to inspect a feed's state.
+    pub async fn feed(&self, url: &str) -> tributary::model::Feed {
+        let store = tributary::store::Store::open(&self.db_path())
+            .await
+            .expect("open store");
+        let feed = store
+            .feed_by_url(url)
+            .await
+            .expect("query")
+            .expect("feed exists");
+        store.close().await.expect("close");
+        feed
     }
 
     /// Starts `tributary run` and waits until it answers /healthz.

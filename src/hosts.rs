@@ -1,0 +1,249 @@
+//! Per-host politeness: how many requests may run against one host at once,
+//! how far apart their starts must be, and until when a host asked us (with
+//! a 429) to stay away.
+//!
+//! Shared by every fetch (feeds and, later, articles) so the limits hold
+//! across all feeds on a host. In memory only; the store keeps host blocks
+//! so a restart does not forget a Retry-After, and start-up feeds them back
+//! in with [`HostLimiter::block_until`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Beyond this many tracked hosts, idle entries are swept on insert, so a
+/// daemon polling many hosts does not grow without bound.
+const SWEEP_ABOVE: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    /// Simultaneous requests per host (at least 1).
+    pub concurrency: usize,
+    /// Minimum time between the starts of two requests to one host.
+    pub spacing: Duration,
+}
+
+#[derive(Debug, Default)]
+struct HostState {
+    in_flight: usize,
+    /// The earliest a new request may start (spacing).
+    next_start: Option<Instant>,
+    /// A 429's Retry-After: no request before then.
+    blocked_until: Option<Instant>,
+}
+
+impl HostState {
+    fn idle(&self, now: Instant) -> bool {
+        self.in_flight == 0
+            && self.next_start.is_none_or(|t| t <= now)
+            && self.blocked_until.is_none_or(|t| t <= now)
+    }
+}
+
+/// Why a host cannot take a request right now, and when to ask again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Its concurrency or spacing is used up; try again at this time.
+    Throttled(Instant),
+    /// It asked us to stay away until this time.
+    Blocked(Instant),
+}
+
+pub struct HostLimiter {
+    limits: HostLimits,
+    hosts: Mutex<HashMap<String, HostState>>,
+    /// Wakes waiters in [`HostLimiter::acquire`] when a permit is released.
+    released: tokio::sync::Notify,
+}
+
+/// The right to send one request to a host; released on drop.
+pub struct HostPermit {
+    limiter: Arc<HostLimiter>,
+    host: String,
+}
+
+impl HostPermit {
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+impl Drop for HostPermit {
+    fn drop(&mut self) {
+        if let Some(s) = self.limiter.lock().get_mut(&self.host) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+        self.limiter.released.notify_waiters();
+    }
+}
+
+impl HostLimiter {
+    pub fn new(limits: HostLimits) -> Arc<HostLimiter> {
+        Arc::new(HostLimiter {
+            limits: HostLimits {
+                concurrency: limits.concurrency.max(1),
+                spacing: limits.spacing,
+            },
+            hosts: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HostState>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every update is a single field write), so poisoning is ignored.
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a permit for `host` if it can start a request now.
+    pub fn try_acquire(self: &Arc<Self>, host: &str, now: Instant) -> Result<HostPermit, Busy> {
+        let mut hosts = self.lock();
+        if hosts.len() > SWEEP_ABOVE {
+            hosts.retain(|_, s| !s.idle(now));
+        }
+        let state = hosts.entry(host.to_owned()).or_default();
+        if let Some(until) = state.blocked_until.filter(|&t| t > now) {
+            return Err(Busy::Blocked(until));
+        }
+        if let Some(at) = state.next_start.filter(|&t| t > now) {
+            return Err(Busy::Throttled(at));
+        }
+        if state.in_flight >= self.limits.concurrency {
+            // No better estimate than one spacing (or a second) from now;
+            // a release wakes waiters earlier.
+            return Err(Busy::Throttled(
+                now + self.limits.spacing.max(Duration::from_secs(1)),
+            ));
+        }
+        state.in_flight += 1;
+        state.next_start = (!self.limits.spacing.is_zero()).then(|| now + self.limits.spacing);
+        Ok(HostPermit {
+            limiter: Arc::clone(self),
+            host: host.to_owned(),
+        })
+    }
+
+    /// Waits until `host` can take a request. A host blocked by a 429 is
+    /// reported instead of waited for: callers reschedule rather than hold
+    /// a slot for minutes.
+    pub async fn acquire(self: &Arc<Self>, host: &str) -> Result<HostPermit, Instant> {
+        loop {
+            let released = self.released.notified();
+            match self.try_acquire(host, Instant::now()) {
+                Ok(p) => return Ok(p),
+                Err(Busy::Blocked(until)) => return Err(until),
+                Err(Busy::Throttled(at)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = released => {}
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn spacing(&self) -> Duration {
+        self.limits.spacing
+    }
+
+    /// Records that `host` asked us to stay away until `until`.
+    pub fn block_until(&self, host: &str, until: Instant) {
+        let mut hosts = self.lock();
+        let state = hosts.entry(host.to_owned()).or_default();
+        state.blocked_until = Some(state.blocked_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Until when `host` is blocked, if it is.
+    pub fn blocked_until(&self, host: &str, now: Instant) -> Option<Instant> {
+        self.lock()
+            .get(host)
+            .and_then(|s| s.blocked_until)
+            .filter(|&t| t > now)
+    }
+}
+
+/// The host part of a URL, lowercased, as the limiter keys it.
+pub fn host_of(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .host_str()
+        .map(|h| h.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(concurrency: usize, spacing_ms: u64) -> Arc<HostLimiter> {
+        HostLimiter::new(HostLimits {
+            concurrency,
+            spacing: Duration::from_millis(spacing_ms),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_capped_per_host_not_globally() {
+        let l = limiter(1, 0);
+        let now = Instant::now();
+        let a = l.try_acquire("a.example", now).expect("first");
+        assert!(matches!(
+            l.try_acquire("a.example", now),
+            Err(Busy::Throttled(_))
+        ));
+        let _b = l
+            .try_acquire("b.example", now)
+            .expect("another host is free");
+        drop(a);
+        assert!(l.try_acquire("a.example", now).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spacing_separates_request_starts() {
+        let l = limiter(4, 1000);
+        let t0 = Instant::now();
+        drop(l.try_acquire("a.example", t0).expect("first"));
+        assert_eq!(
+            l.try_acquire("a.example", t0 + Duration::from_millis(500))
+                .err(),
+            Some(Busy::Throttled(t0 + Duration::from_secs(1)))
+        );
+        assert!(
+            l.try_acquire("a.example", t0 + Duration::from_secs(1))
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_for_spacing_in_paused_time() {
+        let l = limiter(1, 2000);
+        let t0 = Instant::now();
+        drop(l.acquire("a.example").await.expect("first"));
+        drop(l.acquire("a.example").await.expect("second"));
+        assert_eq!(Instant::now() - t0, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_host_reports_until_when() {
+        let l = limiter(1, 0);
+        let now = Instant::now();
+        let until = now + Duration::from_secs(3600);
+        l.block_until("a.example", until);
+        assert_eq!(
+            l.try_acquire("a.example", now).err(),
+            Some(Busy::Blocked(until))
+        );
+        assert_eq!(l.acquire("a.example").await.err(), Some(until));
+        assert!(l.try_acquire("a.example", until).is_ok());
+    }
+
+    #[test]
+    fn hosts_are_lowercased() {
+        assert_eq!(
+            host_of("https://WWW.Example.com:8443/x").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(host_of("not a url"), None);
+    }
+}

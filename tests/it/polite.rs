@@ -1,0 +1,433 @@
+//! Polite, self-healing polling: what the poller sends, and when it plans
+//! to come back, against scripted servers on 127.0.0.1. "When" is asserted
+//! on the stored schedule, so no test waits for it.
+
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+
+use crate::feeds::rss;
+use crate::support::{FeedServer, Reply, TestEnv, feed_table, stdout};
+
+/// Seconds from the feed's last check to its next one.
+fn planned_wait(feed: &tributary::model::Feed) -> i64 {
+    let last = feed.last_checked_at.expect("was checked");
+    (feed.next_check_at - last).num_seconds()
+}
+
+fn item_feed() -> String {
+    rss(&[("1", "One", "<p>1</p>")])
+}
+
+#[tokio::test]
+async fn cache_control_max_age_holds_the_next_check_back() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/a.xml",
+        Reply::feed("application/rss+xml", item_feed())
+            .with_header("cache-control", "max-age=7200"),
+    );
+    let env = TestEnv::new(&feed_table(&server.url("/a.xml"), ""));
+    assert!(env.cli(&["poll"]).status.success());
+    let feed = env.feed(&server.url("/a.xml")).await;
+    assert_eq!(feed.schedule_reason.as_deref(), Some("max-age"));
+    assert!(
+        (7199..=7201).contains(&planned_wait(&feed)),
+        "{}",
+        planned_wait(&feed)
+    );
+    let list = stdout(&env.cli(&["feeds", "list"]));
+    assert!(list.contains("(max-age)"), "{list}");
+}
+
+#[tokio::test]
+async fn expires_ttl_and_sy_update_period_are_honoured_up_to_max_interval() {
+    let server = FeedServer::start().await;
+    let expires = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(5400));
+    server.set(
+        "/expires.xml",
+        Reply::feed("application/rss+xml", item_feed()).with_header("expires", &expires),
+    );
+    let with_ttl = item_feed().replace(
+        "<description>d</description>",
+        "<description>d</description><ttl>120</ttl>",
+    );
+    server.set("/ttl.xml", Reply::feed("application/rss+xml", with_ttl));
+    let with_sy = item_feed()
+        .replace(
+            "<rss version=\"2.0\">",
+            "<rss version=\"2.0\" xmlns:sy=\"http://purl.org/rss/1.0/modules/syndication/\">",
+        )
+        .replace(
+            "<description>d</description>",
+            "<description>d</description><sy:updatePeriod>weekly</sy:updatePeriod>",
+        );
+    server.set("/sy.xml", Reply::feed("application/rss+xml", with_sy));
+    let env = TestEnv::with_poll(
+        &[("max_interval", "\"1d\"")],
+        &[
+            feed_table(&server.url("/expires.xml"), ""),
+            feed_table(&server.url("/ttl.xml"), ""),
+            feed_table(&server.url("/sy.xml"), ""),
+        ]
+        .concat(),
+    );
+    assert!(env.cli(&["poll"]).status.success());
+
+    let f = env.feed(&server.url("/expires.xml")).await;
+    assert_eq!(f.schedule_reason.as_deref(), Some("expires"));
+    assert!(
+        (5390..=5401).contains(&planned_wait(&f)),
+        "{}",
+        planned_wait(&f)
+    );
+    let f = env.feed(&server.url("/ttl.xml")).await;
+    assert_eq!(f.schedule_reason.as_deref(), Some("ttl"));
+    assert_eq!(planned_wait(&f), 7200);
+    // A week is asked for; the configured ceiling wins.
+    let f = env.feed(&server.url("/sy.xml")).await;
+    assert_eq!(f.schedule_reason.as_deref(), Some("sy:updatePeriod"));
+    assert_eq!(planned_wait(&f), 86400);
+}
+
+#[tokio::test]
+async fn skip_hours_move_the_next_check_to_an_allowed_hour() {
+    let server = FeedServer::start().await;
+    // Skip every hour except the one three hours from now.
+    let allowed = (Utc::now().hour() + 3) % 24;
+    let hours: String = (0..24)
+        .filter(|h| *h != allowed)
+        .map(|h| format!("<hour>{h}</hour>"))
+        .collect();
+    let doc = item_feed().replace(
+        "<description>d</description>",
+        &format!("<description>d</description><skipHours>{hours}</skipHours>"),
+    );
+    server.set("/a.xml", Reply::feed("application/rss+xml", doc));
+    let env = TestEnv::new(&feed_table(&server.url("/a.xml"), ""));
+    assert!(env.cli(&["poll"]).status.success());
+    let f = env.feed(&server.url("/a.xml")).await;
+    assert_eq!(f.schedule_reason.as_deref(), Some("skipHours"));
+    assert_eq!(f.next_check_at.hour(), allowed);
+    assert_eq!(f.next_check_at.minute(), 0);
+}
+
+#[tokio::test]
+async fn a_429_slows_every_feed_on_that_host_and_survives_a_restart() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/limited.xml",
+        Reply::status(429, "slow down").with_header("retry-after", "3600"),
+    );
+    server.set(
+        "/other.xml",
+        Reply::feed("application/rss+xml", item_feed()),
+    );
+    let env = TestEnv::new(
+        &[
+            feed_table(&server.url("/limited.xml"), ""),
+            feed_table(&server.url("/other.xml"), ""),
+        ]
+        .concat(),
+    );
+    let out = env.cli(&["poll", "--feed", &server.url("/limited.xml")]);
+    assert!(stdout(&out).contains("429"), "{}", stdout(&out));
+    let f = env.feed(&server.url("/limited.xml")).await;
+    assert_eq!(f.schedule_reason.as_deref(), Some("retry-after"));
+    assert!(
+        (3599..=3601).contains(&planned_wait(&f)),
+        "{}",
+        planned_wait(&f)
+    );
+
+    // A new process (as after a restart) still keeps away from the host:
+    // the other feed on it is deferred without a request being sent.
+    let out = env.cli(&["poll", "--feed", &server.url("/other.xml")]);
+    assert!(stdout(&out).contains("deferred"), "{}", stdout(&out));
+    assert!(server.requests("/other.xml").is_empty());
+    let other = env.feed(&server.url("/other.xml")).await;
+    assert_eq!(other.schedule_reason.as_deref(), Some("host retry-after"));
+    assert_eq!(other.error_count, 0, "a deferral is not an error");
+    let wait = (other.next_check_at - Utc::now()).num_seconds();
+    assert!((3500..=3620).contains(&wait), "{wait}");
+}
+
+#[tokio::test]
+async fn a_503_with_an_http_date_retry_after_is_obeyed() {
+    let server = FeedServer::start().await;
+    let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(10_000));
+    server.set(
+        "/a.xml",
+        Reply::status(503, "maintenance").with_header("retry-after", &when),
+    );
+    let env = TestEnv::new(&feed_table(&server.url("/a.xml"), ""));
+    env.cli(&["poll"]);
+    let f = env.feed(&server.url("/a.xml")).await;
+    assert_eq!(f.schedule_reason.as_deref(), Some("retry-after"));
+    assert!(
+        (9990..=10_001).contains(&planned_wait(&f)),
+        "{}",
+        planned_wait(&f)
+    );
+}
+
+#[tokio::test]
+async fn errors_back_off_exponentially_and_success_resets() {
+    let server = FeedServer::start().await;
+    server.set("/a.xml", Reply::status(500, "boom"));
+    let url = server.url("/a.xml");
+    let env = TestEnv::with_poll(
+        &[("max_backoff", "\"3h\"")],
+        &feed_table(&url, "interval = \"1h\""),
+    );
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        env.cli(&["poll", "--feed", &url]);
+        let f = env.feed(&url).await;
+        assert_eq!(f.schedule_reason.as_deref(), Some("backoff"));
+        waits.push(planned_wait(&f));
+    }
+    let expect = [3600.0, 7200.0, 10800.0, 10800.0];
+    for (w, e) in waits.iter().zip(expect) {
+        assert!(
+            (*w as f64) >= e * 0.89 && (*w as f64) <= (e * 1.11).min(10800.0),
+            "{waits:?}"
+        );
+    }
+    let f = env.feed(&url).await;
+    assert_eq!(f.error_count, 4);
+    assert_eq!(
+        f.status,
+        tributary::model::FeedStatus::Active,
+        "never disabled"
+    );
+
+    server.set("/a.xml", Reply::feed("application/rss+xml", item_feed()));
+    env.cli(&["poll", "--feed", &url]);
+    let f = env.feed(&url).await;
+    assert_eq!(f.error_count, 0);
+    assert_eq!(f.schedule_reason.as_deref(), Some("fixed"));
+}
+
+#[tokio::test]
+async fn a_permanent_redirect_is_adopted_once_seen_consistently() {
+    let server = FeedServer::start().await;
+    let new_url = server.url("/new.xml");
+    server.set(
+        "/old.xml",
+        Reply::status(301, "moved").with_header("location", "/new.xml"),
+    );
+    server.set(
+        "/temp.xml",
+        Reply::status(302, "elsewhere").with_header("location", "/new.xml"),
+    );
+    server.set("/new.xml", Reply::feed("application/rss+xml", item_feed()));
+    let old_url = server.url("/old.xml");
+    let temp_url = server.url("/temp.xml");
+    let env = TestEnv::new(&[feed_table(&old_url, ""), feed_table(&temp_url, "")].concat());
+
+    assert!(env.cli(&["poll"]).status.success());
+    let (before, _) = crate::support::read_atom(&env.db_path()).await;
+    for n in 1..3 {
+        let f = env.feed(&old_url).await;
+        assert_eq!(f.fetch_url, None, "not adopted after {n} polls");
+        assert_eq!(f.pending_redirect, Some((new_url.clone(), n)));
+        env.cli(&["poll"]);
+    }
+    let f = env.feed(&old_url).await;
+    assert_eq!(f.fetch_url.as_deref(), Some(new_url.as_str()));
+    assert_eq!(
+        env.feed(&temp_url).await.fetch_url,
+        None,
+        "302 is never stored"
+    );
+
+    // From now on the old address is not asked any more.
+    let old_requests = server.requests("/old.xml").len();
+    env.cli(&["poll"]);
+    assert_eq!(server.requests("/old.xml").len(), old_requests);
+    let list = stdout(&env.cli(&["feeds", "list"]));
+    assert!(
+        list.contains("moved to: ") && list.contains(&new_url),
+        "{list}"
+    );
+
+    // Entries kept their identity across the move.
+    let (after, _) = crate::support::read_atom(&env.db_path()).await;
+    let ids = |f: &feed_rs::model::Feed| {
+        let mut v: Vec<String> = f.entries.iter().map(|e| e.id.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&before), ids(&after));
+}
+
+#[tokio::test]
+async fn gone_stops_polling_until_resumed() {
+    let server = FeedServer::start().await;
+    server.set("/a.xml", Reply::status(410, "gone"));
+    let url = server.url("/a.xml");
+    let env = TestEnv::new(&feed_table(&url, ""));
+    let out = env.cli(&["poll"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("410"), "{}", stdout(&out));
+    let list = stdout(&env.cli(&["feeds", "list"]));
+    assert!(list.starts_with("gone"), "{list}");
+
+    env.cli(&["poll"]);
+    assert_eq!(
+        server.requests("/a.xml").len(),
+        1,
+        "a gone feed is not polled"
+    );
+
+    server.set("/a.xml", Reply::feed("application/rss+xml", item_feed()));
+    assert!(env.cli(&["feeds", "resume", &url]).status.success());
+    env.cli(&["poll"]);
+    assert_eq!(server.requests("/a.xml").len(), 2);
+    assert!(stdout(&env.cli(&["feeds", "list"])).starts_with("ok"));
+}
+
+#[tokio::test]
+async fn paused_feeds_are_not_polled() {
+    let server = FeedServer::start().await;
+    server.set("/a.xml", Reply::feed("application/rss+xml", item_feed()));
+    let url = server.url("/a.xml");
+    let env = TestEnv::new(&feed_table(&url, ""));
+    assert!(env.cli(&["feeds", "pause", &url]).status.success());
+    env.cli(&["poll"]);
+    assert!(server.requests("/a.xml").is_empty());
+    assert!(stdout(&env.cli(&["feeds", "list"])).starts_with("paused"));
+    // Named explicitly, it is polled anyway.
+    env.cli(&["poll", "--feed", &url]);
+    assert_eq!(server.requests("/a.xml").len(), 1);
+}
+
+#[tokio::test]
+async fn a_trickling_server_is_cut_off_by_the_timeout() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/slow.xml",
+        Reply::feed("application/rss+xml", item_feed()).trickled(Duration::from_millis(50)),
+    );
+    let env = TestEnv::with_poll(
+        &[("timeout", "\"2s\"")],
+        &feed_table(&server.url("/slow.xml"), ""),
+    );
+    let started = std::time::Instant::now();
+    let out = env.cli(&["poll"]);
+    assert!(stdout(&out).contains("timed out"), "{}", stdout(&out));
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[tokio::test]
+async fn per_host_spacing_separates_requests_to_one_host() {
+    let server = FeedServer::start().await;
+    for p in ["/a.xml", "/b.xml", "/c.xml"] {
+        server.set(p, Reply::feed("application/rss+xml", item_feed()));
+    }
+    let env = TestEnv::with_poll(
+        &[
+            ("per_host_concurrency", "1"),
+            ("per_host_spacing", "\"700ms\""),
+        ],
+        &["/a.xml", "/b.xml", "/c.xml"]
+            .iter()
+            .map(|p| feed_table(&server.url(p), ""))
+            .collect::<String>(),
+    );
+    assert!(env.cli(&["poll"]).status.success());
+    let mut times: Vec<std::time::Instant> = ["/a.xml", "/b.xml", "/c.xml"]
+        .iter()
+        .map(|p| server.requests(p)[0].at)
+        .collect();
+    times.sort();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(650), "{gap:?}");
+    }
+}
+
+#[tokio::test]
+async fn legacy_charsets_decode_to_the_right_text() {
+    let server = FeedServer::start().await;
+    let cyrillic = "<?xml version=\"1.0\" encoding=\"windows-1251\"?><rss version=\"2.0\"><channel><title>t</title>\
+        <item><guid>1</guid><title>Привет, мир</title></item></channel></rss>";
+    let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode(cyrillic);
+    server.set(
+        "/cp1251.xml",
+        Reply::feed("application/rss+xml", bytes.into_owned()),
+    );
+    let japanese = "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>\
+        <item><guid>2</guid><title>こんにちは世界</title></item></channel></rss>";
+    let (bytes, _, _) = encoding_rs::SHIFT_JIS.encode(japanese);
+    server.set(
+        "/sjis.xml",
+        Reply::feed("application/rss+xml; charset=Shift_JIS", bytes.into_owned()),
+    );
+    let mut stray = rss(&[("3", "caf\u{e9} ok", "<p>x</p>")]).into_bytes();
+    stray.extend_from_slice(b"<!-- \xff -->");
+    server.set("/stray.xml", Reply::feed("application/rss+xml", stray));
+    let env = TestEnv::new(
+        &["/cp1251.xml", "/sjis.xml", "/stray.xml"]
+            .iter()
+            .map(|p| feed_table(&server.url(p), ""))
+            .collect::<String>(),
+    );
+    let out = env.cli(&["poll"]);
+    assert!(stdout(&out).contains("0 failed"), "{}", stdout(&out));
+    let (_, xml) = crate::support::read_atom(&env.db_path()).await;
+    for t in ["Привет, мир", "こんにちは世界", "café ok"] {
+        assert!(xml.contains(t), "{t} missing");
+    }
+}
+
+#[tokio::test]
+async fn adaptive_interval_follows_the_publishing_rhythm() {
+    let server = FeedServer::start().await;
+    // One post every six hours.
+    let mut doc =
+        String::from("<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>");
+    let newest = Utc::now() - chrono::Duration::hours(1);
+    for i in 0..8 {
+        let at = newest - chrono::Duration::hours(6 * i);
+        doc.push_str(&format!(
+            "<item><guid>{i}</guid><title>post {i}</title><pubDate>{}</pubDate></item>",
+            at.to_rfc2822()
+        ));
+    }
+    doc.push_str("</channel></rss>");
+    server.set("/a.xml", Reply::feed("application/rss+xml", doc.clone()));
+    server.set("/b.xml", Reply::feed("application/rss+xml", doc));
+    let env = TestEnv::with_poll(
+        &[("interval", "\"30m\""), ("min_interval", "\"5m\"")],
+        &[
+            feed_table(&server.url("/a.xml"), ""),
+            feed_table(&server.url("/b.xml"), "interval = \"45m\""),
+        ]
+        .concat(),
+    );
+    assert!(env.cli(&["poll"]).status.success());
+    let f = env.feed(&server.url("/a.xml")).await;
+    assert_eq!(f.learned_interval, Some(Duration::from_secs(6 * 3600)));
+    assert_eq!(f.schedule_reason.as_deref(), Some("adaptive"));
+    assert_eq!(f.current_interval, Some(Duration::from_secs(3 * 3600)));
+    // A fixed per-feed interval wins over learning.
+    let f = env.feed(&server.url("/b.xml")).await;
+    assert_eq!(f.schedule_reason.as_deref(), Some("fixed"));
+    assert_eq!(f.current_interval, Some(Duration::from_secs(45 * 60)));
+
+    // adaptive = false: every feed at `interval`.
+    let env = TestEnv::with_poll(
+        &[
+            ("interval", "\"30m\""),
+            ("min_interval", "\"5m\""),
+            ("adaptive", "false"),
+        ],
+        &feed_table(&server.url("/a.xml"), ""),
+    );
+    assert!(env.cli(&["poll"]).status.success());
+    let f = env.feed(&server.url("/a.xml")).await;
+    assert_eq!(f.schedule_reason.as_deref(), Some("interval"));
+    assert_eq!(f.current_interval, Some(Duration::from_secs(30 * 60)));
+}
