@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::hosts::{HostLimiter, HostLimits};
+use crate::netguard::Guard;
 use crate::pipeline::Pipeline;
 use crate::pipeline::fetch::{FetchError, FetchSettings, Fetcher};
 use crate::scheduler::SchedulePolicy;
@@ -88,8 +89,9 @@ pub async fn pipeline(config: &Config, store: Store) -> Result<Pipeline, AppErro
         let wait = (until - now).to_std().unwrap_or_default();
         hosts.block_until(&host, tokio::time::Instant::now() + wait);
     }
+    let guard = Guard::new(config.network.clone());
     Ok(Pipeline::new(
-        Fetcher::new(fetch_settings(config), hosts)?,
+        Fetcher::new(fetch_settings(config), hosts, guard)?,
         schedule_policy(config),
         store,
     ))

@@ -12,6 +12,8 @@
 //! - [`store`]: all persistence (SQLite): feeds, entries, schedule.
 //! - [`serve`]: the HTTP outputs (`/feed.atom`, `/healthz`).
 //! - [`opml`]: OPML ⇄ subscriptions.
+//! - [`hosts`]: per-host politeness (concurrency, spacing, 429 blocks).
+//! - [`netguard`]: which addresses may be connected to (no SSRF).
 //! - [`app`]: daemon start-up and graceful shutdown.
 //! - [`cli`]: the command-line verbs.
 
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod hosts;
 pub mod model;
+pub mod netguard;
 pub mod opml;
 pub mod pipeline;
 pub mod scheduler;

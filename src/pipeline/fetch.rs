@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::hosts::{HostLimiter, HostPermit, host_of};
 use crate::model::{FetchOutcome, FetchedDoc, Freshness, Validators};
+use crate::netguard::{Blocked, Guard, GuardedResolver};
 
 const MAX_REDIRECTS: usize = 5;
 
@@ -57,6 +58,9 @@ pub enum FetchError {
     Http(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The destination is not a public address (see `netguard`).
+    #[error("{0}")]
+    Blocked(#[from] Blocked),
     /// The host answered 429 earlier and asked us to wait; no request was
     /// sent.
     #[error("host asked us to wait (Retry-After) until {until}")]
@@ -78,6 +82,7 @@ impl FetchError {
             FetchError::Http(_) => "http",
             FetchError::Client(_) => "client",
             FetchError::HostBlocked { .. } => "host_blocked",
+            FetchError::Blocked(_) => "blocked_address",
         }
     }
 
@@ -107,6 +112,14 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn classify(e: reqwest::Error, timeout: Duration) -> FetchError {
+    // The resolver's refusal travels down reqwest's error chain.
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cur {
+        if let Some(b) = c.downcast_ref::<Blocked>() {
+            return FetchError::Blocked(b.clone());
+        }
+        cur = c.source();
+    }
     if e.is_timeout() {
         FetchError::Timeout(timeout)
     } else if e.is_connect() {
@@ -140,10 +153,15 @@ pub struct Fetcher {
     client: reqwest::Client,
     settings: FetchSettings,
     hosts: Arc<HostLimiter>,
+    guard: Arc<Guard>,
 }
 
 impl Fetcher {
-    pub fn new(settings: FetchSettings, hosts: Arc<HostLimiter>) -> Result<Fetcher, FetchError> {
+    pub fn new(
+        settings: FetchSettings,
+        hosts: Arc<HostLimiter>,
+        guard: Arc<Guard>,
+    ) -> Result<Fetcher, FetchError> {
         // reqwest is built without a default crypto provider (ring keeps the
         // build lean); installing it twice is harmless, hence the ignore.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -155,13 +173,18 @@ impl Fetcher {
             .redirect(redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(2)
+            // A proxy would resolve names itself, around the guard.
             .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                guard: Arc::clone(&guard),
+            }))
             .build()
             .map_err(|e| FetchError::Client(chain(&e)))?;
         Ok(Fetcher {
             client,
             settings,
             hosts,
+            guard,
         })
     }
 
@@ -171,6 +194,10 @@ impl Fetcher {
 
     pub fn hosts(&self) -> &Arc<HostLimiter> {
         &self.hosts
+    }
+
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.guard
     }
 
     /// GETs a feed, conditionally when validators are known. The whole
@@ -223,6 +250,8 @@ impl Fetcher {
         let mut current = parse_http_url(url)?;
         let mut all_permanent = true;
         for _ in 0..=MAX_REDIRECTS {
+            // Every hop is checked: a redirect may point anywhere.
+            self.guard.check_url(&current)?;
             // Released before the next hop's permit is taken, so a redirect
             // between two busy hosts cannot deadlock.
             let held = self.permit_for(&current, permit.take()).await?;

@@ -431,3 +431,62 @@ async fn adaptive_interval_follows_the_publishing_rhythm() {
     assert_eq!(f.schedule_reason.as_deref(), Some("interval"));
     assert_eq!(f.current_interval, Some(Duration::from_secs(30 * 60)));
 }
+
+#[tokio::test]
+async fn redirects_to_non_public_addresses_are_refused() {
+    let server = FeedServer::start().await;
+    let port = server.addr.port();
+    server.set("/ok.xml", Reply::feed("application/rss+xml", item_feed()));
+    let targets = [
+        (
+            "/to-localhost",
+            format!("http://localhost:{port}/ok.xml"),
+            "localhost",
+        ),
+        (
+            "/to-metadata",
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "link-local",
+        ),
+        (
+            "/to-hex-loopback",
+            format!("http://0x7f000002:{port}/ok.xml"),
+            "loopback",
+        ),
+        ("/to-private", "http://10.0.0.1/feed".to_owned(), "private"),
+        (
+            "/to-mapped",
+            format!("http://[::ffff:127.0.0.2]:{port}/ok.xml"),
+            "loopback",
+        ),
+    ];
+    for (path, location, _) in &targets {
+        server.set(
+            path,
+            Reply::status(302, "moved").with_header("location", location),
+        );
+    }
+    let env = TestEnv::new(
+        &targets
+            .iter()
+            .map(|(p, _, _)| feed_table(&server.url(p), ""))
+            .collect::<String>(),
+    );
+    let out = env.cli(&["poll"]);
+    let text = stdout(&out);
+    assert!(text.contains("5 failed"), "{text}");
+    for (path, _, kind) in &targets {
+        let f = env.feed(&server.url(path)).await;
+        let err = f.last_error.unwrap_or_default();
+        assert!(
+            err.contains("refused to connect") && err.contains(kind),
+            "{path}: {err}"
+        );
+    }
+    // The operator's own feed host (127.0.0.1) stays reachable.
+    assert_eq!(
+        server.requests("/ok.xml").len(),
+        0,
+        "no request reached the target"
+    );
+}
