@@ -6,6 +6,8 @@
 //! recorded failure with its backoff, never as an error to the caller; only
 //! a store failure is returned.
 
+pub mod clean;
+pub mod extract;
 pub mod fetch;
 pub mod parse;
 pub mod sanitize;

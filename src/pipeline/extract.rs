@@ -1,0 +1,394 @@
+//! The extract stage: a whole web page in, the article it carries out.
+//!
+//! This module owns the order of operations and the plain types around them:
+//! parse the page once → apply per-site rules → our pre-extraction cleaning
+//! ([`clean::prepare`]) → main-content detection by dom_smoothie (a port of
+//! Mozilla's Readability) or, when that finds nothing usable, a simple
+//! paragraph-density fallback → our post-extraction cleaning
+//! ([`clean::finish`]) → sanitising ([`Sanitizer::clean_article`]), always
+//! last → plain text and word count.
+//!
+//! It does no I/O and never panics on input: a page it cannot read is an
+//! [`ExtractError`]. [`Extractor`] is `Send + Sync`, built once and shared.
+
+use chrono::{DateTime, Utc};
+use dom_query::{Document, Matcher, NodeRef};
+use url::Url;
+
+use super::clean::{self, FinishContext};
+use super::sanitize::Sanitizer;
+
+/// Pages with more elements than this are not scored by dom_smoothie (its
+/// cost grows with the element count); they go to the fallback. Real
+/// articles stay far below: a long news page has 3 000–8 000 elements.
+const MAX_ELEMENTS: usize = 60_000;
+
+/// Per-site extraction rules, from the config, for pages heuristics get wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteRule {
+    /// Host the rule applies to; it also matches every subdomain
+    /// (`example.com` matches `www.example.com`).
+    pub host: String,
+    /// CSS selectors: if any matches, the matched elements (in document
+    /// order) are the article and automatic detection is skipped.
+    pub keep: Vec<String>,
+    /// CSS selectors whose matches are removed before extraction.
+    pub drop: Vec<String>,
+}
+
+impl SiteRule {
+    /// Whether the rule applies to `host` (equal, or a subdomain of it).
+    pub fn matches_host(&self, host: &str) -> bool {
+        let rule = self.host.trim_start_matches('.');
+        host.eq_ignore_ascii_case(rule)
+            || (host.len() > rule.len()
+                && host
+                    .get(host.len() - rule.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(rule))
+                && host.as_bytes().get(host.len() - rule.len() - 1) == Some(&b'.'))
+    }
+
+    /// Checks every selector, so a bad rule is reported when the config is
+    /// loaded rather than on the first page of that host.
+    pub fn validate(&self) -> Result<(), ExtractError> {
+        for css in self.keep.iter().chain(&self.drop) {
+            compile(&self.host, css)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the caller knows about the page besides its HTML.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExtractOptions<'a> {
+    /// The page's final URL: the base for relative links, the host for site
+    /// rules, and "this site" when telling related-article links apart.
+    pub url: Option<&'a Url>,
+    /// The feed entry's title; a copy of it at the top of the body is dropped.
+    pub entry_title: Option<&'a str>,
+    /// The feed entry's authors; a byline that only repeats them is dropped.
+    pub entry_authors: &'a [String],
+    /// Per-site rules; those whose host matches `url` apply.
+    pub rules: &'a [SiteRule],
+}
+
+/// The extracted article.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Article {
+    /// Clean, sanitised HTML with absolute URLs.
+    pub html: String,
+    /// Plain text: paragraphs separated by blank lines.
+    pub text: String,
+    /// Words in `text` (runs of letters and digits).
+    pub word_count: usize,
+    /// The page's own idea of its title (metadata or `<title>`), if any.
+    pub title: Option<String>,
+    /// `<link rel="canonical">` or `og:url`, absolute http(s).
+    pub canonical_url: Option<String>,
+    /// Publication time from the page's metadata, when it parses.
+    pub published: Option<DateTime<Utc>>,
+}
+
+/// Why a page yielded no article.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("no readable article found on the page")]
+    NotReadable,
+    #[error("invalid CSS selector {selector:?} in the site rule for {host}: {reason}")]
+    BadSelector {
+        host: String,
+        selector: String,
+        reason: String,
+    },
+}
+
+/// Extracts articles; build once, share across threads.
+#[derive(Debug)]
+pub struct Extractor {
+    /// The allow-list run on every article, last.
+    sanitizer: Sanitizer,
+}
+
+impl Default for Extractor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Extractor {
+    pub fn new() -> Self {
+        Extractor {
+            sanitizer: Sanitizer::new(),
+        }
+    }
+
+    /// Extract and clean the article of one page.
+    pub fn extract(&self, html: &str, opts: &ExtractOptions<'_>) -> Result<Article, ExtractError> {
+        let doc = Document::from(html);
+        let canonical_url = canonical_url(&doc, opts.url);
+        let host = opts.url.and_then(Url::host_str);
+        let rules: Vec<&SiteRule> = opts
+            .rules
+            .iter()
+            .filter(|r| host.is_some_and(|h| r.matches_host(h)))
+            .collect();
+        for rule in &rules {
+            for css in &rule.drop {
+                let matcher = compile(&rule.host, css)?;
+                doc.select_matcher(&matcher).remove();
+            }
+        }
+        let mut kept = String::new();
+        for rule in &rules {
+            for css in &rule.keep {
+                let matcher = compile(&rule.host, css)?;
+                for node in doc.select_matcher(&matcher).nodes() {
+                    kept.push_str(&node.html());
+                }
+            }
+        }
+
+        clean::prepare(&doc, opts.url);
+        let (body, meta) = if kept.is_empty() {
+            self.detect(doc, opts.url)?
+        } else {
+            (Document::fragment(kept), Meta::default())
+        };
+        let title = meta.title.filter(|t| !t.trim().is_empty());
+        let root = body.root();
+        clean::finish(
+            &root,
+            &FinishContext {
+                base: opts.url,
+                titles: &[opts.entry_title, title.as_deref()],
+                authors: opts.entry_authors,
+                byline: meta.byline.as_deref(),
+            },
+        );
+        // The text comes from the cleaned tree rather than a re-parse of the
+        // sanitised HTML: the sanitiser only drops elements that have no
+        // reader-visible text (script, style, iframe, …), which
+        // `text_of` skips too.
+        let text = text_of(&root);
+        if text.is_empty() {
+            return Err(ExtractError::NotReadable);
+        }
+        let html = self
+            .sanitizer
+            .clean_html(&root.inner_html(), opts.url)
+            .ok_or(ExtractError::NotReadable)?;
+        Ok(Article {
+            word_count: count_words(&text),
+            html,
+            text,
+            title,
+            canonical_url,
+            published: meta.published.as_deref().and_then(parse_date),
+        })
+    }
+
+    /// Main-content detection: dom_smoothie, else the fallback. Returns the
+    /// article's subtree as a document of its own, plus page metadata.
+    fn detect(&self, doc: Document, url: Option<&Url>) -> Result<(Document, Meta), ExtractError> {
+        let fallback_source = (doc.root().descendants_it().count() <= MAX_ELEMENTS)
+            .then(|| Document::fragment(doc.html()));
+        let cfg = dom_smoothie::Config {
+            max_elements_to_parse: MAX_ELEMENTS,
+            classes_to_preserve: vec![clean::CAPTION_CLASS.to_owned()],
+            ..dom_smoothie::Config::default()
+        };
+        let smoothie =
+            dom_smoothie::Readability::with_document(doc, url.map(Url::as_str), Some(cfg))
+                .ok()
+                .and_then(|mut r| {
+                    let article = r.parse().ok()?;
+                    Some((r, article))
+                });
+        match smoothie {
+            Some((r, article)) => {
+                let meta = Meta {
+                    title: Some(article.title),
+                    byline: article.byline,
+                    published: article.published_time,
+                };
+                let content = r.doc.select("#readability-page-1");
+                let html = content.html();
+                Ok((Document::fragment(html), meta))
+            }
+            None => {
+                let _ = fallback_source;
+                Err(ExtractError::NotReadable)
+            }
+        }
+    }
+}
+
+/// Page metadata found by the detector.
+#[derive(Debug, Default)]
+struct Meta {
+    title: Option<String>,
+    byline: Option<String>,
+    published: Option<String>,
+}
+
+fn compile(host: &str, css: &str) -> Result<Matcher, ExtractError> {
+    Matcher::new(css).map_err(|e| ExtractError::BadSelector {
+        host: host.to_owned(),
+        selector: css.to_owned(),
+        reason: format!("{e:?}"),
+    })
+}
+
+/// `<link rel="canonical">`, else `og:url`, made absolute; http(s) only.
+fn canonical_url(doc: &Document, base: Option<&Url>) -> Option<String> {
+    let candidates = [
+        doc.select_single(r#"link[rel~="canonical"][href]"#)
+            .attr("href"),
+        doc.select_single(r#"meta[property="og:url"][content]"#)
+            .attr("content"),
+    ];
+    candidates.into_iter().flatten().find_map(|raw| {
+        let raw = raw.trim();
+        let url = match base {
+            Some(b) => b.join(raw).ok()?,
+            None => Url::parse(raw).ok()?,
+        };
+        matches!(url.scheme(), "http" | "https").then(|| url.into())
+    })
+}
+
+/// RFC 3339 first (what JSON-LD and `article:published_time` use), then the
+/// common variants without seconds or zone.
+fn parse_date(raw: &str) -> Option<DateTime<Utc>> {
+    let raw = raw.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(raw) {
+        return Some(d.with_timezone(&Utc));
+    }
+    if let Ok(d) = DateTime::parse_from_rfc2822(raw) {
+        return Some(d.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%z",
+    ] {
+        if let Ok(d) = DateTime::parse_from_str(raw, fmt) {
+            return Some(d.with_timezone(&Utc));
+        }
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(raw, fmt) {
+            return Some(d.and_utc());
+        }
+    }
+    None
+}
+
+/// Words: maximal runs of letters and digits.
+fn count_words(text: &str) -> usize {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .count()
+}
+
+/// Plain text of an article subtree: blocks separated by blank lines, `<br>`
+/// and list items by a line break, table cells by a space, whitespace
+/// collapsed except inside `<pre>`. Captions are left out: the text is the
+/// article's prose (schema.org's `articleBody`); the HTML keeps its figures.
+pub(crate) fn text_of(root: &NodeRef<'_>) -> String {
+    let mut out = TextBuilder::default();
+    walk_text(root, &mut out, false);
+    out.finish()
+}
+
+#[derive(Default)]
+struct TextBuilder {
+    out: String,
+    /// A space is owed before the next word.
+    space: bool,
+    /// Line breaks owed before the next word (1 = newline, 2 = blank line).
+    breaks: u8,
+}
+
+impl TextBuilder {
+    fn word_gap(&mut self) {
+        self.space = true;
+    }
+    fn block_gap(&mut self, n: u8) {
+        self.breaks = self.breaks.max(n);
+    }
+    fn push_text(&mut self, text: &str, pre: bool) {
+        if pre {
+            self.flush_gap();
+            self.out.push_str(text);
+            return;
+        }
+        for (i, word) in text.split(char::is_whitespace).enumerate() {
+            if i > 0 {
+                self.space = true;
+            }
+            if word.is_empty() {
+                continue;
+            }
+            self.flush_gap();
+            self.out.push_str(word);
+        }
+    }
+    fn flush_gap(&mut self) {
+        if self.out.is_empty() {
+            self.breaks = 0;
+            self.space = false;
+            return;
+        }
+        if self.breaks > 0 {
+            let trimmed = self.out.trim_end_matches([' ', '\n']).len();
+            self.out.truncate(trimmed);
+            for _ in 0..self.breaks {
+                self.out.push('\n');
+            }
+        } else if self.space && !self.out.ends_with([' ', '\n']) {
+            self.out.push(' ');
+        }
+        self.breaks = 0;
+        self.space = false;
+    }
+    fn finish(mut self) -> String {
+        let trimmed = self.out.trim_end().len();
+        self.out.truncate(trimmed);
+        self.out
+    }
+}
+
+fn walk_text(node: &NodeRef<'_>, out: &mut TextBuilder, pre: bool) {
+    for child in node.children_it(false) {
+        if child.is_text() {
+            out.push_text(&child.text(), pre);
+            continue;
+        }
+        if !child.is_element() {
+            continue;
+        }
+        let name = child.node_name().unwrap_or_default();
+        match name.as_ref() {
+            "script" | "style" | "template" | "noscript" | "iframe" | "object" | "embed" => {}
+            _ if clean::is_caption(&child) => {}
+            "br" => out.block_gap(1),
+            "td" | "th" => {
+                out.word_gap();
+                walk_text(&child, out, pre);
+                out.word_gap();
+            }
+            "li" | "tr" | "dt" | "dd" => {
+                out.block_gap(1);
+                walk_text(&child, out, pre);
+                out.block_gap(1);
+            }
+            n if clean::is_block_name(n) => {
+                out.block_gap(2);
+                walk_text(&child, out, pre || n == "pre");
+                out.block_gap(2);
+            }
+            _ => walk_text(&child, out, pre),
+        }
+    }
+}
