@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::hosts::{HostLimiter, HostLimits};
 use crate::netguard::Guard;
-use crate::pipeline::Pipeline;
 use crate::pipeline::fetch::{FetchError, FetchSettings, Fetcher};
+use crate::pipeline::{ArticleSettings, Pipeline};
 use crate::scheduler::SchedulePolicy;
 use crate::serve::ServeSettings;
 use crate::store::{Store, StoreError};
@@ -90,9 +90,22 @@ pub async fn pipeline(config: &Config, store: Store) -> Result<Pipeline, AppErro
         hosts.block_until(&host, tokio::time::Instant::now() + wait);
     }
     let guard = Guard::new(config.network.clone());
+    // Subscribed hosts may be private (a feed on a NAS); their articles
+    // may be fetched before the feed is polled again in this process.
+    for feed in store.feeds().await? {
+        for url in [feed.spec.url.as_str(), feed.effective_url()] {
+            if let Some(host) = crate::hosts::host_of(url) {
+                guard.trust_host(&host);
+            }
+        }
+    }
     Ok(Pipeline::new(
         Fetcher::new(fetch_settings(config), hosts, guard)?,
         schedule_policy(config),
+        ArticleSettings {
+            extract: config.extract.clone(),
+            sites: config.sites.clone(),
+        },
         store,
     ))
 }
@@ -154,10 +167,18 @@ pub async fn run(
 
     let scheduler = tokio::spawn(crate::scheduler::run(
         store.clone(),
-        pipeline,
+        Arc::clone(&pipeline),
         config.poll.concurrency,
         config.poll.timeout,
         // In-flight polls get one fetch timeout plus a little to finish.
+        config.poll.timeout + Duration::from_secs(5),
+        shutdown.clone(),
+    ));
+    let articles = tokio::spawn(crate::scheduler::run_articles(
+        store.clone(),
+        Arc::clone(&pipeline),
+        config.extract.concurrency,
+        config.poll.timeout,
         config.poll.timeout + Duration::from_secs(5),
         shutdown.clone(),
     ));
@@ -180,6 +201,7 @@ pub async fn run(
         None => server.await,
     };
     let _ = scheduler.await;
+    let _ = articles.await;
     store.close().await?;
     tracing::info!("stopped");
     match served {

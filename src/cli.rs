@@ -261,7 +261,48 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
         feeds.len()
     )?;
     drop(out);
+    fetch_articles(config, &store, pipeline).await?;
     store.close().await?;
+    Ok(())
+}
+
+/// Gives every queued article one attempt, so `poll` leaves full text in
+/// place like the daemon does. Failures keep their retry time for later.
+async fn fetch_articles(
+    config: &Config,
+    store: &Store,
+    pipeline: &crate::pipeline::Pipeline,
+) -> anyhow::Result<()> {
+    use crate::model::ArticleOutcome;
+    let mut attempted = std::collections::HashSet::new();
+    let (mut extracted, mut failed, mut deferred) = (0usize, 0usize, 0usize);
+    loop {
+        let jobs: Vec<_> = store
+            .due_articles(Utc::now(), 256)
+            .await?
+            .into_iter()
+            .filter(|j| attempted.insert(j.entry_id))
+            .collect();
+        if jobs.is_empty() {
+            break;
+        }
+        let records: Vec<_> = futures_util::stream::iter(jobs)
+            .map(|job| async move { pipeline.fetch_article(&job).await })
+            .buffer_unordered(config.extract.concurrency)
+            .collect()
+            .await;
+        for record in records {
+            match &record.outcome {
+                ArticleOutcome::Extracted { .. } => extracted += 1,
+                ArticleOutcome::Failed { .. } => failed += 1,
+                ArticleOutcome::Deferred => deferred += 1,
+            }
+            store.record_article(record).await?;
+        }
+    }
+    if !attempted.is_empty() {
+        println!("full text: {extracted} extracted, {failed} failed, {deferred} deferred");
+    }
     Ok(())
 }
 

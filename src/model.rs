@@ -318,6 +318,8 @@ pub struct PollRecord {
     pub learned_interval: Option<Duration>,
     /// A host asked us (429) to stay away until then.
     pub host_block: Option<(String, DateTime<Utc>)>,
+    /// Queue new entries' article pages for full text.
+    pub full_text: bool,
 }
 
 /// What recording a poll changed.
@@ -325,6 +327,8 @@ pub struct PollRecord {
 pub struct PollReport {
     pub new: usize,
     pub updated: usize,
+    /// New entries whose article page was queued for full text.
+    pub articles_queued: usize,
 }
 
 /// The feed an output entry came from, for `atom:source` and attribution.
@@ -380,4 +384,54 @@ mod tests {
             assert_eq!(rule.matches(host), want, "{host:?}");
         }
     }
+}
+
+/// An article page to fetch and clean for an entry.
+#[derive(Debug, Clone)]
+pub struct ArticleJob {
+    pub entry_id: i64,
+    pub feed_id: i64,
+    /// The entry's link: the page to fetch.
+    pub url: String,
+    /// The entry's title and authors, so the cleaner can drop a repeated
+    /// title and a byline that only repeats them.
+    pub title: Option<String>,
+    pub authors: Vec<String>,
+    /// The feed's own content for the entry: the article replaces it only
+    /// when it says more.
+    pub feed_html: Option<String>,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+/// What fetching and cleaning an article came to.
+#[derive(Debug, Clone)]
+pub enum ArticleOutcome {
+    Extracted {
+        final_url: String,
+        canonical_url: Option<String>,
+        /// Clean, sanitised HTML with absolute URLs.
+        html: String,
+        text: String,
+        word_count: usize,
+        /// Whether the article says more than the feed's own content, and
+        /// so replaces it in the outputs.
+        use_for_output: bool,
+    },
+    Failed {
+        error: String,
+    },
+    /// Not attempted: the host asked us to wait (429).
+    Deferred,
+}
+
+/// One article attempt, for the store.
+#[derive(Debug, Clone)]
+pub struct ArticleRecord {
+    pub entry_id: i64,
+    pub at: DateTime<Utc>,
+    pub outcome: ArticleOutcome,
+    /// When to try again; `None` gives up (the entry keeps the feed's
+    /// content).
+    pub retry_at: Option<DateTime<Utc>>,
 }

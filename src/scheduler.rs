@@ -397,6 +397,95 @@ fn plan_round(
     plan
 }
 
+/// Fetches and cleans queued article pages until `shutdown` fires, at most
+/// `concurrency` at once (and within per-host limits, which the fetch waits
+/// for). Attempts are leased before they start, like polls; a failed one
+/// comes back at its retry time, and the feed's own content stands until
+/// an article that says more replaces it.
+pub async fn run_articles(
+    store: Store,
+    pipeline: Arc<Pipeline>,
+    concurrency: usize,
+    lease: Duration,
+    grace: Duration,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let tracker = TaskTracker::new();
+    let queued = Arc::clone(pipeline.articles_queued());
+    let done = Arc::new(tokio::sync::Notify::new());
+    let lease = to_chrono(lease + LEASE_MARGIN);
+    loop {
+        let first = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let now = Utc::now();
+        let available = permits.available_permits() + 1;
+        let jobs = match store.due_articles(now, available).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read due articles; retrying in 5s");
+                drop(first);
+                if sleep_or_cancel(Duration::from_secs(5), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if jobs.is_empty() {
+            drop(first);
+            let wait = match store.next_article_at().await {
+                Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default().min(MAX_IDLE),
+                Ok(None) => MAX_IDLE,
+                Err(_) => Duration::from_secs(5),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+                () = queued.notified() => {}
+                () = done.notified() => {}
+                () = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let mut slots = vec![first];
+        while slots.len() < jobs.len() {
+            match Arc::clone(&permits).try_acquire_owned() {
+                Ok(p) => slots.push(p),
+                Err(_) => break,
+            }
+        }
+        let jobs: Vec<_> = jobs.into_iter().take(slots.len()).collect();
+        let ids = jobs.iter().map(|j| j.entry_id).collect();
+        if let Err(e) = store.lease_articles(ids, now + lease).await {
+            tracing::error!(error = %e, "cannot lease articles; retrying in 5s");
+            drop(slots);
+            if sleep_or_cancel(Duration::from_secs(5), &shutdown).await {
+                break;
+            }
+            continue;
+        }
+        for (job, slot) in jobs.into_iter().zip(slots) {
+            let pipeline = Arc::clone(&pipeline);
+            let store = store.clone();
+            let done = Arc::clone(&done);
+            tracker.spawn(async move {
+                let record = pipeline.fetch_article(&job).await;
+                if let Err(e) = store.record_article(record).await {
+                    tracing::error!(url = %job.url, error = %e, "cannot record article");
+                }
+                drop(slot);
+                done.notify_one();
+            });
+        }
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+}
+
 /// Sleeps; true when cancelled instead.
 async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {

@@ -22,6 +22,8 @@ use crate::netguard::{Blocked, Guard, GuardedResolver};
 
 const MAX_REDIRECTS: usize = 5;
 
+const PAGE_ACCEPT: &str = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1";
+
 const FEED_ACCEPT: &str = "application/atom+xml, application/rss+xml, application/feed+json, \
      application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5";
 
@@ -58,6 +60,8 @@ pub enum FetchError {
     Http(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[error("not an HTML page ({media_type})")]
+    NotHtml { media_type: String },
     /// The destination is not a public address (see `netguard`).
     #[error("{0}")]
     Blocked(#[from] Blocked),
@@ -83,6 +87,7 @@ impl FetchError {
             FetchError::Client(_) => "client",
             FetchError::HostBlocked { .. } => "host_blocked",
             FetchError::Blocked(_) => "blocked_address",
+            FetchError::NotHtml { .. } => "not_html",
         }
     }
 
@@ -212,8 +217,31 @@ impl Fetcher {
         permit: Option<HostPermit>,
     ) -> Result<FetchOutcome, FetchError> {
         let limit = self.settings.timeout;
-        match tokio::time::timeout(limit, self.fetch_inner(url, validators, permit)).await {
+        let fetch = self.fetch_inner(url, validators, permit, FEED_ACCEPT);
+        match tokio::time::timeout(limit, fetch).await {
             Ok(r) => r,
+            Err(_) => {
+                record_request(url, "timeout", 0);
+                Err(FetchError::Timeout(limit))
+            }
+        }
+    }
+
+    /// GETs a web page (an article), waiting for its host's turn, under
+    /// the same rules as feeds. Only HTML is accepted: anything else is
+    /// `NotHtml` before its body is read.
+    pub async fn fetch_page(&self, url: &str) -> Result<FetchedDoc, FetchError> {
+        let limit = self.settings.timeout;
+        let none = Validators::default();
+        let fetch = self.fetch_inner(url, &none, None, PAGE_ACCEPT);
+        match tokio::time::timeout(limit, fetch).await {
+            Ok(Ok(FetchOutcome::Fetched(doc))) => Ok(doc),
+            // Without validators a server has no business answering 304.
+            Ok(Ok(FetchOutcome::NotModified { .. })) => Err(FetchError::Status {
+                status: 304,
+                retry_after: None,
+            }),
+            Ok(Err(e)) => Err(e),
             Err(_) => {
                 record_request(url, "timeout", 0);
                 Err(FetchError::Timeout(limit))
@@ -246,6 +274,7 @@ impl Fetcher {
         url: &str,
         validators: &Validators,
         mut permit: Option<HostPermit>,
+        accept: &'static str,
     ) -> Result<FetchOutcome, FetchError> {
         let mut current = parse_http_url(url)?;
         let mut all_permanent = true;
@@ -256,7 +285,7 @@ impl Fetcher {
             // between two busy hosts cannot deadlock.
             let held = self.permit_for(&current, permit.take()).await?;
             let mut headers = HeaderMap::new();
-            headers.insert(header::ACCEPT, HeaderValue::from_static(FEED_ACCEPT));
+            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
             // Validators are echoed byte-for-byte; a value that is not a
             // legal header is dropped rather than mangled.
             if let Some(v) = validators
@@ -330,6 +359,13 @@ impl Fetcher {
                 .and_then(|v| v.to_str().ok())
                 .map(split_content_type)
                 .unwrap_or((None, None));
+            if accept == PAGE_ACCEPT
+                && let Some(m) = media_type.as_deref().filter(|m| !is_html(m))
+            {
+                return Err(FetchError::NotHtml {
+                    media_type: m.to_owned(),
+                });
+            }
             let body = self.read_capped(resp).await?;
             drop(held);
             record_request(current.as_str(), "body", body.len() as u64);
@@ -405,6 +441,12 @@ fn record_request(url: &str, outcome: &str, bytes: u64) {
         metrics::counter!("tributary_fetch_requests_total", "host" => host, "outcome" => outcome.to_owned())
             .increment(1);
     }
+}
+
+/// Media types an article page may have; anything else (PDF, images,
+/// video) is not extracted.
+fn is_html(media_type: &str) -> bool {
+    matches!(media_type, "text/html" | "application/xhtml+xml")
 }
 
 fn header_string(h: &HeaderMap, name: header::HeaderName) -> Option<String> {

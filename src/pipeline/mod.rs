@@ -17,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::config::ExtractConfig;
 use crate::hosts::{HostLimiter, HostPermit, host_of};
 use crate::model::{
-    Feed, FetchOutcome, Freshness, ParsedFeed, PollOutcome, PollRecord, Schedule, Validators,
+    ArticleJob, ArticleOutcome, ArticleRecord, Feed, FetchOutcome, FetchedDoc, Freshness,
+    ParsedFeed, PollOutcome, PollRecord, Schedule, SiteRule, Validators,
 };
 use crate::scheduler::{PollFacts, SchedulePolicy, learn_interval, parse_retry_after};
 use crate::store::{Store, StoreError};
 
+use extract::Extractor;
 use fetch::{FetchError, Fetcher};
 use sanitize::Sanitizer;
 
@@ -88,22 +91,49 @@ pub struct PollSummary {
     pub next_check_at: DateTime<Utc>,
 }
 
+/// Full-text settings, from `[extract]` and `[[site]]`.
+#[derive(Debug, Clone)]
+pub struct ArticleSettings {
+    pub extract: ExtractConfig,
+    pub sites: Vec<SiteRule>,
+}
+
 /// Everything a poll needs, built once at start-up and shared.
 pub struct Pipeline {
     fetcher: Fetcher,
     sanitizer: Arc<Sanitizer>,
+    extractor: Arc<Extractor>,
     policy: SchedulePolicy,
+    articles: ArticleSettings,
     store: Store,
+    /// Wakes the article worker when a poll queued new articles.
+    articles_queued: Arc<tokio::sync::Notify>,
 }
 
 impl Pipeline {
-    pub fn new(fetcher: Fetcher, policy: SchedulePolicy, store: Store) -> Pipeline {
+    pub fn new(
+        fetcher: Fetcher,
+        policy: SchedulePolicy,
+        articles: ArticleSettings,
+        store: Store,
+    ) -> Pipeline {
         Pipeline {
             fetcher,
             sanitizer: Arc::new(Sanitizer::new()),
+            extractor: Arc::new(Extractor::new()),
             policy,
+            articles,
             store,
+            articles_queued: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    pub fn articles_queued(&self) -> &Arc<tokio::sync::Notify> {
+        &self.articles_queued
+    }
+
+    pub fn article_settings(&self) -> &ArticleSettings {
+        &self.articles
     }
 
     pub fn policy(&self) -> &SchedulePolicy {
@@ -137,6 +167,7 @@ impl Pipeline {
             permanent_redirect: None,
             learned_interval: None,
             host_block: None,
+            full_text: self.articles.extract.full_text_for(&feed.spec),
         };
         let status = match result {
             Ok(Fetched::Doc {
@@ -235,6 +266,9 @@ impl Pipeline {
         }
         let next_check_at = record.schedule.next_check_at;
         let report = self.store.record_poll(record).await?;
+        if report.articles_queued > 0 {
+            self.articles_queued.notify_one();
+        }
         let summary = PollSummary {
             feed_url: feed.spec.url.clone(),
             status,
@@ -316,6 +350,112 @@ impl Pipeline {
             permanent_redirect,
             parsed,
         })
+    }
+}
+
+impl Pipeline {
+    /// Fetches, extracts and cleans one article. Never fails: a failure is
+    /// an outcome, with a retry time while attempts remain and the error
+    /// is worth retrying.
+    pub async fn fetch_article(&self, job: &ArticleJob) -> ArticleRecord {
+        let at = Utc::now();
+        let attempt = job.attempts + 1;
+        let (outcome, retryable) = match self.fetcher.fetch_page(&job.url).await {
+            Ok(doc) => match self.extract(job, doc).await {
+                Ok(outcome) => (outcome, false),
+                Err(error) => (ArticleOutcome::Failed { error }, false),
+            },
+            Err(FetchError::HostBlocked { until }) => {
+                return ArticleRecord {
+                    entry_id: job.entry_id,
+                    at,
+                    outcome: ArticleOutcome::Deferred,
+                    retry_at: Some(until),
+                };
+            }
+            Err(e) => {
+                metrics::counter!("tributary_errors_total", "kind" => e.kind()).increment(1);
+                let retryable = match &e {
+                    FetchError::Status { status, .. } => {
+                        *status >= 500 || *status == 408 || *status == 429
+                    }
+                    FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Http(_) => true,
+                    _ => false,
+                };
+                (
+                    ArticleOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                    retryable,
+                )
+            }
+        };
+        let retry_at = (retryable && attempt < self.articles.extract.max_attempts).then(|| {
+            // 5 min, 10 min, 20 min, … capped at 6 h, with jitter.
+            let exp = attempt.saturating_sub(1).min(10);
+            let wait = Duration::from_secs(300)
+                .saturating_mul(1 << exp)
+                .min(Duration::from_secs(6 * 3600));
+            at + chrono::Duration::from_std(wait.mul_f64(0.9 + fastrand::f64() * 0.2))
+                .unwrap_or(chrono::Duration::hours(6))
+        });
+        let result = match &outcome {
+            ArticleOutcome::Extracted { .. } => "extracted",
+            ArticleOutcome::Failed { .. } => "failed",
+            ArticleOutcome::Deferred => "deferred",
+        };
+        metrics::counter!("tributary_articles_total", "result" => result).increment(1);
+        if let ArticleOutcome::Failed { error } = &outcome {
+            tracing::debug!(url = %job.url, error = %error, attempt, "article failed");
+        }
+        ArticleRecord {
+            entry_id: job.entry_id,
+            at,
+            outcome,
+            retry_at,
+        }
+    }
+
+    /// Decoding, extraction and cleaning are CPU work: off the async
+    /// workers.
+    async fn extract(&self, job: &ArticleJob, doc: FetchedDoc) -> Result<ArticleOutcome, String> {
+        let extractor = Arc::clone(&self.extractor);
+        let sites = self.articles.sites.clone();
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || {
+            let url = url::Url::parse(&doc.final_url).ok();
+            let html = parse::decode_html(&doc.body, doc.charset.as_deref(), url.as_ref());
+            let rules: Vec<extract::SiteRule> = sites
+                .iter()
+                .map(|s| extract::SiteRule {
+                    host: s.host.clone(),
+                    keep: s.keep.clone(),
+                    drop: s.drop.clone(),
+                })
+                .collect();
+            let opts = extract::ExtractOptions {
+                url: url.as_ref(),
+                entry_title: job.title.as_deref(),
+                entry_authors: &job.authors,
+                rules: &rules,
+            };
+            let article = extractor.extract(&html, &opts).map_err(|e| e.to_string())?;
+            let feed_words = job
+                .feed_html
+                .as_deref()
+                .map(|h| sanitize::html_to_text(h).split_whitespace().count())
+                .unwrap_or(0);
+            Ok(ArticleOutcome::Extracted {
+                final_url: doc.final_url,
+                canonical_url: article.canonical_url,
+                use_for_output: article.word_count > feed_words,
+                html: article.html,
+                text: article.text,
+                word_count: article.word_count,
+            })
+        })
+        .await
+        .map_err(|e| format!("extractor crashed: {e}"))?
     }
 }
 

@@ -235,6 +235,52 @@ fn choose_encoding<'a>(
     charset: Option<&str>,
     base: Option<&Url>,
 ) -> (&'static Encoding, &'a [u8]) {
+    choose_encoding_with(body, charset, base, xml_encoding_span)
+}
+
+/// Decodes an HTML page to text, never failing: BOM → HTTP charset →
+/// `<meta charset>` in the first 1024 bytes → valid UTF-8 → detection.
+/// html5ever does not prescan for `<meta charset>` itself.
+pub fn decode_html(body: &[u8], charset: Option<&str>, url: Option<&Url>) -> String {
+    let (encoding, payload) = choose_encoding_with(body, charset, url, meta_charset_span);
+    encoding.decode_without_bom_handling(payload).0.into_owned()
+}
+
+/// Where a `<meta charset=…>` or `<meta http-equiv=Content-Type
+/// content="…; charset=…">` names the encoding, within the first 1024
+/// bytes (a simplified WHATWG prescan: enough for real pages).
+fn meta_charset_span(bytes: &[u8]) -> Option<Range<usize>> {
+    let head = bytes.get(..bytes.len().min(SNIFF_LEN))?;
+    let lower = head.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(meta) = find(lower.get(from..)?, b"<meta").map(|i| i + from) {
+        let end = find(lower.get(meta..)?, b">").map_or(lower.len(), |i| i + meta);
+        let tag = lower.get(meta..end)?;
+        if let Some(at) = find(tag, b"charset=") {
+            let mut start = meta + at + b"charset=".len();
+            while matches!(lower.get(start), Some(b'"' | b'\'' | b' ')) {
+                start += 1;
+            }
+            let len = lower
+                .get(start..end)?
+                .iter()
+                .position(|c| matches!(c, b'"' | b'\'' | b' ' | b';' | b'/' | b'>'))
+                .unwrap_or(end - start);
+            if len > 0 {
+                return Some(start..start + len);
+            }
+        }
+        from = end;
+    }
+    None
+}
+
+fn choose_encoding_with<'a>(
+    body: &'a [u8],
+    charset: Option<&str>,
+    base: Option<&Url>,
+    declared_in_doc: fn(&[u8]) -> Option<Range<usize>>,
+) -> (&'static Encoding, &'a [u8]) {
     if let Some((encoding, bom_len)) = Encoding::for_bom(body) {
         return (encoding, body.get(bom_len..).unwrap_or_default());
     }
@@ -244,7 +290,7 @@ fn choose_encoding<'a>(
     let declared = charset
         .and_then(|c| usable_label(c.as_bytes()))
         .or_else(|| {
-            let range = xml_encoding_span(body)?;
+            let range = declared_in_doc(body)?;
             usable_label(body.get(range)?)
         });
     if let Some(encoding) = declared {
@@ -2029,5 +2075,19 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(feed.hints, FeedHints::default());
+    }
+
+    #[test]
+    fn html_pages_decode_by_meta_charset_or_http_charset() {
+        let page = "<html><head><meta charset=\"windows-1251\"><title>x</title></head><body><p>Привет</p></body></html>";
+        let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode(page);
+        assert!(decode_html(&bytes, None, None).contains("Привет"));
+        let page = "<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=iso-8859-1\"></head><body>caf\u{e9}</body></html>";
+        let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(page);
+        assert!(decode_html(&bytes, None, None).contains("café"));
+        // The HTTP header wins over the page.
+        let (bytes, _, _) = encoding_rs::SHIFT_JIS.encode("<meta charset=\"utf-8\"><p>日本語</p>");
+        assert!(decode_html(&bytes, Some("Shift_JIS"), None).contains("日本語"));
+        assert!(decode_html("<p>plain ünïcode</p>".as_bytes(), None, None).contains("ünïcode"));
     }
 }

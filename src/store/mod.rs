@@ -16,7 +16,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::OpenFlags;
 
-use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry, PollRecord, PollReport};
+use crate::model::{
+    ArticleJob, ArticleRecord, Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry, PollRecord,
+    PollReport,
+};
 
 /// Store failures. Each message already contains its cause (SQLite's own
 /// text), so the cause is deliberately not exposed again as `source()`:
@@ -89,6 +92,18 @@ impl Default for Revision {
             changed_at: DateTime::UNIX_EPOCH,
         }
     }
+}
+
+/// Where an entry's article stands (for tests and status views).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArticleState {
+    /// "pending", "done" or "failed".
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub word_count: Option<usize>,
+    /// Whether the article replaced the feed's content in the outputs.
+    pub used: bool,
 }
 
 /// Which entries an output wants.
@@ -277,6 +292,49 @@ impl Store {
         Ok(self
             .writer
             .call(move |c| sqlite::reschedule(c, feed_id, at))
+            .await?)
+    }
+
+    /// Articles due for an attempt.
+    pub async fn due_articles(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ArticleJob>, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::due_articles(c, now, limit))
+            .await?)
+    }
+
+    pub async fn next_article_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.writer.call(|c| sqlite::next_article_at(c)).await?)
+    }
+
+    pub async fn lease_articles(
+        &self,
+        ids: Vec<i64>,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::lease_articles(c, &ids, until))
+            .await?)
+    }
+
+    /// Records one article attempt in one transaction.
+    pub async fn record_article(&self, rec: ArticleRecord) -> Result<(), StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::record_article(c, &rec))
+            .await?)
+    }
+
+    pub async fn article_state(&self, entry_uid: &str) -> Result<Option<ArticleState>, StoreError> {
+        let uid = entry_uid.to_owned();
+        Ok(self
+            .reader
+            .call(move |c| sqlite::article_state(c, &uid))
             .await?)
     }
 

@@ -14,11 +14,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::model::{
-    Enclosure, Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry, ParsedEntry, PollOutcome,
-    PollRecord, PollReport, SourceInfo, Validators,
+    ArticleJob, ArticleOutcome, ArticleRecord, Enclosure, Feed, FeedOrigin, FeedSpec, FeedStatus,
+    OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport, SourceInfo, Validators,
 };
 
-use super::{AddOutcome, EntryQuery, Revision, SyncReport};
+use super::{AddOutcome, ArticleState, EntryQuery, Revision, SyncReport};
 
 /// Schema history; append, never edit, once a version has shipped.
 fn migrations() -> Migrations<'static> {
@@ -27,6 +27,7 @@ fn migrations() -> Migrations<'static> {
         // A feed's own `full_text` setting; NULL follows `[extract] full_text`.
         M::up("ALTER TABLE feed ADD COLUMN full_text INTEGER;"),
         M::up(include_str!("polling.sql")),
+        M::up(include_str!("articles.sql")),
     ])
 }
 
@@ -663,7 +664,19 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
                 || (feed.site_url.is_some() && feed.site_url != old_site);
             for entry in &feed.entries {
                 match upsert_entry(&tx, rec.feed_id, &feed_url, entry, rec.checked_at)? {
-                    Upsert::New => report.new += 1,
+                    Upsert::New(entry_id) => {
+                        report.new += 1;
+                        if rec.full_text
+                            && let Some(link) = &entry.link
+                        {
+                            tx.execute(
+                                "INSERT OR IGNORE INTO article (entry_id, feed_id, url, status, next_attempt_at)
+                                 VALUES (?1, ?2, ?3, 'pending', ?4)",
+                                params![entry_id, rec.feed_id, link, checked],
+                            )?;
+                            report.articles_queued += 1;
+                        }
+                    }
                     Upsert::Updated => report.updated += 1,
                     Upsert::Unchanged => {}
                 }
@@ -678,7 +691,7 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
 }
 
 enum Upsert {
-    New,
+    New(i64),
     Updated,
     Unchanged,
 }
@@ -772,9 +785,142 @@ fn upsert_entry(
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![feed_id, e.key, entry_id, e.link, now_s],
             )?;
-            Ok(Upsert::New)
+            Ok(Upsert::New(entry_id))
         }
     }
+}
+
+// ---------------------------------------------------------------- articles
+
+/// Articles due for an attempt, oldest first, from feeds still polled.
+pub(super) fn due_articles(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> rusqlite::Result<Vec<ArticleJob>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.entry_id, a.feed_id, a.url, e.title, e.authors, e.content_html, a.attempts
+         FROM article a
+         JOIN entry e ON e.id = a.entry_id
+         JOIN feed f ON f.id = a.feed_id AND f.status = 'active'
+         WHERE a.status = 'pending' AND a.next_attempt_at <= ?1
+         ORDER BY a.next_attempt_at, a.entry_id
+         LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![ts(now), limit], |r| {
+        Ok(ArticleJob {
+            entry_id: r.get(0)?,
+            feed_id: r.get(1)?,
+            url: r.get(2)?,
+            title: r.get(3)?,
+            authors: parse_list(&r.get::<_, String>(4)?),
+            feed_html: r.get(5)?,
+            attempts: r.get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
+        })
+    })?;
+    rows.collect()
+}
+
+pub(super) fn next_article_at(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let v: Option<i64> = conn.query_row(
+        "SELECT min(next_attempt_at) FROM article WHERE status = 'pending'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(opt_ts(v))
+}
+
+/// Holds dispatched articles back while they are fetched.
+pub(super) fn lease_articles(
+    conn: &mut Connection,
+    ids: &[i64],
+    until: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt =
+            tx.prepare_cached("UPDATE article SET next_attempt_at = ?2 WHERE entry_id = ?1")?;
+        for id in ids {
+            stmt.execute(params![id, ts(until)])?;
+        }
+    }
+    tx.commit()
+}
+
+pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let at = ts(rec.at);
+    let retry = rec.retry_at.map(ts);
+    match &rec.outcome {
+        ArticleOutcome::Extracted {
+            final_url,
+            canonical_url,
+            html,
+            text,
+            word_count,
+            use_for_output,
+        } => {
+            tx.execute(
+                "UPDATE article SET status = 'done', attempts = attempts + 1, last_error = NULL,
+                     final_url = ?2, canonical_url = ?3, html = ?4, text = ?5, word_count = ?6,
+                     used = ?7, fetched_at = ?8
+                 WHERE entry_id = ?1",
+                params![
+                    rec.entry_id,
+                    final_url,
+                    canonical_url,
+                    html,
+                    text,
+                    *word_count as i64,
+                    *use_for_output,
+                    at
+                ],
+            )?;
+            if *use_for_output {
+                bump_revision(&tx, rec.at)?;
+            }
+        }
+        ArticleOutcome::Failed { error } => {
+            tx.execute(
+                "UPDATE article SET attempts = attempts + 1, last_error = ?2,
+                     status = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'pending' END,
+                     next_attempt_at = coalesce(?3, next_attempt_at)
+                 WHERE entry_id = ?1",
+                params![rec.entry_id, error, retry],
+            )?;
+        }
+        ArticleOutcome::Deferred => {
+            tx.execute(
+                "UPDATE article SET next_attempt_at = coalesce(?2, next_attempt_at)
+                 WHERE entry_id = ?1",
+                params![rec.entry_id, retry],
+            )?;
+        }
+    }
+    tx.commit()
+}
+
+/// Article states for one entry, for tests and status views.
+pub(super) fn article_state(
+    conn: &Connection,
+    entry_uid: &str,
+) -> rusqlite::Result<Option<ArticleState>> {
+    conn.query_row(
+        "SELECT a.status, a.attempts, a.last_error, a.word_count, a.used
+         FROM article a JOIN entry e ON e.id = a.entry_id WHERE e.uid = ?1",
+        [entry_uid],
+        |r| {
+            Ok(ArticleState {
+                status: r.get(0)?,
+                attempts: r.get::<_, i64>(1)?.max(0) as u32,
+                last_error: r.get(2)?,
+                word_count: r.get::<_, Option<i64>>(3)?.map(|n| n.max(0) as usize),
+                used: r.get(4)?,
+            })
+        },
+    )
+    .optional()
 }
 
 // ---------------------------------------------------------------- output
@@ -782,10 +928,13 @@ fn upsert_entry(
 pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec<OutputEntry>> {
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
     let mut stmt = conn.prepare_cached(
-        "SELECT e.uid, e.title, e.link, e.content_html, e.authors, e.categories, e.enclosures,
+        "SELECT e.uid, e.title, e.link,
+                CASE WHEN a.used = 1 THEN a.html ELSE e.content_html END,
+                e.authors, e.categories, e.enclosures,
                 e.published_at, e.updated_at,
                 f.url, coalesce(f.title, f.site_title, f.url), f.site_url
          FROM entry e
+         LEFT JOIN article a ON a.entry_id = e.id
          JOIN feed f ON f.id = (SELECT s.feed_id FROM entry_source s WHERE s.entry_id = e.id
                                 ORDER BY s.first_seen_at, s.rowid LIMIT 1)
          ORDER BY e.sort_at DESC, e.id DESC

@@ -4,6 +4,7 @@
 mod cli;
 mod daemon;
 mod feeds;
+mod fulltext;
 mod polite;
 mod poll;
 mod support;

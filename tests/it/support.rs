@@ -261,6 +261,14 @@ impl TestEnv {
     /// Like `new`, with some `[poll]` keys replaced, e.g.
     /// `[("timeout", "\"2s\"")]`.
     pub fn with_poll(overrides: &[(&str, &str)], feeds: &str) -> TestEnv {
+        // Full text is off unless a test asks for it: test feeds link to
+        // made-up hosts, and tests only ever talk to 127.0.0.1.
+        TestEnv::with_config(overrides, "[extract]\nfull_text = false\n", feeds)
+    }
+
+    /// Like `with_poll`, with more tables (e.g. `[extract]`, `[[site]]`)
+    /// written before the feeds.
+    pub fn with_config(overrides: &[(&str, &str)], tables: &str, feeds: &str) -> TestEnv {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config = dir.path().join("tributary.toml");
@@ -284,7 +292,7 @@ impl TestEnv {
             "database = \"tributary.db\"\n\
              [server]\nlisten = \"127.0.0.1:{port}\"\ntitle = \"Test River\"\n\
              [poll]\n{poll}\
-             [log]\nlevel = \"info\"\n\n{feeds}"
+             [log]\nlevel = \"info\"\n\n{tables}\n{feeds}"
         );
         std::fs::write(&config, text).expect("write config");
         TestEnv { dir, config, port }
