@@ -7,13 +7,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use tributary::cli::Cli;
+use tributary::cli::{Cli, Command};
 use tributary::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = cli.config_path();
+    // `extract` works on saved files alone: without a config file it runs
+    // on the defaults rather than failing.
+    let needs_file = !matches!(cli.command, Command::Extract(_));
     let config = match Config::load(&path) {
+        Err(_) if !needs_file && !path.exists() => Config::default_for(None),
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -150,12 +150,18 @@ impl Extractor {
 
         clean::prepare(&doc, opts.url);
         let (body, meta) = if kept.is_empty() {
-            self.detect(doc, opts.url)?
+            detect(doc, html, opts.url)?
         } else {
             (Document::fragment(kept), Meta::default())
         };
         let title = meta.title.filter(|t| !t.trim().is_empty());
-        let root = body.root();
+        // dom_smoothie leaves the article in its own document under a
+        // marked root; the other paths give a fragment.
+        let marked = body.select_single(SMOOTHIE_ROOT);
+        let root = match marked.nodes().first() {
+            Some(node) if meta.from_smoothie => *node,
+            _ => body.root(),
+        };
         clean::finish(
             &root,
             &FinishContext {
@@ -186,41 +192,67 @@ impl Extractor {
             published: meta.published.as_deref().and_then(parse_date),
         })
     }
+}
 
-    /// Main-content detection: dom_smoothie, else the fallback. Returns the
-    /// article's subtree as a document of its own, plus page metadata.
-    fn detect(&self, doc: Document, url: Option<&Url>) -> Result<(Document, Meta), ExtractError> {
-        let fallback_source = (doc.root().descendants_it().count() <= MAX_ELEMENTS)
-            .then(|| Document::fragment(doc.html()));
-        let cfg = dom_smoothie::Config {
-            max_elements_to_parse: MAX_ELEMENTS,
-            classes_to_preserve: vec![clean::CAPTION_CLASS.to_owned()],
-            ..dom_smoothie::Config::default()
+/// The element dom_smoothie puts the article in.
+const SMOOTHIE_ROOT: &str = "#readability-page-1";
+
+/// Main-content detection: dom_smoothie on the prepared page, else the
+/// fallback on a fresh copy. Returns the document holding the article and
+/// the page's metadata.
+fn detect(doc: Document, html: &str, url: Option<&Url>) -> Result<(Document, Meta), ExtractError> {
+    let cfg = dom_smoothie::Config {
+        max_elements_to_parse: MAX_ELEMENTS,
+        classes_to_preserve: vec![clean::CAPTION_CLASS.to_owned()],
+        ..dom_smoothie::Config::default()
+    };
+    let parsed = dom_smoothie::Readability::with_document(doc, url.map(Url::as_str), Some(cfg))
+        .ok()
+        .and_then(|mut r| {
+            let article = r.parse().ok()?;
+            Some((r.doc, article))
+        });
+    if let Some((doc, article)) = parsed {
+        let meta = Meta {
+            title: Some(article.title),
+            byline: article.byline,
+            published: article.published_time,
+            from_smoothie: true,
         };
-        let smoothie =
-            dom_smoothie::Readability::with_document(doc, url.map(Url::as_str), Some(cfg))
-                .ok()
-                .and_then(|mut r| {
-                    let article = r.parse().ok()?;
-                    Some((r, article))
-                });
-        match smoothie {
-            Some((r, article)) => {
-                let meta = Meta {
-                    title: Some(article.title),
-                    byline: article.byline,
-                    published: article.published_time,
-                };
-                let content = r.doc.select("#readability-page-1");
-                let html = content.html();
-                Ok((Document::fragment(html), meta))
-            }
-            None => {
-                let _ = fallback_source;
-                Err(ExtractError::NotReadable)
-            }
+        return Ok((doc, meta));
+    }
+    fallback(html, url)
+        .map(|doc| (doc, Meta::default()))
+        .ok_or(ExtractError::NotReadable)
+}
+
+/// When dom_smoothie finds nothing (or the page is too large for it): the
+/// element whose direct `<p>` children hold the most text, the oldest
+/// readability heuristic, on a freshly parsed and prepared copy.
+fn fallback(html: &str, url: Option<&Url>) -> Option<Document> {
+    let doc = Document::from(html);
+    doc.select("script, style, noscript, template").remove();
+    clean::prepare(&doc, url);
+    let mut best: Option<(usize, NodeRef<'_>)> = None;
+    let mut scores: Vec<(NodeRef<'_>, usize)> = Vec::new();
+    for p in doc.select("p").nodes() {
+        let chars = p.text().chars().filter(|c| !c.is_whitespace()).count();
+        if chars < 25 {
+            continue;
+        }
+        let Some(parent) = p.parent() else { continue };
+        match scores.iter_mut().find(|(n, _)| n.id == parent.id) {
+            Some((_, total)) => *total += chars,
+            None => scores.push((parent, chars)),
         }
     }
+    for (node, total) in scores {
+        if best.as_ref().is_none_or(|(b, _)| total > *b) {
+            best = Some((total, node));
+        }
+    }
+    let (_, node) = best?;
+    Some(Document::fragment(node.html()))
 }
 
 /// Page metadata found by the detector.
@@ -229,6 +261,8 @@ struct Meta {
     title: Option<String>,
     byline: Option<String>,
     published: Option<String>,
+    /// The article is under [`SMOOTHIE_ROOT`] in the returned document.
+    from_smoothie: bool,
 }
 
 fn compile(host: &str, css: &str) -> Result<Matcher, ExtractError> {

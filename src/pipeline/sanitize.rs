@@ -1,8 +1,16 @@
 //! The sanitize stage: untrusted feed HTML in, HTML that is safe to serve out.
 //!
 //! This module owns the HTML allow-list (which tags and attributes survive),
-//! the rule that every URL left in the output is absolute, and the conversion
-//! of HTML snippets (titles and the like) to one line of plain text.
+//! the rule that every URL left in the output is absolute, the removal of
+//! tracking parameters (`utm_*`, `fbclid`, …) from links and images, and
+//! the conversion of HTML snippets (titles and the like) to one line of
+//! plain text. It runs last on everything we store, feed content and
+//! extracted articles alike, so nothing earlier needs to be trusted.
+//!
+//! Beyond ammonia's defaults it allows `<iframe>` from a few video hosts
+//! (https only, see [`is_allowed_iframe`]) and small inline images
+//! (`data:image/png|gif|jpeg|webp`, see [`MAX_DATA_IMAGE_LEN`]); every other
+//! iframe and `data:` URL is dropped.
 //!
 //! It does no I/O. [`Sanitizer`] is built once and shared: it holds an
 //! [`ammonia::Builder`], which is costly to configure (a dozen hash sets) and
@@ -18,16 +26,57 @@ use std::collections::HashSet;
 use ammonia::{Builder, UrlRelative};
 use url::Url;
 
-/// Schemes an absolute URL in sanitised output may have. Everything else
-/// (`javascript:`, `data:`, `vbscript:`, app-specific schemes) is dropped.
-const ALLOWED_SCHEMES: [&str; 3] = ["http", "https", "mailto"];
+/// Schemes ammonia lets through to the attribute filter. Everything else
+/// (`javascript:`, `vbscript:`, app-specific schemes) is dropped; `data:`
+/// passes ammonia only to be checked by [`filter_attribute`], which keeps
+/// it on small `<img src>` only.
+const ALLOWED_SCHEMES: [&str; 4] = ["http", "https", "mailto", "data"];
 
 /// Tags whose *content* is dropped along with the tag. Other disallowed tags
 /// are unwrapped (their children kept); for these the children are code,
 /// embedded documents or fallback markup that ammonia's parser sees as raw
-/// text, so keeping them would show garbage to the reader.
-const DROP_WITH_CONTENT: [&str; 7] = [
-    "script", "style", "iframe", "object", "embed", "noscript", "template",
+/// text, so keeping them would show garbage to the reader. (`iframe` is
+/// allowed, and its raw-text content is removed by [`drop_disallowed_iframes`].)
+const DROP_WITH_CONTENT: [&str; 6] = ["script", "style", "object", "embed", "noscript", "template"];
+
+/// Largest `data:` image URL kept, in bytes (about 3 KB of image): enough
+/// for an icon or a formula, too small to smuggle a page.
+pub const MAX_DATA_IMAGE_LEN: usize = 4096;
+
+/// Hosts whose embeds are kept, with the path prefix of their player.
+const VIDEO_EMBEDS: [(&str, &str); 5] = [
+    ("www.youtube.com", "/embed/"),
+    ("youtube.com", "/embed/"),
+    ("www.youtube-nocookie.com", "/embed/"),
+    ("youtube-nocookie.com", "/embed/"),
+    ("player.vimeo.com", "/video/"),
+];
+
+/// Query parameters that only track the reader. Exact names; plus every
+/// `utm_*` parameter.
+const TRACKING_PARAMS: [&str; 22] = [
+    "fbclid",
+    "gclid",
+    "gclsrc",
+    "dclid",
+    "msclkid",
+    "mc_cid",
+    "mc_eid",
+    "igshid",
+    "yclid",
+    "_hsenc",
+    "_hsmi",
+    "__hssc",
+    "__hstc",
+    "__hsfp",
+    "hsctatracking",
+    "ref_src",
+    "ref_url",
+    "mkt_tok",
+    "_ga",
+    "_gl",
+    "wt_mc",
+    "twclid",
 ];
 
 thread_local! {
@@ -113,7 +162,7 @@ fn rewrite_srcset(value: &str) -> Option<String> {
             (desc.trim(), next)
         };
         rest = next;
-        if let Some(resolved) = resolve_srcset_url(url) {
+        if let Some(resolved) = resolve_srcset_url(url).map(|u| strip_tracking(&u).into_owned()) {
             if !out.is_empty() {
                 out.push_str(", ");
             }
@@ -158,21 +207,22 @@ impl Sanitizer {
             .add_clean_content_tags(DROP_WITH_CONTENT)
             .url_schemes(HashSet::from(ALLOWED_SCHEMES))
             .url_relative(UrlRelative::Custom(Box::new(evaluate_relative)))
-            .attribute_filter(|_element, attribute, value| {
-                if attribute == "srcset" {
-                    rewrite_srcset(value).map(Cow::Owned)
-                } else {
-                    Some(Cow::Borrowed(value))
-                }
-            })
+            .add_tags(["iframe"])
+            .add_tag_attributes(
+                "iframe",
+                ["src", "width", "height", "allowfullscreen", "title"],
+            )
+            .attribute_filter(filter_attribute)
             .link_rel(Some("noopener noreferrer"))
             .strip_comments(true);
         Sanitizer { builder }
     }
 
     /// Clean untrusted HTML: allow-list (ammonia defaults plus img
-    /// `srcset`/`sizes` and `tfoot`), no script/style/iframe/object/embed, no
-    /// event handlers, no `style`/`class`, only http(s) and mailto URLs.
+    /// `srcset`/`sizes`, `tfoot`, and video iframes), no
+    /// script/style/object/embed or other iframe, no event handlers, no
+    /// `style`/`class`, only http(s) and mailto URLs (and small `data:`
+    /// images), no tracking parameters.
     /// Relative URLs (including in `srcset`) are made absolute against `base`;
     /// without a base they are dropped. Links get `rel="noopener noreferrer"`.
     ///
@@ -181,12 +231,132 @@ impl Sanitizer {
         if html.trim().is_empty() {
             return None;
         }
+        let html = drop_disallowed_iframes(html);
         let cleaned = {
             let _guard = BaseGuard::set(base);
-            self.builder.clean(html).to_string()
+            self.builder.clean(&html).to_string()
         };
         has_visible_content(&cleaned).then_some(cleaned)
     }
+}
+
+/// ammonia's attribute filter: `srcset` rewritten, iframe `src` checked
+/// against the video allow-list, `data:` allowed on small images only,
+/// tracking parameters removed from every URL.
+fn filter_attribute<'u>(element: &str, attribute: &str, value: &'u str) -> Option<Cow<'u, str>> {
+    match attribute {
+        "srcset" => rewrite_srcset(value).map(Cow::Owned),
+        "src" if element == "iframe" => {
+            let url = Url::parse(value.trim()).ok()?;
+            is_allowed_iframe(&url).then(|| Cow::Owned(strip_tracking(url.as_str()).into_owned()))
+        }
+        "href" | "src" | "cite" | "poster" => {
+            let trimmed = value.trim_start();
+            if trimmed
+                .get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case("data:"))
+            {
+                return (element == "img" && attribute == "src" && is_small_data_image(trimmed))
+                    .then_some(Cow::Borrowed(value));
+            }
+            Some(strip_tracking(value))
+        }
+        _ => Some(Cow::Borrowed(value)),
+    }
+}
+
+/// Whether an iframe address is a video player we embed: https, a host in
+/// [`VIDEO_EMBEDS`], and that host's player path.
+pub fn is_allowed_iframe(url: &Url) -> bool {
+    url.scheme() == "https"
+        && url.host_str().is_some_and(|host| {
+            VIDEO_EMBEDS
+                .iter()
+                .any(|(h, path)| host.eq_ignore_ascii_case(h) && url.path().starts_with(path))
+        })
+}
+
+/// `data:image/(png|gif|jpeg|webp)[;base64],…` no longer than
+/// [`MAX_DATA_IMAGE_LEN`]. SVG is not on the list: it can carry script.
+fn is_small_data_image(url: &str) -> bool {
+    let Some(rest) = url.get(5..) else {
+        return false;
+    };
+    let mime = rest
+        .split([';', ','])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    url.len() <= MAX_DATA_IMAGE_LEN
+        && matches!(
+            mime.as_str(),
+            "image/png" | "image/gif" | "image/jpeg" | "image/jpg" | "image/webp"
+        )
+}
+
+/// Removes iframes that are not allow-listed video players, with their
+/// content, before ammonia sees them. ammonia cannot drop an element by an
+/// attribute's value: it would leave an empty `<iframe>` box (and its
+/// fallback text) behind. The attribute filter checks `src` again, so this
+/// pass only has to be tidy, not safe.
+fn drop_disallowed_iframes(html: &str) -> Cow<'_, str> {
+    let bytes = html.as_bytes();
+    let has_iframe = bytes.windows(7).any(|w| w.eq_ignore_ascii_case(b"<iframe"));
+    if !has_iframe {
+        return Cow::Borrowed(html);
+    }
+    let doc = dom_query::Document::fragment(html);
+    for iframe in doc.select("iframe").nodes() {
+        let allowed = iframe
+            .attr("src")
+            .and_then(|src| Url::parse(src.trim()).ok())
+            .is_some_and(|url| is_allowed_iframe(&url));
+        if allowed {
+            iframe.remove_children();
+        } else {
+            iframe.remove_from_parent();
+        }
+    }
+    Cow::Owned(doc.html().to_string())
+}
+
+/// Removes tracking parameters (`utm_*`, `fbclid`, …) from a URL's query,
+/// absolute or relative; the query goes if nothing is left. Other
+/// parameters keep their order and spelling.
+pub fn strip_tracking(url: &str) -> Cow<'_, str> {
+    let Some(q) = url.find('?') else {
+        return Cow::Borrowed(url);
+    };
+    let (head, rest) = url.split_at(q);
+    let rest = rest.get(1..).unwrap_or_default();
+    let (query, fragment) = match rest.find('#') {
+        Some(h) => rest.split_at(h),
+        None => (rest, ""),
+    };
+    let is_tracking = |pair: &str| {
+        let key = pair
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        key.starts_with("utm_") || TRACKING_PARAMS.contains(&key.as_str())
+    };
+    if !query.split('&').any(is_tracking) {
+        return Cow::Borrowed(url);
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !is_tracking(p))
+        .collect();
+    let mut out = String::with_capacity(url.len());
+    out.push_str(head);
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    out.push_str(fragment);
+    Cow::Owned(out)
 }
 
 /// Whether serialised, already sanitised HTML shows anything: non-whitespace
@@ -446,6 +616,90 @@ mod tests {
             "<p>Tom &amp; Jerry&rsquo;s &lt;tag&gt;</p>",
             &["<p>Tom &amp; Jerry\u{2019}s &lt;tag&gt;</p>"],
             &[],
+        );
+    }
+
+    #[test]
+    fn video_iframes_only() {
+        check(
+            r#"<p>a</p><iframe src="https://www.youtube.com/embed/xyz?utm_source=x" width="560" onload="x()">fallback</iframe>"#,
+            &[r#"<iframe src="https://www.youtube.com/embed/xyz" width="560"></iframe>"#],
+            &["onload", "fallback", "utm_source"],
+        );
+        check(
+            r#"<p>a</p><iframe src="https://player.vimeo.com/video/1"></iframe>"#,
+            &[r#"<iframe src="https://player.vimeo.com/video/1"></iframe>"#],
+            &[],
+        );
+        for bad in [
+            "http://www.youtube.com/embed/xyz",
+            "https://www.youtube.com/watch?v=xyz",
+            "https://evil.example/embed/x",
+            "https://player.vimeo.com.evil.example/video/1",
+            "javascript:alert(1)",
+            "/embed/relative",
+        ] {
+            check(
+                &format!(r#"<p>a</p><IFRAME SRC="{bad}">fallback</IFRAME>"#),
+                &["<p>a</p>"],
+                &["iframe", "fallback", "evil"],
+            );
+        }
+    }
+
+    #[test]
+    fn data_urls_only_on_small_images() {
+        let png = "data:image/png;base64,iVBORw0KGgo=";
+        check(
+            &format!(r#"<img src="{png}" alt="dot">"#),
+            &[&format!(r#"<img src="{png}" alt="dot">"#)],
+            &[],
+        );
+        let big = format!("data:image/png;base64,{}", "A".repeat(MAX_DATA_IMAGE_LEN));
+        check(
+            &format!(
+                r#"<p>t</p><img src="{big}"><img src="data:image/svg+xml,<svg onload=alert(1)>">"#
+            ),
+            &["<p>t</p>"],
+            &["data:", "svg"],
+        );
+        check(
+            r#"<a href="data:text/html,<script>alert(1)</script>">x</a><a href=" DATA:image/png,x">y</a>"#,
+            &["x", "y"],
+            &["data:", "DATA:", "script"],
+        );
+    }
+
+    #[test]
+    fn tracking_parameters_are_removed() {
+        for (input, want) in [
+            ("https://a.example/p", "https://a.example/p"),
+            ("https://a.example/p?id=3", "https://a.example/p?id=3"),
+            (
+                "https://a.example/p?utm_source=x&utm_medium=y",
+                "https://a.example/p",
+            ),
+            (
+                "https://a.example/p?id=3&fbclid=abc#top",
+                "https://a.example/p?id=3#top",
+            ),
+            ("/rel?gclid=1&q=a%20b&UTM_Campaign=z", "/rel?q=a%20b"),
+            (
+                "https://a.example/?mc_cid=1&mc_eid=2&igshid=3&yclid=4&_hsenc=5&ref_src=6",
+                "https://a.example/",
+            ),
+            ("https://a.example/p?utm", "https://a.example/p?utm"),
+        ] {
+            assert_eq!(strip_tracking(input), want, "{input}");
+        }
+        check(
+            r#"<a href="/x?utm_source=feed&id=1">l</a><img src="i.png?fbclid=2" srcset="i2.png?utm_medium=a 2x">"#,
+            &[
+                r#"href="https://example.com/x?id=1""#,
+                r#"src="https://example.com/blog/post/i.png""#,
+                r#"srcset="https://example.com/blog/post/i2.png 2x""#,
+            ],
+            &["utm_", "fbclid"],
         );
     }
 
