@@ -121,6 +121,8 @@ pub fn serve_settings(config: &Config) -> ServeSettings {
             .to_owned(),
         page_size: config.server.page_size,
         max_page_size: config.server.max_page_size,
+        outputs: Vec::new(),
+        hub: None,
     }
 }
 

@@ -331,12 +331,37 @@ pub struct PollReport {
     pub articles_queued: usize,
 }
 
-/// The feed an output entry came from, for `atom:source` and attribution.
-#[derive(Debug, Clone)]
+/// A feed that carried an output entry, for `atom:source` and attribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceInfo {
     pub feed_url: String,
     pub title: String,
     pub site_url: Option<String>,
+    /// This feed's link to the story (copies of a merged story differ).
+    pub link: Option<String>,
+}
+
+/// A position in the output order (newest first), for paging: entries
+/// strictly after it come next. Stable: it names a place in the order, not
+/// an offset, so new entries do not shift pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    pub sort_at: i64,
+    pub id: i64,
+}
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        format!("{}-{}", self.sort_at, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (a, b) = s.split_once('-')?;
+        Some(Cursor {
+            sort_at: a.parse().ok()?,
+            id: b.parse().ok()?,
+        })
+    }
 }
 
 /// An entry as the output feeds render it.
@@ -352,7 +377,17 @@ pub struct OutputEntry {
     pub published: Option<DateTime<Utc>>,
     pub updated: DateTime<Utc>,
     pub enclosures: Vec<Enclosure>,
-    pub source: SourceInfo,
+    /// Every feed that carried the story, first-seen first (never empty).
+    pub sources: Vec<SourceInfo>,
+    /// Where this entry sits in the output order.
+    pub cursor: Cursor,
+}
+
+impl OutputEntry {
+    /// The feed the story was first seen in.
+    pub fn source(&self) -> Option<&SourceInfo> {
+        self.sources.first()
+    }
 }
 
 #[cfg(test)]

@@ -9,35 +9,32 @@ use atom_syndication::{
 };
 use chrono::{DateTime, Utc};
 
+use super::FeedMeta;
 use crate::model::OutputEntry;
 
-/// The output's own identity.
-pub struct FeedMeta<'a> {
-    pub title: &'a str,
-    /// Absolute URL of this document (its `rel="self"` and id).
-    pub self_url: &'a str,
-    /// The HTML page of the output.
-    pub home_url: &'a str,
-    pub updated: DateTime<Utc>,
-}
-
-pub fn render(meta: &FeedMeta<'_>, entries: &[OutputEntry]) -> String {
-    let newest = entries.iter().map(|e| e.updated).max();
-    let updated = newest.map_or(meta.updated, |n| n.max(meta.updated));
+pub fn render(meta: &FeedMeta, entries: &[OutputEntry]) -> String {
+    let mut links = vec![
+        link(&meta.self_url, "self", Some("application/atom+xml")),
+        link(&meta.home_url, "alternate", Some("text/html")),
+    ];
+    // RFC 5005 paging: a reader follows rel="next" to catch up.
+    if let Some(next) = &meta.next_url {
+        links.push(link(next, "next", Some("application/atom+xml")));
+    }
+    if let Some(hub) = &meta.hub {
+        links.push(link(hub, "hub", None));
+    }
     let feed = Feed {
-        title: Text::plain(xml_safe(meta.title)),
-        id: meta.self_url.to_owned(),
-        updated: fixed(updated),
-        authors: vec![person(meta.title)],
+        title: Text::plain(xml_safe(&meta.title)),
+        id: xml_safe(&meta.id),
+        updated: fixed(meta.updated_for(entries)),
+        authors: vec![person(&meta.title)],
         generator: Some(Generator {
             value: "Tributary".into(),
             uri: Some(crate::config::PROJECT_URL.into()),
             version: Some(env!("CARGO_PKG_VERSION").into()),
         }),
-        links: vec![
-            link(meta.self_url, "self", Some("application/atom+xml")),
-            link(meta.home_url, "alternate", Some("text/html")),
-        ],
+        links,
         entries: entries.iter().map(entry).collect(),
         ..Default::default()
     };
@@ -49,6 +46,17 @@ fn entry(e: &OutputEntry) -> Entry {
     if let Some(l) = &e.link {
         links.push(link(l, "alternate", Some("text/html")));
     }
+    // Every other copy of a merged story, so a reader can open each one.
+    for copy in super::other_copies(e) {
+        links.push(Link {
+            title: Some(xml_safe(&copy.title)),
+            ..link(
+                copy.link.as_deref().unwrap_or_default(),
+                "related",
+                Some("text/html"),
+            )
+        });
+    }
     for enc in &e.enclosures {
         links.push(Link {
             href: xml_safe(&enc.url),
@@ -58,10 +66,19 @@ fn entry(e: &OutputEntry) -> Entry {
             ..Default::default()
         });
     }
-    let mut source_links = vec![link(&e.source.feed_url, "self", None)];
-    if let Some(site) = &e.source.site_url {
-        source_links.push(link(site, "alternate", Some("text/html")));
-    }
+    let source = e.source().map(|src| {
+        let mut source_links = vec![link(&src.feed_url, "self", None)];
+        if let Some(site) = &src.site_url {
+            source_links.push(link(site, "alternate", Some("text/html")));
+        }
+        Source {
+            title: Text::plain(xml_safe(&src.title)),
+            id: xml_safe(&src.feed_url),
+            updated: fixed(e.updated),
+            links: source_links,
+            ..Default::default()
+        }
+    });
     Entry {
         title: Text::plain(xml_safe(&display_title(e))),
         id: e.uid.clone(),
@@ -82,13 +99,7 @@ fn entry(e: &OutputEntry) -> Entry {
             content_type: Some("html".into()),
             ..Default::default()
         }),
-        source: Some(Source {
-            title: Text::plain(xml_safe(&e.source.title)),
-            id: xml_safe(&e.source.feed_url),
-            updated: fixed(e.updated),
-            links: source_links,
-            ..Default::default()
-        }),
+        source,
         ..Default::default()
     }
 }
@@ -171,20 +182,25 @@ mod tests {
             published: None,
             updated: DateTime::UNIX_EPOCH,
             enclosures: vec![],
-            source: SourceInfo {
+            sources: vec![SourceInfo {
                 feed_url: "https://example.com/feed".into(),
                 title: "Example".into(),
                 site_url: Some("https://example.com/".into()),
-            },
+                link: Some("https://example.com/a?x=1&y=2".into()),
+            }],
+            cursor: crate::model::Cursor { sort_at: 0, id: 1 },
         }
     }
 
     #[test]
     fn renders_escaped_valid_xml_that_parses_back() {
         let meta = FeedMeta {
-            title: "My <river>",
-            self_url: "http://127.0.0.1:8080/feed.atom",
-            home_url: "http://127.0.0.1:8080/",
+            title: "My <river>".into(),
+            id: "http://127.0.0.1:8080/feed.atom".into(),
+            self_url: "http://127.0.0.1:8080/feed.atom".into(),
+            home_url: "http://127.0.0.1:8080/".into(),
+            next_url: None,
+            hub: None,
             updated: DateTime::UNIX_EPOCH,
         };
         let xml = render(

@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::OpenFlags;
 
 use crate::model::{
-    ArticleJob, ArticleRecord, Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry, PollRecord,
-    PollReport,
+    ArticleJob, ArticleRecord, Cursor, Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry,
+    PollRecord, PollReport,
 };
 
 /// Store failures. Each message already contains its cause (SQLite's own
@@ -106,10 +106,22 @@ pub struct ArticleState {
     pub used: bool,
 }
 
-/// Which entries an output wants.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Which entries an output wants. Every filter narrows; empty lists and
+/// `None` do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EntryQuery {
     pub limit: usize,
+    /// Only entries after this position (the next page).
+    pub after: Option<Cursor>,
+    /// Only entries from feeds with any of these tags.
+    pub tags: Vec<String>,
+    /// Only entries from any of these feeds (subscription URLs).
+    pub feeds: Vec<String>,
+    /// Full-text search terms (all must match).
+    pub search: Option<String>,
+    /// Regular expressions on title or content: must match / must not.
+    pub include: Option<String>,
+    pub exclude: Option<String>,
 }
 
 /// A handle to the database; cheap to clone.

@@ -14,8 +14,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::model::{
-    ArticleJob, ArticleOutcome, ArticleRecord, Enclosure, Feed, FeedOrigin, FeedSpec, FeedStatus,
-    OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport, SourceInfo, Validators,
+    ArticleJob, ArticleOutcome, ArticleRecord, Cursor, Enclosure, Feed, FeedOrigin, FeedSpec,
+    FeedStatus, OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport, SourceInfo,
+    Validators,
 };
 
 use super::{AddOutcome, ArticleState, EntryQuery, Revision, SyncReport};
@@ -28,6 +29,7 @@ fn migrations() -> Migrations<'static> {
         M::up("ALTER TABLE feed ADD COLUMN full_text INTEGER;"),
         M::up(include_str!("polling.sql")),
         M::up(include_str!("articles.sql")),
+        M::up(include_str!("outputs.sql")),
     ])
 }
 
@@ -36,12 +38,84 @@ fn migrations() -> Migrations<'static> {
 /// the last transaction on power loss.
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    register_functions(conn)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;",
     )
+}
+
+/// `regexp(pattern, text)` for output filters. The compiled pattern is
+/// cached per statement, so a query compiles each pattern once. A bad
+/// pattern is an error (config validation rejects those up front).
+pub(super) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "regexp",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let re = ctx.get_or_create_aux(
+                0,
+                |v| -> Result<regex::Regex, Box<dyn std::error::Error + Send + Sync>> {
+                    Ok(regex::Regex::new(v.as_str()?)?)
+                },
+            )?;
+            let text = ctx.get_raw(1).as_str().unwrap_or_default();
+            Ok(re.is_match(text))
+        },
+    )
+}
+
+/// Plain text for the search index: tags dropped, entities left as
+/// tokens. Good enough for matching words; not for display.
+fn index_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn index_entry(
+    tx: &Transaction<'_>,
+    entry_id: i64,
+    title: Option<&str>,
+    html: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM entry_fts WHERE rowid = ?1", [entry_id])?;
+    tx.execute(
+        "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
+        params![
+            entry_id,
+            title.unwrap_or_default(),
+            index_text(html.unwrap_or_default())
+        ],
+    )?;
+    Ok(())
+}
+
+/// Turns what a reader typed into an FTS5 query that cannot be a syntax
+/// error: every word quoted, all required.
+fn fts_query(q: &str) -> Option<String> {
+    let terms: Vec<String> = q
+        .split_whitespace()
+        .map(|w| w.replace('"', ""))
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite_migration::Error> {
@@ -748,6 +822,15 @@ fn upsert_entry(
                 "UPDATE entry_source SET link = ?3 WHERE feed_id = ?1 AND entry_key = ?2",
                 params![feed_id, e.key, e.link],
             )?;
+            let article_used: bool = tx
+                .query_row("SELECT used FROM article WHERE entry_id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .unwrap_or(false);
+            if !article_used {
+                index_entry(tx, id, e.title.as_deref(), e.content_html.as_deref())?;
+            }
             Ok(Upsert::Updated)
         }
         None => {
@@ -780,6 +863,7 @@ fn upsert_entry(
             // source to the existing story instead of duplicating it.
             let entry_id: i64 =
                 tx.query_row("SELECT id FROM entry WHERE uid = ?1", [&uid], |r| r.get(0))?;
+            index_entry(tx, entry_id, e.title.as_deref(), e.content_html.as_deref())?;
             tx.execute(
                 "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -878,6 +962,15 @@ pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusq
                 ],
             )?;
             if *use_for_output {
+                let title: Option<String> = tx
+                    .query_row(
+                        "SELECT title FROM entry WHERE id = ?1",
+                        [rec.entry_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten();
+                index_entry(&tx, rec.entry_id, title.as_deref(), Some(html))?;
                 bump_revision(&tx, rec.at)?;
             }
         }
@@ -926,39 +1019,162 @@ pub(super) fn article_state(
 // ---------------------------------------------------------------- output
 
 pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec<OutputEntry>> {
-    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(
-        "SELECT e.uid, e.title, e.link,
-                CASE WHEN a.used = 1 THEN a.html ELSE e.content_html END,
-                e.authors, e.categories, e.enclosures,
-                e.published_at, e.updated_at,
-                f.url, coalesce(f.title, f.site_title, f.url), f.site_url
+    let mut sql = String::from(
+        "SELECT e.id, e.sort_at, e.uid, e.title, e.link,
+                CASE WHEN a.used = 1 THEN a.html ELSE e.content_html END AS content,
+                e.authors, e.categories, e.enclosures, e.published_at, e.updated_at
          FROM entry e
          LEFT JOIN article a ON a.entry_id = e.id
-         JOIN feed f ON f.id = (SELECT s.feed_id FROM entry_source s WHERE s.entry_id = e.id
-                                ORDER BY s.first_seen_at, s.rowid LIMIT 1)
-         ORDER BY e.sort_at DESC, e.id DESC
-         LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([limit], |r| {
+         WHERE 1",
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(c) = q.after {
+        sql.push_str(" AND (e.sort_at, e.id) < (?, ?)");
+        args.push(Box::new(c.sort_at));
+        args.push(Box::new(c.id));
+    }
+    if !q.tags.is_empty() {
+        sql.push_str(&format!(
+            " AND e.id IN (SELECT s.entry_id FROM entry_source s
+                           JOIN feed_tag t ON t.feed_id = s.feed_id WHERE t.tag IN ({}))",
+            placeholders(q.tags.len())
+        ));
+        args.extend(
+            q.tags
+                .iter()
+                .map(|t| Box::new(t.clone()) as Box<dyn rusqlite::ToSql>),
+        );
+    }
+    if !q.feeds.is_empty() {
+        sql.push_str(&format!(
+            " AND e.id IN (SELECT s.entry_id FROM entry_source s
+                           JOIN feed f ON f.id = s.feed_id WHERE f.url IN ({}))",
+            placeholders(q.feeds.len())
+        ));
+        args.extend(
+            q.feeds
+                .iter()
+                .map(|t| Box::new(t.clone()) as Box<dyn rusqlite::ToSql>),
+        );
+    }
+    if let Some(fts) = q.search.as_deref().and_then(fts_query) {
+        sql.push_str(" AND e.id IN (SELECT rowid FROM entry_fts WHERE entry_fts MATCH ?)");
+        args.push(Box::new(fts));
+    }
+    if let Some(re) = &q.include {
+        sql.push_str(
+            " AND (regexp(?1000, coalesce(e.title, '')) OR regexp(?1000, coalesce(content, '')))",
+        );
+        args.push(Box::new(re.clone()));
+    }
+    if let Some(re) = &q.exclude {
+        sql.push_str(" AND NOT (regexp(?1001, coalesce(e.title, '')) OR regexp(?1001, coalesce(content, '')))");
+        args.push(Box::new(re.clone()));
+    }
+    sql.push_str(" ORDER BY e.sort_at DESC, e.id DESC LIMIT ?");
+    args.push(Box::new(i64::try_from(q.limit).unwrap_or(i64::MAX)));
+    let sql = number_placeholders(&sql);
+
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
+    let rows = stmt.query_map(params.as_slice(), |r| {
         Ok(OutputEntry {
-            uid: r.get(0)?,
-            title: r.get(1)?,
-            link: r.get(2)?,
-            content_html: r.get(3)?,
-            authors: parse_list(&r.get::<_, String>(4)?),
-            categories: parse_list(&r.get::<_, String>(5)?),
-            enclosures: parse_list(&r.get::<_, String>(6)?),
-            published: opt_ts(r.get(7)?),
-            updated: from_ts(r.get(8)?),
-            source: SourceInfo {
-                feed_url: r.get(9)?,
-                title: r.get(10)?,
-                site_url: r.get(11)?,
+            cursor: Cursor {
+                sort_at: r.get(1)?,
+                id: r.get(0)?,
             },
+            uid: r.get(2)?,
+            title: r.get(3)?,
+            link: r.get(4)?,
+            content_html: r.get(5)?,
+            authors: parse_list(&r.get::<_, String>(6)?),
+            categories: parse_list(&r.get::<_, String>(7)?),
+            enclosures: parse_list(&r.get::<_, String>(8)?),
+            published: opt_ts(r.get(9)?),
+            updated: from_ts(r.get(10)?),
+            sources: Vec::new(),
         })
     })?;
-    rows.collect()
+    let mut entries: Vec<OutputEntry> = rows.collect::<rusqlite::Result<_>>()?;
+    attach_sources(conn, &mut entries)?;
+    Ok(entries)
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// Numbers the plain `?` placeholders in order, leaving the include and
+/// exclude patterns (`?1000`, `?1001`, each used twice) to be renumbered
+/// to the positions their values were pushed at.
+fn number_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    let mut chars = sql.chars().peekable();
+    let mut pending: Vec<(String, usize)> = Vec::new();
+    while let Some(c) = chars.next() {
+        if c != '?' {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(*d);
+            chars.next();
+        }
+        if digits.is_empty() {
+            n += 1;
+            out.push_str(&format!("?{n}"));
+        } else {
+            // A named slot: the first use claims the next number.
+            let slot = match pending.iter().find(|(d, _)| *d == digits) {
+                Some((_, k)) => *k,
+                None => {
+                    n += 1;
+                    pending.push((digits, n));
+                    n
+                }
+            };
+            out.push_str(&format!("?{slot}"));
+        }
+    }
+    out
+}
+
+/// Every feed that carried each entry, first-seen first.
+fn attach_sources(conn: &Connection, entries: &mut [OutputEntry]) -> rusqlite::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT s.entry_id, f.url, coalesce(f.title, f.site_title, f.url), f.site_url, s.link
+         FROM entry_source s JOIN feed f ON f.id = s.feed_id
+         WHERE s.entry_id IN ({})
+         ORDER BY s.entry_id, s.first_seen_at, s.rowid",
+        placeholders(entries.len())
+    );
+    let ids: Vec<i64> = entries.iter().map(|e| e.cursor.id).collect();
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(ids.iter()), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            SourceInfo {
+                feed_url: r.get(1)?,
+                title: r.get(2)?,
+                site_url: r.get(3)?,
+                link: r.get(4)?,
+            },
+        ))
+    })?;
+    let mut by_id: HashMap<i64, Vec<SourceInfo>> = HashMap::new();
+    for row in rows {
+        let (id, src) = row?;
+        by_id.entry(id).or_default().push(src);
+    }
+    for e in entries {
+        e.sources = by_id.remove(&e.cursor.id).unwrap_or_default();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

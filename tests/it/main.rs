@@ -5,6 +5,7 @@ mod cli;
 mod daemon;
 mod feeds;
 mod fulltext;
+mod outputs;
 mod polite;
 mod poll;
 mod support;

@@ -432,6 +432,8 @@ pub async fn get_output(db: &Path, path: &str, headers: &[(&str, &str)]) -> reqw
             base_url: "http://127.0.0.1:9".into(),
             page_size: 50,
             max_page_size: 500,
+            outputs: Vec::new(),
+            hub: None,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
