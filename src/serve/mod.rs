@@ -6,6 +6,7 @@
 //! Last-Modified and a matching conditional request gets `304`.
 
 pub mod atom;
+pub mod html;
 pub mod json;
 pub mod rss;
 
@@ -90,6 +91,7 @@ enum Format {
     Atom,
     Rss,
     Json,
+    Html,
 }
 
 impl Format {
@@ -107,6 +109,7 @@ impl Format {
             Format::Atom => "atom",
             Format::Rss => "rss",
             Format::Json => "json",
+            Format::Html => "html",
         }
     }
 
@@ -115,6 +118,7 @@ impl Format {
             Format::Atom => "application/atom+xml; charset=utf-8",
             Format::Rss => "application/rss+xml; charset=utf-8",
             Format::Json => "application/feed+json; charset=utf-8",
+            Format::Html => "text/html; charset=utf-8",
         }
     }
 }
@@ -157,6 +161,7 @@ pub fn router(store: Store, settings: ServeSettings) -> Router {
             "/feed.json",
             get(|s, q, h| default_output(s, q, h, Format::Json)),
         )
+        .route("/", get(|s, q, h| default_output(s, q, h, Format::Html)))
         .route("/o/{file}", get(named_output))
         .route("/opml", get(opml))
         .route("/healthz", get(healthz))
@@ -205,10 +210,12 @@ async fn named_output(
     Query(params): Params,
     headers: HeaderMap,
 ) -> Response {
-    let Some((name, format)) = file
-        .rsplit_once('.')
-        .and_then(|(n, ext)| Some((n, Format::from_ext(ext)?)))
-    else {
+    // `/o/<name>` is the output's page; `/o/<name>.<ext>` its feeds.
+    let split = match file.rsplit_once('.') {
+        Some((n, ext)) => Format::from_ext(ext).map(|f| (n, f)),
+        None => Some((file.as_str(), Format::Html)),
+    };
+    let Some((name, format)) = split else {
         return (
             StatusCode::NOT_FOUND,
             "no such output: use /o/<name>.atom, .rss or .json\n",
@@ -324,7 +331,11 @@ async fn render_output(
                 Ok(e) => e,
                 Err(e) => return unavailable(&e),
             };
-            let base = format!("{}{path}.{}", s.base_url, format.ext());
+            let base = match format {
+                Format::Html if path == "/feed" => format!("{}/", s.base_url),
+                Format::Html => format!("{}{path}", s.base_url),
+                _ => format!("{}{path}.{}", s.base_url, format.ext()),
+            };
             let next_url = (entries.len() == limit)
                 .then(|| {
                     entries
@@ -345,6 +356,14 @@ async fn render_output(
                 Format::Atom => atom::render(&meta, &entries),
                 Format::Rss => rss::render(&meta, &entries),
                 Format::Json => json::render(&meta, &entries),
+                Format::Html => match river_page(s, path, &meta, &entries) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot render the river page");
+                        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot render this page\n")
+                            .into_response();
+                    }
+                },
             };
             let mut h = std::collections::hash_map::DefaultHasher::new();
             key.hash(&mut h);
@@ -366,6 +385,36 @@ async fn render_output(
         }
     };
     respond(&doc, format.content_type(), headers)
+}
+
+fn river_page(
+    s: &ServeSettings,
+    path: &str,
+    meta: &FeedMeta,
+    entries: &[OutputEntry],
+) -> Result<String, askama::Error> {
+    use askama::Template;
+    let feeds = [Format::Atom, Format::Rss, Format::Json]
+        .into_iter()
+        .map(|f| html::FeedLink {
+            label: match f {
+                Format::Atom => "Atom",
+                Format::Rss => "RSS",
+                _ => "JSON Feed",
+            },
+            mime: f.content_type().split(';').next().unwrap_or_default(),
+            href: format!("{}{path}.{}", s.base_url, f.ext()),
+        })
+        .collect();
+    html::RiverPage {
+        title: meta.title.clone(),
+        feeds,
+        opml: format!("{}/opml", s.base_url),
+        items: entries.iter().map(html::item).collect(),
+        next: meta.next_url.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+    }
+    .render()
 }
 
 /// `/opml`: the subscriptions, for moving to or sharing with another reader.
