@@ -28,7 +28,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 use url::Url;
 
-use crate::model::{FeedSpec, SiteRule};
+use crate::model::{FeedSpec, OutputSpec, SiteRule};
 
 // A macro rather than a const so that `concat!` can build the user agent at
 // compile time: `concat!` only accepts literals.
@@ -85,19 +85,31 @@ const MIN_MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_CONCURRENCY: i64 = 1024;
 const MIN_MAX_BODY: u64 = 1_000;
 const MAX_MAX_ATTEMPTS: i64 = 20;
+/// An output's name is part of its URL (`/o/<name>.atom`), so it is short
+/// and needs no escaping.
+const MAX_OUTPUT_NAME_LEN: usize = 64;
 
 /// Hints repeated in several messages, kept in one place so they agree.
 const DURATION_HINT: &str = "write it as 30s, 15m, 1h or 1h30m";
 const SIZE_HINT: &str = "write it as 512KB, 10MB, 1GiB or a number of bytes";
 const SELECTOR_HINT: &str =
     "write a CSS selector such as \"article\", \".post-body\" or \"div#content > p\"";
+const OUTPUT_NAME_HINT: &str = "a name is 1 to 64 characters of a-z, 0-9, \"-\" and \"_\", as it becomes the output's URL (/o/<name>.atom)";
+const WEBSUB_HUB_EXAMPLE: &str = "https://pubsubhubbub.appspot.com/";
 
 /// The known keys of each table, used to reject unknown keys and to suggest
 /// the intended one.
 const TOP_KEYS: &[&str] = &[
-    "database", "server", "poll", "log", "network", "extract", "feed", "site",
+    "database", "server", "poll", "log", "network", "extract", "feed", "site", "output",
 ];
-const SERVER_KEYS: &[&str] = &["listen", "base_url", "title", "page_size", "max_page_size"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "base_url",
+    "title",
+    "page_size",
+    "max_page_size",
+    "websub_hub",
+];
 const POLL_KEYS: &[&str] = &[
     "interval",
     "min_interval",
@@ -117,6 +129,9 @@ const NETWORK_KEYS: &[&str] = &["allow"];
 const EXTRACT_KEYS: &[&str] = &["full_text", "max_attempts", "concurrency"];
 const FEED_KEYS: &[&str] = &["url", "title", "tags", "interval", "full_text"];
 const SITE_KEYS: &[&str] = &["host", "keep", "drop"];
+const OUTPUT_KEYS: &[&str] = &[
+    "name", "title", "tags", "feeds", "include", "exclude", "limit",
+];
 
 /// Every table with its header as written in the file, so an unknown key can
 /// be pointed at the table it belongs in.
@@ -129,6 +144,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("[extract]", EXTRACT_KEYS),
     ("[[feed]]", FEED_KEYS),
     ("[[site]]", SITE_KEYS),
+    ("[[output]]", OUTPUT_KEYS),
 ];
 
 /// The validated configuration. Every field holds a usable value: defaults
@@ -150,6 +166,10 @@ pub struct Config {
     /// The `[[site]]` tables in file order; hosts are unique, and every rule
     /// has at least one selector, each known to compile.
     pub sites: Vec<SiteRule>,
+    /// The `[[output]]` tables in file order; names are unique, regexes
+    /// compile, feed URLs are normalised and limits are within
+    /// `server.max_page_size`.
+    pub outputs: Vec<OutputSpec>,
 }
 
 /// `[server]`: the HTTP server that publishes the output feeds.
@@ -170,6 +190,10 @@ pub struct ServerConfig {
     pub page_size: usize,
     /// The cap on `?limit=`, so one request cannot ask for the whole database.
     pub max_page_size: usize,
+    /// A WebSub hub: the outputs name it with `rel="hub"`, and the daemon
+    /// pings it after new entries land. Always http or https, with no
+    /// fragment. None: no WebSub.
+    pub websub_hub: Option<Url>,
 }
 
 impl ServerConfig {
@@ -182,6 +206,15 @@ impl ServerConfig {
             self.base_url.as_str().trim_end_matches('/'),
             path.trim_start_matches('/')
         )
+    }
+
+    /// The title of a named output: its own `title`, else
+    /// `"<server title>: <name>"` (`Tributary: rust`).
+    pub fn output_title(&self, output: &OutputSpec) -> String {
+        match &output.title {
+            Some(title) => title.clone(),
+            None => format!("{}: {}", self.title, output.name),
+        }
     }
 }
 
@@ -478,6 +511,7 @@ fn defaults(path: Option<&Path>, state_dir: Option<&str>) -> Config {
             title: DEFAULT_TITLE.to_owned(),
             page_size: DEFAULT_PAGE_SIZE,
             max_page_size: DEFAULT_MAX_PAGE_SIZE,
+            websub_hub: None,
         },
         poll: PollConfig {
             interval: DEFAULT_INTERVAL,
@@ -505,6 +539,7 @@ fn defaults(path: Option<&Path>, state_dir: Option<&str>) -> Config {
         },
         feeds: Vec::new(),
         sites: Vec::new(),
+        outputs: Vec::new(),
     }
 }
 
@@ -587,6 +622,7 @@ struct RawConfig {
     extract: RawExtract,
     feeds: Vec<RawFeed>,
     sites: Vec<RawSite>,
+    outputs: Vec<RawOutput>,
 }
 
 #[derive(Default)]
@@ -596,6 +632,7 @@ struct RawServer {
     title: Field<String>,
     page_size: Field<i64>,
     max_page_size: Field<i64>,
+    websub_hub: Field<Url>,
 }
 
 #[derive(Default)]
@@ -657,6 +694,21 @@ struct RawSite {
     /// Whether an unknown key was reported: most likely a misspelt `keep`
     /// or `drop`, so an empty rule is not reported on top of it.
     unknown_key: bool,
+}
+
+#[derive(Default)]
+struct RawOutput {
+    /// Position in the file's output array, for `output[N]` in messages.
+    index: usize,
+    /// Line of the `[[output]]` table, for problems about a missing key.
+    line: usize,
+    name: Field<String>,
+    title: Field<String>,
+    tags: Field<Vec<String>>,
+    feeds: Field<Vec<String>>,
+    include: Field<String>,
+    exclude: Field<String>,
+    limit: Field<i64>,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -733,6 +785,14 @@ impl Reader {
                         raw.sites.push(site);
                     }
                 }
+                "output" => {
+                    for (i, line, table) in self.array_of_tables(key, value) {
+                        let mut output = self.read_output(&format!("output[{i}]"), table);
+                        output.index = i;
+                        output.line = line;
+                        raw.outputs.push(output);
+                    }
+                }
                 _ => self.unknown_key(key, key, name.span(), TOP_KEYS),
             }
         }
@@ -751,6 +811,7 @@ impl Reader {
                 "title" => raw.title = self.non_empty_string(key, value),
                 "page_size" => raw.page_size = self.integer(key, value),
                 "max_page_size" => raw.max_page_size = self.integer(key, value),
+                "websub_hub" => raw.websub_hub = self.parsed(key, value, parse_websub_hub),
                 _ => self.unknown_key(key, field, name.span(), SERVER_KEYS),
             }
         }
@@ -896,6 +957,29 @@ impl Reader {
                     self.unknown_key(key, field, name.span(), SITE_KEYS);
                     raw.unknown_key = true;
                 }
+            }
+        }
+        raw
+    }
+
+    fn read_output(&mut self, prefix: &str, table: &DeTable<'_>) -> RawOutput {
+        let mut raw = RawOutput::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("{prefix}.{field}");
+            let key = key.as_str();
+            match field {
+                "name" => raw.name = self.parsed(key, value, parse_output_name),
+                "title" => raw.title = self.non_empty_string(key, value),
+                "tags" => raw.tags = self.tags(key, value),
+                "feeds" => {
+                    raw.feeds = self
+                        .string_list(key, value, |s| parse_http_url(s).map(|url| url.to_string()));
+                }
+                "include" => raw.include = self.parsed(key, value, parse_regex),
+                "exclude" => raw.exclude = self.parsed(key, value, parse_regex),
+                "limit" => raw.limit = self.integer(key, value),
+                _ => self.unknown_key(key, field, name.span(), OUTPUT_KEYS),
             }
         }
         raw
@@ -1170,7 +1254,7 @@ impl Reader {
             config.database = base_dir(path).join(database);
         }
 
-        self.validate_server(&raw.server, &mut config.server);
+        let max_page_size = self.validate_server(&raw.server, &mut config.server);
         let max_interval = self.validate_poll(&raw.poll, &mut config.poll);
         let min_interval = raw.poll.min_interval.or(DEFAULT_MIN_INTERVAL);
         if let Some(level) = raw.log.level.or(config.log.level.clone()) {
@@ -1185,6 +1269,7 @@ impl Reader {
         self.validate_extract(&raw.extract, &mut config.extract);
         config.feeds = self.validate_feeds(raw.feeds, min_interval, max_interval);
         config.sites = self.validate_sites(raw.sites);
+        config.outputs = self.validate_outputs(raw.outputs, max_page_size);
         config
     }
 
@@ -1210,7 +1295,9 @@ impl Reader {
         }
     }
 
-    fn validate_server(&mut self, raw: &RawServer, server: &mut ServerConfig) {
+    /// Checks `[server]`; returns the `max_page_size` that `[[output]]`
+    /// limits must not exceed, or None when it is not known (invalid).
+    fn validate_server(&mut self, raw: &RawServer, server: &mut ServerConfig) -> Option<usize> {
         if let Some(listen) = raw.listen.or(server.listen) {
             server.listen = listen;
             server.base_url = base_url_for(listen);
@@ -1262,6 +1349,10 @@ impl Reader {
             // rather than making the operator set both.
             server.page_size = DEFAULT_PAGE_SIZE.min(max);
         }
+        if let Field::Set(hub, _) = &raw.websub_hub {
+            server.websub_hub = Some(hub.clone());
+        }
+        max_page_size
     }
 
     /// Checks `[poll]`; returns the `max_interval` that `[[feed]]`
@@ -1583,6 +1674,95 @@ impl Reader {
         }
         sites
     }
+
+    fn validate_outputs(
+        &mut self,
+        raw: Vec<RawOutput>,
+        max_page_size: Option<usize>,
+    ) -> Vec<OutputSpec> {
+        // Name → (index, line) of its first appearance.
+        let mut seen: std::collections::HashMap<String, (usize, usize)> =
+            std::collections::HashMap::new();
+        let mut outputs = Vec::with_capacity(raw.len());
+        for output in raw {
+            let i = output.index;
+            let limit = match output.limit {
+                Field::Set(n, line) => match usize::try_from(n) {
+                    Ok(limit) if limit >= 1 && max_page_size.is_none_or(|max| limit <= max) => {
+                        Some(limit)
+                    }
+                    _ => {
+                        let upper = match max_page_size {
+                            Some(max) => format!("server.max_page_size ({max})"),
+                            None => "server.max_page_size".to_owned(),
+                        };
+                        self.problem_at_line(
+                            &format!("output[{i}].limit"),
+                            line,
+                            format!("must be between 1 and {upper}, got {n}"),
+                        );
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let name = match output.name {
+                Field::Set(name, line) => {
+                    if let Some((first, first_line)) = seen.get(&name) {
+                        self.problem_at_line(
+                            &format!("output[{i}].name"),
+                            line,
+                            format!(
+                                "duplicate output name \"{name}\": already used by output[{first}] on line {first_line}; give each [[output]] its own name"
+                            ),
+                        );
+                    } else {
+                        seen.insert(name.clone(), (i, line));
+                    }
+                    name
+                }
+                Field::Missing => {
+                    self.problem_at_line(
+                        &format!("output[{i}].name"),
+                        output.line,
+                        "missing: every [[output]] needs name = \"…\", e.g. name = \"rust\" to serve it at /o/rust.atom",
+                    );
+                    continue;
+                }
+                Field::Invalid => continue,
+            };
+            let title = match output.title {
+                Field::Set(title, _) => Some(title),
+                _ => None,
+            };
+            let tags = match output.tags {
+                Field::Set(tags, _) => tags,
+                _ => Vec::new(),
+            };
+            let feeds = match output.feeds {
+                Field::Set(feeds, _) => feeds,
+                _ => Vec::new(),
+            };
+            let include = match output.include {
+                Field::Set(include, _) => Some(include),
+                _ => None,
+            };
+            let exclude = match output.exclude {
+                Field::Set(exclude, _) => Some(exclude),
+                _ => None,
+            };
+            outputs.push(OutputSpec {
+                name,
+                title,
+                tags,
+                feeds,
+                include,
+                exclude,
+                limit,
+            });
+        }
+        outputs
+    }
 }
 
 /// An absolute http(s) URL with a host.
@@ -1599,6 +1779,93 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
         return Err(format!("invalid URL \"{s}\": it has no host"));
     }
     Ok(url)
+}
+
+/// `[server] websub_hub`: an absolute http(s) URL without a fragment.
+fn parse_websub_hub(s: &str) -> Result<Url, String> {
+    if let Err(e) = Url::parse(s.trim()) {
+        return Err(format!(
+            "invalid URL \"{s}\": {e}; write the hub's address in full, e.g. {WEBSUB_HUB_EXAMPLE}"
+        ));
+    }
+    let url = parse_http_url(s)?;
+    if url.fragment().is_some() {
+        return Err(format!(
+            "invalid URL \"{s}\": a hub URL cannot have a fragment (#…)"
+        ));
+    }
+    Ok(url)
+}
+
+/// The `name` of an `[[output]]`: 1 to [`MAX_OUTPUT_NAME_LEN`] characters
+/// of `a-z`, `0-9`, `-` and `_`, so it can stand in a URL as it is.
+fn parse_output_name(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    let invalid = |why: String| {
+        Err(format!(
+            "invalid output name \"{s}\": {why}; {OUTPUT_NAME_HINT}"
+        ))
+    };
+    if !name.chars().all(allowed) {
+        // Uppercase is the likely slip; name the first other character
+        // when there is one, else suggest the lowercase spelling.
+        let lowercase = name.to_ascii_lowercase();
+        return match lowercase.chars().find(|&c| !allowed(c)) {
+            Some(bad) => invalid(format!("{bad:?} is not allowed")),
+            None => invalid(format!(
+                "uppercase letters are not allowed, write \"{lowercase}\""
+            )),
+        };
+    }
+    if name.len() > MAX_OUTPUT_NAME_LEN {
+        return invalid(format!(
+            "it is {} characters long, at most {MAX_OUTPUT_NAME_LEN} are allowed",
+            name.len()
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// An `include` or `exclude` regular expression, kept as written (spaces
+/// matter in a regex, so it is not trimmed); compiling it here means a typo
+/// is a config error, not a filter that silently never matches.
+fn parse_regex(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err(
+            "must not be empty: an empty regex matches every entry; leave the key out instead"
+                .to_owned(),
+        );
+    }
+    match regex::Regex::new(s) {
+        Ok(_) => Ok(s.to_owned()),
+        Err(e) => Err(format!(
+            "invalid regex \"{s}\": {}",
+            describe_regex_error(&e.to_string())
+        )),
+    }
+}
+
+/// The gist of a `regex` error in one line. A syntax error spans several
+/// lines (the pattern, a `^` under the fault, then `error: <what>`); only
+/// the `<what>` is kept, since a config message is one line and already
+/// quotes the pattern.
+fn describe_regex_error(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find_map(|line| line.strip_prefix("error: "))
+        .or(lines.first().copied())
+        .unwrap_or("it does not compile")
+        .to_owned()
 }
 
 /// One item of `[network] allow`: a network (`192.168.1.0/24`), a single
@@ -1948,6 +2215,7 @@ mod tests {
         assert_eq!(server.title, "Tributary");
         assert_eq!(server.page_size, 50);
         assert_eq!(server.max_page_size, 500);
+        assert_eq!(server.websub_hub, None);
         let poll = &config.poll;
         assert_eq!(poll.interval, Duration::from_secs(3600));
         assert_eq!(poll.min_interval, Duration::from_secs(300));
@@ -1969,6 +2237,7 @@ mod tests {
         assert_eq!(config.extract.concurrency, 4);
         assert!(config.feeds.is_empty());
         assert!(config.sites.is_empty());
+        assert!(config.outputs.is_empty());
 
         // default_for is what an empty file gives (modulo the environment,
         // which only affects `database`).
@@ -1999,6 +2268,7 @@ base_url = "https://feeds.example.com/river/"
 title = "  My River  "
 page_size = 20
 max_page_size = 100
+websub_hub = " https://hub.example.com/publish?x=1 "
 
 [poll]
 interval = "2h"
@@ -2044,6 +2314,18 @@ drop = [".comments", "div#share > a"]
 [[site]]
 host = "lwn.net."
 drop = ["table.Form"]
+
+[[output]]
+name = "rust-news_2"
+title = "  Rust news  "
+tags = [" rust ", "lang", "rust"]
+feeds = ["HTTPS://Blog.Rust-Lang.org/feed.xml", "https://lwn.net", "https://lwn.net/"]
+include = '(?i)\b(rust|cargo)\b'
+exclude = ' sponsored '
+limit = 100
+
+[[output]]
+name = "all"
 "#);
         assert_eq!(config.database, Path::new("/etc/tributary/data/feeds.db"));
         assert_eq!(
@@ -2054,6 +2336,7 @@ drop = ["table.Form"]
                 title: "My River".into(),
                 page_size: 20,
                 max_page_size: 100,
+                websub_hub: Some(Url::parse("https://hub.example.com/publish?x=1").unwrap()),
             }
         );
         assert_eq!(
@@ -2133,6 +2416,34 @@ drop = ["table.Form"]
                 },
             ]
         );
+        assert_eq!(
+            config.outputs,
+            vec![
+                OutputSpec {
+                    name: "rust-news_2".into(),
+                    title: Some("Rust news".into()),
+                    tags: vec!["rust".into(), "lang".into()],
+                    // Normalised like [[feed]] urls, duplicates dropped.
+                    feeds: vec![
+                        "https://blog.rust-lang.org/feed.xml".into(),
+                        "https://lwn.net/".into(),
+                    ],
+                    include: Some(r"(?i)\b(rust|cargo)\b".into()),
+                    // Spaces matter in a regex: kept as written.
+                    exclude: Some(" sponsored ".into()),
+                    limit: Some(100),
+                },
+                OutputSpec {
+                    name: "all".into(),
+                    title: None,
+                    tags: vec![],
+                    feeds: vec![],
+                    include: None,
+                    exclude: None,
+                    limit: None,
+                },
+            ]
+        );
     }
 
     #[test]
@@ -2201,8 +2512,41 @@ drop = ["table.Form"]
         let msg = check_err("[log]\nwhatever = 1\n", "log.whatever", 2);
         assert!(msg.contains("known keys are level, format"), "{msg}");
 
-        // Tables others will add later are unknown for now.
-        check_err("[[output]]\nname = \"all\"\n", "output", 1);
+        let msg = check_err(
+            "[[output]]\nname = \"a\"\n\n[[output]]\nname = \"b\"\ntagz = [\"x\"]\n",
+            "output[1].tagz",
+            6,
+        );
+        assert!(
+            msg.contains("unknown key \"tagz\": did you mean \"tags\"?"),
+            "{msg}"
+        );
+        let msg = check_err(
+            "[[output]]\nname = \"a\"\nfeed = [\"https://a.example/\"]\n",
+            "output[0].feed",
+            3,
+        );
+        assert!(msg.contains("did you mean \"feeds\"?"), "{msg}");
+        let msg = check_err(
+            "[[output]]\nname = \"a\"\nfull_text = true\n",
+            "output[0].full_text",
+            3,
+        );
+        assert!(msg.contains("belongs in [extract] or [[feed]]"), "{msg}");
+        let msg = check_err("outputs = []\n", "outputs", 1);
+        assert!(msg.contains("did you mean \"output\"?"), "{msg}");
+        let msg = check_err(
+            "[server]\nwebsub_hubs = \"https://hub.example/\"\n",
+            "server.websub_hubs",
+            2,
+        );
+        assert!(msg.contains("did you mean \"websub_hub\"?"), "{msg}");
+        let msg = check_err(
+            "[[output]]\nname = \"a\"\nwebsub_hub = \"https://hub.example/\"\n",
+            "output[0].websub_hub",
+            3,
+        );
+        assert!(msg.contains("belongs in [server]"), "{msg}");
 
         let msg = check_err("\n[extract]\nenabled = true\n", "extract.enabled", 3);
         assert!(
@@ -2260,6 +2604,20 @@ drop = ["table.Form"]
             ("[[site]]\nhost = 1\nkeep = [\"p\"]", "site[0].host", 2, "expected a string"),
             ("[[site]]\nhost = \"a.example\"\nkeep = \"article\"", "site[0].keep", 3, "write it as [\"article\"]"),
             ("[[site]]\nhost = \"a.example\"\ndrop = [[\"p\"]]", "site[0].drop[0]", 3, "found an array"),
+            ("[server]\nwebsub_hub = true", "server.websub_hub", 2, "expected a string, found a boolean"),
+            ("[output]\nname = \"a\"", "output", 1, "write each output as [[output]], not [output]"),
+            ("output = [1]", "output[0]", 1, "expected a table"),
+            ("output = \"all\"", "output", 1, "expected an array of tables ([[output]])"),
+            ("[[output]]\nname = 1", "output[0].name", 2, "expected a string, found an integer"),
+            ("[[output]]\nname = \"a\"\ntitle = 1", "output[0].title", 3, "expected a string"),
+            ("[[output]]\nname = \"a\"\ntags = \"rust\"", "output[0].tags", 3, "write it as [\"rust\"]"),
+            ("[[output]]\nname = \"a\"\ntags = [\"ok\", 2]", "output[0].tags[1]", 3, "found an integer"),
+            ("[[output]]\nname = \"a\"\nfeeds = \"https://a.example/\"", "output[0].feeds", 3, "write it as [\"https://a.example/\"]"),
+            ("[[output]]\nname = \"a\"\nfeeds = [{ url = \"x\" }]", "output[0].feeds[0]", 3, "found a table"),
+            ("[[output]]\nname = \"a\"\ninclude = [\"rust\"]", "output[0].include", 3, "expected a string, found an array"),
+            ("[[output]]\nname = \"a\"\nexclude = 1", "output[0].exclude", 3, "expected a string, found an integer"),
+            ("[[output]]\nname = \"a\"\nlimit = \"20\"", "output[0].limit", 3, "expected an integer, found a string"),
+            ("[[output]]\nname = \"a\"\nlimit = 2.5", "output[0].limit", 3, "found a float"),
         ];
         for &(toml, key, line, needle) in cases {
             let msg = check_err(toml, key, line);
@@ -2338,11 +2696,296 @@ drop = ["table.Form"]
             ("[[site]]\nhost = \"a.example\"\ndrop = [\"\"]", "site[0].drop[0]", 3, "must not be empty"),
             ("\n[[site]]\nhost = \"a.example\"", "site[0]", 2, "needs keep or drop selectors"),
             ("[[site]]\nhost = \"a.example\"\nkeep = []\ndrop = []", "site[0]", 1, "needs keep or drop selectors"),
+            ("[server]\nwebsub_hub = \"hub.example.com\"", "server.websub_hub", 2, "invalid URL \"hub.example.com\": relative URL without a base; write the hub's address in full, e.g. https://pubsubhubbub.appspot.com/"),
+            ("[server]\nwebsub_hub = \"\"", "server.websub_hub", 2, "invalid URL"),
+            ("[server]\nwebsub_hub = \"ftp://hub.example.com/\"", "server.websub_hub", 2, "only http and https"),
+            ("[server]\nwebsub_hub = \"https://hub.example.com/#x\"", "server.websub_hub", 2, "cannot have a fragment"),
+            ("\n[[output]]\ntitle = \"x\"", "output[0].name", 2, "missing: every [[output]] needs name = \"…\""),
+            ("[[output]]\nname = \"\"", "output[0].name", 2, "must not be empty"),
+            ("[[output]]\nname = \"Rust\"", "output[0].name", 2, "invalid output name \"Rust\": uppercase letters are not allowed, write \"rust\"; a name is 1 to 64 characters of a-z, 0-9, \"-\" and \"_\""),
+            ("[[output]]\nname = \"rust news\"", "output[0].name", 2, "' ' is not allowed; a name is 1 to 64 characters of a-z, 0-9, \"-\" and \"_\""),
+            ("[[output]]\nname = \"a/b\"", "output[0].name", 2, "'/' is not allowed"),
+            ("[[output]]\nname = \"rust.atom\"", "output[0].name", 2, "'.' is not allowed"),
+            ("[[output]]\nname = \"café\"", "output[0].name", 2, "'é' is not allowed"),
+            ("[[output]]\nname = \"Rust News\"", "output[0].name", 2, "' ' is not allowed"),
+            ("[[output]]\nname = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "output[0].name", 2, "it is 65 characters long, at most 64 are allowed"),
+            ("[[output]]\nname = \"a\"\ntitle = \" \"", "output[0].title", 3, "must not be empty"),
+            ("[[output]]\nname = \"a\"\ntags = [\" \"]", "output[0].tags[0]", 3, "must not be empty"),
+            ("[[output]]\nname = \"a\"\nfeeds = [\"lwn.net/headlines/rss\"]", "output[0].feeds[0]", 3, "invalid URL \"lwn.net/headlines/rss\""),
+            ("[[output]]\nname = \"a\"\nfeeds = [\"https://a.example/\",\n  \"file:///etc/passwd\"]", "output[0].feeds[1]", 4, "only http and https"),
+            ("[[output]]\nname = \"a\"\nfeeds = [\"\"]", "output[0].feeds[0]", 3, "must not be empty"),
+            ("[[output]]\nname = \"a\"\ninclude = \"(rust\"", "output[0].include", 3, "invalid regex \"(rust\": unclosed group"),
+            ("[[output]]\nname = \"a\"\nexclude = \"[a-\"", "output[0].exclude", 3, "invalid regex \"[a-\": unclosed character class"),
+            ("[[output]]\nname = \"a\"\ninclude = \"\"", "output[0].include", 3, "must not be empty"),
+            ("[[output]]\nname = \"a\"\nexclude = ''", "output[0].exclude", 3, "leave the key out instead"),
+            ("[[output]]\nname = \"a\"\nlimit = 0", "output[0].limit", 3, "must be between 1 and server.max_page_size (500), got 0"),
+            ("[[output]]\nname = \"a\"\nlimit = 501", "output[0].limit", 3, "must be between 1 and server.max_page_size (500), got 501"),
+            ("[[output]]\nname = \"a\"\nlimit = -1", "output[0].limit", 3, "got -1"),
+            ("[server]\nmax_page_size = 20\n\n[[output]]\nname = \"a\"\nlimit = 21", "output[0].limit", 6, "server.max_page_size (20), got 21"),
+            ("[[output]]\nname = \"a\"\nlimit = 99999999999999999999", "output[0].limit", 3, "too large"),
         ];
         for &(toml, key, line, needle) in cases {
             let msg = check_err(toml, key, line);
             assert!(msg.contains(needle), "{toml:?}: {msg:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn output_names_parse() {
+        let long = "a".repeat(MAX_OUTPUT_NAME_LEN);
+        let cases = [
+            ("rust", "rust"),
+            (" rust ", "rust"),
+            ("a", "a"),
+            ("0", "0"),
+            ("rust-news_2", "rust-news_2"),
+            ("-", "-"),
+            ("_all", "_all"),
+            (long.as_str(), long.as_str()),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_output_name(s).as_deref(), Ok(want), "{s:?}");
+        }
+        let cases = [
+            ("", "must not be empty"),
+            ("  ", "must not be empty"),
+            ("Rust", "uppercase letters are not allowed, write \"rust\""),
+            (
+                "RUST-News",
+                "uppercase letters are not allowed, write \"rust-news\"",
+            ),
+            ("Rust News", "' ' is not allowed"),
+            ("rust.atom", "'.' is not allowed"),
+            ("a/b", "'/' is not allowed"),
+            ("a%20b", "'%' is not allowed"),
+            ("über", "'ü' is not allowed"),
+            ("a\tb", "'\\t' is not allowed"),
+        ];
+        for (s, needle) in cases {
+            let err = parse_output_name(s).unwrap_err();
+            assert!(err.contains(needle), "{s:?}: {err:?} lacks {needle:?}");
+            if !s.trim().is_empty() {
+                assert!(err.ends_with(OUTPUT_NAME_HINT), "{err}");
+            }
+        }
+        let too_long = "a".repeat(MAX_OUTPUT_NAME_LEN + 1);
+        let err = parse_output_name(&too_long).unwrap_err();
+        assert!(
+            err.contains("it is 65 characters long, at most 64 are allowed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn regexes_are_compiled() {
+        for good in [
+            "rust",
+            r"(?i)\b(rust|cargo)\b",
+            "^\\[Sponsored\\]",
+            " ",
+            "a|b|c",
+            r"\p{Greek}+",
+            "(?x) rust  # a comment",
+        ] {
+            assert_eq!(parse_regex(good).as_deref(), Ok(good), "{good:?}");
+        }
+        let cases = [
+            ("(rust", "unclosed group"),
+            ("rust)", "unopened group"),
+            ("[a-", "unclosed character class"),
+            ("*rust", "repetition operator missing expression"),
+            ("a{2,1}", "invalid repetition count range"),
+            (r"\p{Nope}", "Unicode property not found"),
+            (r"(a)\1", "backreferences are not supported"),
+            ("(?P<n>a)(?P<n>b)", "duplicate capture group name"),
+            ("a\n(b", "unclosed group"),
+        ];
+        for (bad, needle) in cases {
+            let err = parse_regex(bad).unwrap_err();
+            assert!(
+                err.starts_with(&format!("invalid regex \"{bad}\": ")),
+                "{err}"
+            );
+            assert!(err.contains(needle), "{bad:?}: {err:?} lacks {needle:?}");
+            // One line after the quoted pattern, without the regex crate's
+            // "regex parse error:" banner or its ^ marker.
+            let after = &err[format!("invalid regex \"{bad}\": ").len()..];
+            assert!(!after.contains('\n'), "{err:?}");
+            assert!(!after.contains("regex parse error"), "{err:?}");
+            assert!(!after.contains('^'), "{err:?}");
+        }
+        // A pattern that compiles too big says so in one line.
+        let err = parse_regex(r"\w{1000}{1000}").unwrap_err();
+        assert!(err.contains("size limit"), "{err}");
+        assert!(!err.contains('\n'), "{err:?}");
+    }
+
+    #[test]
+    fn regex_errors_read_as_one_line() {
+        let cases = [
+            (
+                "regex parse error:\n    (rust\n    ^\nerror: unclosed group",
+                "unclosed group",
+            ),
+            (
+                "Compiled regex exceeds size limit of 10485760 bytes.",
+                "Compiled regex exceeds size limit of 10485760 bytes.",
+            ),
+            ("\n  something odd  \n", "something odd"),
+            ("", "it does not compile"),
+        ];
+        for (message, want) in cases {
+            assert_eq!(describe_regex_error(message), want, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_output_names_are_reported_at_the_second() {
+        let msg = check_err(
+            r#"
+[[output]]
+name = "rust"
+tags = ["rust"]
+
+[[output]]
+name = "news"
+
+[[output]]
+title = "More Rust"
+name = " rust "
+"#,
+            "output[2].name",
+            11,
+        );
+        assert!(
+            msg.contains("duplicate output name \"rust\": already used by output[0] on line 3"),
+            "{msg}"
+        );
+        // Names differ from feed titles and tags: no clash across tables.
+        let config = ok(
+            "[[feed]]\nurl = \"https://a.example/\"\ntitle = \"rust\"\ntags = [\"rust\"]\n\n[[output]]\nname = \"rust\"\ntags = [\"rust\"]\n",
+        );
+        assert_eq!(config.outputs.len(), 1);
+    }
+
+    #[test]
+    fn output_limits_follow_max_page_size() {
+        let limit = |toml: &str| ok(toml).outputs[0].limit;
+        let cases = [
+            ("[[output]]\nname = \"a\"\n", None),
+            ("[[output]]\nname = \"a\"\nlimit = 1\n", Some(1)),
+            ("[[output]]\nname = \"a\"\nlimit = 500\n", Some(500)),
+            (
+                "[server]\nmax_page_size = 1000\n\n[[output]]\nname = \"a\"\nlimit = 1000\n",
+                Some(1000),
+            ),
+            (
+                "[server]\nmax_page_size = 10\n\n[[output]]\nname = \"a\"\nlimit = 10\n",
+                Some(10),
+            ),
+        ];
+        for (toml, want) in cases {
+            assert_eq!(limit(toml), want, "{toml}");
+        }
+        // An invalid max_page_size is not used to judge limits: only it is
+        // reported.
+        check_err(
+            "[server]\nmax_page_size = 0\n\n[[output]]\nname = \"a\"\nlimit = 600\n",
+            "server.max_page_size",
+            2,
+        );
+        check_err(
+            "[server]\nmax_page_size = \"big\"\n\n[[output]]\nname = \"a\"\nlimit = 600\n",
+            "server.max_page_size",
+            2,
+        );
+        // Without a known ceiling a limit must still be at least 1.
+        let found =
+            problems("[server]\nmax_page_size = \"big\"\n\n[[output]]\nname = \"a\"\nlimit = 0\n");
+        let got: Vec<(&str, Option<usize>, &str)> = found
+            .iter()
+            .map(|p| (p.key.as_str(), p.line, p.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "server.max_page_size",
+                    Some(2),
+                    "expected an integer, found a string"
+                ),
+                (
+                    "output[0].limit",
+                    Some(6),
+                    "must be between 1 and server.max_page_size, got 0"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn output_title_defaults_to_server_title_and_name() {
+        let config = ok(
+            "[server]\ntitle = \"My River\"\n\n[[output]]\nname = \"rust\"\n\n[[output]]\nname = \"linux\"\ntitle = \"Penguins\"\n",
+        );
+        let titles: Vec<String> = config
+            .outputs
+            .iter()
+            .map(|o| config.server.output_title(o))
+            .collect();
+        assert_eq!(titles, ["My River: rust", "Penguins"]);
+        let config = ok("[[output]]\nname = \"all\"\n");
+        assert_eq!(
+            config.server.output_title(&config.outputs[0]),
+            "Tributary: all"
+        );
+    }
+
+    #[test]
+    fn every_output_problem_is_reported_in_line_order() {
+        // One [[output]] with a problem on every key, then a duplicate name:
+        // all are reported, each with its key and line.
+        let toml = r#"
+[[output]]
+name = "Bad Name"
+title = ""
+tags = "rust"
+feeds = ["https://ok.example/", "not a url"]
+include = "(oops"
+exclude = "[z-a]"
+limit = 0
+colour = "blue"
+
+[[output]]
+name = "ok"
+
+[[output]]
+include = "fine"
+limit = 9999
+
+[[output]]
+name = "ok"
+"#;
+        let got: Vec<(String, Option<usize>)> = problems(toml)
+            .into_iter()
+            .map(|p| (p.key, p.line))
+            .collect();
+        let want = [
+            ("output[0].name", 3),
+            ("output[0].title", 4),
+            ("output[0].tags", 5),
+            ("output[0].feeds[1]", 6),
+            ("output[0].include", 7),
+            ("output[0].exclude", 8),
+            ("output[0].limit", 9),
+            ("output[0].colour", 10),
+            ("output[2].name", 15),
+            ("output[2].limit", 17),
+            ("output[3].name", 20),
+        ];
+        let want: Vec<(String, Option<usize>)> =
+            want.iter().map(|&(k, l)| (k.to_owned(), Some(l))).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
@@ -2965,8 +3608,10 @@ interval = 60
         assert_eq!(config.log, defaults.log);
         assert_eq!(config.network, defaults.network);
         assert_eq!(config.extract, defaults.extract);
-        // The example [[site]] is commented out: site rules are opt-in.
+        // The example [[site]] and [[output]] are commented out: site rules
+        // and named outputs are opt-in.
         assert_eq!(config.sites, defaults.sites);
+        assert_eq!(config.outputs, defaults.outputs);
         assert_eq!(config.database, path.with_file_name("tributary.db"));
         assert!(config.feeds.len() >= 2, "{:#?}", config.feeds);
         assert!(
@@ -2980,23 +3625,69 @@ interval = 60
         // And the public entry point agrees.
         assert!(Config::load(path).is_ok());
 
-        // The commented-out [[site]] example is valid once uncommented: its
-        // header and the `# key = value` lines right after it.
-        let mut lines = text.lines().skip_while(|l| *l != "# [[site]]");
-        let mut site = String::new();
-        if let Some(header) = lines.next() {
-            site.push_str(&header[2..]);
-            site.push('\n');
+        // The commented-out examples are valid once uncommented, next to
+        // the uncommented rest of the file.
+        let uncommented = |header: &str| {
+            let block = commented_example(&text, header);
+            let full = format!("{text}\n{block}");
+            match from_toml_with_env(&full, Some(path), None) {
+                Ok(config) => config,
+                Err(e) => panic!("the example {header} does not load:\n{e}"),
+            }
+        };
+        let config = uncommented("[[site]]");
+        assert_eq!(config.sites.len(), 1, "{:#?}", config.sites);
+
+        // The [[output]] example shows every key: none is left at its
+        // default. Its feeds are among the example's feeds.
+        let config = uncommented("[[output]]");
+        let [output] = config.outputs.as_slice() else {
+            panic!("{:#?}", config.outputs);
+        };
+        assert!(
+            output.title.is_some()
+                && !output.tags.is_empty()
+                && !output.feeds.is_empty()
+                && output.include.is_some()
+                && output.exclude.is_some()
+                && output.limit.is_some(),
+            "{output:#?}"
+        );
+        for url in &output.feeds {
+            assert!(config.feeds.iter().any(|f| &f.url == url), "{url}");
+        }
+        for tag in &output.tags {
+            assert!(config.feeds.iter().any(|f| f.tags.contains(tag)), "{tag}");
+        }
+
+        // The commented-out websub_hub is valid once uncommented too.
+        let hub = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# websub_hub = "))
+            .expect("the example shows websub_hub");
+        let config = ok(&format!("[server]\nwebsub_hub = {hub}\n"));
+        assert_eq!(
+            config.server.websub_hub.as_ref().map(Url::as_str),
+            Some("https://pubsubhubbub.appspot.com/")
+        );
+    }
+
+    /// The commented-out example table `header` (`[[site]]`) of the example
+    /// config, uncommented: its `# [[site]]` line and the `# key = value`
+    /// lines right after it.
+    fn commented_example(text: &str, header: &str) -> String {
+        let mut lines = text.lines().skip_while(|l| *l != format!("# {header}"));
+        let mut block = String::new();
+        if let Some(line) = lines.next() {
+            block.push_str(&line[2..]);
+            block.push('\n');
         }
         for line in lines.take_while(|l| l.starts_with("# ") && l.contains(" = ")) {
-            site.push_str(&line[2..]);
-            site.push('\n');
+            block.push_str(&line[2..]);
+            block.push('\n');
         }
-        let config = match from_toml_with_env(&site, Some(path), None) {
-            Ok(config) => config,
-            Err(e) => panic!("the example [[site]] does not load:\n{e}"),
-        };
-        assert_eq!(config.sites.len(), 1, "{:#?}", config.sites);
+        assert!(block.contains(" = "), "no example {header} found");
+        block
     }
 
     #[test]
@@ -3019,6 +3710,17 @@ interval = 60
                         .lines()
                         .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&line)),
                     "config/tributary.toml does not show {header} {key}"
+                );
+            }
+        }
+        // The commented-out tables show each of their own keys, not just a
+        // key of the same name elsewhere (`title`, `tags`).
+        for (header, keys) in [("[[site]]", SITE_KEYS), ("[[output]]", OUTPUT_KEYS)] {
+            let block = commented_example(example, header);
+            for key in keys {
+                assert!(
+                    block.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                    "the example {header} in config/tributary.toml does not show {key}"
                 );
             }
         }

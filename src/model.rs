@@ -58,6 +58,36 @@ impl SiteRule {
     }
 }
 
+/// A named output from an `[[output]]` table, served at /o/<name>.atom|.rss|.json.
+///
+/// Every filter that is set narrows the output: an entry is in it when its
+/// feed has one of `tags` (if any), is one of `feeds` (if any), and its
+/// title or content matches `include` and not `exclude`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// 1 to 64 characters of `a-z`, `0-9`, `-` and `_`; unique across
+    /// outputs.
+    pub name: String,
+    /// Shown as the output's title; None → `"<server.title>: <name>"` (see
+    /// [`crate::config::ServerConfig::output_title`]).
+    pub title: Option<String>,
+    /// Entries from feeds with any of these tags (empty: no tag filter).
+    pub tags: Vec<String>,
+    /// Entries from any of these feed URLs, normalised as subscriptions are
+    /// (`Url::parse(..).to_string()`; absolute http or https); empty: no
+    /// feed filter.
+    pub feeds: Vec<String>,
+    /// A regular expression (`regex` crate syntax, known to compile) that
+    /// an entry's title or content must match.
+    pub include: Option<String>,
+    /// A regular expression (`regex` crate syntax, known to compile) that
+    /// neither an entry's title nor its content may match.
+    pub exclude: Option<String>,
+    /// Entries per page of this output, 1 to `server.max_page_size`; None →
+    /// `server.page_size`.
+    pub limit: Option<usize>,
+}
+
 /// Where a subscription came from. Config feeds are owned by the config file
 /// (they are added, changed and removed by editing it); the others are owned
 /// by the database.
