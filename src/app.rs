@@ -21,8 +21,8 @@ use crate::netguard::Guard;
 use crate::pipeline::fetch::{FetchError, FetchSettings, Fetcher};
 use crate::pipeline::{ArticleSettings, Pipeline};
 use crate::scheduler::SchedulePolicy;
-use crate::serve::ServeSettings;
-use crate::store::{Store, StoreError};
+use crate::serve::{NamedOutput, ServeSettings};
+use crate::store::{EntryQuery, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -121,9 +121,39 @@ pub fn serve_settings(config: &Config) -> ServeSettings {
             .to_owned(),
         page_size: config.server.page_size,
         max_page_size: config.server.max_page_size,
-        outputs: Vec::new(),
-        hub: None,
+        outputs: config
+            .outputs
+            .iter()
+            .map(|o| NamedOutput {
+                name: o.name.clone(),
+                title: config.server.output_title(o),
+                filter: EntryQuery {
+                    tags: o.tags.clone(),
+                    feeds: o.feeds.clone(),
+                    include: o.include.clone(),
+                    exclude: o.exclude.clone(),
+                    ..EntryQuery::default()
+                },
+                page_size: o.limit.unwrap_or(config.server.page_size),
+            })
+            .collect(),
+        hub: config.server.websub_hub.as_ref().map(|u| u.to_string()),
     }
+}
+
+/// Every output document a WebSub hub should hear about.
+pub fn websub_topics(config: &Config) -> Vec<String> {
+    let base = serve_settings(config).base_url;
+    let mut topics: Vec<String> = ["atom", "rss", "json"]
+        .iter()
+        .map(|ext| format!("{base}/feed.{ext}"))
+        .collect();
+    for o in &config.outputs {
+        for ext in ["atom", "rss", "json"] {
+            topics.push(format!("{base}/o/{}.{ext}", o.name));
+        }
+    }
+    topics
 }
 
 /// Runs the daemon until `shutdown` fires. `listener` lets tests pass a
@@ -184,6 +214,15 @@ pub async fn run(
         config.poll.timeout + Duration::from_secs(5),
         shutdown.clone(),
     ));
+    let websub = config.server.websub_hub.clone().map(|hub| {
+        tokio::spawn(crate::websub::run(
+            hub,
+            websub_topics(&config),
+            config.poll.user_agent.clone(),
+            store.clone(),
+            shutdown.clone(),
+        ))
+    });
     let mut server = tokio::spawn(crate::serve::serve(
         listener,
         crate::serve::router(store.clone(), serve_settings(&config)),
@@ -204,6 +243,9 @@ pub async fn run(
     };
     let _ = scheduler.await;
     let _ = articles.await;
+    if let Some(w) = websub {
+        let _ = w.await;
+    }
     store.close().await?;
     tracing::info!("stopped");
     match served {

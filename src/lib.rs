@@ -10,10 +10,12 @@
 //!   [`pipeline::parse`] (bytes → entries), [`pipeline::sanitize`] (allow-list
 //!   HTML, absolute URLs) — recorded in the store in one transaction.
 //! - [`store`]: all persistence (SQLite): feeds, entries, schedule.
-//! - [`serve`]: the HTTP outputs (`/feed.atom`, `/healthz`).
+//! - [`serve`]: the HTTP outputs (Atom, RSS, JSON Feed, the river page,
+//!   named outputs, `/opml`, `/healthz`, `/metrics`).
 //! - [`opml`]: OPML ⇄ subscriptions.
 //! - [`hosts`]: per-host politeness (concurrency, spacing, 429 blocks).
 //! - [`netguard`]: which addresses may be connected to (no SSRF).
+//! - [`websub`]: tells a WebSub hub when the outputs change.
 //! - [`app`]: daemon start-up and graceful shutdown.
 //! - [`cli`]: the command-line verbs.
 
@@ -28,3 +30,4 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod websub;
