@@ -220,6 +220,14 @@ pub fn prepare(doc: &Document, base: Option<&Url>) {
                 resolve_lazy_image(&node);
                 continue;
             }
+            // AMP pages: the image is a custom element the sanitiser would
+            // drop; its attributes are an img's.
+            "amp-img" => {
+                node.rename("img");
+                node.remove_children();
+                resolve_lazy_image(&node);
+                continue;
+            }
             "noscript" => {
                 resolve_noscript_image(&node);
                 continue;
