@@ -8,7 +8,9 @@
 //!   the loop that dispatches due feeds under a concurrency cap.
 //! - [`pipeline`]: one poll — [`pipeline::fetch`] (HTTP),
 //!   [`pipeline::parse`] (bytes → entries), [`pipeline::sanitize`] (allow-list
-//!   HTML, absolute URLs) — recorded in the store in one transaction.
+//!   HTML, absolute URLs) — recorded in the store in one transaction; and
+//!   [`pipeline::extract`] (a web page → its article, via dom_smoothie and
+//!   our rules in [`pipeline::clean`]).
 //! - [`store`]: all persistence (SQLite): feeds, entries, schedule.
 //! - [`serve`]: the HTTP outputs (Atom, RSS, JSON Feed, the river page,
 //!   named outputs, `/opml`, `/healthz`, `/metrics`).

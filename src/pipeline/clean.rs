@@ -220,6 +220,14 @@ pub fn prepare(doc: &Document, base: Option<&Url>) {
                 resolve_lazy_image(&node);
                 continue;
             }
+            // AMP pages: the image is a custom element the sanitiser would
+            // drop; its attributes are an img's.
+            "amp-img" => {
+                node.rename("img");
+                node.remove_children();
+                resolve_lazy_image(&node);
+                continue;
+            }
             "noscript" => {
                 resolve_noscript_image(&node);
                 continue;
@@ -374,17 +382,31 @@ fn resolve_noscript_image(noscript: &NodeRef<'_>) {
     if !lazy.attr("src").as_deref().is_none_or(is_placeholder) {
         return;
     }
+    // html5ever parses noscript content as text when scripting is on and
+    // as elements when it is off; handle both.
+    let copy_from = |copy: &NodeRef<'_>| {
+        if let Some(src) = copy.attr("src").filter(|s| !is_placeholder(s)) {
+            lazy.set_attr("src", &src);
+            if let Some(set) = copy.attr("srcset") {
+                lazy.set_attr("srcset", &set);
+            }
+        }
+    };
+    // Bound first: the iterator borrows the tree, which `copy_from` writes.
+    let parsed_img = noscript
+        .descendants_it()
+        .find(|d| d.is_element() && d.has_name("img"));
+    if let Some(img) = parsed_img {
+        copy_from(&img);
+        return;
+    }
     let inner = noscript.text();
     if !inner.contains("<img") {
         return;
     }
     let fragment = Document::fragment(inner);
-    let copy = fragment.select_single("img");
-    if let Some(src) = copy.attr("src").filter(|s| !is_placeholder(s)) {
-        lazy.set_attr("src", &src);
-        if let Some(set) = copy.attr("srcset") {
-            lazy.set_attr("srcset", &set);
-        }
+    if let Some(img) = fragment.select_single("img").nodes().first() {
+        copy_from(img);
     }
 }
 
@@ -609,13 +631,16 @@ fn is_related_block(block: &NodeRef<'_>, base: Option<&Url>) -> bool {
         return false;
     }
     // The text outside the link: a label before it, punctuation after.
-    let Some(link) = block
+    // The link with the most text: an image link before the headline link
+    // has none.
+    let Some(link_text) = block
         .descendants_it()
-        .find(|d| d.is_element() && d.has_name("a"))
+        .filter(|d| d.is_element() && d.has_name("a"))
+        .map(|a| norm_text(&a))
+        .max_by_key(String::len)
     else {
         return false;
     };
-    let link_text = norm_text(&link);
     let Some(pos) = text.find(link_text.as_str()) else {
         return false;
     };
@@ -818,5 +843,185 @@ fn remove_empty(root: &NodeRef<'_>) {
         if !has_media && node.text().trim().is_empty() {
             node.remove_from_parent();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Url {
+        Url::parse("https://news.example/section/this-story").unwrap()
+    }
+
+    /// Runs [`finish`] on `html` (the extracted article) and compares the
+    /// remaining text, whitespace-normalised.
+    #[track_caller]
+    fn check(html: &str, expected: &str) {
+        check_with(html, expected, &[], &[]);
+    }
+
+    #[track_caller]
+    fn check_with(html: &str, expected: &str, titles: &[Option<&str>], authors: &[String]) {
+        let doc = Document::fragment(html);
+        let base = base();
+        finish(
+            &doc.root(),
+            &FinishContext {
+                base: Some(&base),
+                titles,
+                authors,
+                byline: None,
+            },
+        );
+        let text = collapse(&crate::pipeline::extract::text_of(&doc.root()));
+        assert_eq!(text, collapse(expected), "{html}");
+    }
+
+    const P1: &str = "<p>First paragraph of the story, long enough to be prose.</p>";
+    const P2: &str = "<p>Second paragraph of the story, which ends the article.</p>";
+    const TEXT: &str = "First paragraph of the story, long enough to be prose. \
+                        Second paragraph of the story, which ends the article.";
+
+    #[test]
+    fn inline_related_blocks() {
+        for block in [
+            r#"<p>Baca Juga : <a href="/section/other-story">Judul Berita Lain Di Sini</a></p>"#,
+            r#"<p><strong>Read also: <a href="https://news.example/x/y">Another headline here</a></strong></p>"#,
+            r#"<p>Читайте также: <a href="/x/z">Другая новость сайта</a></p>"#,
+            r#"<p><b><a href="https://www.news.example/x/w">A bold linked headline</a></b></p>"#,
+            r#"<div>Lihat juga - <a href="/a/b">Berita terkait hari ini</a>.</div>"#,
+            // The same link twice (image and headline) is still one link.
+            r#"<p><a href="/a/c"><img src="/i.jpg"></a> <a href="/a/c">Headline with image</a></p>"#,
+        ] {
+            check(&format!("{P1}{block}{P2}"), TEXT);
+        }
+    }
+
+    #[test]
+    fn prose_with_links_stays() {
+        for block in [
+            // Another site.
+            r#"<p>Source: <a href="https://agency.example/report">The agency's report</a></p>"#,
+            // A link inside a sentence.
+            r#"<p>As <a href="/a/earlier">reported earlier</a>, the vote was close and contested.</p>"#,
+            // Two different links.
+            r#"<p><a href="/a/1">One story here</a> and <a href="/a/2">another one</a></p>"#,
+            // A link to this very page or an anchor in it.
+            r##"<p><a href="#notes">Jump to the notes below</a></p>"##,
+        ] {
+            let html = format!("{P1}{block}{P2}");
+            let doc = Document::fragment(html.as_str());
+            let want = collapse(&crate::pipeline::extract::text_of(&doc.root()));
+            check(&html, &want);
+        }
+    }
+
+    #[test]
+    fn same_site_link_lists_and_their_label() {
+        check(
+            &format!(
+                r#"{P1}{P2}<h3>Most read</h3><ul><li><a href="/a/1">One story</a></li><li><a href="/a/2">Two story</a></li></ul>"#
+            ),
+            TEXT,
+        );
+        // A list of sources on other sites is content.
+        check(
+            &format!(
+                r#"{P1}<ul><li><a href="https://a.example/1">Study one</a></li><li><a href="https://b.example/2">Study two</a></li></ul>{P2}"#
+            ),
+            &format!("{} Study one Study two {}", &TEXT[..54], &TEXT[55..]),
+        );
+    }
+
+    #[test]
+    fn edges_title_byline_date_labels() {
+        let authors = vec!["Jane Roe".to_owned()];
+        check_with(
+            &format!(
+                "<h1>The Big Story</h1><p>By Jane Roe</p><p>March 3, 2024 10:15</p>\
+                 <p><a href=\"/\">Home</a> › <a href=\"/news\">News</a></p>{P1}{P2}\
+                 <p>Jane Roe</p><p>Trending</p>"
+            ),
+            TEXT,
+            &[Some("The Big Story")],
+            &authors,
+        );
+        // A heading inside the article is kept.
+        check(
+            &format!("{P1}<h2>A subheading</h2>{P2}"),
+            &format!("{} A subheading {}", &TEXT[..54], &TEXT[55..]),
+        );
+    }
+
+    #[test]
+    fn classify_names() {
+        let doc = Document::fragment(
+            r#"<div class="entry-content has-share-buttons"></div><div class="sharedaddy"></div>
+               <div id="jp-relatedposts"></div><div class="post-byline"></div><span class="wp-caption-text"></span>
+               <div class="comment-respond"></div><div class="author-bio"></div><div class="headline"></div>
+               <div class="shadow"></div><div class="loading"></div>"#,
+        );
+        let kinds: Vec<_> = doc
+            .select("div, span")
+            .nodes()
+            .iter()
+            .map(classify)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(Kind::Junk),
+                Some(Kind::Junk),
+                Some(Kind::Junk),
+                Some(Kind::Meta),
+                Some(Kind::Caption),
+                Some(Kind::Junk),
+                Some(Kind::Junk),
+                None,
+                None,
+                None,
+            ]
+        );
+    }
+
+    #[test]
+    fn prepare_keeps_a_wrapper_that_holds_the_article() {
+        let doc = Document::from(format!(
+            r#"<html><body><div class="widget post-body">{P1}{P2}</div><div class="widget"><a href="/x">menu</a></div></body></html>"#
+        ));
+        prepare(&doc, None);
+        assert!(doc.select(".post-body").exists());
+        assert_eq!(doc.select(".widget").length(), 1);
+    }
+
+    #[test]
+    fn lazy_images() {
+        let doc = Document::from(
+            r#"<html><body>
+            <img id="a" src="data:image/gif;base64,R0lGOD" data-src="/real.jpg" data-srcset="/r-1.jpg 1x, /r-2.jpg 2x">
+            <img id="b" data-lazy-src="/b.jpg">
+            <img id="c" src="/placeholder.png" srcset="/c-400.jpg 400w">
+            <img id="d" src="/keep.jpg" data-src="/other.jpg">
+            <img id="e" src="/spacer.gif"><noscript><img src="/e.jpg" srcset="/e2.jpg 2x"></noscript>
+            <amp-img id="f" src="/f.jpg" width="1" height="1"></amp-img>
+            </body></html>"#,
+        );
+        prepare(&doc, None);
+        let src = |id: &str| {
+            doc.select(&format!("#{id}"))
+                .attr("src")
+                .map(|s| s.to_string())
+        };
+        assert_eq!(src("a").as_deref(), Some("/real.jpg"));
+        assert_eq!(
+            doc.select("#a").attr("srcset").as_deref(),
+            Some("/r-1.jpg 1x, /r-2.jpg 2x")
+        );
+        assert_eq!(src("b").as_deref(), Some("/b.jpg"));
+        assert_eq!(src("c").as_deref(), Some("/c-400.jpg"));
+        assert_eq!(src("d").as_deref(), Some("/keep.jpg"));
+        assert_eq!(src("e").as_deref(), Some("/e.jpg"));
+        assert!(doc.select("img#f").exists());
     }
 }

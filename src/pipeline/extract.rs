@@ -407,6 +407,8 @@ fn walk_text(node: &NodeRef<'_>, out: &mut TextBuilder, pre: bool) {
             "script" | "style" | "template" | "noscript" | "iframe" | "object" | "embed" => {}
             _ if clean::is_caption(&child) => {}
             "br" => out.block_gap(1),
+            // Row groups only group rows; the rows break the lines.
+            "thead" | "tbody" | "tfoot" => walk_text(&child, out, pre),
             "td" | "th" => {
                 out.word_gap();
                 walk_text(&child, out, pre);
@@ -424,5 +426,229 @@ fn walk_text(node: &NodeRef<'_>, out: &mut TextBuilder, pre: bool) {
             }
             _ => walk_text(&child, out, pre),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Extracts `html` as a page of `url` and compares its text with
+    /// `expected`, whitespace-normalised.
+    #[track_caller]
+    fn check(url: &str, html: &str, expected: &str) {
+        let url = Url::parse(url).unwrap();
+        let opts = ExtractOptions {
+            url: Some(&url),
+            ..ExtractOptions::default()
+        };
+        let article = Extractor::new().extract(html, &opts).unwrap();
+        assert_eq!(squash(&article.text), squash(expected), "{}", article.text);
+    }
+
+    fn squash(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// A page body long enough for dom_smoothie to take it as an article.
+    const FILLER: &str = "<p>The council met on Tuesday evening to discuss the plan for the new \
+        river crossing, which has been debated for more than a decade and which many residents \
+        see as long overdue for the growing northern districts of the town.</p>\
+        <p>Engineers presented three designs, and the cheapest of them would still cost more \
+        than the town spends on roads in a typical year, so a regional grant will be needed.</p>";
+
+    #[test]
+    fn fixtures() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/articles");
+        let bless = std::env::var_os("TRIBUTARY_BLESS").is_some();
+        let extractor = Extractor::new();
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "html"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 12, "expected at least 12 fixture pages");
+        let mut failures = Vec::new();
+        for path in names {
+            let html = std::fs::read_to_string(&path).unwrap();
+            let header = |key: &str| -> Vec<String> {
+                html.lines()
+                    .filter_map(|l| l.trim().strip_prefix("<!-- ")?.strip_suffix(" -->"))
+                    .filter_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let url = header("url").first().and_then(|u| Url::parse(u).ok());
+            let title = header("entry-title");
+            let authors = header("entry-author");
+            let opts = ExtractOptions {
+                url: url.as_ref(),
+                entry_title: title.first().map(String::as_str),
+                entry_authors: &authors,
+                rules: &[],
+            };
+            let article = extractor.extract(&html, &opts).unwrap();
+            let expected_path = path.with_extension("expected.txt");
+            if bless {
+                std::fs::write(&expected_path, format!("{}\n", article.text)).unwrap();
+                continue;
+            }
+            let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+            if squash(&article.text) != squash(&expected) {
+                failures.push(format!(
+                    "{}:\n--- got ---\n{}\n--- expected ---\n{}",
+                    path.display(),
+                    article.text,
+                    expected
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    }
+
+    #[test]
+    fn inline_related_links_go_in_any_language() {
+        let url = "https://news.example/a/today";
+        for label in [
+            "Baca Juga :",
+            "Read also:",
+            "Lesen Sie auch:",
+            "Читайте также:",
+            "Ayrıca bakınız —",
+            "",
+        ] {
+            let html = format!(
+                "<html><body><article><h1>T</h1>{FILLER}\
+                 <p>{label} <a href=\"/a/other-story\">A different story from the same site</a></p>\
+                 {FILLER}</article></body></html>"
+            );
+            let text = Extractor::new()
+                .extract(
+                    &html,
+                    &ExtractOptions {
+                        url: Some(&Url::parse(url).unwrap()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+                .text;
+            assert!(!text.contains("different story"), "{label:?}: {text}");
+            assert!(text.contains("regional grant"), "{label:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn links_in_prose_and_to_other_sites_stay() {
+        check(
+            "https://news.example/a/today",
+            &format!(
+                "<html><body><article>{FILLER}\
+                 <p>Source: <a href=\"https://agency.example/report\">Regional Transport Report 2024</a></p>\
+                 <p>As <a href=\"/a/earlier\">we reported earlier</a>, the vote was close and the mayor abstained.</p>\
+                 </article></body></html>"
+            ),
+            "The council met on Tuesday evening to discuss the plan for the new river crossing, \
+             which has been debated for more than a decade and which many residents see as long \
+             overdue for the growing northern districts of the town. Engineers presented three \
+             designs, and the cheapest of them would still cost more than the town spends on roads \
+             in a typical year, so a regional grant will be needed. Source: Regional Transport \
+             Report 2024 As we reported earlier, the vote was close and the mayor abstained.",
+        );
+    }
+
+    #[test]
+    fn site_rules_keep_and_drop() {
+        let url = Url::parse("https://www.example.com/post").unwrap();
+        let rules = vec![SiteRule {
+            host: "example.com".into(),
+            keep: vec![".story".into()],
+            drop: vec![".story .promo".into()],
+        }];
+        let html = "<html><body><div class=\"story\"><p>Kept text of the story.</p>\
+                    <p class=\"promo\">Buy now</p></div><div><p>Other</p></div></body></html>";
+        let opts = ExtractOptions {
+            url: Some(&url),
+            rules: &rules,
+            ..Default::default()
+        };
+        let article = Extractor::new().extract(html, &opts).unwrap();
+        assert_eq!(article.text, "Kept text of the story.");
+        let bad = vec![SiteRule {
+            host: "example.com".into(),
+            keep: vec!["p[".into()],
+            drop: vec![],
+        }];
+        assert!(matches!(
+            bad[0].validate(),
+            Err(ExtractError::BadSelector { .. })
+        ));
+        let opts = ExtractOptions {
+            url: Some(&url),
+            rules: &bad,
+            ..Default::default()
+        };
+        assert!(Extractor::new().extract(html, &opts).is_err());
+        assert!(rules[0].matches_host("example.com"));
+        assert!(rules[0].matches_host("news.Example.com"));
+        assert!(!rules[0].matches_host("badexample.com"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let e = Extractor::new();
+        for input in [
+            "",
+            "   ",
+            "<html>",
+            "\u{0}\u{feff}<<<>>>",
+            "<script>x</script>",
+            "<p>short</p>",
+        ] {
+            let _ = e.extract(input, &ExtractOptions::default());
+        }
+        assert!(matches!(
+            e.extract("", &ExtractOptions::default()),
+            Err(ExtractError::NotReadable)
+        ));
+    }
+
+    #[test]
+    fn metadata() {
+        let url = Url::parse("https://news.example/a/today?x=1").unwrap();
+        let html = format!(
+            "<html><head><title>Crossing plan</title><link rel=\"canonical\" href=\"/a/today\">\
+             <meta property=\"article:published_time\" content=\"2024-05-01T10:00:00+02:00\"></head>\
+             <body><article>{FILLER}</article></body></html>"
+        );
+        let a = Extractor::new()
+            .extract(
+                &html,
+                &ExtractOptions {
+                    url: Some(&url),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            a.canonical_url.as_deref(),
+            Some("https://news.example/a/today")
+        );
+        assert_eq!(a.title.as_deref(), Some("Crossing plan"));
+        assert_eq!(
+            a.published.map(|d| d.to_rfc3339()).as_deref(),
+            Some("2024-05-01T08:00:00+00:00")
+        );
+        assert_eq!(a.word_count, count_words(&a.text));
+        assert!(
+            a.text.contains("\n\nEngineers"),
+            "paragraphs are separated by a blank line"
+        );
+    }
+
+    #[test]
+    fn extractor_is_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Extractor>();
     }
 }
