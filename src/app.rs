@@ -104,7 +104,7 @@ pub async fn pipeline(config: &Config, store: Store) -> Result<Pipeline, AppErro
         schedule_policy(config),
         ArticleSettings {
             extract: config.extract.clone(),
-            sites: config.sites.clone(),
+            sites: Arc::new(config.sites.clone()),
         },
         store,
     ))
@@ -197,6 +197,8 @@ pub async fn run(
         "tributary started"
     );
 
+    // Read before polling starts, so the first poll's entries are news.
+    let start_rev = store.revision().await?.rev;
     let scheduler = tokio::spawn(crate::scheduler::run(
         store.clone(),
         Arc::clone(&pipeline),
@@ -220,6 +222,7 @@ pub async fn run(
             websub_topics(&config),
             config.poll.user_agent.clone(),
             store.clone(),
+            start_rev,
             shutdown.clone(),
         ))
     });

@@ -142,7 +142,7 @@ pub async fn execute(cli: &Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Opml(OpmlCommand::Import { file }) => opml_import(&config, file).await,
         Command::Opml(OpmlCommand::Export) => opml_export(&config).await,
-        Command::Extract(args) => extract_files(args),
+        Command::Extract(args) => extract_files(args, &config),
     }
 }
 
@@ -554,7 +554,7 @@ pub struct ExtractArgs {
 /// `tributary extract`: the daemon's extractor and cleaner on saved pages,
 /// for debugging a site and for measuring. A page with no article is a
 /// warning and an empty result, not an error; an unreadable file is.
-fn extract_files(args: &ExtractArgs) -> anyhow::Result<()> {
+fn extract_files(args: &ExtractArgs, config: &Config) -> anyhow::Result<()> {
     use crate::pipeline::extract::{ExtractOptions, Extractor};
 
     let url = args
@@ -566,13 +566,14 @@ fn extract_files(args: &ExtractArgs) -> anyhow::Result<()> {
     let extractor = Extractor::new();
     let opts = ExtractOptions {
         url: url.as_ref(),
+        rules: &config.sites,
         ..ExtractOptions::default()
     };
     let started = std::time::Instant::now();
     let mut json = serde_json::Map::new();
     let mut out = std::io::stdout().lock();
     for path in &args.files {
-        let html = read_page(path)?;
+        let html = read_page(path, url.as_ref())?;
         let (text, html) = match extractor.extract(&html, &opts) {
             Ok(article) => (article.text, article.html),
             Err(e) => {
@@ -610,7 +611,7 @@ fn extract_files(args: &ExtractArgs) -> anyhow::Result<()> {
 
 /// Reads a saved page: gunzipped when the name ends in `.gz`, decoded as
 /// UTF-8 when valid, else in the encoding chardetng guesses.
-fn read_page(path: &Path) -> anyhow::Result<String> {
+fn read_page(path: &Path, url: Option<&url::Url>) -> anyhow::Result<String> {
     use std::io::Read;
 
     let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -623,15 +624,6 @@ fn read_page(path: &Path) -> anyhow::Result<String> {
     } else {
         raw
     };
-    match String::from_utf8(bytes) {
-        Ok(s) => Ok(s),
-        Err(e) => {
-            let bytes = e.into_bytes();
-            let mut detector =
-                chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
-            detector.feed(&bytes, true);
-            let encoding = detector.guess(None, chardetng::Utf8Detection::Allow);
-            Ok(encoding.decode(&bytes).0.into_owned())
-        }
-    }
+    // The same decoding as fetched pages: BOM, <meta charset>, detection.
+    Ok(crate::pipeline::parse::decode_html(&bytes, None, url))
 }

@@ -18,11 +18,14 @@ use crate::store::Store;
 /// which batches the new entries of a polling burst into one ping.
 const CHECK_EVERY: Duration = Duration::from_secs(3);
 
+/// `start_rev` is the revision before polling started: anything after it
+/// is news (a restart alone is not).
 pub async fn run(
     hub: Url,
     topics: Vec<String>,
     user_agent: String,
     store: Store,
+    start_rev: i64,
     shutdown: CancellationToken,
 ) {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -38,8 +41,7 @@ pub async fn run(
             return;
         }
     };
-    // Start from the current revision: a restart is not news.
-    let mut pinged = store.revision().await.map(|r| r.rev).unwrap_or(0);
+    let mut pinged = start_rev;
     loop {
         tokio::select! {
             () = tokio::time::sleep(CHECK_EVERY) => {}

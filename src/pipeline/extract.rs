@@ -23,39 +23,16 @@ use super::sanitize::Sanitizer;
 /// articles stay far below: a long news page has 3 000–8 000 elements.
 const MAX_ELEMENTS: usize = 60_000;
 
-/// Per-site extraction rules, from the config, for pages heuristics get wrong.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SiteRule {
-    /// Host the rule applies to; it also matches every subdomain
-    /// (`example.com` matches `www.example.com`).
-    pub host: String,
-    /// CSS selectors: if any matches, the matched elements (in document
-    /// order) are the article and automatic detection is skipped.
-    pub keep: Vec<String>,
-    /// CSS selectors whose matches are removed before extraction.
-    pub drop: Vec<String>,
-}
+/// Per-site rules come from the config's `[[site]]` tables.
+pub use crate::model::SiteRule;
 
-impl SiteRule {
-    /// Whether the rule applies to `host` (equal, or a subdomain of it).
-    pub fn matches_host(&self, host: &str) -> bool {
-        let rule = self.host.trim_start_matches('.');
-        host.eq_ignore_ascii_case(rule)
-            || (host.len() > rule.len()
-                && host
-                    .get(host.len() - rule.len()..)
-                    .is_some_and(|tail| tail.eq_ignore_ascii_case(rule))
-                && host.as_bytes().get(host.len() - rule.len() - 1) == Some(&b'.'))
+/// Checks every selector of a rule, so a bad rule can be reported when the
+/// config is loaded rather than on the first page of that host.
+pub fn validate_rule(rule: &SiteRule) -> Result<(), ExtractError> {
+    for css in rule.keep.iter().chain(&rule.drop) {
+        compile(&rule.host, css)?;
     }
-
-    /// Checks every selector, so a bad rule is reported when the config is
-    /// loaded rather than on the first page of that host.
-    pub fn validate(&self) -> Result<(), ExtractError> {
-        for css in self.keep.iter().chain(&self.drop) {
-            compile(&self.host, css)?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// What the caller knows about the page besides its HTML.
@@ -130,7 +107,7 @@ impl Extractor {
         let rules: Vec<&SiteRule> = opts
             .rules
             .iter()
-            .filter(|r| host.is_some_and(|h| r.matches_host(h)))
+            .filter(|r| host.is_some_and(|h| r.matches(&h.to_ascii_lowercase())))
             .collect();
         for rule in &rules {
             for css in &rule.drop {
@@ -580,7 +557,7 @@ mod tests {
             drop: vec![],
         }];
         assert!(matches!(
-            bad[0].validate(),
+            validate_rule(&bad[0]),
             Err(ExtractError::BadSelector { .. })
         ));
         let opts = ExtractOptions {
@@ -589,9 +566,9 @@ mod tests {
             ..Default::default()
         };
         assert!(Extractor::new().extract(html, &opts).is_err());
-        assert!(rules[0].matches_host("example.com"));
-        assert!(rules[0].matches_host("news.Example.com"));
-        assert!(!rules[0].matches_host("badexample.com"));
+        assert!(rules[0].matches("example.com"));
+        assert!(rules[0].matches("news.example.com"));
+        assert!(!rules[0].matches("badexample.com"));
     }
 
     #[test]

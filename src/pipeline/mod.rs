@@ -95,7 +95,7 @@ pub struct PollSummary {
 #[derive(Debug, Clone)]
 pub struct ArticleSettings {
     pub extract: ExtractConfig,
-    pub sites: Vec<SiteRule>,
+    pub sites: Arc<Vec<SiteRule>>,
 }
 
 /// Everything a poll needs, built once at start-up and shared.
@@ -420,24 +420,16 @@ impl Pipeline {
     /// workers.
     async fn extract(&self, job: &ArticleJob, doc: FetchedDoc) -> Result<ArticleOutcome, String> {
         let extractor = Arc::clone(&self.extractor);
-        let sites = self.articles.sites.clone();
+        let sites = Arc::clone(&self.articles.sites);
         let job = job.clone();
         tokio::task::spawn_blocking(move || {
             let url = url::Url::parse(&doc.final_url).ok();
             let html = parse::decode_html(&doc.body, doc.charset.as_deref(), url.as_ref());
-            let rules: Vec<extract::SiteRule> = sites
-                .iter()
-                .map(|s| extract::SiteRule {
-                    host: s.host.clone(),
-                    keep: s.keep.clone(),
-                    drop: s.drop.clone(),
-                })
-                .collect();
             let opts = extract::ExtractOptions {
                 url: url.as_ref(),
                 entry_title: job.title.as_deref(),
                 entry_authors: &job.authors,
-                rules: &rules,
+                rules: &sites,
             };
             let article = extractor.extract(&html, &opts).map_err(|e| e.to_string())?;
             let feed_words = job

@@ -173,7 +173,8 @@ mod tests {
 
     #[test]
     fn the_lead_image_is_the_first_absolute_one() {
-        let html = r#"<p>x</p><img src="https://a.example/1.jpg"><img src="https://a.example/2.jpg">"#;
+        let html =
+            r#"<p>x</p><img src="https://a.example/1.jpg"><img src="https://a.example/2.jpg">"#;
         assert_eq!(lead_image(html).as_deref(), Some("https://a.example/1.jpg"));
         assert_eq!(lead_image("<p>no image</p>"), None);
     }

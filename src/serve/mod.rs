@@ -360,7 +360,10 @@ async fn render_output(
                     Ok(page) => page,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot render the river page");
-                        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot render this page\n")
+                        return (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "cannot render this page\n",
+                        )
                             .into_response();
                     }
                 },

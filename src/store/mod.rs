@@ -165,7 +165,10 @@ impl Store {
         .await
         .map_err(open_err)?;
         reader
-            .call(|c| c.busy_timeout(Duration::from_secs(5)))
+            .call(|c| {
+                c.busy_timeout(Duration::from_secs(5))?;
+                sqlite::register_functions(c)
+            })
             .await?;
         Ok(Store {
             writer,

@@ -264,3 +264,152 @@ async fn opml_lists_the_subscriptions() {
     let urls: HashSet<String> = imported.feeds.iter().map(|f| f.url.clone()).collect();
     assert!(urls.contains(&server.url("/pod.xml")) && urls.contains(&server.url("/news.xml")));
 }
+
+#[tokio::test]
+async fn named_outputs_apply_their_filters() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/pod.xml",
+        Reply::feed("application/rss+xml", podcast_feed()),
+    );
+    server.set(
+        "/news.xml",
+        Reply::feed("application/rss+xml", news_feed(5)),
+    );
+    let env = TestEnv::with_config(
+        &[],
+        "[extract]\nfull_text = false\n\n\
+         [[output]]\nname = \"audio\"\ntitle = \"Just audio\"\ntags = [\"audio\"]\n\n\
+         [[output]]\nname = \"harbours\"\ninclude = \"(?i)harbour\"\nlimit = 1\n\n\
+         [[output]]\nname = \"quiet\"\nexclude = \"council\"\n",
+        &[
+            feed_table(&server.url("/pod.xml"), "tags = [\"audio\"]"),
+            feed_table(&server.url("/news.xml"), "tags = [\"news\"]"),
+        ]
+        .concat(),
+    );
+    assert!(env.cli(&["poll"]).status.success());
+    let count = |text: &str| {
+        feed_rs::parser::parse(text.as_bytes())
+            .expect("parses")
+            .entries
+            .len()
+    };
+    let get = |p: &'static str| crate::support::get_configured(&env, p);
+
+    let audio = get("/o/audio.atom").await.text().await.expect("body");
+    assert_eq!(count(&audio), 2);
+    assert!(audio.contains("<title>Just audio</title>"), "{audio}");
+    let harbours = get("/o/harbours.json").await.text().await.expect("body");
+    assert_eq!(count(&harbours), 1);
+    assert!(harbours.contains("Episode one"));
+    assert_eq!(
+        count(&get("/o/quiet.rss").await.text().await.expect("body")),
+        2
+    );
+    // Request filters narrow a named output further.
+    assert_eq!(
+        count(
+            &get("/o/audio.atom?q=lighthouses")
+                .await
+                .text()
+                .await
+                .expect("body")
+        ),
+        1
+    );
+    assert_eq!(get("/o/missing.atom").await.status(), 404);
+    assert_eq!(get("/o/audio.xml").await.status(), 404);
+    let page = get("/o/audio").await;
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .expect("body")
+            .contains("Episode two: lighthouses")
+    );
+}
+
+#[tokio::test]
+async fn the_river_page_lists_entries_with_feeds_and_no_javascript() {
+    let (_server, env) = setup().await;
+    let resp = get_output(&env.db_path(), "/", &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    let html = resp.text().await.expect("body");
+    for needle in [
+        "Episode one: harbours",
+        "News number 4",
+        "/feed.atom",
+        "/feed.rss",
+        "/feed.json",
+        "/opml",
+        "Pod Site",
+        "<meta name=\"viewport\"",
+    ] {
+        assert!(html.contains(needle), "{needle} missing");
+    }
+    assert!(!html.contains("<script"), "no JavaScript needed");
+}
+
+#[tokio::test]
+async fn the_websub_hub_is_advertised_and_pinged_when_entries_land() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/news.xml",
+        Reply::feed("application/rss+xml", news_feed(2)),
+    );
+    server.set("/hub", Reply::status(204, ""));
+    let hub = server.url("/hub");
+    let env = TestEnv::with_config(
+        &[],
+        "[extract]\nfull_text = false\n",
+        &feed_table(&server.url("/news.xml"), ""),
+    );
+    // websub_hub belongs in [server].
+    let text = std::fs::read_to_string(&env.config).expect("read");
+    let text = text.replace("[server]\n", &format!("[server]\nwebsub_hub = \"{hub}\"\n"));
+    std::fs::write(&env.config, text).expect("write");
+
+    let daemon = env.spawn_daemon().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ping = loop {
+        if let Some(p) = server.requests("/hub").into_iter().next() {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hub was never pinged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ping.method, "POST");
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&ping.body)
+        .into_owned()
+        .collect();
+    assert!(
+        form.contains(&("hub.mode".into(), "publish".into())),
+        "{form:?}"
+    );
+    let atom = format!("{}/feed.atom", env.base_url());
+    assert!(form.contains(&("hub.url".into(), atom)), "{form:?}");
+
+    let xml = crate::support::http()
+        .get(format!("{}/feed.atom", env.base_url()))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        xml.contains(&format!("href=\"{hub}\"")) && xml.contains("rel=\"hub\""),
+        "{xml}"
+    );
+    drop(daemon);
+}

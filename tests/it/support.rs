@@ -87,7 +87,9 @@ impl Reply {
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub path: String,
+    pub method: String,
     pub headers: HeaderMap,
+    pub body: Vec<u8>,
     pub at: Instant,
 }
 
@@ -176,12 +178,19 @@ impl Drop for FeedServer {
 
 async fn handle(State(state): State<Arc<Mutex<ServerState>>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
+    let method = req.method().to_string();
     let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
     let reply = {
         let mut st = state.lock().expect("server state");
         st.seen.push(Seen {
             path: path.clone(),
+            method,
             headers: headers.clone(),
+            body,
             at: Instant::now(),
         });
         st.routes.get(&path).cloned()
@@ -419,6 +428,28 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// GETs `path` from the real router built from the environment's config
+/// (named outputs, hub and all) over its database.
+pub async fn get_configured(env: &TestEnv, path: &str) -> reqwest::Response {
+    let config = tributary::config::Config::load(&env.config).expect("config loads");
+    let store = tributary::store::Store::open(&env.db_path())
+        .await
+        .expect("open store");
+    let router = tributary::serve::router(store, tributary::app::serve_settings(&config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    http()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("GET")
 }
 
 /// Serves the output of the database at `db` in-process (the real router on
