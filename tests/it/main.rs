@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real servers on 127.0.0.1, real SQLite
 //! files in temp directories, the real `tributary` binary.
 
+mod browser;
 mod cli;
 mod daemon;
 mod feeds;
