@@ -9,6 +9,8 @@
 //! - [`pipeline`]: one poll — [`pipeline::fetch`] (HTTP),
 //!   [`pipeline::parse`] (bytes → entries), [`pipeline::sanitize`] (allow-list
 //!   HTML, absolute URLs) — recorded in the store in one transaction.
+//!   [`pipeline::dedup`] decides when two entries are one story (URL keys,
+//!   near-duplicate text); pure, for the store's merging to call.
 //! - [`store`]: all persistence (SQLite): feeds, entries, schedule.
 //! - [`serve`]: the HTTP outputs (`/feed.atom`, `/healthz`).
 //! - [`opml`]: OPML ⇄ subscriptions.
