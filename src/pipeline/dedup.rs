@@ -181,6 +181,12 @@ fn is_variant_label(label: &str) -> bool {
 /// It does not guess further (`/a.html` and `/a` stay apart, and so do
 /// `?id=1` and `/id/1`): two different stories under one key would be
 /// merged, which is worse than a duplicate left visible.
+///
+/// Built on `url` rather than the `urlnorm` crate, whose key joins host,
+/// path segments and query tokens with `:` into one string: `/story?id=5`
+/// and `/story/id/5` get the same key, as do `/a:b` and `/a/b`, `:8443`
+/// and the default port, `.pdf` and `.html`; it also keeps `UTM_SOURCE`,
+/// knows no AMP forms, and its key is not a URL.
 pub fn url_key(url: &str) -> Option<String> {
     let mut url = Url::parse(url.trim()).ok()?;
     if let Some(inner) = unwrap_amp_cache(&url) {
