@@ -11,6 +11,8 @@
 //!   HTML, absolute URLs) — recorded in the store in one transaction; and
 //!   [`pipeline::extract`] (a web page → its article, via dom_smoothie and
 //!   our rules in [`pipeline::clean`]).
+//!   [`pipeline::dedup`] decides when two entries are one story (URL keys,
+//!   near-duplicate text); pure, for the store's merging to call.
 //! - [`store`]: all persistence (SQLite): feeds, entries, schedule.
 //! - [`serve`]: the HTTP outputs (Atom, RSS, JSON Feed, the river page,
 //!   named outputs, `/opml`, `/healthz`, `/metrics`).

@@ -7,6 +7,7 @@
 //! a store failure is returned.
 
 pub mod clean;
+pub mod dedup;
 pub mod extract;
 pub mod fetch;
 pub mod parse;
