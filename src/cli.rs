@@ -227,12 +227,13 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     results.sort_by_key(|(i, _)| *i);
 
     let mut out = std::io::stdout().lock();
-    let (mut new, mut updated, mut failed) = (0, 0, 0);
+    let (mut new, mut updated, mut failed, mut merged) = (0, 0, 0, 0);
     writeln!(out, "{:<8} {:>5} {:>7}  FEED", "STATUS", "NEW", "UPDATED")?;
     for (i, result) in results {
         let s = result.with_context(|| format!("cannot record poll of {}", feeds[i].spec.url))?;
         new += s.new;
         updated += s.updated;
+        merged += s.merged;
         let status = match &s.status {
             PollStatus::NotModified => "304".to_owned(),
             PollStatus::Fetched { status } => status.to_string(),
@@ -263,6 +264,12 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
         "{} feeds polled: {new} new, {updated} updated, {failed} failed",
         feeds.len()
     )?;
+    if merged > 0 {
+        writeln!(
+            out,
+            "{merged} entries were stories another feed had already brought"
+        )?;
+    }
     drop(out);
     fetch_articles(config, &store, pipeline).await?;
     store.close().await?;
@@ -278,7 +285,7 @@ async fn fetch_articles(
 ) -> anyhow::Result<()> {
     use crate::model::ArticleOutcome;
     let mut attempted = std::collections::HashSet::new();
-    let (mut extracted, mut failed, mut deferred) = (0usize, 0usize, 0usize);
+    let (mut extracted, mut failed, mut deferred, mut merged) = (0usize, 0usize, 0usize, 0usize);
     loop {
         let jobs: Vec<_> = store
             .due_articles(Utc::now(), 256)
@@ -300,11 +307,16 @@ async fn fetch_articles(
                 ArticleOutcome::Failed { .. } => failed += 1,
                 ArticleOutcome::Deferred => deferred += 1,
             }
-            store.record_article(record).await?;
+            if store.record_article(record).await? {
+                merged += 1;
+            }
         }
     }
     if !attempted.is_empty() {
         println!("full text: {extracted} extracted, {failed} failed, {deferred} deferred");
+        if merged > 0 {
+            println!("{merged} articles were stories another feed had already brought: merged");
+        }
     }
     Ok(())
 }

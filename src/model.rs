@@ -274,6 +274,24 @@ pub struct ParsedEntry {
     pub published: Option<DateTime<Utc>>,
     pub updated: Option<DateTime<Utc>>,
     pub enclosures: Vec<Enclosure>,
+    /// Keys under which the same story from another feed is recognised
+    /// (see `pipeline::dedup::url_key`).
+    pub url_keys: Vec<String>,
+}
+
+/// The stored near-duplicate analysis of an article's text (see
+/// `pipeline::dedup`): plain numbers and bytes, stable across builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPrint {
+    pub version: u32,
+    pub words: u32,
+    pub simhash: u64,
+    /// The MinHash sketch as bytes.
+    pub minhash: Vec<u8>,
+    /// Locality-sensitive keys for finding candidates.
+    pub lsh_keys: Vec<u64>,
+    /// Publication time, Unix seconds.
+    pub published: Option<i64>,
 }
 
 /// What a feed document says about how often to poll it.
@@ -359,6 +377,9 @@ pub struct PollReport {
     pub updated: usize,
     /// New entries whose article page was queued for full text.
     pub articles_queued: usize,
+    /// Entries recognised as a story another feed already brought (same
+    /// URL): attached to it as a further source instead of added.
+    pub merged: usize,
 }
 
 /// A feed that carried an output entry, for `atom:source` and attribution.
@@ -467,6 +488,9 @@ pub struct ArticleJob {
     pub feed_html: Option<String>,
     /// Attempts made so far.
     pub attempts: u32,
+    /// The entry's publication time (Unix seconds), for near-duplicate
+    /// checks.
+    pub published: Option<i64>,
 }
 
 /// What fetching and cleaning an article came to.
@@ -482,6 +506,12 @@ pub enum ArticleOutcome {
         /// Whether the article says more than the feed's own content, and
         /// so replaces it in the outputs.
         use_for_output: bool,
+        /// Keys of the entry link, the final URL and the page's canonical
+        /// URL, for recognising the same story from another feed.
+        url_keys: Vec<String>,
+        /// The text's near-duplicate analysis; `None` for short texts,
+        /// which are never merged on text.
+        print: Option<TextPrint>,
     },
     Failed {
         error: String,

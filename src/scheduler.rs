@@ -474,8 +474,13 @@ pub async fn run_articles(
             let done = Arc::clone(&done);
             tracker.spawn(async move {
                 let record = pipeline.fetch_article(&job).await;
-                if let Err(e) = store.record_article(record).await {
-                    tracing::error!(url = %job.url, error = %e, "cannot record article");
+                match store.record_article(record).await {
+                    Ok(true) => {
+                        metrics::counter!("tributary_stories_merged_total").increment(1);
+                        tracing::debug!(url = %job.url, "article merged into an earlier story");
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(url = %job.url, error = %e, "cannot record article"),
                 }
                 drop(slot);
                 done.notify_one();
@@ -730,6 +735,7 @@ mod tests {
             published: Some(now - chrono::Duration::hours(hours_ago)),
             updated: None,
             enclosures: vec![],
+            url_keys: vec![],
         }
     }
 

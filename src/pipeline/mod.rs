@@ -22,7 +22,7 @@ use crate::config::ExtractConfig;
 use crate::hosts::{HostLimiter, HostPermit, host_of};
 use crate::model::{
     ArticleJob, ArticleOutcome, ArticleRecord, Feed, FetchOutcome, FetchedDoc, Freshness,
-    ParsedFeed, PollOutcome, PollRecord, Schedule, SiteRule, Validators,
+    ParsedFeed, PollOutcome, PollRecord, Schedule, SiteRule, TextPrint, Validators,
 };
 use crate::scheduler::{PollFacts, SchedulePolicy, learn_interval, parse_retry_after};
 use crate::store::{Store, StoreError};
@@ -86,6 +86,8 @@ impl std::fmt::Display for PollStatus {
 pub struct PollSummary {
     pub feed_url: String,
     pub status: PollStatus,
+    /// Entries that another feed had already brought (same URL).
+    pub merged: usize,
     pub new: usize,
     pub updated: usize,
     pub duration: Duration,
@@ -275,6 +277,7 @@ impl Pipeline {
             status,
             new: report.new,
             updated: report.updated,
+            merged: report.merged,
             duration: started.elapsed(),
             next_check_at,
         };
@@ -438,6 +441,22 @@ impl Pipeline {
                 .as_deref()
                 .map(|h| sanitize::html_to_text(h).split_whitespace().count())
                 .unwrap_or(0);
+            let url_keys = dedup::canonical_candidates(
+                Some(job.url.as_str()),
+                Some(doc.final_url.as_str()),
+                article.canonical_url.as_deref(),
+            );
+            let published = job
+                .published
+                .or_else(|| article.published.map(|p| p.timestamp()));
+            let print = dedup::analyse(&article.text, published).map(|c| TextPrint {
+                version: dedup::VERSION,
+                words: c.fingerprint.words,
+                simhash: c.fingerprint.simhash,
+                minhash: c.sketch.to_bytes(),
+                lsh_keys: c.sketch.lsh_keys().to_vec(),
+                published,
+            });
             Ok(ArticleOutcome::Extracted {
                 final_url: doc.final_url,
                 canonical_url: article.canonical_url,
@@ -445,6 +464,8 @@ impl Pipeline {
                 html: article.html,
                 text: article.text,
                 word_count: article.word_count,
+                url_keys,
+                print,
             })
         })
         .await

@@ -797,9 +797,11 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
         return None;
     }
 
+    let url_keys = super::dedup::canonical_candidates(link.as_ref().map(Url::as_str), None, None);
     Some(ParsedEntry {
         key,
         title,
+        url_keys,
         link: link.map(String::from),
         content_html,
         authors: authors(entry),

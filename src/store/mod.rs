@@ -337,8 +337,10 @@ impl Store {
             .await?)
     }
 
-    /// Records one article attempt in one transaction.
-    pub async fn record_article(&self, rec: ArticleRecord) -> Result<(), StoreError> {
+    /// Records one article attempt in one transaction; true when the entry
+    /// turned out to be a story another feed brought first, and was merged
+    /// into it.
+    pub async fn record_article(&self, rec: ArticleRecord) -> Result<bool, StoreError> {
         Ok(self
             .writer
             .call(move |c| sqlite::record_article(c, &rec))

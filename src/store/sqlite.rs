@@ -16,7 +16,7 @@ use rusqlite_migration::{M, Migrations};
 use crate::model::{
     ArticleJob, ArticleOutcome, ArticleRecord, Cursor, Enclosure, Feed, FeedOrigin, FeedSpec,
     FeedStatus, OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport, SourceInfo,
-    Validators,
+    TextPrint, Validators,
 };
 
 use super::{AddOutcome, ArticleState, EntryQuery, Revision, SyncReport};
@@ -30,6 +30,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("polling.sql")),
         M::up(include_str!("articles.sql")),
         M::up(include_str!("outputs.sql")),
+        M::up(include_str!("dedup.sql")),
     ])
 }
 
@@ -752,6 +753,7 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
                         }
                     }
                     Upsert::Updated => report.updated += 1,
+                    Upsert::Merged => report.merged += 1,
                     Upsert::Unchanged => {}
                 }
             }
@@ -766,6 +768,9 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
 
 enum Upsert {
     New(i64),
+    /// Another feed already brought this story (same URL key): this feed
+    /// became one more source of it.
+    Merged,
     Updated,
     Unchanged,
 }
@@ -834,8 +839,17 @@ fn upsert_entry(
             Ok(Upsert::Updated)
         }
         None => {
-            let uid = entry_uid(feed_url, &e.key);
             let now_s = ts(now);
+            if let Some(story) = story_by_url(tx, &e.url_keys, &[feed_id], None)? {
+                tx.execute(
+                    "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![feed_id, e.key, story, e.link, now_s],
+                )?;
+                bump_revision(tx, now)?;
+                return Ok(Upsert::Merged);
+            }
+            let uid = entry_uid(feed_url, &e.key);
             let sort_at = published.map_or(now_s, |p| p.min(now_s));
             let updated = e.updated.map(ts).or(published).unwrap_or(now_s);
             tx.execute(
@@ -864,6 +878,7 @@ fn upsert_entry(
             let entry_id: i64 =
                 tx.query_row("SELECT id FROM entry WHERE uid = ?1", [&uid], |r| r.get(0))?;
             index_entry(tx, entry_id, e.title.as_deref(), e.content_html.as_deref())?;
+            add_url_keys(tx, entry_id, &e.url_keys)?;
             tx.execute(
                 "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -872,6 +887,225 @@ fn upsert_entry(
             Ok(Upsert::New(entry_id))
         }
     }
+}
+
+// ---------------------------------------------------------------- dedup
+
+fn add_url_keys(tx: &Transaction<'_>, entry_id: i64, keys: &[String]) -> rusqlite::Result<()> {
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO entry_url (url_key, entry_id) VALUES (?1, ?2)")?;
+    for k in keys {
+        stmt.execute(params![k, entry_id])?;
+    }
+    Ok(())
+}
+
+/// The earliest story found under any of `keys` that none of `feeds`
+/// carries (two entries of one feed are two stories: the feed says so),
+/// other than `except`.
+fn story_by_url(
+    tx: &Transaction<'_>,
+    keys: &[String],
+    feeds: &[i64],
+    except: Option<i64>,
+) -> rusqlite::Result<Option<i64>> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT u.entry_id FROM entry_url u JOIN entry x ON x.id = u.entry_id
+         WHERE u.url_key IN ({}) AND u.entry_id IS NOT ?1
+           AND NOT EXISTS (SELECT 1 FROM entry_source s WHERE s.entry_id = u.entry_id
+                           AND s.feed_id IN ({}))
+         ORDER BY x.first_seen_at, x.id LIMIT 1",
+        numbered(2, keys.len()),
+        numbered(2 + keys.len(), feeds.len().max(1))
+    );
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&except];
+    args.extend(keys.iter().map(|k| k as &dyn rusqlite::ToSql));
+    let none: i64 = -1;
+    if feeds.is_empty() {
+        args.push(&none);
+    } else {
+        args.extend(feeds.iter().map(|f| f as &dyn rusqlite::ToSql));
+    }
+    tx.prepare_cached(&sql)?
+        .query_row(args.as_slice(), |r| r.get(0))
+        .optional()
+}
+
+fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The earliest earlier story whose text is a near duplicate of `print`
+/// (candidates share a locality-sensitive key; the pure
+/// `pipeline::dedup::is_near_duplicate` decides), carried by none of
+/// `feeds`.
+fn story_by_text(
+    tx: &Transaction<'_>,
+    me: i64,
+    print: &TextPrint,
+    feeds: &[i64],
+) -> rusqlite::Result<Option<i64>> {
+    use crate::pipeline::dedup;
+    let Some(sketch) = dedup::Sketch::from_bytes(&print.minhash) else {
+        return Ok(None);
+    };
+    let mine = dedup::Candidate {
+        fingerprint: dedup::Fingerprint {
+            simhash: print.simhash,
+            words: print.words,
+        },
+        sketch,
+        published: print.published,
+    };
+    let sql = format!(
+        "SELECT DISTINCT p.entry_id, p.words, p.simhash, p.minhash, p.published, x.first_seen_at
+         FROM entry_lsh l
+         JOIN entry_print p ON p.entry_id = l.entry_id AND p.version = ?1
+         JOIN entry x ON x.id = l.entry_id
+         JOIN entry me ON me.id = ?2
+         WHERE l.lsh_key IN ({}) AND l.entry_id <> ?2
+           AND (x.first_seen_at, x.id) < (me.first_seen_at, me.id)
+           AND x.first_seen_at >= me.first_seen_at - ?3
+         ORDER BY x.first_seen_at, x.id",
+        numbered(4, print.lsh_keys.len().max(1))
+    );
+    let version = i64::from(print.version);
+    let window = dedup::MAX_PUBLISHED_GAP_SECS;
+    let keys: Vec<i64> = print.lsh_keys.iter().map(|k| *k as i64).collect();
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&version, &me, &window];
+    let none: i64 = 0;
+    if keys.is_empty() {
+        args.push(&none);
+    } else {
+        args.extend(keys.iter().map(|k| k as &dyn rusqlite::ToSql));
+    }
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let rows = stmt.query_map(args.as_slice(), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+        ))
+    })?;
+    let mut candidates = Vec::new();
+    for row in rows {
+        candidates.push(row?);
+    }
+    for (id, words, simhash, minhash, published) in candidates {
+        let Some(sketch) = dedup::Sketch::from_bytes(&minhash) else {
+            continue;
+        };
+        let other = dedup::Candidate {
+            fingerprint: dedup::Fingerprint {
+                simhash: simhash as u64,
+                words: u32::try_from(words).unwrap_or(0),
+            },
+            sketch,
+            published,
+        };
+        if !dedup::is_near_duplicate(&mine, &other) {
+            continue;
+        }
+        let shares_feed: bool = tx.query_row(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM entry_source WHERE entry_id = ?1 AND feed_id IN ({}))",
+                numbered(2, feeds.len().max(1))
+            ),
+            rusqlite::params_from_iter(std::iter::once(id).chain(feeds.iter().copied().chain(
+                std::iter::repeat_n(-1, usize::from(feeds.is_empty())),
+            ))),
+            |r| r.get(0),
+        )?;
+        if !shares_feed {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+fn store_print(tx: &Transaction<'_>, entry_id: i64, print: &TextPrint) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO entry_print (entry_id, version, words, simhash, minhash, published)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            entry_id,
+            i64::from(print.version),
+            i64::from(print.words),
+            print.simhash as i64,
+            print.minhash,
+            print.published
+        ],
+    )?;
+    tx.execute("DELETE FROM entry_lsh WHERE entry_id = ?1", [entry_id])?;
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO entry_lsh (lsh_key, entry_id) VALUES (?1, ?2)")?;
+    for k in &print.lsh_keys {
+        stmt.execute(params![*k as i64, entry_id])?;
+    }
+    Ok(())
+}
+
+/// Folds the newer entry `me` into the earlier `story`: its sources and
+/// URL keys move over, its article replaces the story's text when it says
+/// more, and `me` is deleted. The story keeps its id.
+fn merge_into(
+    tx: &Transaction<'_>,
+    me: i64,
+    story: i64,
+    article_words: usize,
+    print: Option<&TextPrint>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE entry_source SET entry_id = ?2 WHERE entry_id = ?1",
+        params![me, story],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO entry_url (url_key, entry_id)
+         SELECT url_key, ?2 FROM entry_url WHERE entry_id = ?1",
+        params![me, story],
+    )?;
+    let story_words: Option<i64> = tx
+        .query_row(
+            "SELECT word_count FROM article WHERE entry_id = ?1 AND used = 1",
+            [story],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if story_words.is_none_or(|w| (w.max(0) as usize) < article_words) {
+        tx.execute(
+            "INSERT OR REPLACE INTO article (entry_id, feed_id, url, status, attempts, next_attempt_at,
+                 final_url, canonical_url, html, text, word_count, used, fetched_at)
+             SELECT ?2, feed_id, url, 'done', attempts, next_attempt_at, final_url, canonical_url,
+                    html, text, word_count, used, fetched_at
+             FROM article WHERE entry_id = ?1",
+            params![me, story],
+        )?;
+        let (title, html): (Option<String>, Option<String>) = tx.query_row(
+            "SELECT e.title, a.html FROM entry e JOIN article a ON a.entry_id = e.id WHERE e.id = ?1",
+            [story],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        index_entry(tx, story, title.as_deref(), html.as_deref())?;
+    }
+    let story_has_print: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM entry_print WHERE entry_id = ?1)",
+        [story],
+        |r| r.get(0),
+    )?;
+    if let (false, Some(p)) = (story_has_print, print) {
+        store_print(tx, story, p)?;
+    }
+    tx.execute("DELETE FROM entry WHERE id = ?1", [me])?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- articles
@@ -884,7 +1118,8 @@ pub(super) fn due_articles(
 ) -> rusqlite::Result<Vec<ArticleJob>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stmt = conn.prepare_cached(
-        "SELECT a.entry_id, a.feed_id, a.url, e.title, e.authors, e.content_html, a.attempts
+        "SELECT a.entry_id, a.feed_id, a.url, e.title, e.authors, e.content_html, a.attempts,
+                e.published_at
          FROM article a
          JOIN entry e ON e.id = a.entry_id
          JOIN feed f ON f.id = a.feed_id AND f.status = 'active'
@@ -901,6 +1136,7 @@ pub(super) fn due_articles(
             authors: parse_list(&r.get::<_, String>(4)?),
             feed_html: r.get(5)?,
             attempts: r.get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
+            published: r.get(7)?,
         })
     })?;
     rows.collect()
@@ -932,8 +1168,11 @@ pub(super) fn lease_articles(
     tx.commit()
 }
 
-pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusqlite::Result<()> {
+/// Records an article attempt; returns whether the entry was merged into
+/// an earlier story.
+pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
+    let mut merged = false;
     let at = ts(rec.at);
     let retry = rec.retry_at.map(ts);
     match &rec.outcome {
@@ -944,6 +1183,8 @@ pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusq
             text,
             word_count,
             use_for_output,
+            url_keys,
+            print,
         } => {
             tx.execute(
                 "UPDATE article SET status = 'done', attempts = attempts + 1, last_error = NULL,
@@ -973,6 +1214,35 @@ pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusq
                 index_entry(&tx, rec.entry_id, title.as_deref(), Some(html))?;
                 bump_revision(&tx, rec.at)?;
             }
+            // One story, one entry: the same page (final or canonical URL)
+            // or the same text from another feed folds into the earlier
+            // entry.
+            add_url_keys(&tx, rec.entry_id, url_keys)?;
+            let feeds: Vec<i64> = {
+                let mut stmt =
+                    tx.prepare_cached("SELECT feed_id FROM entry_source WHERE entry_id = ?1")?;
+                let rows = stmt.query_map([rec.entry_id], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let story = match story_by_url(&tx, url_keys, &feeds, Some(rec.entry_id))? {
+                Some(s) => Some(s),
+                None => match print {
+                    Some(p) => story_by_text(&tx, rec.entry_id, p, &feeds)?,
+                    None => None,
+                },
+            };
+            match story {
+                Some(story) => {
+                    merge_into(&tx, rec.entry_id, story, *word_count, print.as_ref())?;
+                    merged = true;
+                    bump_revision(&tx, rec.at)?;
+                }
+                None => {
+                    if let Some(p) = print {
+                        store_print(&tx, rec.entry_id, p)?;
+                    }
+                }
+            }
         }
         ArticleOutcome::Failed { error } => {
             tx.execute(
@@ -991,7 +1261,8 @@ pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusq
             )?;
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(merged)
 }
 
 /// Article states for one entry, for tests and status views.

@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod daemon;
+mod dedup;
 mod feeds;
 mod fulltext;
 mod outputs;

@@ -1,0 +1,257 @@
+//! One story, one entry, across feeds: the same URL in two feeds, and the
+//! same wire story on two sites, end to end through the real binary.
+
+use std::collections::HashSet;
+
+use crate::support::{FeedServer, Reply, TestEnv, feed_table, read_atom, stdout};
+
+fn one_item_feed(site: &str, guid: &str, title: &str, link: &str, teaser: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>{site}</title><link>https://{site}.example/</link><description>d</description>
+<item><guid>{guid}</guid><title>{title}</title><link>{link}</link><description>{teaser}</description></item>
+</channel></rss>"#
+    )
+}
+
+const WIRE: [&str; 6] = [
+    "The regional water authority said on Monday that reservoir levels had fallen to their lowest point in three decades after the driest summer on record, and announced a ban on garden hoses from the first of next month.",
+    "Officials said the ban would apply to households and small businesses across the four districts served by the northern reservoirs, with exemptions for people with disabilities and for commercial growers who use drip irrigation.",
+    "The authority's chief engineer said the reservoirs were holding just under forty percent of their capacity, compared with a long-term average of seventy percent for the time of year, and that inflows had been negligible since June.",
+    "Farmers' groups warned that the restrictions, if extended into the winter, would hit dairy herds hardest, and called on the government to fund emergency boreholes and to speed up work on a new pipeline from the southern catchment.",
+    "Environmental campaigners said the drought showed that leakage from old mains, which loses almost a quarter of treated water before it reaches a tap, should have been fixed years ago, and urged the regulator to impose fines.",
+    "The authority said it would review the ban every two weeks and lift it once reservoir levels recovered to fifty percent, which forecasters said was unlikely before the spring unless the autumn proved unusually wet.",
+];
+
+fn page(site: &str, title: &str, paragraphs: &[&str], extra: &str) -> String {
+    let body: String = paragraphs.iter().map(|p| format!("<p>{p}</p>\n")).collect();
+    format!(
+        r#"<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title} - {site}</title></head>
+<body><header><nav><a href="/">{site} home</a> <a href="/politics">Politics</a> <a href="/sport">Sport</a></nav></header>
+<main><article><h1>{title}</h1><p class="byline">By Staff Reporter, {site}</p>
+{body}{extra}</article></main>
+<aside class="related"><h3>More from {site}</h3><ul><li><a href="/x">Other story</a></li></ul></aside>
+<footer>© {site}</footer></body></html>"#
+    )
+}
+
+#[tokio::test]
+async fn the_same_link_in_two_feeds_is_one_story_with_both_sources() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/a.xml",
+        Reply::feed(
+            "application/rss+xml",
+            one_item_feed(
+                "alpha",
+                "a1",
+                "Shared story",
+                "https://news.example/story/42?utm_source=alpha",
+                "From alpha.",
+            ),
+        ),
+    );
+    server.set(
+        "/b.xml",
+        Reply::feed(
+            "application/rss+xml",
+            one_item_feed(
+                "beta",
+                "b-77",
+                "Shared story (beta)",
+                "http://www.news.example/story/42/#top",
+                "From beta.",
+            ),
+        ),
+    );
+    let env = TestEnv::new(
+        &[
+            feed_table(&server.url("/a.xml"), ""),
+            feed_table(&server.url("/b.xml"), ""),
+        ]
+        .concat(),
+    );
+    assert!(
+        env.cli(&["poll", "--feed", &server.url("/a.xml")])
+            .status
+            .success()
+    );
+    let (first, _) = read_atom(&env.db_path()).await;
+    let out = env.cli(&["poll"]);
+    assert!(
+        stdout(&out).contains("1 entries were stories another feed had already brought"),
+        "{}",
+        stdout(&out)
+    );
+
+    let (feed, xml) = read_atom(&env.db_path()).await;
+    assert_eq!(feed.entries.len(), 1, "one story: {xml}");
+    assert_eq!(
+        feed.entries[0].id, first.entries[0].id,
+        "the first-seen id stays"
+    );
+    // Both copies are credited: the second one as a related link.
+    assert!(
+        xml.contains("rel=\"related\"") && xml.contains("www.news.example/story/42"),
+        "{xml}"
+    );
+    let json = crate::support::get_output(&env.db_path(), "/feed.json", &[])
+        .await
+        .text()
+        .await
+        .expect("body");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let sources = v["items"][0]["_tributary"]["sources"]
+        .as_array()
+        .expect("sources");
+    let feeds: HashSet<&str> = sources
+        .iter()
+        .filter_map(|s| s["feed_url"].as_str())
+        .collect();
+    assert_eq!(feeds.len(), 2, "{json}");
+}
+
+#[tokio::test]
+async fn two_entries_of_one_feed_are_never_merged() {
+    let server = FeedServer::start().await;
+    let feed = r#"<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><link>https://t.example/</link><description>d</description>
+<item><guid>1</guid><title>Live blog, morning</title><link>https://t.example/live</link><description>a</description></item>
+<item><guid>2</guid><title>Live blog, evening</title><link>https://t.example/live</link><description>b</description></item>
+</channel></rss>"#;
+    server.set("/t.xml", Reply::feed("application/rss+xml", feed));
+    let env = TestEnv::new(&feed_table(&server.url("/t.xml"), ""));
+    env.cli(&["poll"]);
+    let (feed, _) = read_atom(&env.db_path()).await;
+    assert_eq!(feed.entries.len(), 2);
+}
+
+#[tokio::test]
+async fn a_wire_story_on_two_sites_becomes_one_entry_but_different_stories_stay_apart() {
+    let server = FeedServer::start().await;
+    // The same wire story: different sites, URLs, titles, boilerplate, and
+    // one paragraph dropped on the second site.
+    server.set(
+        "/alpha/story",
+        Reply::feed(
+            "text/html",
+            page(
+                "Alpha Times",
+                "Hosepipe ban as reservoirs hit 30-year low",
+                &WIRE,
+                "<p>This story was first published by the Northern Wire service.</p>",
+            ),
+        ),
+    );
+    server.set(
+        "/beta/news/drought",
+        Reply::feed(
+            "text/html",
+            page(
+                "Beta Daily",
+                "Reservoirs at lowest level in three decades, hose ban announced",
+                &WIRE[..5],
+                "<p>Reporting by our agency partner.</p>",
+            ),
+        ),
+    );
+    // A different story on the same topic and template as the first.
+    let other: Vec<String> = WIRE
+        .iter()
+        .map(|p| {
+            p.replace("water authority", "electricity board")
+                .replace("reservoir", "coal stock")
+                .replace("hoses", "floodlights")
+                .replace("drought", "heatwave")
+                .replace("Farmers'", "Factory owners'")
+        })
+        .collect();
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let mut shuffled = other.clone();
+    shuffled.reverse();
+    server.set(
+        "/alpha/other",
+        Reply::feed(
+            "text/html",
+            page(
+                "Alpha Times",
+                "Power board warns of winter shortfall",
+                &shuffled,
+                "",
+            ),
+        ),
+    );
+
+    let alpha = format!(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Alpha Times</title><link>{0}</link><description>d</description>
+<item><guid>alpha-1</guid><title>Hosepipe ban as reservoirs hit 30-year low</title><link>{1}</link><description>Teaser.</description><pubDate>Mon, 23 Nov 2026 09:00:00 GMT</pubDate></item>
+<item><guid>alpha-2</guid><title>Power board warns of winter shortfall</title><link>{2}</link><description>Teaser.</description><pubDate>Mon, 23 Nov 2026 10:00:00 GMT</pubDate></item>
+</channel></rss>"#,
+        server.url("/alpha/"),
+        server.url("/alpha/story"),
+        server.url("/alpha/other")
+    );
+    let beta = format!(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Beta Daily</title><link>{0}</link><description>d</description>
+<item><guid>beta-9</guid><title>Reservoirs at lowest level in three decades</title><link>{1}</link><description>Teaser.</description><pubDate>Mon, 23 Nov 2026 11:00:00 GMT</pubDate></item>
+</channel></rss>"#,
+        server.url("/beta/"),
+        server.url("/beta/news/drought")
+    );
+    server.set("/alpha.xml", Reply::feed("application/rss+xml", alpha));
+    server.set("/beta.xml", Reply::feed("application/rss+xml", beta));
+    let env = TestEnv::with_config(
+        &[],
+        "",
+        &[
+            feed_table(&server.url("/alpha.xml"), ""),
+            feed_table(&server.url("/beta.xml"), ""),
+        ]
+        .concat(),
+    );
+    assert!(
+        env.cli(&["poll", "--feed", &server.url("/alpha.xml")])
+            .status
+            .success()
+    );
+    let (first, _) = read_atom(&env.db_path()).await;
+    let wire_id = first
+        .entries
+        .iter()
+        .find(|e| {
+            e.title
+                .as_ref()
+                .is_some_and(|t| t.content.starts_with("Hosepipe"))
+        })
+        .expect("alpha's wire story")
+        .id
+        .clone();
+
+    let out = env.cli(&["poll", "--feed", &server.url("/beta.xml")]);
+    assert!(
+        stdout(&out).contains("1 articles were stories another feed had already brought"),
+        "{}",
+        stdout(&out)
+    );
+    let (feed, xml) = read_atom(&env.db_path()).await;
+    assert_eq!(
+        feed.entries.len(),
+        2,
+        "the wire story once, the other story kept: {xml}"
+    );
+    let wire = feed
+        .entries
+        .iter()
+        .find(|e| e.id == wire_id)
+        .expect("the first-seen id survives");
+    assert!(
+        wire.links
+            .iter()
+            .any(|l| l.rel.as_deref() == Some("related") && l.href.contains("/beta/news/drought")),
+        "{:?}",
+        wire.links
+    );
+    assert!(feed.entries.iter().any(|e| {
+        e.title
+            .as_ref()
+            .is_some_and(|t| t.content.starts_with("Power board"))
+    }));
+}
