@@ -175,13 +175,24 @@ async fn steps(
         for _ in 0..SIZE_ROUNDS {
             let size = store.db_size().await?;
             let entries = store.entry_count().await?;
+            tracing::debug!(
+                used = size.used_bytes,
+                file = size.file_bytes,
+                entries,
+                cap,
+                "size cap round"
+            );
             if size.used_bytes <= cap || entries == 0 {
                 break;
             }
-            // Purge the share of entries the excess is of the whole, plus
-            // a tenth, then measure again.
-            let excess = (size.used_bytes - cap) as f64 / size.used_bytes.max(1) as f64;
-            let mut todo = ((entries as f64 * excess * 1.1).ceil() as usize).max(1);
+            // Aim a little under the cap, so the next poll does not cross
+            // it again at once. Purge the share of entries that the excess
+            // is of the whole: the schema's fixed overhead makes this an
+            // underestimate, which the next round corrects; it never
+            // overshoots by much.
+            let target = cap - cap / 20;
+            let excess = (size.used_bytes - target) as f64 / size.used_bytes as f64;
+            let mut todo = ((entries as f64 * excess).ceil() as usize).max(1);
             while todo > 0 {
                 let p = store.purge_oldest(todo.min(BATCH), now).await?;
                 report.by_size += p;

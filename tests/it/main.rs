@@ -9,4 +9,5 @@ mod fulltext;
 mod outputs;
 mod polite;
 mod poll;
+mod retention;
 mod support;
