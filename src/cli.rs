@@ -1,8 +1,9 @@
 //! The command line: argument parsing and one handler per verb.
 //!
 //! Verbs and flags are a contract other tools rely on (`run`, `poll`,
-//! `feeds add|list|remove`, `opml import|export`, `check`, `--config`,
-//! `TRIBUTARY_CONFIG`): add around them, never rename. Handlers print for
+//! `feeds add|list|remove`, `opml import|export`, `check`, `status`,
+//! `purge`, `--config`, `TRIBUTARY_CONFIG`): add around them, never
+//! rename. Handlers print for
 //! humans on stdout, log on stderr, and return `anyhow` errors with context;
 //! a failing feed is never an error exit.
 

@@ -1585,6 +1585,27 @@ mod tests {
     }
 
     #[test]
+    fn new_databases_vacuum_incrementally_and_old_ones_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fresh = Connection::open(dir.path().join("new.db")).unwrap();
+        configure(&fresh).unwrap();
+        migrate(&mut fresh).unwrap();
+        assert!(db_size(&fresh).unwrap().incremental_vacuum);
+
+        // A database created before retention existed keeps its mode…
+        let mut old = Connection::open(dir.path().join("old.db")).unwrap();
+        Migrations::new(vec![M::up(include_str!("schema.sql"))])
+            .to_latest(&mut old)
+            .unwrap();
+        configure(&old).unwrap();
+        migrate(&mut old).unwrap();
+        assert!(!db_size(&old).unwrap().incremental_vacuum);
+        // …until a full vacuum rebuilds it.
+        full_vacuum(&old).unwrap();
+        assert!(db_size(&old).unwrap().incremental_vacuum);
+    }
+
+    #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
     }
