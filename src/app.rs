@@ -1,6 +1,6 @@
 //! Start-up and shutdown of the daemon: opens the store, syncs the config's
-//! feeds into it, then runs the scheduler and the HTTP server under one
-//! cancellation token until it fires.
+//! feeds into it, then runs the scheduler, the article worker, housekeeping
+//! and the HTTP server under one cancellation token until it fires.
 //!
 //! This is the only module that spawns long-lived tasks. Shutdown order:
 //! stop accepting connections and dispatching polls, let in-flight polls
@@ -138,6 +138,7 @@ pub fn serve_settings(config: &Config) -> ServeSettings {
             })
             .collect(),
         hub: config.server.websub_hub.as_ref().map(|u| u.to_string()),
+        db_cap: config.retention.max_database_size,
     }
 }
 
@@ -226,6 +227,12 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    let housekeeping = tokio::spawn(crate::housekeeping::run(
+        store.clone(),
+        config.retention.policy(),
+        config.retention.housekeeping_interval,
+        shutdown.clone(),
+    ));
     let mut server = tokio::spawn(crate::serve::serve(
         listener,
         crate::serve::router(store.clone(), serve_settings(&config)),
@@ -246,6 +253,7 @@ pub async fn run(
     };
     let _ = scheduler.await;
     let _ = articles.await;
+    let _ = housekeeping.await;
     if let Some(w) = websub {
         let _ = w.await;
     }

@@ -1,8 +1,9 @@
 //! The command line: argument parsing and one handler per verb.
 //!
 //! Verbs and flags are a contract other tools rely on (`run`, `poll`,
-//! `feeds add|list|remove`, `opml import|export`, `check`, `--config`,
-//! `TRIBUTARY_CONFIG`): add around them, never rename. Handlers print for
+//! `feeds add|list|remove`, `opml import|export`, `check`, `status`,
+//! `purge`, `--config`, `TRIBUTARY_CONFIG`): add around them, never
+//! rename. Handlers print for
 //! humans on stdout, log on stderr, and return `anyhow` errors with context;
 //! a failing feed is never an error exit.
 
@@ -63,6 +64,17 @@ pub enum Command {
     Opml(OpmlCommand),
     /// Validate the configuration and report every problem
     Check,
+    /// One screen: feeds by state, last poll, entries, database size, outputs
+    Status,
+    /// Apply [retention] now: purge old entries (leaving tombstones so they
+    /// do not come back), bound the tombstones, reclaim space
+    Purge {
+        /// Also rebuild the database file (VACUUM), which shrinks it and
+        /// turns on incremental vacuum for older databases; stop the daemon
+        /// first, and have free disk space the size of the database
+        #[arg(long)]
+        vacuum: bool,
+    },
     /// Extract and clean the article of saved pages (HTML or .gz); no config or database needed
     Extract(ExtractArgs),
 }
@@ -129,6 +141,8 @@ impl Cli {
 pub async fn execute(cli: &Cli, config: Config) -> anyhow::Result<()> {
     match &cli.command {
         Command::Check => check(&config),
+        Command::Status => status(&config).await,
+        Command::Purge { vacuum } => purge(&config, *vacuum).await,
         Command::Run => run(config).await,
         Command::Poll { feeds } => poll(&config, feeds).await,
         Command::Feeds(FeedsCommand::Add(args)) => feeds_add(&config, args).await,
@@ -385,16 +399,9 @@ fn human_delta(d: chrono::Duration, suffix: &str) -> String {
     }
 }
 
-/// One word for a feed's state: paused and gone win; otherwise new (never
-/// polled), ok or failing (consecutive errors, still retried).
+/// One word for a feed's state; see [`Feed::state`].
 pub fn feed_state(f: &Feed) -> &'static str {
-    match (f.status, f.last_checked_at, f.error_count) {
-        (FeedStatus::Paused, ..) => "paused",
-        (FeedStatus::Gone, ..) => "gone",
-        (_, None, _) => "new",
-        (_, Some(_), 0) => "ok",
-        _ => "failing",
-    }
+    f.state()
 }
 
 async fn feeds_list(config: &Config) -> anyhow::Result<()> {
@@ -502,6 +509,152 @@ async fn feeds_remove(config: &Config, url: &str) -> anyhow::Result<()> {
     store.remove_feed(&key, Utc::now()).await?;
     store.close().await?;
     println!("removed {key} and {} entries", feed.entry_count);
+    Ok(())
+}
+
+/// `tributary status`: the state of the whole installation on one screen.
+async fn status(config: &Config) -> anyhow::Result<()> {
+    use crate::config::format_bytes;
+    let store = open(config).await?;
+    let now = Utc::now();
+    let snap = store.status(1, now).await?;
+    store.close().await?;
+    let settings = app::serve_settings(config);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Tributary {} · {}",
+        env!("CARGO_PKG_VERSION"),
+        config.database.display()
+    )?;
+    let states: Vec<String> = crate::model::FEED_STATES
+        .iter()
+        .map(|s| {
+            let n = snap.feeds.iter().filter(|f| f.state() == *s).count();
+            format!("{n} {s}")
+        })
+        .collect();
+    writeln!(
+        out,
+        "feeds:      {} ({})",
+        snap.feeds.len(),
+        states.join(", ")
+    )?;
+    let last = snap
+        .feeds
+        .iter()
+        .filter_map(|f| f.last_checked_at.map(|t| (t, f)))
+        .max_by_key(|(t, _)| *t);
+    match last {
+        Some((t, f)) => writeln!(out, "last poll:  {} ({})", ago(Some(t), now), f.spec.url)?,
+        None => writeln!(out, "last poll:  never")?,
+    }
+    writeln!(
+        out,
+        "entries:    {} · tombstones {}",
+        snap.entries, snap.tombstones
+    )?;
+    writeln!(
+        out,
+        "articles:   {} pending, {} failed",
+        snap.articles_pending, snap.articles_failed
+    )?;
+    let cap = config.retention.max_database_size.map_or_else(
+        || "no cap".to_owned(),
+        |c| format!("cap {}", format_bytes(c)),
+    );
+    writeln!(
+        out,
+        "database:   {} used, {} file, {cap} · housekeeping {}",
+        format_bytes(snap.size.used_bytes),
+        format_bytes(snap.size.file_bytes),
+        ago(snap.housekept_at, now)
+    )?;
+    for (i, (label, url)) in crate::serve::status::output_urls(&settings)
+        .iter()
+        .enumerate()
+    {
+        let head = if i == 0 { "outputs:" } else { "" };
+        writeln!(out, "{head:<11} {url}  ({label})")?;
+    }
+    // Feeds an operator should look at; the rest are in `feeds list`.
+    let attention: Vec<&Feed> = snap
+        .feeds
+        .iter()
+        .filter(|f| matches!(f.state(), "failing" | "gone"))
+        .collect();
+    if !attention.is_empty() {
+        writeln!(out, "\nneeds attention:")?;
+        for f in attention.iter().take(STATUS_ATTENTION_ROWS) {
+            let err = f.last_error.as_deref().unwrap_or("-");
+            writeln!(
+                out,
+                "{:<8} {} · {} errors · last success {} · {err}",
+                f.state(),
+                f.spec.url,
+                f.error_count,
+                ago(f.last_success_at, now)
+            )?;
+        }
+        if attention.len() > STATUS_ATTENTION_ROWS {
+            writeln!(
+                out,
+                "… and {} more (see `tributary feeds list`)",
+                attention.len() - STATUS_ATTENTION_ROWS
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Failing or gone feeds listed by `status`, so it stays one screen.
+const STATUS_ATTENTION_ROWS: usize = 10;
+
+/// `tributary purge`: housekeeping now, with what it removed.
+async fn purge(config: &Config, vacuum: bool) -> anyhow::Result<()> {
+    use crate::config::format_bytes;
+    let store = open(config).await?;
+    let policy = config.retention.policy();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut report = crate::housekeeping::once(&store, &policy, Utc::now(), &stop)
+        .await
+        .context("cannot apply retention")?;
+    if vacuum {
+        store
+            .full_vacuum()
+            .await
+            .context("cannot rebuild the database (VACUUM); is the disk full?")?;
+        report.after = store.db_size().await?;
+    }
+    let tombstones = store.status(1, Utc::now()).await?.tombstones;
+    store.close().await?;
+    let purged = report.purged();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "purged:     {} entries ({} older than max_age, {} over max_entries_per_feed, {} over max_database_size)",
+        purged.entries, report.by_age.entries, report.by_count.entries, report.by_size.entries
+    )?;
+    writeln!(
+        out,
+        "tombstones: {} added, {} dropped, {tombstones} kept",
+        purged.tombstones, report.tombstones_dropped
+    )?;
+    writeln!(
+        out,
+        "database:   {} freed, {} reclaimed; now {} used, {} file",
+        format_bytes(report.freed_bytes()),
+        format_bytes(report.reclaimed_bytes()),
+        format_bytes(report.after.used_bytes),
+        format_bytes(report.after.file_bytes)
+    )?;
+    if !report.after.incremental_vacuum {
+        writeln!(
+            out,
+            "note:       free pages are reused but the file does not shrink; \
+             `tributary purge --vacuum` (daemon stopped) rebuilds it once"
+        )?;
+    }
     Ok(())
 }
 

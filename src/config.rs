@@ -28,7 +28,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 use url::Url;
 
-use crate::model::{FeedSpec, OutputSpec, SiteRule};
+use crate::model::{FeedSpec, OutputSpec, RetentionPolicy, SiteRule};
 
 // A macro rather than a const so that `concat!` can build the user agent at
 // compile time: `concat!` only accepts literals.
@@ -79,12 +79,22 @@ const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_FULL_TEXT: bool = true;
 const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 const DEFAULT_EXTRACT_CONCURRENCY: usize = 4;
+const DAY: u64 = 24 * 60 * 60;
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(180 * DAY);
+const DEFAULT_MAX_ENTRIES_PER_FEED: usize = 1_000;
+const DEFAULT_MAX_DATABASE_SIZE: u64 = 1_000_000_000;
+const DEFAULT_TOMBSTONE_MAX_AGE: Duration = Duration::from_secs(365 * DAY);
+const DEFAULT_MAX_TOMBSTONES: usize = 500_000;
+const DEFAULT_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(DAY);
 
 /// Bounds that protect the daemon and the feeds' servers from a typo.
 const MIN_MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_CONCURRENCY: i64 = 1024;
 const MIN_MAX_BODY: u64 = 1_000;
 const MAX_MAX_ATTEMPTS: i64 = 20;
+/// The smallest database size cap: below this even an empty database with
+/// its indexes would not fit, and every entry would be purged.
+const MIN_MAX_DATABASE_SIZE: u64 = 1_000_000;
 /// An output's name is part of its URL (`/o/<name>.atom`), so it is short
 /// and needs no escaping.
 const MAX_OUTPUT_NAME_LEN: usize = 64;
@@ -100,7 +110,16 @@ const WEBSUB_HUB_EXAMPLE: &str = "https://pubsubhubbub.appspot.com/";
 /// The known keys of each table, used to reject unknown keys and to suggest
 /// the intended one.
 const TOP_KEYS: &[&str] = &[
-    "database", "server", "poll", "log", "network", "extract", "feed", "site", "output",
+    "database",
+    "server",
+    "poll",
+    "log",
+    "network",
+    "extract",
+    "retention",
+    "feed",
+    "site",
+    "output",
 ];
 const SERVER_KEYS: &[&str] = &[
     "listen",
@@ -127,6 +146,14 @@ const POLL_KEYS: &[&str] = &[
 const LOG_KEYS: &[&str] = &["level", "format"];
 const NETWORK_KEYS: &[&str] = &["allow"];
 const EXTRACT_KEYS: &[&str] = &["full_text", "max_attempts", "concurrency"];
+const RETENTION_KEYS: &[&str] = &[
+    "max_age",
+    "max_entries_per_feed",
+    "max_database_size",
+    "tombstone_max_age",
+    "max_tombstones",
+    "housekeeping_interval",
+];
 const FEED_KEYS: &[&str] = &["url", "title", "tags", "interval", "full_text"];
 const SITE_KEYS: &[&str] = &["host", "keep", "drop"];
 const OUTPUT_KEYS: &[&str] = &[
@@ -142,6 +169,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("[log]", LOG_KEYS),
     ("[network]", NETWORK_KEYS),
     ("[extract]", EXTRACT_KEYS),
+    ("[retention]", RETENTION_KEYS),
     ("[[feed]]", FEED_KEYS),
     ("[[site]]", SITE_KEYS),
     ("[[output]]", OUTPUT_KEYS),
@@ -161,6 +189,7 @@ pub struct Config {
     pub log: LogConfig,
     pub network: NetworkConfig,
     pub extract: ExtractConfig,
+    pub retention: RetentionConfig,
     /// The `[[feed]]` tables in file order; URLs are unique.
     pub feeds: Vec<FeedSpec>,
     /// The `[[site]]` tables in file order; hosts are unique, and every rule
@@ -351,6 +380,44 @@ impl ExtractConfig {
     }
 }
 
+/// `[retention]`: how much history the database keeps, and how often
+/// housekeeping applies it. Every limit is optional (`"0s"` or `0` in the
+/// file turns it off), except that tombstones are always bounded by age,
+/// count or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Entries older than this (by their output time: published, never
+    /// later than first seen) are purged.
+    pub max_age: Option<Duration>,
+    /// Each feed keeps only this many of its newest entries, so one
+    /// firehose cannot crowd out the rest.
+    pub max_entries_per_feed: Option<usize>,
+    /// The oldest entries of all feeds are purged while the database's
+    /// used pages exceed this many bytes; at least 1MB.
+    pub max_database_size: Option<u64>,
+    /// A purged entry's tombstone is dropped once its feed has not carried
+    /// the entry for this long. Until then the entry cannot come back.
+    pub tombstone_max_age: Option<Duration>,
+    /// At most this many tombstones are kept; the longest unseen go first.
+    pub max_tombstones: Option<usize>,
+    /// Time between housekeeping runs (retention, vacuum, optimize,
+    /// checkpoint); the first runs shortly after start.
+    pub housekeeping_interval: Duration,
+}
+
+impl RetentionConfig {
+    /// The limits as the store applies them.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_age: self.max_age,
+            max_entries_per_feed: self.max_entries_per_feed,
+            max_database_size: self.max_database_size,
+            tombstone_max_age: self.tombstone_max_age,
+            max_tombstones: self.max_tombstones,
+        }
+    }
+}
+
 /// The shape of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -537,6 +604,14 @@ fn defaults(path: Option<&Path>, state_dir: Option<&str>) -> Config {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             concurrency: DEFAULT_EXTRACT_CONCURRENCY,
         },
+        retention: RetentionConfig {
+            max_age: Some(DEFAULT_MAX_AGE),
+            max_entries_per_feed: Some(DEFAULT_MAX_ENTRIES_PER_FEED),
+            max_database_size: Some(DEFAULT_MAX_DATABASE_SIZE),
+            tombstone_max_age: Some(DEFAULT_TOMBSTONE_MAX_AGE),
+            max_tombstones: Some(DEFAULT_MAX_TOMBSTONES),
+            housekeeping_interval: DEFAULT_HOUSEKEEPING_INTERVAL,
+        },
         feeds: Vec::new(),
         sites: Vec::new(),
         outputs: Vec::new(),
@@ -620,6 +695,7 @@ struct RawConfig {
     log: RawLog,
     network: RawNetwork,
     extract: RawExtract,
+    retention: RawRetention,
     feeds: Vec<RawFeed>,
     sites: Vec<RawSite>,
     outputs: Vec<RawOutput>,
@@ -667,6 +743,16 @@ struct RawExtract {
     full_text: Field<bool>,
     max_attempts: Field<i64>,
     concurrency: Field<i64>,
+}
+
+#[derive(Default)]
+struct RawRetention {
+    max_age: Field<Duration>,
+    max_entries_per_feed: Field<i64>,
+    max_database_size: Field<u64>,
+    tombstone_max_age: Field<Duration>,
+    max_tombstones: Field<i64>,
+    housekeeping_interval: Field<Duration>,
 }
 
 #[derive(Default)]
@@ -767,6 +853,11 @@ impl Reader {
                 "extract" => {
                     if let Some(table) = self.table(key, value) {
                         raw.extract = self.read_extract(table);
+                    }
+                }
+                "retention" => {
+                    if let Some(table) = self.table(key, value) {
+                        raw.retention = self.read_retention(table);
                     }
                 }
                 "feed" => {
@@ -883,6 +974,25 @@ impl Reader {
                 "max_attempts" => raw.max_attempts = self.integer(key, value),
                 "concurrency" => raw.concurrency = self.integer(key, value),
                 _ => self.unknown_key(key, field, name.span(), EXTRACT_KEYS),
+            }
+        }
+        raw
+    }
+
+    fn read_retention(&mut self, table: &DeTable<'_>) -> RawRetention {
+        let mut raw = RawRetention::default();
+        for (name, value) in table.iter() {
+            let field = name.get_ref().as_ref();
+            let key = format!("retention.{field}");
+            let key = key.as_str();
+            match field {
+                "max_age" => raw.max_age = self.duration(key, value),
+                "max_entries_per_feed" => raw.max_entries_per_feed = self.integer(key, value),
+                "max_database_size" => raw.max_database_size = self.size(key, value),
+                "tombstone_max_age" => raw.tombstone_max_age = self.duration(key, value),
+                "max_tombstones" => raw.max_tombstones = self.integer(key, value),
+                "housekeeping_interval" => raw.housekeeping_interval = self.duration(key, value),
+                _ => self.unknown_key(key, field, name.span(), RETENTION_KEYS),
             }
         }
         raw
@@ -1267,6 +1377,7 @@ impl Reader {
             config.network.allow = allow;
         }
         self.validate_extract(&raw.extract, &mut config.extract);
+        self.validate_retention(&raw.retention, &mut config.retention);
         config.feeds = self.validate_feeds(raw.feeds, min_interval, max_interval);
         config.sites = self.validate_sites(raw.sites);
         config.outputs = self.validate_outputs(raw.outputs, max_page_size);
@@ -1531,6 +1642,86 @@ impl Reader {
         }
         if let Some(c) = self.count("extract.concurrency", &raw.concurrency, MAX_CONCURRENCY) {
             extract.concurrency = c;
+        }
+    }
+
+    /// A limit where 0 means "no limit": None for 0, the value when it is
+    /// in range, or a problem.
+    fn limit(&mut self, key: &str, field: &Field<i64>, default: Option<usize>) -> Option<usize> {
+        match *field {
+            Field::Missing => default,
+            Field::Invalid => None,
+            Field::Set(0, _) => None,
+            Field::Set(n, line) => match usize::try_from(n) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.problem_at_line(
+                        key,
+                        line,
+                        format!("must be 0 (no limit) or more, got {n}"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn validate_retention(&mut self, raw: &RawRetention, retention: &mut RetentionConfig) {
+        // "0s" and 0 turn a limit off.
+        let off_if_zero = |d: Duration| (!d.is_zero()).then_some(d);
+        if let Some(d) = raw.max_age.or(DEFAULT_MAX_AGE) {
+            retention.max_age = off_if_zero(d);
+        }
+        if !matches!(raw.max_entries_per_feed, Field::Invalid) {
+            retention.max_entries_per_feed = self.limit(
+                "retention.max_entries_per_feed",
+                &raw.max_entries_per_feed,
+                Some(DEFAULT_MAX_ENTRIES_PER_FEED),
+            );
+        }
+        match raw.max_database_size {
+            Field::Set(n, line) if n != 0 && n < MIN_MAX_DATABASE_SIZE => self.problem_at_line(
+                "retention.max_database_size",
+                line,
+                format!(
+                    "must be 0 (no cap) or at least 1MB, got {n} bytes: a smaller database cannot hold even its indexes"
+                ),
+            ),
+            Field::Set(n, _) => retention.max_database_size = (n != 0).then_some(n),
+            _ => {}
+        }
+        if let Some(d) = raw.tombstone_max_age.or(DEFAULT_TOMBSTONE_MAX_AGE) {
+            retention.tombstone_max_age = off_if_zero(d);
+        }
+        if !matches!(raw.max_tombstones, Field::Invalid) {
+            retention.max_tombstones = self.limit(
+                "retention.max_tombstones",
+                &raw.max_tombstones,
+                Some(DEFAULT_MAX_TOMBSTONES),
+            );
+        }
+        // Tombstones are what keep purged entries out, but they must not
+        // grow without bound themselves.
+        let age_off = matches!(raw.tombstone_max_age, Field::Set(d, _) if d.is_zero());
+        let count_off = matches!(raw.max_tombstones, Field::Set(0, _));
+        if age_off && count_off {
+            let Field::Set(_, line) = raw.max_tombstones else {
+                return;
+            };
+            self.problem_at_line(
+                "retention.max_tombstones",
+                line,
+                "tombstones must be bounded: tombstone_max_age is \"0s\" too; set one of them above zero",
+            );
+        }
+        match raw.housekeeping_interval {
+            Field::Set(d, line) if d < MIN_MIN_INTERVAL => self.problem_at_line(
+                "retention.housekeeping_interval",
+                line,
+                format!("must be at least 1s, got {}", format_duration(d)),
+            ),
+            Field::Set(d, _) => retention.housekeeping_interval = d,
+            _ => {}
         }
     }
 
@@ -2160,6 +2351,27 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(multiplier).ok_or_else(too_large)
 }
 
+/// A byte count for people, in decimal units with one decimal: `1.5 MB`,
+/// `830 KB`, `12 B`. For display; [`parse_size`] reads whole numbers only.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1_000_000_000_000, "TB"),
+        (1_000_000_000, "GB"),
+        (1_000_000, "MB"),
+        (1_000, "KB"),
+    ];
+    for (size, unit) in UNITS {
+        if n >= size {
+            let tenths = (n as u128 * 10 + size as u128 / 2) / size as u128;
+            return match tenths % 10 {
+                0 => format!("{} {unit}", tenths / 10),
+                t => format!("{}.{t} {unit}", tenths / 10),
+            };
+        }
+    }
+    format!("{n} B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2235,6 +2447,16 @@ mod tests {
         assert!(config.extract.full_text);
         assert_eq!(config.extract.max_attempts, 4);
         assert_eq!(config.extract.concurrency, 4);
+        let retention = &config.retention;
+        assert_eq!(retention.max_age, Some(Duration::from_secs(180 * 86_400)));
+        assert_eq!(retention.max_entries_per_feed, Some(1_000));
+        assert_eq!(retention.max_database_size, Some(1_000_000_000));
+        assert_eq!(
+            retention.tombstone_max_age,
+            Some(Duration::from_secs(365 * 86_400))
+        );
+        assert_eq!(retention.max_tombstones, Some(500_000));
+        assert_eq!(retention.housekeeping_interval, Duration::from_secs(86_400));
         assert!(config.feeds.is_empty());
         assert!(config.sites.is_empty());
         assert!(config.outputs.is_empty());
@@ -3608,6 +3830,7 @@ interval = 60
         assert_eq!(config.log, defaults.log);
         assert_eq!(config.network, defaults.network);
         assert_eq!(config.extract, defaults.extract);
+        assert_eq!(config.retention, defaults.retention);
         // The example [[site]] and [[output]] are commented out: site rules
         // and named outputs are opt-in.
         assert_eq!(config.sites, defaults.sites);
@@ -3723,6 +3946,124 @@ interval = 60
                     "the example {header} in config/tributary.toml does not show {key}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn retention_keys_are_read_and_zero_turns_a_limit_off() {
+        let days = |n: u64| Some(Duration::from_secs(n * 86_400));
+        let policy = |max_age,
+                      max_entries_per_feed,
+                      max_database_size,
+                      tombstone_max_age,
+                      max_tombstones| {
+            RetentionPolicy {
+                max_age,
+                max_entries_per_feed,
+                max_database_size,
+                tombstone_max_age,
+                max_tombstones,
+            }
+        };
+        let defaults = policy(
+            days(180),
+            Some(1000),
+            Some(1_000_000_000),
+            days(365),
+            Some(500_000),
+        );
+        let cases = [
+            ("", defaults),
+            (
+                "max_age = \"30d\"\nmax_entries_per_feed = 50\nmax_database_size = \"2GiB\"\n\
+                 tombstone_max_age = \"90d\"\nmax_tombstones = 10",
+                policy(days(30), Some(50), Some(2 << 30), days(90), Some(10)),
+            ),
+            (
+                "max_age = \"0s\"\nmax_entries_per_feed = 0\nmax_database_size = 0",
+                policy(None, None, None, days(365), Some(500_000)),
+            ),
+            (
+                "tombstone_max_age = \"0s\"",
+                RetentionPolicy {
+                    tombstone_max_age: None,
+                    ..defaults
+                },
+            ),
+            (
+                "max_tombstones = 0",
+                RetentionPolicy {
+                    max_tombstones: None,
+                    ..defaults
+                },
+            ),
+        ];
+        for (body, expected) in cases {
+            let r = ok(&format!("[retention]\n{body}\n")).retention;
+            assert_eq!(r.policy(), expected, "{body}");
+        }
+        let r = ok("[retention]\nhousekeeping_interval = \"6h\"\n").retention;
+        assert_eq!(r.housekeeping_interval, Duration::from_secs(6 * 3600));
+    }
+
+    #[test]
+    fn retention_problems_name_key_and_line() {
+        let cases = [
+            (
+                "max_entries_per_feed = -1",
+                "retention.max_entries_per_feed",
+                "0 (no limit) or more",
+            ),
+            (
+                "max_database_size = \"512KB\"",
+                "retention.max_database_size",
+                "at least 1MB",
+            ),
+            (
+                "max_database_size = \"lots\"",
+                "retention.max_database_size",
+                "invalid size",
+            ),
+            ("max_age = 30", "retention.max_age", "add quotes and a unit"),
+            (
+                "housekeeping_interval = \"0s\"",
+                "retention.housekeeping_interval",
+                "at least 1s",
+            ),
+            (
+                "max_tombstones = -5",
+                "retention.max_tombstones",
+                "0 (no limit) or more",
+            ),
+            (
+                "max_entries = 5",
+                "retention.max_entries",
+                "max_entries_per_feed",
+            ),
+        ];
+        for (line, key, needle) in cases {
+            let message = check_err(&format!("[retention]\n{line}\n"), key, 2);
+            assert!(message.contains(needle), "{line}: {message}");
+        }
+        // Tombstones must stay bounded by age or count.
+        let message = check_err(
+            "[retention]\ntombstone_max_age = \"0s\"\nmax_tombstones = 0\n",
+            "retention.max_tombstones",
+            3,
+        );
+        assert!(message.contains("bounded"), "{message}");
+    }
+
+    #[test]
+    fn bytes_are_formatted_for_people() {
+        for (n, text) in [
+            (0, "0 B"),
+            (999, "999 B"),
+            (1_000, "1 KB"),
+            (1_540_000, "1.5 MB"),
+            (1_000_000_000, "1 GB"),
+        ] {
+            assert_eq!(format_bytes(n), text);
         }
     }
 }

@@ -20,6 +20,8 @@
 //! - [`hosts`]: per-host politeness (concurrency, spacing, 429 blocks).
 //! - [`netguard`]: which addresses may be connected to (no SSRF).
 //! - [`websub`]: tells a WebSub hub when the outputs change.
+//! - [`housekeeping`]: retention (purge with tombstones), vacuum, optimize,
+//!   checkpoint — daily, in short transactions.
 //! - [`app`]: daemon start-up and graceful shutdown.
 //! - [`cli`]: the command-line verbs.
 
@@ -27,6 +29,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod hosts;
+pub mod housekeeping;
 pub mod model;
 pub mod netguard;
 pub mod opml;

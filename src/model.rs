@@ -208,6 +208,41 @@ impl Feed {
             .or(self.site_title.as_deref())
             .unwrap_or(&self.spec.url)
     }
+
+    /// One word for the feed's state, as `feeds list` and `status` show
+    /// it: paused and gone win; otherwise new (never polled), ok or failing
+    /// (consecutive errors, still retried).
+    pub fn state(&self) -> &'static str {
+        match (self.status, self.last_checked_at, self.error_count) {
+            (FeedStatus::Paused, ..) => "paused",
+            (FeedStatus::Gone, ..) => "gone",
+            (_, None, _) => "new",
+            (_, Some(_), 0) => "ok",
+            _ => "failing",
+        }
+    }
+}
+
+/// The words of [`Feed::state`], in the order `status` lists them.
+pub const FEED_STATES: [&str; 5] = ["ok", "failing", "gone", "paused", "new"];
+
+/// How much history the store keeps. `None` turns a limit off. Applied by
+/// housekeeping (and `tributary purge`), never inside a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Entries whose output time (published, never later than first seen)
+    /// is older than this are purged.
+    pub max_age: Option<Duration>,
+    /// Each feed keeps at most this many of its newest entries.
+    pub max_entries_per_feed: Option<usize>,
+    /// The oldest entries of all feeds are purged until the database's
+    /// used pages fit in this many bytes.
+    pub max_database_size: Option<u64>,
+    /// A tombstone is dropped once its feed has not carried the entry for
+    /// this long.
+    pub tombstone_max_age: Option<Duration>,
+    /// At most this many tombstones are kept; the longest unseen go first.
+    pub max_tombstones: Option<usize>,
 }
 
 /// A feed document as the fetch stage got it off the wire.

@@ -9,6 +9,7 @@ pub mod atom;
 pub mod html;
 pub mod json;
 pub mod rss;
+pub mod status;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -50,6 +51,8 @@ pub struct ServeSettings {
     pub outputs: Vec<NamedOutput>,
     /// A WebSub hub advertised with rel="hub".
     pub hub: Option<String>,
+    /// `[retention] max_database_size`, shown on the status page.
+    pub db_cap: Option<u64>,
 }
 
 /// The identity and links of one rendered output document.
@@ -164,6 +167,7 @@ pub fn router(store: Store, settings: ServeSettings) -> Router {
         .route("/", get(|s, q, h| default_output(s, q, h, Format::Html)))
         .route("/o/{file}", get(named_output))
         .route("/opml", get(opml))
+        .route("/status", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .layer(tower_http::compression::CompressionLayer::new())
@@ -436,6 +440,34 @@ async fn opml(State(state): State<Arc<AppState>>) -> Response {
             ([(header::CONTENT_TYPE, "text/x-opml; charset=utf-8")], doc).into_response()
         }
         Err(e) => unavailable(&e),
+    }
+}
+
+/// `/status`: feeds by state, database, outputs, and a chart per feed.
+/// Rendered per request (it is small and shows the time); never cached.
+async fn status_page(State(state): State<Arc<AppState>>) -> Response {
+    let now = Utc::now();
+    let snap = match state.store.status(status::CHART_DAYS, now).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    match status::render(&snap, &state.settings, state.settings.db_cap, now) {
+        Ok(page) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            page,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the status page");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot render this page\n",
+            )
+                .into_response()
+        }
     }
 }
 

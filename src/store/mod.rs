@@ -106,6 +106,63 @@ pub struct ArticleState {
     pub used: bool,
 }
 
+/// What one retention step removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Entries deleted (with their sources, articles and search rows).
+    pub entries: usize,
+    /// Tombstones written, so the entries do not come back.
+    pub tombstones: usize,
+}
+
+impl std::ops::AddAssign for Purged {
+    fn add_assign(&mut self, other: Purged) {
+        self.entries += other.entries;
+        self.tombstones += other.tombstones;
+    }
+}
+
+/// The database file's size, from its page counts (the WAL file aside).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DbSize {
+    /// Pages in the file, free ones included.
+    pub file_bytes: u64,
+    /// Pages in use: what `[retention] max_database_size` caps.
+    pub used_bytes: u64,
+    /// Whether free pages can be handed back in small steps
+    /// (`auto_vacuum = INCREMENTAL`); otherwise they are reused in place.
+    pub incremental_vacuum: bool,
+}
+
+/// One feed's polls on one UTC day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedDay {
+    /// Days since 1970-01-01.
+    pub day: i64,
+    pub polls: u32,
+    /// Polls answered `304 Not Modified`.
+    pub not_modified: u32,
+    /// Polls that failed (network, HTTP error, unparsable, 410).
+    pub errors: u32,
+    pub new_entries: u32,
+}
+
+/// Everything `tributary status` and `/status` show, read at one moment.
+#[derive(Debug, Clone)]
+pub struct StatusSnapshot {
+    pub feeds: Vec<Feed>,
+    pub entries: u64,
+    pub tombstones: u64,
+    pub articles_pending: u64,
+    pub articles_failed: u64,
+    pub size: DbSize,
+    /// When housekeeping last finished.
+    pub housekept_at: Option<DateTime<Utc>>,
+    /// Per feed id, its days from the requested one on, oldest first; a
+    /// day without polls has no row.
+    pub history: std::collections::HashMap<i64, Vec<FeedDay>>,
+}
+
 /// Which entries an output wants. Every filter narrows; empty lists and
 /// `None` do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -371,6 +428,142 @@ impl Store {
     /// The current output revision. Runs on the reader connection.
     pub async fn revision(&self) -> Result<Revision, StoreError> {
         Ok(self.reader.call(|c| sqlite::revision(c)).await?)
+    }
+
+    // ---- retention and housekeeping: each call is one short transaction,
+    // so polls commit between them (see `crate::housekeeping`).
+
+    /// Purges up to `batch` entries whose output time is before `cutoff`.
+    pub async fn purge_older_than(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::purge_older_than(c, cutoff, batch, now))
+            .await?)
+    }
+
+    /// Purges up to `batch` of the oldest entries across all feeds.
+    pub async fn purge_oldest(
+        &self,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::purge_oldest(c, batch, now))
+            .await?)
+    }
+
+    /// Ids of the feeds carrying more than `max` entries.
+    pub async fn feeds_over(&self, max: usize) -> Result<Vec<i64>, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::feeds_over(c, max))
+            .await?)
+    }
+
+    /// Purges up to `batch` of a feed's entries beyond its newest `keep`.
+    pub async fn purge_feed_excess(
+        &self,
+        feed_id: i64,
+        keep: usize,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::purge_feed_excess(c, feed_id, keep, batch, now))
+            .await?)
+    }
+
+    /// Drops up to `batch` tombstones last seen before `cutoff`.
+    pub async fn expire_tombstones(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::expire_tombstones(c, cutoff, batch))
+            .await?)
+    }
+
+    /// Drops up to `batch` of the longest-unseen tombstones beyond `max`.
+    pub async fn trim_tombstones(&self, max: usize, batch: usize) -> Result<usize, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::trim_tombstones(c, max, batch))
+            .await?)
+    }
+
+    /// Forgets the poll history of days before `now`'s day minus `days`.
+    pub async fn trim_history(&self, days: i64, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let before = sqlite::day_of(now) - days;
+        Ok(self
+            .writer
+            .call(move |c| sqlite::trim_history(c, before))
+            .await?)
+    }
+
+    pub async fn entry_count(&self) -> Result<u64, StoreError> {
+        Ok(self.writer.call(|c| sqlite::entry_count(c)).await?)
+    }
+
+    pub async fn db_size(&self) -> Result<DbSize, StoreError> {
+        Ok(self.writer.call(|c| sqlite::db_size(c)).await?)
+    }
+
+    /// Returns up to `pages` free pages to the file system.
+    pub async fn incremental_vacuum(&self, pages: usize) -> Result<(), StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::incremental_vacuum(c, pages))
+            .await?)
+    }
+
+    /// One bounded step of merging the search index; whether it did work.
+    pub async fn merge_search_index(&self, pages: usize) -> Result<bool, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::merge_search_index(c, pages))
+            .await?)
+    }
+
+    /// `PRAGMA optimize` and a truncating WAL checkpoint.
+    pub async fn optimize_and_checkpoint(&self) -> Result<(), StoreError> {
+        Ok(self
+            .writer
+            .call(|c| sqlite::optimize_and_checkpoint(c))
+            .await?)
+    }
+
+    /// Rebuilds the file (`VACUUM`) with incremental auto-vacuum on. Holds
+    /// the writer for as long as it takes: for `purge --vacuum` only.
+    pub async fn full_vacuum(&self) -> Result<(), StoreError> {
+        Ok(self.writer.call(|c| sqlite::full_vacuum(c)).await?)
+    }
+
+    /// Notes when housekeeping finished, for `status`.
+    pub async fn set_housekept(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::set_housekept(c, at))
+            .await?)
+    }
+
+    /// What `status` shows, with poll history from `days` days ago on.
+    /// Runs on the reader connection.
+    pub async fn status(
+        &self,
+        days: i64,
+        now: DateTime<Utc>,
+    ) -> Result<StatusSnapshot, StoreError> {
+        let since = sqlite::day_of(now) - days + 1;
+        Ok(self.reader.call(move |c| sqlite::status(c, since)).await?)
     }
 
     /// Closes both connections, waiting for queued work to finish; after

@@ -19,7 +19,10 @@ use crate::model::{
     TextPrint, Validators,
 };
 
-use super::{AddOutcome, ArticleState, EntryQuery, Revision, SyncReport};
+use super::{
+    AddOutcome, ArticleState, DbSize, EntryQuery, FeedDay, Purged, Revision, StatusSnapshot,
+    SyncReport,
+};
 
 /// Schema history; append, never edit, once a version has shipped.
 fn migrations() -> Migrations<'static> {
@@ -31,6 +34,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("articles.sql")),
         M::up(include_str!("outputs.sql")),
         M::up(include_str!("dedup.sql")),
+        M::up(include_str!("retention.sql")),
     ])
 }
 
@@ -40,6 +44,14 @@ fn migrations() -> Migrations<'static> {
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     register_functions(conn)?;
+    // A new database frees pages incrementally, so housekeeping can hand
+    // space back to the file system in small steps. This only takes effect
+    // before the first table exists; an older database keeps its mode
+    // until `tributary purge --vacuum` rebuilds it.
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    if tables == 0 {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    }
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
@@ -754,7 +766,7 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
                     }
                     Upsert::Updated => report.updated += 1,
                     Upsert::Merged => report.merged += 1,
-                    Upsert::Unchanged => {}
+                    Upsert::Unchanged | Upsert::Tombstoned => {}
                 }
             }
             if meta_changed || report.new > 0 || report.updated > 0 {
@@ -762,8 +774,42 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
             }
         }
     }
+    record_day(&tx, rec, &report)?;
     tx.commit()?;
     Ok(report)
+}
+
+/// The UTC day (days since 1970-01-01) of `t`, as `feed_day` counts them.
+pub(super) fn day_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(86_400)
+}
+
+/// Counts the poll in the feed's history for the status page, in the
+/// poll's own transaction. A deferred poll sent nothing and is not counted.
+fn record_day(tx: &Transaction<'_>, rec: &PollRecord, report: &PollReport) -> rusqlite::Result<()> {
+    let (not_modified, errors) = match rec.outcome {
+        PollOutcome::Deferred => return Ok(()),
+        PollOutcome::NotModified { .. } => (1, 0),
+        PollOutcome::Failed { .. } | PollOutcome::Gone => (0, 1),
+        PollOutcome::Fetched { .. } => (0, 0),
+    };
+    tx.execute(
+        "INSERT INTO feed_day (feed_id, day, polls, not_modified, errors, new_entries)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5)
+         ON CONFLICT (feed_id, day) DO UPDATE SET
+             polls = polls + 1,
+             not_modified = not_modified + excluded.not_modified,
+             errors = errors + excluded.errors,
+             new_entries = new_entries + excluded.new_entries",
+        params![
+            rec.feed_id,
+            day_of(rec.checked_at),
+            not_modified,
+            errors,
+            report.new as i64
+        ],
+    )?;
+    Ok(())
 }
 
 enum Upsert {
@@ -773,6 +819,18 @@ enum Upsert {
     Merged,
     Updated,
     Unchanged,
+    /// Purged by retention earlier: not stored again.
+    Tombstoned,
+}
+
+/// A tombstone's `seen_at` is refreshed at most this often, so a big feed
+/// full of purged entries does not rewrite its tombstones on every poll.
+const TOMBSTONE_REFRESH_SECS: i64 = 24 * 60 * 60;
+
+/// The 16 bytes a tombstone keeps of an entry key: a fixed-key SipHash,
+/// stable across builds (see [`stable_hash`]).
+fn tombstone_key(key: &str) -> [u8; 16] {
+    stable_hash(&[key]).to_be_bytes()
 }
 
 fn upsert_entry(
@@ -839,6 +897,25 @@ fn upsert_entry(
             Ok(Upsert::Updated)
         }
         None => {
+            // A purged entry the feed still carries stays purged; its
+            // tombstone's clock restarts (at most daily, to spare writes).
+            let key_hash = tombstone_key(&e.key);
+            let seen: Option<i64> = tx
+                .query_row(
+                    "SELECT seen_at FROM tombstone WHERE feed_id = ?1 AND key_hash = ?2",
+                    params![feed_id, key_hash],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(seen) = seen {
+                if seen < ts(now) - TOMBSTONE_REFRESH_SECS {
+                    tx.execute(
+                        "UPDATE tombstone SET seen_at = ?3 WHERE feed_id = ?1 AND key_hash = ?2",
+                        params![feed_id, key_hash, ts(now)],
+                    )?;
+                }
+                return Ok(Upsert::Tombstoned);
+            }
             let now_s = ts(now);
             if let Some(story) = story_by_url(tx, &e.url_keys, &[feed_id], None)? {
                 tx.execute(
@@ -1287,6 +1364,319 @@ pub(super) fn article_state(
     .optional()
 }
 
+// ---------------------------------------------------------------- retention
+//
+// Each function here is one short transaction over at most `batch` rows,
+// so the single writer is never held for long: housekeeping calls them in
+// a loop and polls commit in between.
+
+/// Tombstones every source of `entry_ids` and deletes the entries (their
+/// sources, articles and search rows go with them: ON DELETE CASCADE and
+/// the `entry_fts_delete` trigger).
+fn bury_entries(
+    tx: &Transaction<'_>,
+    entry_ids: &[i64],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Purged> {
+    let mut purged = Purged::default();
+    let mut sources =
+        tx.prepare_cached("SELECT feed_id, entry_key FROM entry_source WHERE entry_id = ?1")?;
+    let mut delete = tx.prepare_cached("DELETE FROM entry WHERE id = ?1")?;
+    for id in entry_ids {
+        let rows: Vec<(i64, String)> = sources
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (feed_id, key) in rows {
+            purged.tombstones += add_tombstone(tx, feed_id, &key, now)?;
+        }
+        purged.entries += delete.execute([id])?;
+    }
+    if purged.entries > 0 {
+        bump_revision(tx, now)?;
+    }
+    Ok(purged)
+}
+
+/// Returns 1 when the tombstone is new.
+fn add_tombstone(
+    tx: &Transaction<'_>,
+    feed_id: i64,
+    key: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    let hash = tombstone_key(key);
+    let added = tx
+        .prepare_cached(
+            "INSERT INTO tombstone (feed_id, key_hash, seen_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (feed_id, key_hash) DO NOTHING",
+        )?
+        .execute(params![feed_id, hash, ts(now)])?;
+    if added == 0 {
+        tx.prepare_cached(
+            "UPDATE tombstone SET seen_at = max(seen_at, ?3) WHERE feed_id = ?1 AND key_hash = ?2",
+        )?
+        .execute(params![feed_id, hash, ts(now)])?;
+    }
+    Ok(added)
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn purge_ids(conn: &mut Connection, ids: Vec<i64>, now: DateTime<Utc>) -> rusqlite::Result<Purged> {
+    if ids.is_empty() {
+        return Ok(Purged::default());
+    }
+    let tx = conn.transaction()?;
+    let purged = bury_entries(&tx, &ids, now)?;
+    tx.commit()?;
+    Ok(purged)
+}
+
+/// Purges up to `batch` of the oldest entries whose output time is before
+/// `cutoff`.
+pub(super) fn purge_older_than(
+    conn: &mut Connection,
+    cutoff: DateTime<Utc>,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Purged> {
+    let ids: Vec<i64> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM entry WHERE sort_at < ?1 ORDER BY sort_at, id LIMIT ?2",
+        )?;
+        stmt.query_map(params![ts(cutoff), limit(batch)], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    purge_ids(conn, ids, now)
+}
+
+/// Purges up to `batch` of the oldest entries of all feeds (for the size
+/// cap).
+pub(super) fn purge_oldest(
+    conn: &mut Connection,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Purged> {
+    let ids: Vec<i64> = {
+        let mut stmt = conn.prepare_cached("SELECT id FROM entry ORDER BY sort_at, id LIMIT ?1")?;
+        stmt.query_map([limit(batch)], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    purge_ids(conn, ids, now)
+}
+
+/// Feeds carrying more than `max` entries.
+pub(super) fn feeds_over(conn: &Connection, max: usize) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT feed_id FROM entry_source GROUP BY feed_id HAVING count(*) > ?1 ORDER BY feed_id",
+    )?;
+    stmt.query_map([limit(max)], |r| r.get(0))?.collect()
+}
+
+/// Releases up to `batch` of one feed's entries beyond its newest `keep`:
+/// the feed's claim is tombstoned and dropped, and an entry no other feed
+/// carries is deleted.
+pub(super) fn purge_feed_excess(
+    conn: &mut Connection,
+    feed_id: i64,
+    keep: usize,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Purged> {
+    let tx = conn.transaction()?;
+    let rows: Vec<(String, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT s.entry_key, s.entry_id FROM entry_source s JOIN entry e ON e.id = s.entry_id
+             WHERE s.feed_id = ?1 ORDER BY e.sort_at DESC, e.id DESC LIMIT ?3 OFFSET ?2",
+        )?;
+        stmt.query_map(params![feed_id, limit(keep), limit(batch)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    let mut purged = Purged::default();
+    for (key, entry_id) in &rows {
+        purged.tombstones += add_tombstone(&tx, feed_id, key, now)?;
+        tx.prepare_cached("DELETE FROM entry_source WHERE feed_id = ?1 AND entry_key = ?2")?
+            .execute(params![feed_id, key])?;
+        purged.entries += tx
+            .prepare_cached(
+                "DELETE FROM entry WHERE id = ?1
+                   AND NOT EXISTS (SELECT 1 FROM entry_source WHERE entry_id = ?1)",
+            )?
+            .execute([entry_id])?;
+    }
+    if !rows.is_empty() {
+        bump_revision(&tx, now)?;
+    }
+    tx.commit()?;
+    Ok(purged)
+}
+
+/// Drops up to `batch` tombstones last seen before `cutoff`.
+pub(super) fn expire_tombstones(
+    conn: &Connection,
+    cutoff: DateTime<Utc>,
+    batch: usize,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM tombstone WHERE (feed_id, key_hash) IN (
+             SELECT feed_id, key_hash FROM tombstone WHERE seen_at < ?1
+             ORDER BY seen_at LIMIT ?2)",
+        params![ts(cutoff), limit(batch)],
+    )
+}
+
+/// Drops up to `batch` of the longest-unseen tombstones beyond `max`.
+pub(super) fn trim_tombstones(
+    conn: &Connection,
+    max: usize,
+    batch: usize,
+) -> rusqlite::Result<usize> {
+    let count: i64 = conn.query_row("SELECT count(*) FROM tombstone", [], |r| r.get(0))?;
+    let excess = (count - limit(max)).clamp(0, limit(batch));
+    if excess == 0 {
+        return Ok(0);
+    }
+    conn.execute(
+        "DELETE FROM tombstone WHERE (feed_id, key_hash) IN (
+             SELECT feed_id, key_hash FROM tombstone ORDER BY seen_at LIMIT ?1)",
+        [excess],
+    )
+}
+
+/// Forgets poll history before `day`.
+pub(super) fn trim_history(conn: &Connection, day: i64) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM feed_day WHERE day < ?1", [day])
+}
+
+pub(super) fn entry_count(conn: &Connection) -> rusqlite::Result<u64> {
+    Ok(conn
+        .query_row("SELECT count(*) FROM entry", [], |r| r.get::<_, i64>(0))?
+        .max(0) as u64)
+}
+
+pub(super) fn db_size(conn: &Connection) -> rusqlite::Result<DbSize> {
+    let pragma = |name: &str| -> rusqlite::Result<i64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+    };
+    let page_size = pragma("page_size")?.max(0) as u64;
+    let pages = pragma("page_count")?.max(0) as u64;
+    let free = pragma("freelist_count")?.max(0) as u64;
+    Ok(DbSize {
+        file_bytes: pages * page_size,
+        used_bytes: pages.saturating_sub(free) * page_size,
+        incremental_vacuum: pragma("auto_vacuum")? == 2,
+    })
+}
+
+/// Hands up to `pages` free pages back to the file system (incremental
+/// auto-vacuum only; a no-op otherwise).
+pub(super) fn incremental_vacuum(conn: &Connection, pages: usize) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages});"))
+}
+
+/// One bounded step of merging the search index, which drops the rows of
+/// deleted entries from its segments. Returns whether there was work.
+pub(super) fn merge_search_index(conn: &Connection, pages: usize) -> rusqlite::Result<bool> {
+    let before = conn.total_changes();
+    // A negative page count merges even a single segment, so deleted rows
+    // are dropped however the index is laid out.
+    conn.execute(
+        "INSERT INTO entry_fts (entry_fts, rank) VALUES ('merge', ?1)",
+        [-limit(pages)],
+    )?;
+    // FTS5 reports one change for the command itself; more means it wrote.
+    Ok(conn.total_changes() - before > 1)
+}
+
+/// `PRAGMA optimize` and a checkpoint that truncates the WAL file.
+pub(super) fn optimize_and_checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("PRAGMA optimize;")?;
+    // Returns (busy, log pages, checkpointed pages); a busy checkpoint is
+    // simply retried next time.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+}
+
+/// Rebuilds the whole file with incremental auto-vacuum on. Long, and
+/// needs free disk space the size of the database: only on request.
+pub(super) fn full_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+}
+
+pub(super) fn set_housekept(conn: &Connection, at: DateTime<Utc>) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('housekeeping_at', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [ts(at)],
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- status
+
+/// Everything `status` shows, read in one transaction so the numbers agree.
+pub(super) fn status(conn: &mut Connection, since_day: i64) -> rusqlite::Result<StatusSnapshot> {
+    let tx = conn.transaction()?;
+    let feeds = query_feeds(&tx, "ORDER BY f.id", &[])?;
+    let count = |sql: &str| -> rusqlite::Result<u64> {
+        Ok(tx.query_row(sql, [], |r| r.get::<_, i64>(0))?.max(0) as u64)
+    };
+    let entries = count("SELECT count(*) FROM entry")?;
+    let tombstones = count("SELECT count(*) FROM tombstone")?;
+    let articles_pending = count("SELECT count(*) FROM article WHERE status = 'pending'")?;
+    let articles_failed = count("SELECT count(*) FROM article WHERE status = 'failed'")?;
+    let housekept_at = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'housekeeping_at'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .map(from_ts);
+    let mut history: HashMap<i64, Vec<FeedDay>> = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT feed_id, day, polls, not_modified, errors, new_entries FROM feed_day
+             WHERE day >= ?1 ORDER BY feed_id, day",
+        )?;
+        let rows = stmt.query_map([since_day], |r| {
+            let n = |i| {
+                r.get::<_, i64>(i)
+                    .map(|v| v.clamp(0, u32::MAX as i64) as u32)
+            };
+            Ok((
+                r.get::<_, i64>(0)?,
+                FeedDay {
+                    day: r.get(1)?,
+                    polls: n(2)?,
+                    not_modified: n(3)?,
+                    errors: n(4)?,
+                    new_entries: n(5)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (feed_id, day) = row?;
+            history.entry(feed_id).or_default().push(day);
+        }
+    }
+    let size = db_size(&tx)?;
+    tx.commit()?;
+    Ok(StatusSnapshot {
+        feeds,
+        entries,
+        tombstones,
+        articles_pending,
+        articles_failed,
+        size,
+        housekept_at,
+        history,
+    })
+}
+
 // ---------------------------------------------------------------- output
 
 pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec<OutputEntry>> {
@@ -1463,6 +1853,27 @@ mod tests {
         // Pinned so a dependency bump that changed the hash would fail here
         // instead of silently giving every stored story a new id.
         assert_eq!(a, entry_uid("https://example.com/feed", "guid:1"));
+    }
+
+    #[test]
+    fn new_databases_vacuum_incrementally_and_old_ones_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fresh = Connection::open(dir.path().join("new.db")).unwrap();
+        configure(&fresh).unwrap();
+        migrate(&mut fresh).unwrap();
+        assert!(db_size(&fresh).unwrap().incremental_vacuum);
+
+        // A database created before retention existed keeps its mode…
+        let mut old = Connection::open(dir.path().join("old.db")).unwrap();
+        Migrations::new(vec![M::up(include_str!("schema.sql"))])
+            .to_latest(&mut old)
+            .unwrap();
+        configure(&old).unwrap();
+        migrate(&mut old).unwrap();
+        assert!(!db_size(&old).unwrap().incremental_vacuum);
+        // …until a full vacuum rebuilds it.
+        full_vacuum(&old).unwrap();
+        assert!(db_size(&old).unwrap().incremental_vacuum);
     }
 
     #[test]

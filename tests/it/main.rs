@@ -10,4 +10,5 @@ mod fulltext;
 mod outputs;
 mod polite;
 mod poll;
+mod retention;
 mod support;

@@ -465,6 +465,7 @@ pub async fn get_output(db: &Path, path: &str, headers: &[(&str, &str)]) -> reqw
             max_page_size: 500,
             outputs: Vec::new(),
             hub: None,
+            db_cap: None,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
