@@ -18,18 +18,25 @@
 //! - [`hosts`]: per-host politeness (concurrency, spacing, 429 blocks).
 //! - [`netguard`]: which addresses may be connected to (no SSRF).
 //! - [`websub`]: tells a WebSub hub when the outputs change.
-//! - [`app`]: daemon start-up and graceful shutdown.
+//! - [`app`]: daemon start-up, reload (SIGHUP) and graceful shutdown.
+//! - [`systemd`]: sd_notify (READY, RELOADING, STOPPING) and the watchdog.
+//! - [`progress`]: a progress line on stderr, only on a terminal.
 //! - [`cli`]: the command-line verbs.
+//! - [`logging`]: text or JSON logs on stderr, journald-aware, level
+//!   reloadable.
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod hosts;
+pub mod logging;
 pub mod model;
 pub mod netguard;
 pub mod opml;
 pub mod pipeline;
+pub mod progress;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod systemd;
 pub mod websub;
