@@ -1,13 +1,14 @@
 //! Logging set-up: human-readable lines by default, JSON with
 //! `[log] format = "json"`, always on stderr.
 //!
-//! Under journald (stderr *is* the journal stream named by
-//! `JOURNAL_STREAM`), lines carry no timestamp, since the journal adds its
-//! own, no colours, and a `<N>` syslog priority prefix that journald turns
+//! Colours only when stderr is a terminal. Under journald (stderr *is* the
+//! journal stream named by `JOURNAL_STREAM`), lines carry no timestamp,
+//! since the journal adds its own, and a `<N>` syslog priority prefix that journald turns
 //! into the entry's priority (so `journalctl -p warning` works). The level
 //! filter can be changed while the daemon runs ([`set_level`], used by a
 //! config reload) unless `RUST_LOG` set it.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use tracing::{Event, Level, Subscriber};
@@ -37,9 +38,11 @@ pub fn init(config: &Config, daemon: bool) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let journal = stderr_is_journal();
+    // Colours only for a person at a terminal, never in files or pipes.
     let base = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let fmt = match (config.log.format, journal) {
         (LogFormat::Json, false) => base.json().boxed(),
         (LogFormat::Json, true) => base

@@ -134,7 +134,14 @@ async fn sighup_adds_a_feed_and_swaps_settings_without_a_restart() {
 
     // Add a feed, a named output and a new title, then SIGHUP.
     let text = std::fs::read_to_string(&env.config).expect("read config");
-    let text = text.replace("title = \"Test River\"", "title = \"Reloaded River\"")
+    // The listen address cannot change live: logged, old one kept.
+    let other = crate::support::free_port();
+    let text = text
+        .replace("title = \"Test River\"", "title = \"Reloaded River\"")
+        .replace(
+            &format!("127.0.0.1:{}", env.port),
+            &format!("127.0.0.1:{other}"),
+        )
         + &feed_table(&server.url("/b.xml"), "tags = [\"bravo\"]")
         + "\n[[output]]\nname = \"bravo\"\ntags = [\"bravo\"]\n";
     std::fs::write(&env.config, text).expect("write config");
@@ -166,6 +173,11 @@ async fn sighup_adds_a_feed_and_swaps_settings_without_a_restart() {
     let (status, err) = daemon.stop();
     assert!(status.success(), "{err}");
     assert!(err.contains("config reloaded"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("server.listen") && l.contains("only after a restart")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -275,4 +287,68 @@ async fn backup_of_a_live_database_opens_and_has_the_entries() {
     assert!(status.success(), "{err}");
     let (feed, _) = read_atom(&copy).await;
     assert_eq!(feed.entries.len(), 60);
+}
+
+/// Runs the daemon with stderr in a file and `JOURNAL_STREAM` set to the
+/// file's own device and inode (`matching`) or to something else; returns
+/// the log.
+async fn daemon_log(env: &TestEnv, matching: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let log = env.dir.path().join(format!("stderr-{matching}.log"));
+    let file = std::fs::File::create(&log).expect("create log");
+    let meta = file.metadata().expect("stat");
+    let stream = if matching {
+        format!("{}:{}", meta.dev(), meta.ino())
+    } else {
+        "1:1".to_owned()
+    };
+    let mut child = env
+        .command()
+        .arg("run")
+        .env("JOURNAL_STREAM", stream)
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("spawn");
+    env.wait_healthy().await;
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(child.wait().expect("wait").success());
+    std::fs::read_to_string(&log).expect("read log")
+}
+
+#[tokio::test]
+async fn under_journald_lines_have_priorities_and_no_timestamp() {
+    let env = TestEnv::new("");
+    let text = daemon_log(&env, true).await;
+    let started = text
+        .lines()
+        .find(|l| l.contains("tributary started"))
+        .unwrap_or_else(|| panic!("{text}"));
+    // `<6>` (info) and then the level: no timestamp of our own.
+    let rest = started
+        .strip_prefix("<6>")
+        .unwrap_or_else(|| panic!("{started}"));
+    assert!(rest.trim_start().starts_with("INFO"), "{started}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colours in the journal: {text:?}"
+    );
+
+    // An inherited variable that does not name our stderr changes nothing.
+    let text = daemon_log(&env, false).await;
+    let started = text
+        .lines()
+        .find(|l| l.contains("tributary started"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        started.starts_with(|c: char| c.is_ascii_digit()),
+        "timestamp first: {started}"
+    );
+    assert!(
+        !text.contains('\x1b'),
+        "no colours off a terminal: {text:?}"
+    );
 }
