@@ -1,6 +1,8 @@
-//! Start-up and shutdown of the daemon: opens the store, syncs the config's
-//! feeds into it, then runs the scheduler, the article worker, housekeeping
-//! and the HTTP server under one cancellation token until it fires.
+//! Start-up, reload and shutdown of the daemon: opens the store, syncs the
+//! config's feeds into it, then runs the scheduler, the article worker,
+//! housekeeping and the HTTP server under one cancellation token until it
+//! fires. SIGHUP (via the CLI) re-reads the config and swaps the workers and
+//! the server's settings in place.
 //!
 //! This is the only module that spawns long-lived tasks. Shutdown order:
 //! stop accepting connections and dispatching polls, let in-flight polls
@@ -13,6 +15,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -158,11 +162,14 @@ pub fn websub_topics(config: &Config) -> Vec<String> {
 }
 
 /// Runs the daemon until `shutdown` fires. `listener` lets tests pass a
-/// socket bound to port 0; the daemon binds `server.listen` itself.
+/// socket bound to port 0; the daemon binds `server.listen` itself. Every
+/// message on `reloads` (the CLI sends one per SIGHUP) re-reads the config
+/// file and applies it without a restart; see [`reload`].
 pub async fn run(
     config: Config,
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), AppError> {
     crate::serve::install_metrics();
     let store = open_store(&config).await?;
@@ -200,61 +207,59 @@ pub async fn run(
 
     // Read before polling starts, so the first poll's entries are news.
     let start_rev = store.revision().await?.rev;
-    let scheduler = tokio::spawn(crate::scheduler::run(
-        store.clone(),
-        Arc::clone(&pipeline),
-        config.poll.concurrency,
-        config.poll.timeout,
-        // In-flight polls get one fetch timeout plus a little to finish.
-        config.poll.timeout + Duration::from_secs(5),
-        shutdown.clone(),
-    ));
-    let articles = tokio::spawn(crate::scheduler::run_articles(
-        store.clone(),
-        Arc::clone(&pipeline),
-        config.extract.concurrency,
-        config.poll.timeout,
-        config.poll.timeout + Duration::from_secs(5),
-        shutdown.clone(),
-    ));
-    let websub = config.server.websub_hub.clone().map(|hub| {
-        tokio::spawn(crate::websub::run(
-            hub,
-            websub_topics(&config),
-            config.poll.user_agent.clone(),
+    let mut workers = Workers::start(&config, &store, pipeline, start_rev, &shutdown);
+    let (router, serve_handle) =
+        crate::serve::router_with_handle(store.clone(), serve_settings(&config));
+    let mut server = tokio::spawn(crate::serve::serve(listener, router, shutdown.clone()));
+    let watchdog = crate::systemd::watchdog_interval().map(|interval| {
+        tracing::info!(?interval, "systemd watchdog enabled");
+        tokio::spawn(crate::systemd::watchdog(
             store.clone(),
-            start_rev,
+            interval,
             shutdown.clone(),
         ))
     });
-    let housekeeping = tokio::spawn(crate::housekeeping::run(
-        store.clone(),
-        config.retention.policy(),
-        config.retention.housekeeping_interval,
-        shutdown.clone(),
-    ));
-    let mut server = tokio::spawn(crate::serve::serve(
-        listener,
-        crate::serve::router(store.clone(), serve_settings(&config)),
-        shutdown.clone(),
+    // The database is migrated and the listener bound: connections queue
+    // in its backlog until the server task accepts them.
+    crate::systemd::ready(&format!(
+        "serving on {local}, {} feeds in the config",
+        config.feeds.len()
     ));
 
     // A server that dies on its own takes the daemon down with it rather
     // than leaving a poller nobody can read from.
-    let early = tokio::select! {
-        r = &mut server => Some(r),
-        () = shutdown.cancelled() => None,
+    let mut config = config;
+    let mut reloadable = true;
+    let early = loop {
+        tokio::select! {
+            r = &mut server => break Some(r),
+            () = shutdown.cancelled() => break None,
+            msg = reloads.recv(), if reloadable => match msg {
+                Some(()) => {
+                    crate::systemd::reloading();
+                    let outcome = reload(&config, &store, &mut workers, &serve_handle, &shutdown).await;
+                    if let Some(next) = outcome {
+                        config = next;
+                    }
+                    crate::systemd::ready(&format!(
+                        "serving on {local}, {} feeds in the config",
+                        config.feeds.len()
+                    ));
+                }
+                // Nobody can ask for a reload any more.
+                None => reloadable = false,
+            },
+        }
     };
+    crate::systemd::stopping();
     tracing::info!("shutting down");
     shutdown.cancel();
     let served = match early {
         Some(r) => r,
         None => server.await,
     };
-    let _ = scheduler.await;
-    let _ = articles.await;
-    let _ = housekeeping.await;
-    if let Some(w) = websub {
+    workers.stop().await;
+    if let Some(w) = watchdog {
         let _ = w.await;
     }
     store.close().await?;
@@ -264,4 +269,168 @@ pub async fn run(
         Ok(Err(e)) => Err(AppError::Serve(e)),
         Err(e) => Err(AppError::Serve(std::io::Error::other(e))),
     }
+}
+
+/// The tasks that poll, fetch articles and ping the WebSub hub: everything a
+/// reload replaces. They run under their own child of the shutdown token,
+/// so a reload can stop them alone and a shutdown stops them with the rest.
+struct Workers {
+    token: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    /// `None` without a hub; its result is the last revision announced.
+    websub: Option<JoinHandle<i64>>,
+    /// Where a reload's WebSub task starts when this set has none.
+    start_rev: i64,
+}
+
+impl Workers {
+    fn start(
+        config: &Config,
+        store: &Store,
+        pipeline: Arc<Pipeline>,
+        start_rev: i64,
+        shutdown: &CancellationToken,
+    ) -> Workers {
+        let token = shutdown.child_token();
+        let scheduler = tokio::spawn(crate::scheduler::run(
+            store.clone(),
+            Arc::clone(&pipeline),
+            config.poll.concurrency,
+            config.poll.timeout,
+            // In-flight polls get one fetch timeout plus a little to finish.
+            config.poll.timeout + Duration::from_secs(5),
+            token.clone(),
+        ));
+        let articles = tokio::spawn(crate::scheduler::run_articles(
+            store.clone(),
+            Arc::clone(&pipeline),
+            config.extract.concurrency,
+            config.poll.timeout,
+            config.poll.timeout + Duration::from_secs(5),
+            token.clone(),
+        ));
+        // Retention limits come from the config, so housekeeping restarts
+        // with a reload like the other workers.
+        let housekeeping = tokio::spawn(crate::housekeeping::run(
+            store.clone(),
+            config.retention.policy(),
+            config.retention.housekeeping_interval,
+            token.clone(),
+        ));
+        let websub = config.server.websub_hub.clone().map(|hub| {
+            tokio::spawn(crate::websub::run(
+                hub,
+                websub_topics(config),
+                config.poll.user_agent.clone(),
+                store.clone(),
+                start_rev,
+                token.clone(),
+            ))
+        });
+        Workers {
+            token,
+            tasks: vec![scheduler, articles, housekeeping],
+            websub,
+            start_rev,
+        }
+    }
+
+    /// Stops the tasks and waits for in-flight polls to finish (each within
+    /// its grace period). Returns the last revision the hub heard about.
+    async fn stop(&mut self) -> i64 {
+        self.token.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        match self.websub.take() {
+            Some(w) => w.await.unwrap_or(self.start_rev),
+            None => self.start_rev,
+        }
+    }
+}
+
+/// Re-reads the config file and applies it to the running daemon; returns
+/// the config now in force, or `None` when the running one stays.
+///
+/// An unreadable or invalid file changes nothing: every problem is logged
+/// at error and the daemon keeps polling and serving on its current config.
+/// A valid one is applied in this order: the config's feeds are synced into
+/// the store (one transaction), a new pipeline is built (fetch limits,
+/// per-host limits, extraction, the SSRF guard's trusted hosts), the old
+/// workers are stopped and drained, new ones start, the server's settings
+/// are swapped (outputs, title, base URL, page sizes, hub) and the log level
+/// changes. What is bound at start-up — the listen address, the database,
+/// the log format — needs a restart; a change to it is logged as such.
+async fn reload(
+    current: &Config,
+    store: &Store,
+    workers: &mut Workers,
+    serve: &crate::serve::ServeHandle,
+    shutdown: &CancellationToken,
+) -> Option<Config> {
+    let Some(path) = current.path.as_deref() else {
+        tracing::warn!("reload requested, but there is no config file (built-in defaults)");
+        return None;
+    };
+    tracing::info!(config = %path.display(), "reloading the config");
+    let next = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!("{line}");
+            }
+            tracing::error!(
+                config = %path.display(),
+                "config not reloaded: fix the problems above and reload again; \
+                 still running on the previous config"
+            );
+            return None;
+        }
+    };
+    for (what, changed) in [
+        ("server.listen", next.server.listen != current.server.listen),
+        ("database", next.database != current.database),
+        ("log.format", next.log.format != current.log.format),
+    ] {
+        if changed {
+            tracing::warn!(key = what, "this change takes effect only after a restart");
+        }
+    }
+
+    let applied = async {
+        let report = store
+            .sync_config_feeds(next.feeds.clone(), Utc::now())
+            .await?;
+        let pipeline = Arc::new(pipeline(&next, store.clone()).await?);
+        Ok::<_, AppError>((report, pipeline))
+    }
+    .await;
+    let (report, pipeline) = match applied {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "config not reloaded; still running on the previous config");
+            return None;
+        }
+    };
+    // Drained before the new set starts, so per-host limits and leases
+    // never see two schedulers at once.
+    let announced = workers.stop().await;
+    *workers = Workers::start(&next, store, pipeline, announced, shutdown);
+    serve.replace(serve_settings(&next));
+    if next.log.level != current.log.level {
+        match crate::logging::set_level(&next.log.level) {
+            Ok(true) => tracing::info!(level = %next.log.level, "log level changed"),
+            Ok(false) => tracing::info!("log level left alone: RUST_LOG overrides [log] level"),
+            Err(e) => tracing::warn!(error = %e, "cannot change the log level"),
+        }
+    }
+    tracing::info!(
+        feeds = next.feeds.len(),
+        added = report.added,
+        updated = report.updated,
+        removed = report.removed,
+        outputs = next.outputs.len(),
+        "config reloaded"
+    );
+    Some(next)
 }

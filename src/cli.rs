@@ -1,9 +1,9 @@
 //! The command line: argument parsing and one handler per verb.
 //!
 //! Verbs and flags are a contract other tools rely on (`run`, `poll`,
-//! `feeds add|list|remove`, `opml import|export`, `check`, `status`,
-//! `purge`, `--config`, `TRIBUTARY_CONFIG`): add around them, never
-//! rename. Handlers print for
+//! `feeds add|list|remove|pause|resume`, `opml import|export`, `check`,
+//! `status`, `purge`, `backup`, `extract`, `--config`, `TRIBUTARY_CONFIG`):
+//! add around them, never rename. Handlers print for
 //! humans on stdout, log on stderr, and return `anyhow` errors with context;
 //! a failing feed is never an error exit.
 
@@ -77,6 +77,14 @@ pub enum Command {
     },
     /// Extract and clean the article of saved pages (HTML or .gz); no config or database needed
     Extract(ExtractArgs),
+    /// Copy the database, even while the daemon runs, into a new file and check the copy
+    Backup {
+        /// The backup file to create
+        file: PathBuf,
+        /// Overwrite FILE if it exists
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +165,7 @@ pub async fn execute(cli: &Cli, config: Config) -> anyhow::Result<()> {
         Command::Opml(OpmlCommand::Import { file }) => opml_import(&config, file).await,
         Command::Opml(OpmlCommand::Export) => opml_export(&config).await,
         Command::Extract(args) => extract_files(args, &config),
+        Command::Backup { file, force } => backup(&config, file, *force).await,
     }
 }
 
@@ -178,26 +187,89 @@ fn check(config: &Config) -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-    app::run(config, None, shutdown).await?;
+    // One pending reload is enough: SIGHUPs that arrive while one waits
+    // are covered by it.
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
+    app::run(config, None, shutdown, reloads).await?;
     Ok(())
 }
 
-/// SIGINT or SIGTERM → graceful stop.
-async fn watch_signals(shutdown: tokio_util::sync::CancellationToken) {
+/// SIGINT or SIGTERM → graceful stop; SIGHUP → reload the config.
+async fn watch_signals(
+    shutdown: tokio_util::sync::CancellationToken,
+    reload: tokio::sync::mpsc::Sender<()>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received");
+                break;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received");
+                let _ = reload.try_send(());
+            }
+        }
     }
     shutdown.cancel();
+}
+
+/// `tributary backup FILE`: an online copy of the database, safe while the
+/// daemon runs. It opens the database read-only and never syncs the
+/// config's feeds, so a backup writes nothing to the live file.
+async fn backup(config: &Config, file: &Path, force: bool) -> anyhow::Result<()> {
+    use crate::progress::Progress;
+    let source = config.database.clone();
+    let dest = file.to_owned();
+    let started = std::time::Instant::now();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut progress = Progress::stderr("backup", "pages", None);
+        crate::store::backup(&source, &dest, force, &mut |p| {
+            progress.set_total(p.total);
+            progress.set(p.done);
+        })
+    })
+    .await
+    .context("the backup task failed")??;
+    println!(
+        "backed up {} to {}: {} in {:.2} s, integrity ok",
+        config.database.display(),
+        file.display(),
+        human_size(report.bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
 }
 
 async fn open(config: &Config) -> anyhow::Result<Store> {
@@ -233,11 +305,15 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let pipeline = &pipeline;
+    let mut progress =
+        crate::progress::Progress::stderr("polling", "feeds", Some(feeds.len() as u64));
     let mut results: Vec<(usize, _)> = futures_util::stream::iter(feeds.iter().enumerate())
         .map(|(i, feed)| async move { (i, pipeline.poll(feed, None).await) })
         .buffer_unordered(config.poll.concurrency)
+        .inspect(|_| progress.inc(1))
         .collect()
         .await;
+    progress.finish();
     results.sort_by_key(|(i, _)| *i);
 
     let mut out = std::io::stdout().lock();
@@ -664,8 +740,15 @@ async fn opml_import(config: &Config, file: &Path) -> anyhow::Result<()> {
     let imported =
         crate::opml::import(&text).with_context(|| format!("cannot import {}", file.display()))?;
     let store = open(config).await?;
+    let mut progress =
+        crate::progress::Progress::stderr("importing", "feeds", Some(imported.feeds.len() as u64));
     let outcomes = store
-        .add_feeds(imported.feeds.clone(), FeedOrigin::Opml, Utc::now())
+        .add_feeds_with_progress(
+            imported.feeds.clone(),
+            FeedOrigin::Opml,
+            Utc::now(),
+            move |n| progress.set(n as u64),
+        )
         .await?;
     store.close().await?;
     let added = outcomes.iter().filter(|o| **o == AddOutcome::Added).count();

@@ -22,19 +22,26 @@
 //! - [`websub`]: tells a WebSub hub when the outputs change.
 //! - [`housekeeping`]: retention (purge with tombstones), vacuum, optimize,
 //!   checkpoint — daily, in short transactions.
-//! - [`app`]: daemon start-up and graceful shutdown.
+//! - [`app`]: daemon start-up, reload (SIGHUP) and graceful shutdown.
+//! - [`systemd`]: sd_notify (READY, RELOADING, STOPPING) and the watchdog.
+//! - [`progress`]: a progress line on stderr, only on a terminal.
 //! - [`cli`]: the command-line verbs.
+//! - [`logging`]: text or JSON logs on stderr, journald-aware, level
+//!   reloadable.
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod hosts;
 pub mod housekeeping;
+pub mod logging;
 pub mod model;
 pub mod netguard;
 pub mod opml;
 pub mod pipeline;
+pub mod progress;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod systemd;
 pub mod websub;

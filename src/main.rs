@@ -5,10 +5,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use tributary::cli::{Cli, Command};
-use tributary::config::{Config, LogFormat};
+use tributary::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config, cli.is_daemon());
+    tributary::logging::init(&config, cli.is_daemon());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,29 +41,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `RUST_LOG` wins over `[log] level`. One-shot verbs log warnings only by
-/// default: their summary goes to stdout. Under journald the timestamp is
-/// left out, since the journal adds its own.
-fn init_logging(config: &Config, daemon: bool) {
-    let default = if daemon {
-        config.log.level.as_str()
-    } else {
-        "warn"
-    };
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(default))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match (&config.log.format, journald) {
-        (LogFormat::Json, _) => builder.json().init(),
-        (LogFormat::Text, true) => builder.without_time().init(),
-        (LogFormat::Text, false) => builder.init(),
     }
 }

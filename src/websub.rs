@@ -19,7 +19,8 @@ use crate::store::Store;
 const CHECK_EVERY: Duration = Duration::from_secs(3);
 
 /// `start_rev` is the revision before polling started: anything after it
-/// is news (a restart alone is not).
+/// is news (a restart alone is not). Returns the last revision the hub was
+/// told about, so a reload's new task carries on from there.
 pub async fn run(
     hub: Url,
     topics: Vec<String>,
@@ -27,7 +28,7 @@ pub async fn run(
     store: Store,
     start_rev: i64,
     shutdown: CancellationToken,
-) {
+) -> i64 {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match reqwest::Client::builder()
         .user_agent(user_agent)
@@ -38,14 +39,14 @@ pub async fn run(
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "WebSub disabled: cannot build its HTTP client");
-            return;
+            return start_rev;
         }
     };
     let mut pinged = start_rev;
     loop {
         tokio::select! {
             () = tokio::time::sleep(CHECK_EVERY) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return pinged,
         }
         let Ok(rev) = store.revision().await else {
             continue;

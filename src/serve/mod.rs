@@ -13,7 +13,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -128,6 +128,8 @@ impl Format {
 
 struct Rendered {
     rev: i64,
+    /// The settings generation it was rendered with.
+    fingerprint: u64,
     etag: String,
     last_modified: SystemTime,
     body: Bytes,
@@ -139,19 +141,76 @@ const CACHE_MAX: usize = 512;
 
 struct AppState {
     store: Store,
-    settings: ServeSettings,
+    /// The settings in force; swapped whole by [`ServeHandle::replace`] on a
+    /// config reload. Each request takes one snapshot, so it never sees half
+    /// of an old config and half of a new one.
+    current: RwLock<Arc<Current>>,
     /// Rendered documents by request; one is reused while the store's
-    /// revision is unchanged.
+    /// revision and the settings are unchanged.
     cache: Mutex<HashMap<String, Arc<Rendered>>>,
 }
 
+/// One generation of settings with its fingerprint.
+struct Current {
+    settings: ServeSettings,
+    /// A stable hash of the settings: part of every ETag and cache check, so
+    /// a new title or base URL is never answered with a stale document or a
+    /// `304`, within one process or across a restart.
+    fingerprint: u64,
+}
+
+impl Current {
+    fn new(settings: ServeSettings) -> Arc<Current> {
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
+        format!("{settings:?}").hash(&mut h);
+        Arc::new(Current {
+            fingerprint: h.finish(),
+            settings,
+        })
+    }
+}
+
+impl AppState {
+    fn current(&self) -> Arc<Current> {
+        match self.current.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}
+
+/// Swaps the server's settings while it runs (config reload).
+#[derive(Clone)]
+pub struct ServeHandle(Arc<AppState>);
+
+impl ServeHandle {
+    /// Puts `settings` in force for every request that starts from now on
+    /// and empties the render cache.
+    pub fn replace(&self, settings: ServeSettings) {
+        let next = Current::new(settings);
+        match self.0.current.write() {
+            Ok(mut c) => *c = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        if let Ok(mut c) = self.0.cache.lock() {
+            c.clear();
+        }
+    }
+}
+
 pub fn router(store: Store, settings: ServeSettings) -> Router {
+    router_with_handle(store, settings).0
+}
+
+/// The router and a handle that swaps its settings on reload.
+pub fn router_with_handle(store: Store, settings: ServeSettings) -> (Router, ServeHandle) {
     let state = Arc::new(AppState {
         store,
-        settings,
+        current: RwLock::new(Current::new(settings)),
         cache: Mutex::new(HashMap::new()),
     });
-    Router::new()
+    let handle = ServeHandle(Arc::clone(&state));
+    let router = Router::new()
         .route(
             "/feed.atom",
             get(|s, q, h| default_output(s, q, h, Format::Atom)),
@@ -171,7 +230,8 @@ pub fn router(store: Store, settings: ServeSettings) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .layer(tower_http::compression::CompressionLayer::new())
-        .with_state(state)
+        .with_state(state);
+    (router, handle)
 }
 
 /// Serves until `shutdown` fires, then stops accepting and lets in-flight
@@ -198,7 +258,8 @@ async fn default_output(
     headers: HeaderMap,
     format: Format,
 ) -> Response {
-    let s = &state.settings;
+    let current = state.current();
+    let s = &current.settings;
     let out = NamedOutput {
         name: String::new(),
         title: s.title.clone(),
@@ -227,6 +288,7 @@ async fn named_output(
             .into_response();
     };
     let Some(out) = state
+        .current()
         .settings
         .outputs
         .iter()
@@ -307,7 +369,8 @@ async fn render_output(
     params: &[(String, String)],
     headers: &HeaderMap,
 ) -> Response {
-    let s = &state.settings;
+    let current = state.current();
+    let s = &current.settings;
     let query = match parse_params(out, s.max_page_size, params) {
         Ok(q) => q,
         Err(msg) => return bad_request(msg),
@@ -326,7 +389,7 @@ async fn render_output(
         .lock()
         .ok()
         .and_then(|c| c.get(&key).cloned())
-        .filter(|r| r.rev == rev.rev);
+        .filter(|r| r.rev == rev.rev && r.fingerprint == current.fingerprint);
     let doc = match cached {
         Some(doc) => doc,
         None => {
@@ -374,8 +437,10 @@ async fn render_output(
             };
             let mut h = std::collections::hash_map::DefaultHasher::new();
             key.hash(&mut h);
+            current.fingerprint.hash(&mut h);
             let doc = Arc::new(Rendered {
                 rev: rev.rev,
+                fingerprint: current.fingerprint,
                 // Only compared for equality within this process's cache
                 // lifetime plus the revision, so a std hash is fine here.
                 etag: format!("\"r{}-{:x}\"", rev.rev, h.finish()),
@@ -435,8 +500,10 @@ async fn opml(State(state): State<Arc<AppState>>) -> Response {
                     ..f.spec
                 })
                 .collect();
-            let doc =
-                crate::opml::export(&specs, &format!("{} subscriptions", state.settings.title));
+            let doc = crate::opml::export(
+                &specs,
+                &format!("{} subscriptions", state.current().settings.title),
+            );
             ([(header::CONTENT_TYPE, "text/x-opml; charset=utf-8")], doc).into_response()
         }
         Err(e) => unavailable(&e),
@@ -451,7 +518,8 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Response {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
-    match status::render(&snap, &state.settings, state.settings.db_cap, now) {
+    let current = state.current();
+    match status::render(&snap, &current.settings, current.settings.db_cap, now) {
         Ok(page) => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),

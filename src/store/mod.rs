@@ -8,7 +8,10 @@
 //! the reader run while the writer commits. Both run on their own threads, so
 //! no SQLite call ever blocks an async worker.
 
+mod backup;
 mod sqlite;
+
+pub use backup::{BackupError, BackupProgress, BackupReport, backup};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -257,9 +260,22 @@ impl Store {
         origin: FeedOrigin,
         now: DateTime<Utc>,
     ) -> Result<Vec<AddOutcome>, StoreError> {
+        self.add_feeds_with_progress(specs, origin, now, |_| {})
+            .await
+    }
+
+    /// [`Store::add_feeds`], calling `progress` with the number of feeds
+    /// handled so far (on the writer thread) as it goes.
+    pub async fn add_feeds_with_progress(
+        &self,
+        specs: Vec<FeedSpec>,
+        origin: FeedOrigin,
+        now: DateTime<Utc>,
+        mut progress: impl FnMut(usize) + Send + 'static,
+    ) -> Result<Vec<AddOutcome>, StoreError> {
         Ok(self
             .writer
-            .call(move |c| sqlite::add_feeds(c, &specs, origin, now))
+            .call(move |c| sqlite::add_feeds(c, &specs, origin, now, &mut progress))
             .await?)
     }
 
@@ -564,6 +580,14 @@ impl Store {
     ) -> Result<StatusSnapshot, StoreError> {
         let since = sqlite::day_of(now) - days + 1;
         Ok(self.reader.call(move |c| sqlite::status(c, since)).await?)
+    }
+
+    /// A trivial query on both connections: the watchdog's sign that the
+    /// database threads answer.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.reader.call(|c| sqlite::ping(c)).await?;
+        self.writer.call(|c| sqlite::ping(c)).await?;
+        Ok(())
     }
 
     /// Closes both connections, waiting for queued work to finish; after

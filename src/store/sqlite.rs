@@ -214,6 +214,10 @@ fn bump_revision(tx: &Transaction<'_>, now: DateTime<Utc>) -> rusqlite::Result<(
     Ok(())
 }
 
+pub(super) fn ping(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("SELECT 1", [], |_| Ok(()))
+}
+
 pub(super) fn revision(conn: &Connection) -> rusqlite::Result<Revision> {
     let mut stmt = conn.prepare_cached("SELECT key, value FROM meta")?;
     let mut rev = Revision::default();
@@ -283,10 +287,12 @@ pub(super) fn add_feeds(
     specs: &[FeedSpec],
     origin: FeedOrigin,
     now: DateTime<Utc>,
+    progress: &mut dyn FnMut(usize),
 ) -> rusqlite::Result<Vec<AddOutcome>> {
     let tx = conn.transaction()?;
     let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
+    for (i, spec) in specs.iter().enumerate() {
+        progress(i);
         let existing: Option<i64> = tx
             .query_row("SELECT id FROM feed WHERE url = ?1", [&spec.url], |r| {
                 r.get(0)
@@ -1911,7 +1917,7 @@ mod tests {
             spec("https://b.example/", Some(true)),
             spec("https://c.example/", None),
         ];
-        add_feeds(&mut conn, &specs, FeedOrigin::Cli, now).unwrap();
+        add_feeds(&mut conn, &specs, FeedOrigin::Cli, now, &mut |_| {}).unwrap();
         for s in &specs {
             assert_eq!(full_text_of(&conn, &s.url), s.full_text, "{}", s.url);
         }

@@ -343,21 +343,34 @@ impl TestEnv {
 
     /// Starts `tributary run` and waits until it answers /healthz.
     pub async fn spawn_daemon(&self) -> Daemon {
+        let daemon = self.spawn_daemon_with(&[]);
+        self.wait_healthy().await;
+        daemon
+    }
+
+    /// Starts `tributary run` with extra environment variables and returns
+    /// at once, before it is ready.
+    pub fn spawn_daemon_with(&self, envs: &[(&str, &str)]) -> Daemon {
         let child = self
             .command()
             .arg("run")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn daemon");
-        let daemon = Daemon { child: Some(child) };
+        Daemon { child: Some(child) }
+    }
+
+    /// Waits until the daemon answers /healthz.
+    pub async fn wait_healthy(&self) {
         let url = format!("{}/healthz", self.base_url());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(r) = http().get(&url).send().await
                 && r.status().is_success()
             {
-                return daemon;
+                return;
             }
             assert!(Instant::now() < deadline, "daemon did not become healthy");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -371,6 +384,25 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, …).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Whether the process is still running (not exited, not restarted).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
     /// SIGTERM, then wait; returns the exit status and stderr.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("daemon running");
