@@ -340,6 +340,28 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `wchar` (bytes passed to write calls) and `write_bytes` (bytes sent to
+/// storage) from /proc/<pid>/io, in bytes.
+fn written(pid: u32) -> (u64, u64) {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("wchar:"), field("write_bytes:"))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -438,6 +460,7 @@ fn main() {
     }
     println!("    [extract] full_text = false");
 
+    let load_before = load_average();
     let spawned = Instant::now();
     let mut child = Command::new(bin)
         .arg("--config")
@@ -450,6 +473,7 @@ fn main() {
         .spawn()
         .expect("spawn daemon");
     let pid = child.id();
+    eprintln!("daemon pid {pid}");
 
     let conn = rusqlite::Connection::open_with_flags(
         &db,
@@ -475,6 +499,7 @@ fn main() {
     });
     let cpu_second = cpu_seconds(pid, ticks) - cpu_first;
     let rss = peak_rss_kib(pid);
+    let (wchar, write_bytes) = written(pid);
     let (db_bytes, wal_bytes) = db_size(&db);
     let failed = count(&conn, "last_error IS NOT NULL");
     let entries: i64 = conn
@@ -549,6 +574,15 @@ fn main() {
     );
     println!("| feeds with an error | {failed} | 0 |");
     println!("| daemon log | {:.1} MiB | |", mib(file_size(&log_path)));
+    println!(
+        "| daemon writes (both cycles) | {:.0} MiB written, {:.0} MiB to storage | |",
+        mib(wchar),
+        mib(write_bytes)
+    );
+    println!(
+        "| machine load average (1/5/15 min) | {load_before} before, {} after | |",
+        load_average()
+    );
     println!("| daemon exit after SIGTERM | {status} | 0 |");
     let _ = std::io::stdout().flush();
 
