@@ -171,10 +171,12 @@ impl Store {
         let p = path.to_owned();
         writer
             .call(move |c| -> Result<(), StoreError> {
-                sqlite::configure(c).map_err(|cause| StoreError::Open {
-                    path: p.clone(),
-                    cause,
-                })?;
+                sqlite::configure(c)
+                    .and_then(|()| sqlite::configure_writer(c))
+                    .map_err(|cause| StoreError::Open {
+                        path: p.clone(),
+                        cause,
+                    })?;
                 sqlite::migrate(c).map_err(|cause| StoreError::Migrate { path: p, cause })
             })
             .await
