@@ -263,7 +263,10 @@ pub async fn run(
             () = shutdown.cancelled() => break,
         };
         let now = Utc::now();
-        let due = match store.due_feeds(now, BATCH).await {
+        // As many feeds as there are slots: each is leased as it is read,
+        // in one writer round trip, and either dispatched or deferred.
+        let want = (permits.available_permits() + 1).min(BATCH);
+        let due = match store.lease_due(now, want, now + lease).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "scheduler cannot read due feeds; retrying in 5s");
@@ -274,21 +277,19 @@ pub async fn run(
                 continue;
             }
         };
-        let plan = plan_round(due, first, &permits, &hosts, now);
-        let dispatched = !plan.dispatch.is_empty();
-        if dispatched || !plan.defer.is_empty() {
-            // Leases are written before any poll starts, so a fast poll's
-            // own schedule can never be overwritten by its lease.
-            let leases = plan.dispatch.iter().map(|d| d.feed.id).collect();
-            if let Err(e) = store.dispatch(leases, now + lease, plan.defer).await {
-                tracing::error!(error = %e, "cannot record dispatch; retrying in 5s");
-                drop(plan.dispatch);
-                if sleep_or_cancel(Duration::from_secs(5), &shutdown).await {
-                    break;
-                }
-                continue;
+        let full_batch = due.len() == want;
+        let leased: Vec<i64> = due.iter().map(|f| f.id).collect();
+        let mut plan = plan_round(due, first, &permits, &hosts, now);
+        // A leased feed that found no slot after all is due again at once.
+        for id in leased {
+            let placed = plan.dispatch.iter().any(|d| d.feed.id == id)
+                || plan.defer.iter().any(|(d, _)| *d == id);
+            if !placed {
+                plan.defer.push((id, now));
             }
         }
+        let dispatched = !plan.dispatch.is_empty();
+        let deferred = !plan.defer.is_empty();
         for Dispatch { feed, slot, host } in plan.dispatch {
             let pipeline = Arc::clone(&pipeline);
             let poll_done = Arc::clone(&poll_done);
@@ -300,7 +301,14 @@ pub async fn run(
                 poll_done.notify_one();
             });
         }
-        if dispatched || plan.more {
+        // Deferred feeds are not being polled, so writing their new time
+        // after the polls start cannot race a poll's own result. If this
+        // fails their lease runs out and they come back on their own.
+        if deferred && let Err(e) = store.dispatch(Vec::new(), now, plan.defer).await {
+            tracing::error!(error = %e, "cannot record deferred feeds; they retry after their lease");
+        }
+        // A full batch that was deferred may hide more due feeds behind it.
+        if dispatched || plan.more || (full_batch && deferred) {
             continue;
         }
         let wait = match store.next_due_at().await {

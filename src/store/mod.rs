@@ -272,6 +272,21 @@ impl Store {
             .await?)
     }
 
+    /// Due feeds (as [`Store::due_feeds`]) leased until `lease_until`, in
+    /// one transaction, so the scheduler needs one writer round trip per
+    /// round rather than two.
+    pub async fn lease_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Feed>, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::lease_due(c, now, limit, lease_until))
+            .await?)
+    }
+
     /// The earliest next check of any feed.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self.writer.call(|c| sqlite::next_due_at(c)).await?)

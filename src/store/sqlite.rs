@@ -466,6 +466,26 @@ pub(super) fn due_feeds(
     )
 }
 
+/// Due feeds, as [`due_feeds`], leased until `lease_until` in the same
+/// transaction: the scheduler's one writer round trip per round.
+pub(super) fn lease_due(
+    conn: &mut Connection,
+    now: DateTime<Utc>,
+    limit: usize,
+    lease_until: DateTime<Utc>,
+) -> rusqlite::Result<Vec<Feed>> {
+    let tx = conn.transaction()?;
+    let due = due_feeds(&tx, now, limit)?;
+    {
+        let mut stmt = tx.prepare_cached("UPDATE feed SET next_check_at = ?2 WHERE id = ?1")?;
+        for feed in &due {
+            stmt.execute(params![feed.id, ts(lease_until)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(due)
+}
+
 pub(super) fn next_due_at(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
     let v: Option<i64> = conn.query_row(
         "SELECT min(next_check_at) FROM feed WHERE status = 'active'",
@@ -1085,6 +1105,26 @@ mod tests {
         );
         // Three polls changed entries; the unchanged one left the revision.
         assert_eq!(revision(&conn).unwrap().rev, 3);
+    }
+
+    #[test]
+    fn leasing_due_feeds_takes_them_off_the_due_list() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let specs: Vec<FeedSpec> = (0..5)
+            .map(|i| spec(&format!("https://{i}.example/"), None))
+            .collect();
+        add_feeds(&mut conn, &specs, FeedOrigin::Cli, now).unwrap();
+        let until = now + chrono::Duration::seconds(90);
+        let leased = lease_due(&mut conn, now, 3, until).unwrap();
+        assert_eq!(leased.len(), 3);
+        for f in &leased {
+            let stored = feed_by_id(&conn, f.id).unwrap().unwrap();
+            assert_eq!(stored.next_check_at, from_ts(ts(until)));
+        }
+        let rest = due_feeds(&conn, now, 10).unwrap();
+        assert_eq!(rest.len(), 2);
+        assert!(rest.iter().all(|f| leased.iter().all(|l| l.id != f.id)));
     }
 
     #[test]
