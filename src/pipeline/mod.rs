@@ -147,7 +147,7 @@ impl Pipeline {
         self.fetcher.hosts()
     }
 
-    /// Polls one feed and records the result in one transaction. `permit`
+    /// Polls one feed and records the result atomically. `permit`
     /// is a slot for the feed's host when the caller already holds one.
     pub async fn poll(
         &self,

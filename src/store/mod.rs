@@ -14,6 +14,7 @@ mod sqlite;
 pub use backup::{BackupError, BackupProgress, BackupReport, backup};
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -47,6 +48,10 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     #[error("the database connection is closed")]
     Closed,
+    /// A batch of polls could not be committed; every poll in it gets this
+    /// (the message of the one SQLite error, which cannot be cloned).
+    #[error("database error: {0}")]
+    Batch(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -190,6 +195,52 @@ pub struct Store {
     writer: tokio_rusqlite::Connection,
     reader: tokio_rusqlite::Connection,
     path: PathBuf,
+    /// Polls waiting for the writer; see [`Store::record_poll`].
+    polls: Arc<Mutex<PollQueue>>,
+}
+
+/// Poll records waiting to be written, each with the channel its caller
+/// awaits, and whether a flush that will pick them up is already on the
+/// writer's queue.
+#[derive(Default)]
+struct PollQueue {
+    pending: Vec<(PollRecord, PollReply)>,
+    flush_queued: bool,
+}
+
+type PollReply = tokio::sync::oneshot::Sender<Result<PollReport, StoreError>>;
+
+fn lock(q: &Mutex<PollQueue>) -> MutexGuard<'_, PollQueue> {
+    // Every update under this lock is a push or a take: a panic cannot
+    // leave it half done, so poisoning is ignored.
+    q.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs on the writer thread: takes every poll queued so far and records
+/// them in one transaction, then answers each caller.
+fn flush_polls(conn: &mut rusqlite::Connection, queue: &Mutex<PollQueue>) {
+    let batch = {
+        let mut q = lock(queue);
+        q.flush_queued = false;
+        std::mem::take(&mut q.pending)
+    };
+    if batch.is_empty() {
+        return;
+    }
+    let (recs, replies): (Vec<PollRecord>, Vec<PollReply>) = batch.into_iter().unzip();
+    match sqlite::record_polls(conn, &recs) {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result.map_err(StoreError::from));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Batch(message.clone())));
+            }
+        }
+    }
 }
 
 impl Store {
@@ -207,10 +258,12 @@ impl Store {
         let p = path.to_owned();
         writer
             .call(move |c| -> Result<(), StoreError> {
-                sqlite::configure(c).map_err(|cause| StoreError::Open {
-                    path: p.clone(),
-                    cause,
-                })?;
+                sqlite::configure(c)
+                    .and_then(|()| sqlite::configure_writer(c))
+                    .map_err(|cause| StoreError::Open {
+                        path: p.clone(),
+                        cause,
+                    })?;
                 sqlite::migrate(c).map_err(|cause| StoreError::Migrate { path: p, cause })
             })
             .await
@@ -234,6 +287,7 @@ impl Store {
             writer,
             reader,
             path: path.to_owned(),
+            polls: Arc::default(),
         })
     }
 
@@ -318,6 +372,21 @@ impl Store {
         Ok(self
             .writer
             .call(move |c| sqlite::due_feeds(c, now, limit))
+            .await?)
+    }
+
+    /// Due feeds (as [`Store::due_feeds`]) leased until `lease_until`, in
+    /// one transaction, so the scheduler needs one writer round trip per
+    /// round rather than two.
+    pub async fn lease_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Feed>, StoreError> {
+        Ok(self
+            .writer
+            .call(move |c| sqlite::lease_due(c, now, limit, lease_until))
             .await?)
     }
 
@@ -428,12 +497,47 @@ impl Store {
             .await?)
     }
 
-    /// Records one poll (state, validators, entries) in one transaction.
+    /// Records one poll (state, validators, entries) atomically.
+    ///
+    /// Group commit: a poll that finishes while the writer is busy joins
+    /// the next batch, and a batch is one transaction with a savepoint per
+    /// poll (see [`sqlite::record_polls`]). The first poll into an empty
+    /// queue sends the flush; the ones queued before it runs ride along, so
+    /// an idle daemon still writes each poll at once and a busy one commits
+    /// once per batch instead of once per poll. Returns when this poll is
+    /// committed.
     pub async fn record_poll(&self, rec: PollRecord) -> Result<PollReport, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::record_poll(c, &rec))
-            .await?)
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let send_flush = {
+            let mut q = lock(&self.polls);
+            q.pending.push((rec, reply));
+            !std::mem::replace(&mut q.flush_queued, true)
+        };
+        if send_flush {
+            let queue = Arc::clone(&self.polls);
+            // `call` hands the closure to the writer on its first poll, so
+            // it is queued before this future can be dropped; once queued
+            // it runs and answers every caller even if this one goes away.
+            let sent = self
+                .writer
+                .call(move |c| -> Result<(), rusqlite::Error> {
+                    flush_polls(c, &queue);
+                    Ok(())
+                })
+                .await;
+            if sent.is_err() {
+                // The writer is gone: nothing queued will ever run.
+                let waiting = {
+                    let mut q = lock(&self.polls);
+                    q.flush_queued = false;
+                    std::mem::take(&mut q.pending)
+                };
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(StoreError::Closed));
+                }
+            }
+        }
+        result.await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// Entries for an output, newest first. Runs on the reader connection.

@@ -10,7 +10,7 @@ use std::hash::Hasher;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
 use crate::model::{
@@ -52,6 +52,10 @@ pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     if tables == 0 {
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
     }
+    // rusqlite caches 16 statements by default; one poll cycles through
+    // more than that (schedule, feed state, four per entry, revision,
+    // due query, leases), and a thrashing cache recompiles every one.
+    conn.set_prepared_statement_cache_capacity(64);
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
@@ -102,7 +106,7 @@ fn index_text(html: &str) -> String {
 }
 
 fn index_entry(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     entry_id: i64,
     title: Option<&str>,
     html: Option<&str>,
@@ -131,8 +135,38 @@ fn fts_query(q: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
+/// Settings for the one writer connection, on top of [`configure`]. A poll
+/// touches random pages of the entry indexes (uids are hashes), so with
+/// SQLite's default 2 MiB page cache nearly every insert re-reads an index
+/// page from the OS; 16 MiB keeps the hot part of a few hundred thousand
+/// entries' indexes. A larger WAL before each automatic checkpoint (16 MiB
+/// instead of 4 MiB) means a page rewritten by many polls is copied into
+/// the database, and fsynced, once per checkpoint rather than many times.
+pub(super) fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "PRAGMA cache_size = -16384;
+         PRAGMA wal_autocheckpoint = 4000;",
+    )
+}
+
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite_migration::Error> {
     migrations().to_latest(conn)
+}
+
+/// Runs a statement through the connection's statement cache. The poll
+/// path runs the same dozen statements for every feed and entry, and
+/// compiling one costs more than running it.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, p: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(p)
+}
+
+/// `query_row` through the statement cache; see [`exec`].
+fn query_one<T, P, F>(conn: &Connection, sql: &str, p: P, f: F) -> rusqlite::Result<T>
+where
+    P: rusqlite::Params,
+    F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    conn.prepare_cached(sql)?.query_row(p, f)
 }
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -202,12 +236,14 @@ fn parse_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-fn bump_revision(tx: &Transaction<'_>, now: DateTime<Utc>) -> rusqlite::Result<()> {
-    tx.execute(
+fn bump_revision(tx: &Connection, now: DateTime<Utc>) -> rusqlite::Result<()> {
+    exec(
+        tx,
         "UPDATE meta SET value = value + 1 WHERE key = 'entries_rev'",
         [],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE meta SET value = max(value, ?1) WHERE key = 'entries_changed_at'",
         [ts(now)],
     )?;
@@ -235,7 +271,7 @@ pub(super) fn revision(conn: &Connection) -> rusqlite::Result<Revision> {
 
 // ---------------------------------------------------------------- feeds
 
-fn set_tags(tx: &Transaction<'_>, feed_id: i64, tags: &[String]) -> rusqlite::Result<()> {
+fn set_tags(tx: &Connection, feed_id: i64, tags: &[String]) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM feed_tag WHERE feed_id = ?1", [feed_id])?;
     let mut stmt =
         tx.prepare_cached("INSERT OR IGNORE INTO feed_tag (feed_id, tag) VALUES (?1, ?2)")?;
@@ -246,7 +282,7 @@ fn set_tags(tx: &Transaction<'_>, feed_id: i64, tags: &[String]) -> rusqlite::Re
 }
 
 fn insert_feed(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     spec: &FeedSpec,
     origin: FeedOrigin,
     now: DateTime<Utc>,
@@ -270,7 +306,7 @@ fn insert_feed(
 }
 
 /// Removes a feed and every entry that no other feed carries.
-fn delete_feed(tx: &Transaction<'_>, feed_id: i64, now: DateTime<Utc>) -> rusqlite::Result<()> {
+fn delete_feed(tx: &Connection, feed_id: i64, now: DateTime<Utc>) -> rusqlite::Result<()> {
     tx.execute(
         "DELETE FROM entry WHERE id IN (
              SELECT s.entry_id FROM entry_source s WHERE s.feed_id = ?1
@@ -293,11 +329,13 @@ pub(super) fn add_feeds(
     let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         progress(i);
-        let existing: Option<i64> = tx
-            .query_row("SELECT id FROM feed WHERE url = ?1", [&spec.url], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let existing: Option<i64> = query_one(
+            &tx,
+            "SELECT id FROM feed WHERE url = ?1",
+            [&spec.url],
+            |r| r.get(0),
+        )
+        .optional()?;
         out.push(match existing {
             Some(_) => AddOutcome::Exists,
             None => {
@@ -522,6 +560,26 @@ pub(super) fn due_feeds(
     )
 }
 
+/// Due feeds, as [`due_feeds`], leased until `lease_until` in the same
+/// transaction: the scheduler's one writer round trip per round.
+pub(super) fn lease_due(
+    conn: &mut Connection,
+    now: DateTime<Utc>,
+    limit: usize,
+    lease_until: DateTime<Utc>,
+) -> rusqlite::Result<Vec<Feed>> {
+    let tx = conn.transaction()?;
+    let due = due_feeds(&tx, now, limit)?;
+    {
+        let mut stmt = tx.prepare_cached("UPDATE feed SET next_check_at = ?2 WHERE id = ?1")?;
+        for feed in &due {
+            stmt.execute(params![feed.id, ts(lease_until)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(due)
+}
+
 pub(super) fn next_due_at(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
     let v: Option<i64> = conn.query_row(
         "SELECT min(next_check_at) FROM feed WHERE status = 'active'",
@@ -627,8 +685,9 @@ pub(super) fn set_status(
 /// does not move a subscription.
 pub const REDIRECT_CONFIRMATIONS: i64 = 3;
 
-fn record_schedule_and_redirect(tx: &Transaction<'_>, rec: &PollRecord) -> rusqlite::Result<()> {
-    tx.execute(
+fn record_schedule_and_redirect(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<()> {
+    exec(
+        tx,
         "UPDATE feed SET interval_secs_current = ?2, schedule_reason = ?3,
              learned_interval_secs = coalesce(?4, learned_interval_secs)
          WHERE id = ?1",
@@ -641,7 +700,7 @@ fn record_schedule_and_redirect(tx: &Transaction<'_>, rec: &PollRecord) -> rusql
     )?;
     match &rec.permanent_redirect {
         Some(target) => {
-            tx.execute(
+            exec(tx,
                 "UPDATE feed SET
                      redirect_count = CASE WHEN redirect_url IS ?2 THEN redirect_count + 1 ELSE 1 END,
                      redirect_url = ?2
@@ -650,7 +709,8 @@ fn record_schedule_and_redirect(tx: &Transaction<'_>, rec: &PollRecord) -> rusql
             )?;
             // Confirmed: fetch from the new address from now on. Entries
             // stay attached to the same feed row, so they keep their ids.
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE feed SET fetch_url = redirect_url, redirect_url = NULL, redirect_count = 0
                  WHERE id = ?1 AND redirect_count >= ?2",
                 params![rec.feed_id, REDIRECT_CONFIRMATIONS],
@@ -661,7 +721,8 @@ fn record_schedule_and_redirect(tx: &Transaction<'_>, rec: &PollRecord) -> rusql
             PollOutcome::Fetched { .. } | PollOutcome::NotModified { .. }
         ) =>
         {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE feed SET redirect_url = NULL, redirect_count = 0 WHERE id = ?1",
                 [rec.feed_id],
             )?;
@@ -669,7 +730,8 @@ fn record_schedule_and_redirect(tx: &Transaction<'_>, rec: &PollRecord) -> rusql
         None => {}
     }
     if let Some((host, until)) = &rec.host_block {
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO host_block (host, until) VALUES (?1, ?2)
              ON CONFLICT (host) DO UPDATE SET until = max(until, excluded.until)",
             params![host, ts(*until)],
@@ -678,21 +740,52 @@ fn record_schedule_and_redirect(tx: &Transaction<'_>, rec: &PollRecord) -> rusql
     Ok(())
 }
 
-pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::Result<PollReport> {
-    let tx = conn.transaction()?;
+/// Records several polls in one transaction (group commit), each in its
+/// own savepoint: a poll that fails rolls back alone and gets its error,
+/// the others commit. `Err` only when the transaction itself fails, and
+/// then none of them is recorded.
+///
+/// One commit per batch instead of per poll: the pages polls share (the
+/// feed table, the right edge of the entry table and its indexes, `meta`)
+/// are written to the WAL once per batch, not once per poll.
+pub(super) fn record_polls(
+    conn: &mut Connection,
+    recs: &[PollRecord],
+) -> rusqlite::Result<Vec<rusqlite::Result<PollReport>>> {
+    let mut tx = conn.transaction()?;
+    let mut out = Vec::with_capacity(recs.len());
+    for rec in recs {
+        let sp = tx.savepoint()?;
+        match write_poll(&sp, rec) {
+            Ok(report) => {
+                sp.commit()?;
+                out.push(Ok(report));
+            }
+            // Dropping the savepoint rolls back this poll only.
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// One poll's writes, inside the caller's transaction or savepoint.
+fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport> {
     let checked = ts(rec.checked_at);
     let next = ts(rec.schedule.next_check_at);
     let mut report = PollReport::default();
-    record_schedule_and_redirect(&tx, rec)?;
+    record_schedule_and_redirect(tx, rec)?;
     match &rec.outcome {
         PollOutcome::Deferred => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE feed SET next_check_at = ?2 WHERE id = ?1",
                 params![rec.feed_id, next],
             )?;
         }
         PollOutcome::Gone => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE feed SET status = 'gone', last_checked_at = ?2, last_status = 410,
                      last_error = '410 Gone: the server says this feed was removed for good',
                      next_check_at = ?3
@@ -701,7 +794,8 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
             )?;
         }
         PollOutcome::NotModified { validators } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE feed SET last_checked_at = ?2, last_success_at = ?2, last_status = 304,
                      last_error = NULL, error_count = 0, next_check_at = ?3,
                      etag = coalesce(?4, etag), last_modified = coalesce(?5, last_modified)
@@ -716,7 +810,8 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
             )?;
         }
         PollOutcome::Failed { status, error } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE feed SET last_checked_at = ?2, last_status = ?3, last_error = ?4,
                      error_count = error_count + 1, next_check_at = ?5
                  WHERE id = ?1",
@@ -728,13 +823,15 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
             validators,
             feed,
         } => {
-            let (feed_url, old_title, old_site): (String, Option<String>, Option<String>) = tx
-                .query_row(
+            let (feed_url, old_title, old_site): (String, Option<String>, Option<String>) =
+                query_one(
+                    tx,
                     "SELECT url, site_title, site_url FROM feed WHERE id = ?1",
                     [rec.feed_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE feed SET last_checked_at = ?2, last_success_at = ?2, last_status = ?3,
                      last_error = NULL, error_count = 0, next_check_at = ?4,
                      etag = ?5, last_modified = ?6,
@@ -756,13 +853,14 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
             let meta_changed = (feed.title.is_some() && feed.title != old_title)
                 || (feed.site_url.is_some() && feed.site_url != old_site);
             for entry in &feed.entries {
-                match upsert_entry(&tx, rec.feed_id, &feed_url, entry, rec.checked_at)? {
+                match upsert_entry(tx, rec.feed_id, &feed_url, entry, rec.checked_at)? {
                     Upsert::New(entry_id) => {
                         report.new += 1;
                         if rec.full_text
                             && let Some(link) = &entry.link
                         {
-                            tx.execute(
+                            exec(
+                                tx,
                                 "INSERT OR IGNORE INTO article (entry_id, feed_id, url, status, next_attempt_at)
                                  VALUES (?1, ?2, ?3, 'pending', ?4)",
                                 params![entry_id, rec.feed_id, link, checked],
@@ -776,12 +874,11 @@ pub(super) fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::
                 }
             }
             if meta_changed || report.new > 0 || report.updated > 0 {
-                bump_revision(&tx, rec.checked_at)?;
+                bump_revision(tx, rec.checked_at)?;
             }
         }
     }
-    record_day(&tx, rec, &report)?;
-    tx.commit()?;
+    record_day(tx, rec, &report)?;
     Ok(report)
 }
 
@@ -792,7 +889,7 @@ pub(super) fn day_of(t: DateTime<Utc>) -> i64 {
 
 /// Counts the poll in the feed's history for the status page, in the
 /// poll's own transaction. A deferred poll sent nothing and is not counted.
-fn record_day(tx: &Transaction<'_>, rec: &PollRecord, report: &PollReport) -> rusqlite::Result<()> {
+fn record_day(tx: &Connection, rec: &PollRecord, report: &PollReport) -> rusqlite::Result<()> {
     let (not_modified, errors) = match rec.outcome {
         PollOutcome::Deferred => return Ok(()),
         PollOutcome::NotModified { .. } => (1, 0),
@@ -840,22 +937,22 @@ fn tombstone_key(key: &str) -> [u8; 16] {
 }
 
 fn upsert_entry(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     feed_id: i64,
     feed_url: &str,
     e: &ParsedEntry,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Upsert> {
     let hash = content_hash(e);
-    let found: Option<(i64, String, i64)> = tx
-        .query_row(
-            "SELECT e.id, e.content_hash, e.updated_at FROM entry_source s
+    let found: Option<(i64, String, i64)> = query_one(
+        tx,
+        "SELECT e.id, e.content_hash, e.updated_at FROM entry_source s
              JOIN entry e ON e.id = s.entry_id
              WHERE s.feed_id = ?1 AND s.entry_key = ?2",
-            params![feed_id, e.key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+        params![feed_id, e.key],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?;
     let authors = json_list(&e.authors);
     let categories = json_list(&e.categories);
     let enclosures = json_list::<Enclosure>(&e.enclosures);
@@ -869,7 +966,8 @@ fn upsert_entry(
                 Some(u) if u > old_updated => u,
                 _ => ts(now).max(old_updated + 1),
             };
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE entry SET title = ?2, link = ?3, content_html = ?4, authors = ?5,
                      categories = ?6, enclosures = ?7, published_at = coalesce(?8, published_at),
                      updated_at = ?9, content_hash = ?10
@@ -887,7 +985,8 @@ fn upsert_entry(
                     hash
                 ],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE entry_source SET link = ?3 WHERE feed_id = ?1 AND entry_key = ?2",
                 params![feed_id, e.key, e.link],
             )?;
@@ -935,7 +1034,8 @@ fn upsert_entry(
             let uid = entry_uid(feed_url, &e.key);
             let sort_at = published.map_or(now_s, |p| p.min(now_s));
             let updated = e.updated.map(ts).or(published).unwrap_or(now_s);
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO entry (uid, title, link, content_html, authors, categories,
                      enclosures, published_at, updated_at, first_seen_at, sort_at, content_hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
@@ -959,10 +1059,13 @@ fn upsert_entry(
             // same URL while another feed kept the entry) this attaches the
             // source to the existing story instead of duplicating it.
             let entry_id: i64 =
-                tx.query_row("SELECT id FROM entry WHERE uid = ?1", [&uid], |r| r.get(0))?;
+                query_one(tx, "SELECT id FROM entry WHERE uid = ?1", [&uid], |r| {
+                    r.get(0)
+                })?;
             index_entry(tx, entry_id, e.title.as_deref(), e.content_html.as_deref())?;
             add_url_keys(tx, entry_id, &e.url_keys)?;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![feed_id, e.key, entry_id, e.link, now_s],
@@ -974,7 +1077,7 @@ fn upsert_entry(
 
 // ---------------------------------------------------------------- dedup
 
-fn add_url_keys(tx: &Transaction<'_>, entry_id: i64, keys: &[String]) -> rusqlite::Result<()> {
+fn add_url_keys(tx: &Connection, entry_id: i64, keys: &[String]) -> rusqlite::Result<()> {
     let mut stmt =
         tx.prepare_cached("INSERT OR IGNORE INTO entry_url (url_key, entry_id) VALUES (?1, ?2)")?;
     for k in keys {
@@ -987,7 +1090,7 @@ fn add_url_keys(tx: &Transaction<'_>, entry_id: i64, keys: &[String]) -> rusqlit
 /// carries (two entries of one feed are two stories: the feed says so),
 /// other than `except`.
 fn story_by_url(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     keys: &[String],
     feeds: &[i64],
     except: Option<i64>,
@@ -1029,7 +1132,7 @@ fn numbered(first: usize, n: usize) -> String {
 /// `pipeline::dedup::is_near_duplicate` decides), carried by none of
 /// `feeds`.
 fn story_by_text(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     me: i64,
     print: &TextPrint,
     feeds: &[i64],
@@ -1114,7 +1217,7 @@ fn story_by_text(
     Ok(None)
 }
 
-fn store_print(tx: &Transaction<'_>, entry_id: i64, print: &TextPrint) -> rusqlite::Result<()> {
+fn store_print(tx: &Connection, entry_id: i64, print: &TextPrint) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT OR REPLACE INTO entry_print (entry_id, version, words, simhash, minhash, published)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1140,7 +1243,7 @@ fn store_print(tx: &Transaction<'_>, entry_id: i64, print: &TextPrint) -> rusqli
 /// URL keys move over, its article replaces the story's text when it says
 /// more, and `me` is deleted. The story keeps its id.
 fn merge_into(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     me: i64,
     story: i64,
     article_words: usize,
@@ -1380,7 +1483,7 @@ pub(super) fn article_state(
 /// sources, articles and search rows go with them: ON DELETE CASCADE and
 /// the `entry_fts_delete` trigger).
 fn bury_entries(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     entry_ids: &[i64],
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Purged> {
@@ -1405,7 +1508,7 @@ fn bury_entries(
 
 /// Returns 1 when the tombstone is new.
 fn add_tombstone(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     feed_id: i64,
     key: &str,
     now: DateTime<Utc>,
@@ -1948,6 +2051,153 @@ mod tests {
         .unwrap();
         assert_eq!((report.added, report.updated), (1, 0));
         assert_eq!(full_text_of(&conn, "https://d.example/"), Some(false));
+    }
+
+    fn fetched(feed_id: i64, keys: &[&str], now: DateTime<Utc>) -> PollRecord {
+        use crate::model::{ParsedFeed, Schedule};
+        let entries = keys
+            .iter()
+            .map(|k| ParsedEntry {
+                key: (*k).to_owned(),
+                title: Some(format!("title {k}")),
+                link: None,
+                content_html: Some(format!("<p>{k}</p>")),
+                authors: vec![],
+                categories: vec![],
+                published: None,
+                updated: None,
+                enclosures: vec![],
+                url_keys: vec![],
+            })
+            .collect();
+        PollRecord {
+            feed_id,
+            checked_at: now,
+            schedule: Schedule {
+                next_check_at: now + chrono::Duration::seconds(60),
+                interval: Duration::from_secs(60),
+                reason: "interval".to_owned(),
+            },
+            outcome: PollOutcome::Fetched {
+                status: 200,
+                validators: Validators::default(),
+                feed: ParsedFeed {
+                    title: None,
+                    site_url: None,
+                    hints: Default::default(),
+                    entries,
+                },
+            },
+            permanent_redirect: None,
+            learned_interval: None,
+            host_block: None,
+            full_text: false,
+        }
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_batch_of_polls_commits_each_and_isolates_a_failing_one() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        add_feeds(
+            &mut conn,
+            &[
+                spec("https://a.example/", None),
+                spec("https://b.example/", None),
+            ],
+            FeedOrigin::Cli,
+            now,
+            &mut |_| {},
+        )
+        .unwrap();
+        let a = feed_by_url(&conn, "https://a.example/")
+            .unwrap()
+            .unwrap()
+            .id;
+        let b = feed_by_url(&conn, "https://b.example/")
+            .unwrap()
+            .unwrap()
+            .id;
+        // The middle record names a feed that does not exist: it fails
+        // after writing its schedule, and must roll back alone.
+        let recs = [
+            fetched(a, &["1", "2"], now),
+            fetched(9999, &["x"], now),
+            fetched(b, &["1"], now),
+        ];
+        let results = record_polls(&mut conn, &recs).unwrap();
+        assert_eq!(results.len(), 3);
+        assert_eq!(
+            *results[0].as_ref().unwrap(),
+            PollReport {
+                new: 2,
+                updated: 0,
+                ..PollReport::default()
+            }
+        );
+        assert!(results[1].is_err());
+        assert_eq!(
+            *results[2].as_ref().unwrap(),
+            PollReport {
+                new: 1,
+                updated: 0,
+                ..PollReport::default()
+            }
+        );
+        assert_eq!(count(&conn, "SELECT count(*) FROM entry"), 3);
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM feed WHERE last_status = 200"),
+            2
+        );
+        // Polls later in the same batch see earlier ones: the same entry
+        // seen twice is new once, then unchanged.
+        let results = record_polls(
+            &mut conn,
+            &[fetched(a, &["3"], now), fetched(a, &["3"], now)],
+        )
+        .unwrap();
+        let reports: Vec<PollReport> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            reports,
+            [
+                PollReport {
+                    new: 1,
+                    updated: 0,
+                    ..PollReport::default()
+                },
+                PollReport {
+                    new: 0,
+                    updated: 0,
+                    ..PollReport::default()
+                }
+            ]
+        );
+        // Three polls changed entries; the unchanged one left the revision.
+        assert_eq!(revision(&conn).unwrap().rev, 3);
+    }
+
+    #[test]
+    fn leasing_due_feeds_takes_them_off_the_due_list() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let specs: Vec<FeedSpec> = (0..5)
+            .map(|i| spec(&format!("https://{i}.example/"), None))
+            .collect();
+        add_feeds(&mut conn, &specs, FeedOrigin::Cli, now, &mut |_| {}).unwrap();
+        let until = now + chrono::Duration::seconds(90);
+        let leased = lease_due(&mut conn, now, 3, until).unwrap();
+        assert_eq!(leased.len(), 3);
+        for f in &leased {
+            let stored = feed_by_id(&conn, f.id).unwrap().unwrap();
+            assert_eq!(stored.next_check_at, from_ts(ts(until)));
+        }
+        let rest = due_feeds(&conn, now, 10).unwrap();
+        assert_eq!(rest.len(), 2);
+        assert!(rest.iter().all(|f| leased.iter().all(|l| l.id != f.id)));
     }
 
     #[test]

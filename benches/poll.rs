@@ -1,0 +1,606 @@
+//! The polling benchmark: how fast the real daemon polls many feeds.
+//!
+//! It serves `--feeds N` (default 10,000) distinct RSS feeds of 20 entries
+//! each from an in-process server on 127.0.0.1 (its own thread and runtime,
+//! bodies rendered up front, a strong ETag per feed and `304` for a matching
+//! `If-None-Match`), subscribes a fresh database to all of them through the
+//! library, then runs the release `tributary run` against it and measures:
+//!
+//! 1. the **first cycle**: from spawning the daemon until every feed has been
+//!    fetched, parsed and stored once (`last_success_at` set on every row);
+//! 2. the **304 cycle**: from then until every feed has been asked again,
+//!    answered `304` (counted by the server, requests received after the
+//!    first cycle ended) and stored (`last_status = 304` on every row).
+//!
+//! With `interval = "1s"` the daemon is always behind, so each cycle runs it
+//! flat out; it polls the most overdue feed first, so the 304 cycle asks
+//! every feed once. Progress is read from a read-only SQLite connection every
+//! 50 ms. At the end it reports the daemon's peak RSS (`VmHWM`), its CPU time
+//! per cycle and the database size, stops the daemon with SIGTERM and checks
+//! that it exits 0.
+//!
+//! `cargo bench --bench poll [-- --feeds N --concurrency C --per-host H]`
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+
+use tributary::model::{FeedOrigin, FeedSpec};
+use tributary::store::Store;
+
+const ENTRIES_PER_FEED: usize = 20;
+/// Longest either cycle may take before the run is declared stuck.
+const CYCLE_LIMIT: Duration = Duration::from_secs(600);
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// Command-line knobs; unknown arguments (cargo passes `--bench`) are
+/// ignored.
+struct Opts {
+    feeds: usize,
+    concurrency: usize,
+    per_host: usize,
+}
+
+impl Opts {
+    fn parse() -> Opts {
+        let mut opts = Opts {
+            feeds: 10_000,
+            concurrency: 64,
+            per_host: 64,
+        };
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let target = match a.as_str() {
+                "--feeds" => &mut opts.feeds,
+                "--concurrency" => &mut opts.concurrency,
+                "--per-host" => &mut opts.per_host,
+                _ => continue,
+            };
+            *target = it
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{a} needs a positive number"));
+        }
+        assert!(opts.feeds > 0, "--feeds must be at least 1");
+        opts
+    }
+}
+
+// ------------------------------------------------------------ the feeds
+
+/// A deterministic pseudo-random word list, so every feed and entry has
+/// its own text without the bench depending on a corpus.
+const WORDS: &[&str] = &[
+    "river", "delta", "stream", "current", "harbour", "signal", "archive", "update", "lantern",
+    "meadow", "quartz", "protocol", "garden", "engine", "orbit", "pillar", "timber", "canvas",
+    "ledger", "compass", "village", "summit", "needle", "thunder", "marble", "willow", "falcon",
+    "copper", "ember", "glacier", "horizon", "island", "jasmine", "kernel", "lattice", "mosaic",
+    "nectar", "oasis", "paddle", "quiver", "ripple", "saddle", "tundra", "umbrella", "velvet",
+    "walnut", "yonder", "zephyr", "the", "a", "of", "and", "to", "in", "is", "for", "with", "on",
+];
+
+fn sentence(rng: &mut fastrand::Rng, words: usize) -> String {
+    let mut s = String::with_capacity(words * 8);
+    for i in 0..words {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(WORDS[rng.usize(..WORDS.len())]);
+    }
+    s
+}
+
+/// One RSS 2.0 document: 20 items with guid, title, link, pubDate and a
+/// few paragraphs of HTML (a link, a relative image, attributes the
+/// sanitiser strips) in an escaped `<description>`, as most feeds write it.
+fn render_feed(id: usize, base: &str) -> String {
+    let mut rng = fastrand::Rng::with_seed(id as u64);
+    let newest = Utc
+        .with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("fixed date");
+    let mut out = String::with_capacity(24 * 1024);
+    out.push_str(&format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <rss version=\"2.0\">\n<channel>\n\
+         <title>Bench feed {id}: {}</title>\n\
+         <link>{base}/site/{id}/</link>\n\
+         <description>{}</description>\n\
+         <language>en</language>\n\
+         <lastBuildDate>{}</lastBuildDate>\n",
+        sentence(&mut rng, 3),
+        sentence(&mut rng, 12),
+        newest.to_rfc2822()
+    ));
+    for i in 0..ENTRIES_PER_FEED {
+        let published = newest - chrono::Duration::minutes((i * 97 + id % 60) as i64);
+        let mut html = String::with_capacity(1200);
+        for p in 0..3 {
+            html.push_str("<p class=\"body\">");
+            html.push_str(&sentence(&mut rng, 30 + p * 5));
+            if p == 1 {
+                html.push_str(&format!(
+                    " <a href=\"https://example.org/ref/{id}/{i}\" onclick=\"track()\">{}</a>",
+                    sentence(&mut rng, 3)
+                ));
+            }
+            html.push_str(".</p>");
+        }
+        html.push_str(&format!(
+            "<p><img src=\"/images/{id}/{i}.jpg\" alt=\"{}\" width=\"640\" height=\"360\"></p>",
+            sentence(&mut rng, 2)
+        ));
+        out.push_str(&format!(
+            "<item>\n<title>{}</title>\n\
+             <link>{base}/site/{id}/posts/{i}.html</link>\n\
+             <guid isPermaLink=\"false\">tag:bench.example,2026:feed-{id}-item-{i}</guid>\n\
+             <pubDate>{}</pubDate>\n\
+             <description>{}</description>\n</item>\n",
+            sentence(&mut rng, 6),
+            published.to_rfc2822(),
+            escape(&html)
+        ));
+    }
+    out.push_str("</channel>\n</rss>\n");
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+// ------------------------------------------------------------ the server
+
+struct Served {
+    body: Bytes,
+    etag: HeaderValue,
+    /// Set by the first 304 this feed gets once `ServerState::marking` is on.
+    asked_again: AtomicBool,
+}
+
+struct ServerState {
+    feeds: Vec<Served>,
+    full: AtomicU64,
+    not_modified: AtomicU64,
+    /// On after the first cycle: 304s from then on count towards the second.
+    marking: AtomicBool,
+    /// Feeds answered 304 since `marking` went on.
+    asked_again: AtomicU64,
+}
+
+async fn serve_feed(
+    State(state): State<Arc<ServerState>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let feed = name
+        .strip_suffix(".xml")
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|i| state.feeds.get(i));
+    let Some(feed) = feed else {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    };
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == feed.etag.as_bytes());
+    let mut r = if fresh {
+        state.not_modified.fetch_add(1, Ordering::Relaxed);
+        if state.marking.load(Ordering::Relaxed) && !feed.asked_again.swap(true, Ordering::Relaxed)
+        {
+            state.asked_again.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        state.full.fetch_add(1, Ordering::Relaxed);
+        let mut r = Response::new(Body::from(feed.body.clone()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/rss+xml; charset=utf-8"),
+        );
+        r
+    };
+    r.headers_mut().insert(header::ETAG, feed.etag.clone());
+    r
+}
+
+/// Starts the feed server on its own thread and current-thread runtime, so
+/// it never competes with the daemon for a tokio worker.
+fn start_server(state: Arc<ServerState>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind feed server");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::Builder::new()
+        .name("feed-server".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let app = Router::new()
+                    .route("/f/{name}", get(serve_feed))
+                    .with_state(state);
+                axum::serve(listener, app).await.expect("feed server");
+            });
+        })
+        .expect("spawn server thread");
+    addr
+}
+
+// ------------------------------------------------------------ the daemon
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn write_config(dir: &Path, opts: &Opts) -> (PathBuf, String) {
+    let poll = format!(
+        "interval = \"1s\"\n\
+         min_interval = \"1s\"\n\
+         adaptive = false\n\
+         timeout = \"30s\"\n\
+         concurrency = {}\n\
+         per_host_concurrency = {}\n\
+         per_host_spacing = \"0s\"\n",
+        opts.concurrency, opts.per_host
+    );
+    let text = format!(
+        "database = \"tributary.db\"\n\n\
+         [server]\nlisten = \"127.0.0.1:{}\"\n\n\
+         [poll]\n{poll}\n\
+         [extract]\nfull_text = false\n\n\
+         [network]\nallow = [\"127.0.0.1\"]\n\n\
+         [log]\nlevel = \"info\"\n",
+        free_port()
+    );
+    let path = dir.join("tributary.toml");
+    std::fs::write(&path, &text).expect("write config");
+    (path, poll)
+}
+
+/// Subscribes the database to every feed in one `add_feeds` call, through
+/// the library, before the daemon starts.
+fn subscribe(db: &Path, addr: SocketAddr, n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = Store::open(db).await.expect("open store");
+        let specs = (0..n)
+            .map(|i| FeedSpec {
+                url: format!("http://{addr}/f/{i}.xml"),
+                title: None,
+                tags: vec![],
+                interval: None,
+                full_text: None,
+            })
+            .collect();
+        store
+            .add_feeds(specs, FeedOrigin::Cli, Utc::now())
+            .await
+            .expect("add feeds");
+        store.close().await.expect("close store");
+    });
+}
+
+/// Pages of CPU time (user + system) the process has used, in seconds.
+fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may
+    // contain spaces: utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (get(11) + get(12)) / ticks
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `VmHWM` (peak resident set) from /proc, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `wchar` (bytes passed to write calls) and `write_bytes` (bytes sent to
+/// storage) from /proc/<pid>/io, in bytes.
+fn written(pid: u32) -> (u64, u64) {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("wchar:"), field("write_bytes:"))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn db_size(db: &Path) -> (u64, u64) {
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    (file_size(db), file_size(&wal))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Counts rows of `feed` matching `cond`; 0 while the database is busy.
+fn count(conn: &rusqlite::Connection, cond: &str) -> u64 {
+    conn.query_row(
+        &format!("SELECT count(*) FROM feed WHERE {cond}"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as u64)
+    .unwrap_or_else(|e| {
+        eprintln!("count failed: {e}");
+        0
+    })
+}
+
+/// Waits until `done` holds, checking every [`SAMPLE_EVERY`]; panics if the
+/// daemon exits or the cycle takes longer than [`CYCLE_LIMIT`].
+fn wait_until(child: &mut Child, what: &str, mut done: impl FnMut() -> bool) -> Instant {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return Instant::now();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("daemon exited ({status}) during the {what}");
+        }
+        if start.elapsed() > CYCLE_LIMIT {
+            let _ = child.kill();
+            panic!("the {what} did not finish within {CYCLE_LIMIT:?}");
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+}
+
+fn main() {
+    let opts = Opts::parse();
+    let n = opts.feeds;
+    let bin = env!("CARGO_BIN_EXE_tributary");
+    let ticks = clock_ticks();
+
+    let rendered = Instant::now();
+    // Links point at the publisher's site, not at the feed server.
+    let site = "https://bench.example";
+    let feeds: Vec<Served> = (0..n)
+        .map(|i| Served {
+            body: Bytes::from(render_feed(i, site)),
+            etag: HeaderValue::from_str(&format!("\"feed-{i}-v1\"")).expect("etag"),
+            asked_again: AtomicBool::new(false),
+        })
+        .collect();
+    let body_bytes: usize = feeds.iter().map(|f| f.body.len()).sum();
+    let state = Arc::new(ServerState {
+        feeds,
+        full: AtomicU64::new(0),
+        not_modified: AtomicU64::new(0),
+        marking: AtomicBool::new(false),
+        asked_again: AtomicU64::new(0),
+    });
+    let addr = start_server(Arc::clone(&state));
+    eprintln!(
+        "rendered {n} feeds ({:.1} MiB, {:.1} KiB each) in {:.1?}; serving on {addr}",
+        mib(body_bytes as u64),
+        body_bytes as f64 / n as f64 / 1024.0,
+        rendered.elapsed()
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    eprintln!("working directory: {}", dir.path().display());
+    let (config, poll) = write_config(dir.path(), &opts);
+    let db = dir.path().join("tributary.db");
+    subscribe(&db, addr, n);
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+
+    println!("# tributary polling benchmark");
+    println!(
+        "feeds: {n} x {ENTRIES_PER_FEED} entries, {:.1} KiB each, one host ({addr}), in-process server on its own thread",
+        body_bytes as f64 / n as f64 / 1024.0
+    );
+    println!("daemon: {bin} run, log level info to a file");
+    println!("[poll] settings:");
+    for line in poll.lines() {
+        println!("    {line}");
+    }
+    println!("    [extract] full_text = false");
+
+    let load_before = load_average();
+    let spawned = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .env_remove("TRIBUTARY_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn daemon");
+    let pid = child.id();
+    eprintln!("daemon pid {pid}");
+
+    let conn = rusqlite::Connection::open_with_flags(
+        &db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .expect("open database read-only");
+    conn.busy_timeout(Duration::from_secs(1))
+        .expect("busy timeout");
+
+    let n64 = n as u64;
+    let first_done = wait_until(&mut child, "first cycle", || {
+        count(&conn, "last_success_at IS NOT NULL") >= n64
+    });
+    state.marking.store(true, Ordering::SeqCst);
+    let cpu_first = cpu_seconds(pid, ticks);
+    let full_first = state.full.load(Ordering::SeqCst);
+    let nm_first = state.not_modified.load(Ordering::SeqCst);
+    let rss_first = peak_rss_kib(pid);
+    let (db_first, wal_first) = db_size(&db);
+
+    let second_done = wait_until(&mut child, "304 cycle", || {
+        state.asked_again.load(Ordering::SeqCst) >= n64 && count(&conn, "last_status = 304") >= n64
+    });
+    let cpu_second = cpu_seconds(pid, ticks) - cpu_first;
+    let rss = peak_rss_kib(pid);
+    let (wchar, write_bytes) = written(pid);
+    let (db_bytes, wal_bytes) = db_size(&db);
+    let failed = count(&conn, "last_error IS NOT NULL");
+    let entries: i64 = conn
+        .query_row("SELECT count(*) FROM entry", [], |r| r.get(0))
+        .unwrap_or(0);
+    drop(conn);
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let stop_deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if Instant::now() > stop_deadline {
+            let _ = child.kill();
+            panic!("daemon did not stop within 60s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (db_after, wal_after) = db_size(&db);
+
+    let t1 = first_done - spawned;
+    let t2 = second_done - first_done;
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!();
+    println!("| cycle | time | feeds/s | target | daemon CPU | requests (200 / 304) |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| first (fetch, parse, store) | {:.2} s | {:.0} | >= 1500 | {:.1} s | {} / {} |",
+        t1.as_secs_f64(),
+        rate(t1),
+        cpu_first,
+        full_first,
+        nm_first
+    );
+    println!(
+        "| second (all 304) | {:.2} s | {:.0} | >= 5000 | {:.1} s | {} / {} |",
+        t2.as_secs_f64(),
+        rate(t2),
+        cpu_second,
+        state.full.load(Ordering::SeqCst) - full_first,
+        state.not_modified.load(Ordering::SeqCst) - nm_first
+    );
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| peak RSS (VmHWM) | {:.1} MiB (after first cycle {:.1} MiB) | < 100 MiB |",
+        rss as f64 / 1024.0,
+        rss_first as f64 / 1024.0
+    );
+    println!(
+        "| database after first cycle | {:.1} MiB db + {:.1} MiB wal | |",
+        mib(db_first),
+        mib(wal_first)
+    );
+    println!(
+        "| database after 304 cycle | {:.1} MiB db + {:.1} MiB wal | |",
+        mib(db_bytes),
+        mib(wal_bytes)
+    );
+    println!(
+        "| database after shutdown | {:.1} MiB db + {:.1} MiB wal | |",
+        mib(db_after),
+        mib(wal_after)
+    );
+    println!(
+        "| entries stored | {entries} (expected {}) | |",
+        n * ENTRIES_PER_FEED
+    );
+    println!("| feeds with an error | {failed} | 0 |");
+    println!("| daemon log | {:.1} MiB | |", mib(file_size(&log_path)));
+    println!(
+        "| daemon writes (both cycles) | {:.0} MiB written, {:.0} MiB to storage | |",
+        mib(wchar),
+        mib(write_bytes)
+    );
+    println!(
+        "| machine load average (1/5/15 min) | {load_before} before, {} after | |",
+        load_average()
+    );
+    println!("| daemon exit after SIGTERM | {status} | 0 |");
+    let _ = std::io::stdout().flush();
+
+    let mut ok = true;
+    if !status.success() {
+        eprintln!("FAIL: daemon exited with {status}");
+        ok = false;
+    }
+    if failed > 0 || entries != (n * ENTRIES_PER_FEED) as i64 {
+        eprintln!("FAIL: {failed} feeds failed, {entries} entries stored");
+        ok = false;
+    }
+    if !ok {
+        let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(20).collect();
+        for l in tail.into_iter().rev() {
+            eprintln!("  {l}");
+        }
+        std::process::exit(1);
+    }
+}
