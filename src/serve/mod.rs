@@ -86,6 +86,24 @@ pub fn other_copies(e: &OutputEntry) -> impl Iterator<Item = &SourceInfo> {
         .filter(move |s| s.link.is_some() && s.link != e.link)
 }
 
+/// An enclosure's media type when it is one (`type/subtype`, RFC 6838
+/// token characters, parameters allowed), else `None`. Source feeds carry
+/// `type="mp3"` or `type="video"`; passed through, that made our Atom
+/// invalid (RFC 4287's `atomMediaType`) and misleads any reader, so
+/// outputs drop it (RSS and JSON Feed then say `application/octet-stream`).
+pub fn media_type(enc: &crate::model::Enclosure) -> Option<&str> {
+    let t = enc.media_type.as_deref()?.trim();
+    let essence = t.split(';').next().unwrap_or_default().trim_end();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 127
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let (ty, sub) = essence.split_once('/')?;
+    (token(ty) && token(sub)).then_some(t)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Format {
     Atom,
@@ -326,17 +344,29 @@ async fn render_output(
     let doc = match cached {
         Some(doc) => doc,
         None => {
+            // One entry more than the page shows tells whether a next page
+            // exists, so `next` links (RFC 5005, JSON Feed's `next_url`)
+            // appear only when it does, never to an empty page.
             let limit = query.limit;
-            let entries = match state.store.entries(query.clone()).await {
+            let mut entries = match state
+                .store
+                .entries(EntryQuery {
+                    limit: limit.saturating_add(1),
+                    ..query.clone()
+                })
+                .await
+            {
                 Ok(e) => e,
                 Err(e) => return unavailable(&e),
             };
+            let more = entries.len() > limit;
+            entries.truncate(limit);
             let base = match format {
                 Format::Html if path == "/feed" => format!("{}/", s.base_url),
                 Format::Html => format!("{}{path}", s.base_url),
                 _ => format!("{}{path}.{}", s.base_url, format.ext()),
             };
-            let next_url = (entries.len() == limit)
+            let next_url = more
                 .then(|| {
                     entries
                         .last()

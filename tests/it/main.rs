@@ -11,3 +11,4 @@ mod outputs;
 mod polite;
 mod poll;
 mod support;
+mod validators;
