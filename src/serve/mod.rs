@@ -12,7 +12,7 @@ pub mod rss;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -146,6 +146,85 @@ struct Rendered {
     etag: String,
     last_modified: SystemTime,
     body: Bytes,
+    /// The body compressed, made on the first request that asks for each
+    /// encoding and kept with the document: compressing half a megabyte
+    /// of full text on every poll cost far more than serving it.
+    gzip: OnceLock<Bytes>,
+    br: OnceLock<Bytes>,
+}
+
+/// A content coding we serve precompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Gzip,
+    Brotli,
+}
+
+impl Coding {
+    fn name(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Brotli => "br",
+        }
+    }
+
+    /// The coding to answer a request with: brotli, else gzip, when the
+    /// client's `Accept-Encoding` allows it (q > 0, RFC 9110 §12.5.3).
+    fn negotiate(request: &HeaderMap) -> Option<Coding> {
+        let mut gzip = false;
+        let mut br = false;
+        let mut any = false;
+        for value in request.get_all(header::ACCEPT_ENCODING) {
+            let Ok(value) = value.to_str() else { continue };
+            for item in value.split(',') {
+                let mut parts = item.split(';');
+                let coding = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+                let q = parts
+                    .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+                    .find_map(|q| q.trim().parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                let ok = q > 0.0;
+                match coding.as_str() {
+                    "gzip" | "x-gzip" => gzip = ok,
+                    "br" => br = ok,
+                    "*" => any = ok,
+                    _ => {}
+                }
+            }
+        }
+        if br || any {
+            Some(Coding::Brotli)
+        } else if gzip {
+            Some(Coding::Gzip)
+        } else {
+            None
+        }
+    }
+
+    fn compress(self, body: &[u8]) -> Bytes {
+        use std::io::Write;
+        match self {
+            Coding::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(body.len() / 4),
+                    flate2::Compression::new(6),
+                );
+                // Writing to a Vec cannot fail.
+                let _ = enc.write_all(body);
+                Bytes::from(enc.finish().unwrap_or_default())
+            }
+            Coding::Brotli => {
+                let mut out = Vec::with_capacity(body.len() / 4);
+                {
+                    // Quality 5: most of brotli's gain at gzip's speed;
+                    // 11 (the format's default) takes seconds per megabyte.
+                    let mut enc = brotli::CompressorWriter::new(&mut out, 64 * 1024, 5, 22);
+                    let _ = enc.write_all(body);
+                }
+                Bytes::from(out)
+            }
+        }
+    }
 }
 
 /// Beyond this many cached documents the cache starts over: queries with
@@ -407,6 +486,8 @@ async fn render_output(
                 etag: format!("\"r{}-{:x}\"", rev.rev, h.finish()),
                 last_modified: rev.changed_at.into(),
                 body: Bytes::from(body),
+                gzip: OnceLock::new(),
+                br: OnceLock::new(),
             });
             if let Ok(mut c) = state.cache.lock() {
                 if c.len() >= CACHE_MAX {
@@ -417,7 +498,29 @@ async fn render_output(
             doc
         }
     };
-    respond(&doc, format.content_type(), headers)
+    let coding = Coding::negotiate(headers);
+    let body = match coding {
+        Some(c) => {
+            let slot = match c {
+                Coding::Gzip => &doc.gzip,
+                Coding::Brotli => &doc.br,
+            };
+            match slot.get() {
+                Some(b) => b.clone(),
+                None => {
+                    // Compression is CPU work: off the async workers. Two
+                    // first requests may both compress; the first stored wins.
+                    let plain = doc.body.clone();
+                    match tokio::task::spawn_blocking(move || c.compress(&plain)).await {
+                        Ok(z) => slot.get_or_init(|| z).clone(),
+                        Err(_) => doc.body.clone(),
+                    }
+                }
+            }
+        }
+        None => doc.body.clone(),
+    };
+    respond(&doc, format.content_type(), headers, coding, body)
 }
 
 fn river_page(
@@ -471,8 +574,17 @@ async fn opml(State(state): State<Arc<AppState>>) -> Response {
 
 /// Answers 304 when the client's validators still match (If-None-Match
 /// wins over If-Modified-Since, RFC 9110 §13.2.2), else the document.
-fn respond(doc: &Rendered, content_type: &'static str, request: &HeaderMap) -> Response {
+fn respond(
+    doc: &Rendered,
+    content_type: &'static str,
+    request: &HeaderMap,
+    coding: Option<Coding>,
+    body: Bytes,
+) -> Response {
     let mut headers = HeaderMap::new();
+    // The body depends on Accept-Encoding; the ETag does not (one
+    // representation's validator, as tower-http's layer also had it).
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     if let Ok(v) = HeaderValue::from_str(&doc.etag) {
         headers.insert(header::ETAG, v);
     }
@@ -499,7 +611,11 @@ fn respond(doc: &Rendered, content_type: &'static str, request: &HeaderMap) -> R
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    (StatusCode::OK, headers, doc.body.clone()).into_response()
+    if let Some(c) = coding {
+        // Already encoded: the compression layer leaves it alone.
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.name()));
+    }
+    (StatusCode::OK, headers, body).into_response()
 }
 
 fn unavailable(e: &crate::store::StoreError) -> Response {
