@@ -257,11 +257,23 @@ fn ms(secs: f64) -> String {
     }
 }
 
-/// Kills (and reaps) a child process when dropped.
+/// Stops (SIGTERM, then SIGKILL after 10 s) and reaps a child process when
+/// dropped. SIGTERM matters for nginx: a SIGKILLed master leaves its
+/// workers running.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
