@@ -61,7 +61,7 @@ fn entry(e: &OutputEntry) -> Entry {
         links.push(Link {
             href: xml_safe(&enc.url),
             rel: "enclosure".into(),
-            mime_type: enc.media_type.as_deref().map(xml_safe),
+            mime_type: super::media_type(enc).map(xml_safe),
             length: enc.length.map(|n| n.to_string()),
             ..Default::default()
         });
@@ -212,6 +212,30 @@ mod tests {
         let title = parsed.entries[0].title.as_ref().map(|t| t.content.clone());
         assert_eq!(title.as_deref(), Some("A & B  <c>"));
         assert!(xml.contains("<source>"), "{xml}");
+    }
+
+    #[test]
+    fn an_enclosure_type_that_is_no_media_type_is_dropped() {
+        // Regression: `type="video"` from a source feed made the output
+        // fail RFC 4287's schema (atomMediaType needs a slash).
+        let mut e = sample(Some("t"), None);
+        for (ty, kept) in [
+            ("video", None),
+            ("audio/mpeg", Some("audio/mpeg")),
+            ("audio/mpeg; codecs=mp3", Some("audio/mpeg; codecs=mp3")),
+            ("/mpeg", None),
+            ("audio/", None),
+            ("a b/c", None),
+        ] {
+            e.enclosures = vec![crate::model::Enclosure {
+                url: "https://example.com/a.mp3".into(),
+                media_type: Some(ty.into()),
+                length: None,
+            }];
+            assert_eq!(super::super::media_type(&e.enclosures[0]), kept, "{ty}");
+            let xml = entry(&e).links.last().map(|l| l.mime_type.clone());
+            assert_eq!(xml, Some(kept.map(str::to_owned)), "{ty}");
+        }
     }
 
     #[test]

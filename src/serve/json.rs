@@ -121,10 +121,7 @@ fn item(e: &OutputEntry) -> Item<'_> {
             .iter()
             .map(|a| Attachment {
                 url: &a.url,
-                mime_type: a
-                    .media_type
-                    .as_deref()
-                    .unwrap_or("application/octet-stream"),
+                mime_type: super::media_type(a).unwrap_or("application/octet-stream"),
                 size_in_bytes: a.length,
             })
             .collect(),

@@ -13,7 +13,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -89,6 +89,24 @@ pub fn other_copies(e: &OutputEntry) -> impl Iterator<Item = &SourceInfo> {
         .filter(move |s| s.link.is_some() && s.link != e.link)
 }
 
+/// An enclosure's media type when it is one (`type/subtype`, RFC 6838
+/// token characters, parameters allowed), else `None`. Source feeds carry
+/// `type="mp3"` or `type="video"`; passed through, that made our Atom
+/// invalid (RFC 4287's `atomMediaType`) and misleads any reader, so
+/// outputs drop it (RSS and JSON Feed then say `application/octet-stream`).
+pub fn media_type(enc: &crate::model::Enclosure) -> Option<&str> {
+    let t = enc.media_type.as_deref()?.trim();
+    let essence = t.split(';').next().unwrap_or_default().trim_end();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 127
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let (ty, sub) = essence.split_once('/')?;
+    (token(ty) && token(sub)).then_some(t)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Format {
     Atom,
@@ -133,6 +151,85 @@ struct Rendered {
     etag: String,
     last_modified: SystemTime,
     body: Bytes,
+    /// The body compressed, made on the first request that asks for each
+    /// encoding and kept with the document: compressing half a megabyte
+    /// of full text on every poll cost far more than serving it.
+    gzip: OnceLock<Bytes>,
+    br: OnceLock<Bytes>,
+}
+
+/// A content coding we serve precompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Gzip,
+    Brotli,
+}
+
+impl Coding {
+    fn name(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Brotli => "br",
+        }
+    }
+
+    /// The coding to answer a request with: brotli, else gzip, when the
+    /// client's `Accept-Encoding` allows it (q > 0, RFC 9110 §12.5.3).
+    fn negotiate(request: &HeaderMap) -> Option<Coding> {
+        let mut gzip = false;
+        let mut br = false;
+        let mut any = false;
+        for value in request.get_all(header::ACCEPT_ENCODING) {
+            let Ok(value) = value.to_str() else { continue };
+            for item in value.split(',') {
+                let mut parts = item.split(';');
+                let coding = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+                let q = parts
+                    .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+                    .find_map(|q| q.trim().parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                let ok = q > 0.0;
+                match coding.as_str() {
+                    "gzip" | "x-gzip" => gzip = ok,
+                    "br" => br = ok,
+                    "*" => any = ok,
+                    _ => {}
+                }
+            }
+        }
+        if br || any {
+            Some(Coding::Brotli)
+        } else if gzip {
+            Some(Coding::Gzip)
+        } else {
+            None
+        }
+    }
+
+    fn compress(self, body: &[u8]) -> Bytes {
+        use std::io::Write;
+        match self {
+            Coding::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(body.len() / 4),
+                    flate2::Compression::new(6),
+                );
+                // Writing to a Vec cannot fail.
+                let _ = enc.write_all(body);
+                Bytes::from(enc.finish().unwrap_or_default())
+            }
+            Coding::Brotli => {
+                let mut out = Vec::with_capacity(body.len() / 4);
+                {
+                    // Quality 5: most of brotli's gain at gzip's speed;
+                    // 11 (the format's default) takes seconds per megabyte.
+                    let mut enc = brotli::CompressorWriter::new(&mut out, 64 * 1024, 5, 22);
+                    let _ = enc.write_all(body);
+                }
+                Bytes::from(out)
+            }
+        }
+    }
 }
 
 /// Beyond this many cached documents the cache starts over: queries with
@@ -393,17 +490,29 @@ async fn render_output(
     let doc = match cached {
         Some(doc) => doc,
         None => {
+            // One entry more than the page shows tells whether a next page
+            // exists, so `next` links (RFC 5005, JSON Feed's `next_url`)
+            // appear only when it does, never to an empty page.
             let limit = query.limit;
-            let entries = match state.store.entries(query.clone()).await {
+            let mut entries = match state
+                .store
+                .entries(EntryQuery {
+                    limit: limit.saturating_add(1),
+                    ..query.clone()
+                })
+                .await
+            {
                 Ok(e) => e,
                 Err(e) => return unavailable(&e),
             };
+            let more = entries.len() > limit;
+            entries.truncate(limit);
             let base = match format {
                 Format::Html if path == "/feed" => format!("{}/", s.base_url),
                 Format::Html => format!("{}{path}", s.base_url),
                 _ => format!("{}{path}.{}", s.base_url, format.ext()),
             };
-            let next_url = (entries.len() == limit)
+            let next_url = more
                 .then(|| {
                     entries
                         .last()
@@ -446,6 +555,8 @@ async fn render_output(
                 etag: format!("\"r{}-{:x}\"", rev.rev, h.finish()),
                 last_modified: rev.changed_at.into(),
                 body: Bytes::from(body),
+                gzip: OnceLock::new(),
+                br: OnceLock::new(),
             });
             if let Ok(mut c) = state.cache.lock() {
                 if c.len() >= CACHE_MAX {
@@ -456,7 +567,29 @@ async fn render_output(
             doc
         }
     };
-    respond(&doc, format.content_type(), headers)
+    let coding = Coding::negotiate(headers);
+    let body = match coding {
+        Some(c) => {
+            let slot = match c {
+                Coding::Gzip => &doc.gzip,
+                Coding::Brotli => &doc.br,
+            };
+            match slot.get() {
+                Some(b) => b.clone(),
+                None => {
+                    // Compression is CPU work: off the async workers. Two
+                    // first requests may both compress; the first stored wins.
+                    let plain = doc.body.clone();
+                    match tokio::task::spawn_blocking(move || c.compress(&plain)).await {
+                        Ok(z) => slot.get_or_init(|| z).clone(),
+                        Err(_) => doc.body.clone(),
+                    }
+                }
+            }
+        }
+        None => doc.body.clone(),
+    };
+    respond(&doc, format.content_type(), headers, coding, body)
 }
 
 fn river_page(
@@ -541,8 +674,17 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Response {
 
 /// Answers 304 when the client's validators still match (If-None-Match
 /// wins over If-Modified-Since, RFC 9110 §13.2.2), else the document.
-fn respond(doc: &Rendered, content_type: &'static str, request: &HeaderMap) -> Response {
+fn respond(
+    doc: &Rendered,
+    content_type: &'static str,
+    request: &HeaderMap,
+    coding: Option<Coding>,
+    body: Bytes,
+) -> Response {
     let mut headers = HeaderMap::new();
+    // The body depends on Accept-Encoding; the ETag does not (one
+    // representation's validator, as tower-http's layer also had it).
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     if let Ok(v) = HeaderValue::from_str(&doc.etag) {
         headers.insert(header::ETAG, v);
     }
@@ -569,7 +711,11 @@ fn respond(doc: &Rendered, content_type: &'static str, request: &HeaderMap) -> R
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    (StatusCode::OK, headers, doc.body.clone()).into_response()
+    if let Some(c) = coding {
+        // Already encoded: the compression layer leaves it alone.
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.name()));
+    }
+    (StatusCode::OK, headers, body).into_response()
 }
 
 fn unavailable(e: &crate::store::StoreError) -> Response {

@@ -77,10 +77,7 @@ fn item(e: &OutputEntry) -> Item {
         enclosure: e.enclosures.first().map(|enc| Enclosure {
             url: xml_safe(&enc.url),
             length: enc.length.unwrap_or(0).to_string(),
-            mime_type: enc
-                .media_type
-                .clone()
-                .unwrap_or_else(|| "application/octet-stream".to_owned()),
+            mime_type: xml_safe(super::media_type(enc).unwrap_or("application/octet-stream")),
         }),
         source: e.source().map(|s| Source {
             url: xml_safe(&s.feed_url),

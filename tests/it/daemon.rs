@@ -148,8 +148,50 @@ async fn output_supports_conditional_get_and_limit() {
     let bad = get_output(&env.db_path(), "/feed.atom?limit=zero", &[]).await;
     assert_eq!(bad.status(), 400);
 
-    let gz = get_output(&env.db_path(), "/feed.atom", &[("accept-encoding", "gzip")]).await;
-    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    // Compressed bodies (made once per document and kept) decode to the
+    // same document, in every coding a client may ask for.
+    let plain = get_output(&env.db_path(), "/feed.atom", &[])
+        .await
+        .bytes()
+        .await
+        .expect("body");
+    for (accept, coding) in [
+        ("gzip", Some("gzip")),
+        ("gzip, deflate, br", Some("br")),
+        ("br;q=0, gzip", Some("gzip")),
+        ("identity", None),
+        ("gzip;q=0", None),
+    ] {
+        for _ in 0..2 {
+            let resp =
+                get_output(&env.db_path(), "/feed.atom", &[("accept-encoding", accept)]).await;
+            assert_eq!(
+                resp.headers()
+                    .get("content-encoding")
+                    .and_then(|v| v.to_str().ok()),
+                coding,
+                "{accept}"
+            );
+            assert_eq!(resp.headers()["vary"], "accept-encoding");
+            let body = resp.bytes().await.expect("body");
+            let mut decoded = Vec::new();
+            use std::io::Read;
+            match coding {
+                Some("gzip") => {
+                    flate2::read::GzDecoder::new(&body[..])
+                        .read_to_end(&mut decoded)
+                        .expect("gunzip");
+                }
+                Some(_) => {
+                    brotli::Decompressor::new(&body[..], 4096)
+                        .read_to_end(&mut decoded)
+                        .expect("brotli");
+                }
+                None => decoded = body.to_vec(),
+            }
+            assert_eq!(decoded, plain.to_vec(), "{accept}");
+        }
+    }
 
     // New data → a new ETag and a full response.
     server.set(

@@ -14,3 +14,4 @@ mod poll;
 mod retention;
 mod support;
 mod systemd;
+mod validators;

@@ -84,9 +84,10 @@ async fn every_format_is_served_with_its_media_type_and_reads_cleanly() {
         assert!(content_type.starts_with(ct), "{path}: {content_type}");
         let parsed = feed_rs::parser::parse(text.as_bytes()).expect("parses");
         assert_eq!(parsed.entries.len(), 7, "{path}");
-        if path != "/feed.json"
-            && let Some(report) = feedparser_check(&text)
-        {
+        // feedparser reads JSON Feed only from versions that have its
+        // JSON parser (none released yet: 6.0.14 has none); the check
+        // runs wherever the installed one can.
+        if let Some(report) = feedparser_check(&text) {
             let v: serde_json::Value = serde_json::from_str(&report).expect("report");
             assert_eq!(v["bozo"], false, "{path}: {report}");
             assert_eq!(v["version"], version, "{path}");
@@ -99,6 +100,8 @@ async fn every_format_is_served_with_its_media_type_and_reads_cleanly() {
 async fn rss_has_unique_guids_rfc822_dates_sources_and_enclosures() {
     let (server, env) = setup().await;
     let (_, _, xml) = body(&env, "/feed.rss").await;
+    let errors = crate::validators::rss_rule_errors(&xml);
+    assert!(errors.is_empty(), "{errors:#?}\n{xml}");
     let channel = rss::Channel::read_from(xml.as_bytes()).expect("valid RSS");
     let guids: HashSet<&str> = channel
         .items
@@ -135,6 +138,8 @@ async fn rss_has_unique_guids_rfc822_dates_sources_and_enclosures() {
 async fn json_feed_follows_the_1_1_field_rules() {
     let (server, env) = setup().await;
     let (_, _, text) = body(&env, "/feed.json").await;
+    let errors = crate::validators::json_feed_rule_errors(&text);
+    assert!(errors.is_empty(), "{errors:#?}\n{text}");
     let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(v["version"], "https://jsonfeed.org/version/1.1");
     assert!(v["title"].is_string());
