@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod daemon;
+mod faults;
 mod feeds;
 mod fulltext;
 mod outputs;

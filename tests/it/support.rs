@@ -341,8 +341,8 @@ impl TestEnv {
         feed
     }
 
-    /// Starts `tributary run` and waits until it answers /healthz.
-    pub async fn spawn_daemon(&self) -> Daemon {
+    /// Starts `tributary run` without waiting for it.
+    pub fn start_daemon(&self) -> Daemon {
         let child = self
             .command()
             .arg("run")
@@ -350,7 +350,12 @@ impl TestEnv {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn daemon");
-        let daemon = Daemon { child: Some(child) };
+        Daemon::capture(child)
+    }
+
+    /// Starts `tributary run` and waits until it answers /healthz.
+    pub async fn spawn_daemon(&self) -> Daemon {
+        let daemon = self.start_daemon();
         let url = format!("{}/healthz", self.base_url());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -359,40 +364,99 @@ impl TestEnv {
             {
                 return daemon;
             }
-            assert!(Instant::now() < deadline, "daemon did not become healthy");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not become healthy: {}",
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
 /// A running `tributary run`; killed on drop if the test did not stop it.
+/// Its stderr is read as it comes, so a test can watch the log while the
+/// daemon runs.
 pub struct Daemon {
     child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
-    /// SIGTERM, then wait; returns the exit status and stderr.
-    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+    fn capture(mut child: Child) -> Daemon {
+        let log = Arc::new(Mutex::new(String::new()));
+        let reader = child.stderr.take().map(|stderr| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = log.lock().expect("daemon log");
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        });
+        Daemon {
+            child: Some(child),
+            log,
+            reader,
+        }
+    }
+
+    /// Everything the daemon has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("daemon log").clone()
+    }
+
+    /// Waits for the process to exit (after a signal); its status and the
+    /// whole log.
+    fn wait_exit(mut self, what: &str) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("daemon running");
-        let pid = child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
                 }
-                return (status, err);
+                return (status, self.log());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("daemon did not stop within 20s of SIGTERM");
+                panic!("daemon did not stop within 20s of {what}");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    fn signal(&self, sig: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("daemon running")
+            .id()
+            .to_string();
+        let _ = Command::new("kill").args([sig, &pid]).status();
+    }
+
+    /// SIGTERM, then wait; returns the exit status and stderr.
+    pub fn stop(self) -> (std::process::ExitStatus, String) {
+        self.signal("-TERM");
+        self.wait_exit("SIGTERM")
+    }
+
+    /// SIGKILL (a crash: nothing runs on the way out), then wait.
+    pub fn kill(self) -> (std::process::ExitStatus, String) {
+        self.signal("-KILL");
+        self.wait_exit("SIGKILL")
+    }
+}
+
+/// Runs `tributary run` expecting it to fail at start-up; its status and
+/// stderr. Fails the test if it is still running after 20 s.
+pub fn run_expecting_exit(env: &TestEnv) -> (std::process::ExitStatus, String) {
+    env.start_daemon().wait_exit("start-up")
 }
 
 impl Drop for Daemon {
