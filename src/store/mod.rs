@@ -35,7 +35,7 @@ use crate::model::{
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot open database {path}: {cause} (if this is not a Tributary database, move it away or point `database` elsewhere)"
+        "cannot open database {path}: {cause} (check that its directory exists and the daemon's user may write there; if this is not a Tributary database, move it away or point `database` elsewhere)"
     )]
     Open {
         path: PathBuf,
