@@ -21,7 +21,14 @@ fuzz_target!(|data: &[u8]| {
     static EXTRACTOR: OnceLock<Extractor> = OnceLock::new();
     static URL: OnceLock<Url> = OnceLock::new();
     static RULES: OnceLock<Vec<SiteRule>> = OnceLock::new();
-    let extractor = EXTRACTOR.get_or_init(Extractor::new);
+    let extractor = EXTRACTOR.get_or_init(|| {
+        // libfuzzer-sys's panic hook aborts on every panic, even a caught
+        // one. The extractor deliberately catches dom_smoothie's panics
+        // (and falls back), so only a panic that escapes `extract` may
+        // count: libfuzzer-sys still aborts on those.
+        std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
+        Extractor::new()
+    });
     let url = URL.get_or_init(|| {
         Url::parse("https://news.example.com/2024/05/story.html").expect("static url")
     });

@@ -221,12 +221,25 @@ fn detect(doc: Document, html: &str, url: Option<&Url>) -> Result<(Document, Met
         classes_to_preserve: vec![clean::CAPTION_CLASS.to_owned()],
         ..dom_smoothie::Config::default()
     };
-    let parsed = dom_smoothie::Readability::with_document(doc, url.map(Url::as_str), Some(cfg))
-        .ok()
-        .and_then(|mut r| {
-            let article = r.parse().ok()?;
-            Some((r.doc, article))
-        });
+    // dom_smoothie 0.19 can panic on input (it slices attribute values at
+    // byte offsets; see the `dom_smoothie_video_url_slicing_…` test). A
+    // panic there is a failed detection: the fallback takes over. Unwind
+    // safety: the document moves in and nothing observes it afterwards.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dom_smoothie::Readability::with_document(doc, url.map(Url::as_str), Some(cfg))
+            .ok()
+            .and_then(|mut r| {
+                let article = r.parse().ok()?;
+                Some((r.doc, article))
+            })
+    }))
+    .unwrap_or_else(|_| {
+        tracing::warn!(
+            url = url.map(Url::as_str).unwrap_or_default(),
+            "dom_smoothie panicked on this page; using the fallback detector"
+        );
+        None
+    });
     if let Some((doc, article)) = parsed {
         let meta = Meta {
             title: Some(article.title),
@@ -471,6 +484,31 @@ mod tests {
         see as long overdue for the growing northern districts of the town.</p>\
         <p>Engineers presented three designs, and the cheapest of them would still cost more \
         than the town spends on roads in a typical year, so a regional grant will be needed.</p>";
+
+    /// Found by fuzzing (`fuzz/`, target `article`): dom_smoothie 0.19's
+    /// `is_video_url` slices an embed's URL at a byte offset before the
+    /// video host, which panics when a multi-byte character sits there
+    /// (`<iframe src="aé.youtube.com">`, or NULs the parser turned into
+    /// U+FFFD). The page is now extracted by the fallback instead.
+    #[test]
+    fn dom_smoothie_video_url_slicing_panic_falls_back_to_our_detector() {
+        let prose = "<p>A paragraph of the story, long enough to count as the article text, \
+                     with commas, and more words.</p>";
+        let page = format!(
+            "<html><body><article><h1>Story</h1>{}\
+             <iframe src=\"a\u{e9}.youtube.com/embed/x\"></iframe>{}</article></body></html>",
+            prose.repeat(4),
+            prose.repeat(4)
+        );
+        let article = Extractor::new()
+            .extract(&page, &ExtractOptions::default())
+            .expect("extracted by the fallback");
+        assert!(
+            article.text.contains("A paragraph of the story"),
+            "{}",
+            article.text
+        );
+    }
 
     /// Found by fuzzing (`fuzz/`, target `article`): dom_smoothie's
     /// scoring is quadratic in nesting depth, so 8 000 nested `<div>`s
