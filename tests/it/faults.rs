@@ -260,8 +260,8 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             "round {round}: the daemon panicked:\n{log}"
         );
         assert!(
-            !status.success(),
-            "round {round}: the daemon exited on its own ({status}):\n{log}"
+            !status.success() && !log.contains("error:") && !log.contains("ERROR"),
+            "round {round}: the daemon failed or exited on its own ({status}):\n{log}"
         );
         if !db.exists() {
             continue; // killed before it created the file
