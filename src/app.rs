@@ -48,6 +48,11 @@ pub enum AppError {
 /// match the file. Every command that reads or changes feeds starts here.
 pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
     let store = Store::open(&config.database).await?;
+    sync_feeds(config, &store).await?;
+    Ok(store)
+}
+
+async fn sync_feeds(config: &Config, store: &Store) -> Result<(), StoreError> {
     let report = store
         .sync_config_feeds(config.feeds.clone(), Utc::now())
         .await?;
@@ -59,7 +64,7 @@ pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
             "config feeds synced"
         );
     }
-    Ok(store)
+    Ok(())
 }
 
 pub fn fetch_settings(config: &Config) -> FetchSettings {
@@ -172,7 +177,18 @@ pub async fn run(
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), AppError> {
     crate::serve::install_metrics();
-    let store = open_store(&config).await?;
+    let store = Store::open(&config.database).await?;
+    // A damaged file stops the daemon here, with its path, before anything
+    // is written to it, rather than failing polls one by one.
+    store.check().await?;
+    sync_feeds(&config, &store).await?;
+    let released = store.release_leases(Utc::now()).await?;
+    if released > 0 {
+        tracing::info!(
+            feeds = released,
+            "polls the previous run left unfinished are due again"
+        );
+    }
     let policy = schedule_policy(&config);
     let spread = store
         .spread_overdue(Utc::now(), {

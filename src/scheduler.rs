@@ -254,6 +254,7 @@ pub async fn run(
     // check, which may now be the earliest.
     let poll_done = Arc::new(tokio::sync::Notify::new());
     let lease = to_chrono(lease + LEASE_MARGIN);
+    let mut full = FullBackoff::default();
     loop {
         let first = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => match p {
@@ -267,11 +268,19 @@ pub async fn run(
         // in one writer round trip, and either dispatched or deferred.
         let want = (permits.available_permits() + 1).min(BATCH);
         let due = match store.lease_due(now, want, now + lease).await {
-            Ok(due) => due,
+            Ok(due) => {
+                full.reset();
+                due
+            }
             Err(e) => {
-                tracing::error!(error = %e, "scheduler cannot read due feeds; retrying in 5s");
+                // A full disk is logged once per episode by the store; the
+                // wait grows while it lasts instead of spinning.
+                let wait = full.wait_after(&e);
+                if !e.is_full() {
+                    tracing::error!(error = %e, "scheduler cannot read due feeds; retrying in 5s");
+                }
                 drop(first);
-                if sleep_or_cancel(Duration::from_secs(5), &shutdown).await {
+                if sleep_or_cancel(wait, &shutdown).await {
                     break;
                 }
                 continue;
@@ -293,9 +302,23 @@ pub async fn run(
         for Dispatch { feed, slot, host } in plan.dispatch {
             let pipeline = Arc::clone(&pipeline);
             let poll_done = Arc::clone(&poll_done);
+            let store = store.clone();
             tracker.spawn(async move {
-                if let Err(e) = pipeline.poll(&feed, host).await {
-                    tracing::error!(feed = %feed.spec.url, error = %e, "cannot record poll");
+                match pipeline.poll(&feed, host).await {
+                    Ok(_) => {}
+                    // Logged once per episode by the store. The poll is
+                    // tried again at the feed's own interval (not at the
+                    // end of its lease), so writing resumes soon after
+                    // space does; if even this small write fails, the
+                    // lease brings the feed back.
+                    Err(e) if e.is_full() => {
+                        tracing::debug!(feed = %feed.spec.url, "poll not recorded: database full");
+                        let at = Utc::now() + to_chrono(pipeline.policy().interval_for(&feed));
+                        let _ = store.reschedule(feed.id, at).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(feed = %feed.spec.url, error = %e, "cannot record poll");
+                    }
                 }
                 drop(slot);
                 poll_done.notify_one();
@@ -434,6 +457,7 @@ pub async fn run_articles(
     let queued = Arc::clone(pipeline.articles_queued());
     let done = Arc::new(tokio::sync::Notify::new());
     let lease = to_chrono(lease + LEASE_MARGIN);
+    let mut full = FullBackoff::default();
     loop {
         let first = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => match p {
@@ -480,13 +504,17 @@ pub async fn run_articles(
         let jobs: Vec<_> = jobs.into_iter().take(slots.len()).collect();
         let ids = jobs.iter().map(|j| j.entry_id).collect();
         if let Err(e) = store.lease_articles(ids, now + lease).await {
-            tracing::error!(error = %e, "cannot lease articles; retrying in 5s");
             drop(slots);
-            if sleep_or_cancel(Duration::from_secs(5), &shutdown).await {
+            let wait = full.wait_after(&e);
+            if !e.is_full() {
+                tracing::error!(error = %e, "cannot lease articles; retrying in 5s");
+            }
+            if sleep_or_cancel(wait, &shutdown).await {
                 break;
             }
             continue;
         }
+        full.reset();
         for (job, slot) in jobs.into_iter().zip(slots) {
             let pipeline = Arc::clone(&pipeline);
             let store = store.clone();
@@ -499,6 +527,9 @@ pub async fn run_articles(
                         tracing::debug!(url = %job.url, "article merged into an earlier story");
                     }
                     Ok(false) => {}
+                    Err(e) if e.is_full() => {
+                        tracing::debug!(url = %job.url, "article not recorded: database full");
+                    }
                     Err(e) => tracing::error!(url = %job.url, error = %e, "cannot record article"),
                 }
                 drop(slot);
@@ -508,6 +539,34 @@ pub async fn run_articles(
     }
     tracker.close();
     let _ = tokio::time::timeout(grace, tracker.wait()).await;
+}
+
+/// How long a dispatch loop waits after a failed write: 5 s for an
+/// ordinary error; on a full disk, 5 s doubling to 30 s while it stays
+/// full, so a daemon that cannot write neither spins nor fills the log.
+#[derive(Debug, Default)]
+struct FullBackoff {
+    /// Consecutive failed writes for lack of space.
+    streak: u32,
+}
+
+const FULL_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl FullBackoff {
+    fn wait_after(&mut self, e: &crate::store::StoreError) -> Duration {
+        if !e.is_full() {
+            return Duration::from_secs(5);
+        }
+        let wait = Duration::from_secs(5)
+            .saturating_mul(1 << self.streak.min(8))
+            .min(FULL_BACKOFF_MAX);
+        self.streak = self.streak.saturating_add(1);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.streak = 0;
+    }
 }
 
 /// Sleeps; true when cancelled instead.

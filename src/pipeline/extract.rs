@@ -23,6 +23,15 @@ use super::sanitize::Sanitizer;
 /// articles stay far below: a long news page has 3 000–8 000 elements.
 const MAX_ELEMENTS: usize = 60_000;
 
+/// Pages whose elements nest deeper than this are refused. Scoring walks
+/// each candidate's descendants, so its cost grows with elements × depth:
+/// 8 000 nested `<div>`s (88 kB, found by fuzzing) took 23 s, a hostile
+/// megabyte would take hours. Real pages stay far below (the dev corpus
+/// peaks near 50). Parsing itself (html5ever's scope checks) also grows
+/// with depth; [`crate::pipeline::sanitize::nesting_exceeds`] refuses the
+/// worst before parsing.
+pub const MAX_DEPTH: usize = 256;
+
 /// Per-site rules come from the config's `[[site]]` tables.
 pub use crate::model::SiteRule;
 
@@ -71,6 +80,8 @@ pub struct Article {
 pub enum ExtractError {
     #[error("no readable article found on the page")]
     NotReadable,
+    #[error("the page nests elements more than {limit} deep: not extracted")]
+    TooDeep { limit: usize },
     #[error("invalid CSS selector {selector:?} in the site rule for {host}: {reason}")]
     BadSelector {
         host: String,
@@ -101,7 +112,16 @@ impl Extractor {
 
     /// Extract and clean the article of one page.
     pub fn extract(&self, html: &str, opts: &ExtractOptions<'_>) -> Result<Article, ExtractError> {
+        // Parsing itself is slow on deep nesting: estimate first, then
+        // check the parsed tree exactly.
+        if crate::pipeline::sanitize::nesting_exceeds(html, crate::pipeline::sanitize::MAX_NESTING)
+        {
+            return Err(ExtractError::TooDeep { limit: MAX_DEPTH });
+        }
         let doc = Document::from(html);
+        if nests_deeper_than(&doc.root(), MAX_DEPTH) {
+            return Err(ExtractError::TooDeep { limit: MAX_DEPTH });
+        }
         let canonical_url = canonical_url(&doc, opts.url);
         let host = opts.url.and_then(Url::host_str);
         let rules: Vec<&SiteRule> = opts
@@ -171,6 +191,24 @@ impl Extractor {
     }
 }
 
+/// Whether elements under `root` nest more than `limit` deep. Linear in
+/// the number of nodes (an explicit stack, no recursion), and stops at the
+/// first element past the limit.
+fn nests_deeper_than(root: &NodeRef<'_>, limit: usize) -> bool {
+    let mut stack = vec![(*root, 0usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > limit {
+            return true;
+        }
+        let mut child = node.first_element_child();
+        while let Some(c) = child {
+            stack.push((c, depth + 1));
+            child = c.next_element_sibling();
+        }
+    }
+    false
+}
+
 /// The element dom_smoothie puts the article in.
 const SMOOTHIE_ROOT: &str = "#readability-page-1";
 
@@ -183,12 +221,25 @@ fn detect(doc: Document, html: &str, url: Option<&Url>) -> Result<(Document, Met
         classes_to_preserve: vec![clean::CAPTION_CLASS.to_owned()],
         ..dom_smoothie::Config::default()
     };
-    let parsed = dom_smoothie::Readability::with_document(doc, url.map(Url::as_str), Some(cfg))
-        .ok()
-        .and_then(|mut r| {
-            let article = r.parse().ok()?;
-            Some((r.doc, article))
-        });
+    // dom_smoothie 0.19 can panic on input (it slices attribute values at
+    // byte offsets; see the `dom_smoothie_video_url_slicing_…` test). A
+    // panic there is a failed detection: the fallback takes over. Unwind
+    // safety: the document moves in and nothing observes it afterwards.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dom_smoothie::Readability::with_document(doc, url.map(Url::as_str), Some(cfg))
+            .ok()
+            .and_then(|mut r| {
+                let article = r.parse().ok()?;
+                Some((r.doc, article))
+            })
+    }))
+    .unwrap_or_else(|_| {
+        tracing::warn!(
+            url = url.map(Url::as_str).unwrap_or_default(),
+            "dom_smoothie panicked on this page; using the fallback detector"
+        );
+        None
+    });
     if let Some((doc, article)) = parsed {
         let meta = Meta {
             title: Some(article.title),
@@ -433,6 +484,69 @@ mod tests {
         see as long overdue for the growing northern districts of the town.</p>\
         <p>Engineers presented three designs, and the cheapest of them would still cost more \
         than the town spends on roads in a typical year, so a regional grant will be needed.</p>";
+
+    /// Found by fuzzing (`fuzz/`, target `article`): dom_smoothie 0.19's
+    /// `is_video_url` slices an embed's URL at a byte offset before the
+    /// video host, which panics when a multi-byte character sits there
+    /// (`<iframe src="aé.youtube.com">`, or NULs the parser turned into
+    /// U+FFFD). The page is now extracted by the fallback instead.
+    #[test]
+    fn dom_smoothie_video_url_slicing_panic_falls_back_to_our_detector() {
+        let prose = "<p>A paragraph of the story, long enough to count as the article text, \
+                     with commas, and more words.</p>";
+        let page = format!(
+            "<html><body><article><h1>Story</h1>{}\
+             <iframe src=\"a\u{e9}.youtube.com/embed/x\"></iframe>{}</article></body></html>",
+            prose.repeat(4),
+            prose.repeat(4)
+        );
+        let article = Extractor::new()
+            .extract(&page, &ExtractOptions::default())
+            .expect("extracted by the fallback");
+        assert!(
+            article.text.contains("A paragraph of the story"),
+            "{}",
+            article.text
+        );
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `article`): dom_smoothie's
+    /// scoring is quadratic in nesting depth, so 8 000 nested `<div>`s
+    /// took 23 s. Such a page is now refused before scoring, at once.
+    #[test]
+    fn deeply_nested_page_is_refused_quickly_not_scored_for_minutes() {
+        let prose = "<p>A sentence or two of prose, long enough to score as an article.</p>";
+        let deep = format!(
+            "<html><body>{}{prose}{}</body></html>",
+            "<div>".repeat(8000),
+            "</div>".repeat(8000)
+        );
+        let started = std::time::Instant::now();
+        let result = Extractor::new().extract(&deep, &ExtractOptions::default());
+        assert!(
+            matches!(result, Err(ExtractError::TooDeep { limit: MAX_DEPTH })),
+            "{result:?}"
+        );
+        // Parsing alone took about 3 s in a debug build, scoring 20 more;
+        // now neither runs.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+        // Nesting up to the limit is still extracted.
+        let body = prose.repeat(5);
+        let ok = format!(
+            "<html><body>{}<article>{body}</article>{}</body></html>",
+            "<div>".repeat(MAX_DEPTH - 4),
+            "</div>".repeat(MAX_DEPTH - 4)
+        );
+        let article = Extractor::new()
+            .extract(&ok, &ExtractOptions::default())
+            .expect("extracts");
+        assert!(
+            article.text.contains("A sentence or two"),
+            "{}",
+            article.text
+        );
+    }
 
     #[test]
     fn fixtures() {

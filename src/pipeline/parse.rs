@@ -1958,6 +1958,22 @@ mod tests {
         assert!(matches!(err, ParseError::ParserPanic { .. }), "{err:?}");
     }
 
+    /// Found by fuzzing (`fuzz/`, target `feed`): quick-xml 0.42 (inside
+    /// feed-rs) asserts when a second XML declaration with another
+    /// encoding turns up mid-document (`set_encoding() called after prefix
+    /// buffer was drained`). The same guard as above turns it into an
+    /// error for this feed instead of a panic in the poller.
+    #[test]
+    fn quick_xml_set_encoding_panic_on_a_late_declaration_is_an_error() {
+        let doc = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rss version=\"2.0\">\
+                   <channel><title>t</title>\n\
+                   <?xml version=\"1.0\" encoding=\"windows-1251\"?>\n\
+                   <item><title>a</title></item></channel></rss>";
+        // Today a `ParserPanic`; any error is fine once upstream fixes it.
+        let err = parse_err(doc.as_bytes());
+        assert!(!err.to_string().is_empty());
+    }
+
     /// Every prefix of every fixture parses or fails cleanly: no panics.
     #[test]
     fn truncated_documents_never_panic() {

@@ -763,8 +763,15 @@ async fn metrics_text() -> Response {
     }
 }
 
+/// 200 while the outputs can be served. A full disk stops writes, not
+/// serving: it is reported in the body, still with 200.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.revision().await {
+        Ok(_) if state.store.is_full() => (
+            StatusCode::OK,
+            "degraded: database full; serving stored entries, writes paused\n",
+        )
+            .into_response(),
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => unavailable(&e),
     }

@@ -7,18 +7,24 @@
 //! and a separate reader connection serves the HTTP outputs; WAL mode lets
 //! the reader run while the writer commits. Both run on their own threads, so
 //! no SQLite call ever blocks an async worker.
+//!
+//! Faults are named here, not discovered by callers: a read-only or corrupt
+//! file is a start-up error that says which file and what to do; a full
+//! disk ([`StoreError::Full`]) is a pause in writing, logged once per
+//! episode, while reads (and so the outputs) carry on.
 
 mod backup;
 mod sqlite;
 
 pub use backup::{BackupError, BackupProgress, BackupReport, backup};
+pub use sqlite::entry_uid;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rusqlite::OpenFlags;
+use rusqlite::{ErrorCode, OpenFlags};
 
 use crate::model::{
     ArticleJob, ArticleRecord, Cursor, Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry,
@@ -31,7 +37,7 @@ use crate::model::{
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot open database {path}: {cause} (if this is not a Tributary database, move it away or point `database` elsewhere)"
+        "cannot open database {path}: {cause} (check that its directory exists and the daemon's user may write there; if this is not a Tributary database, move it away or point `database` elsewhere)"
     )]
     Open {
         path: PathBuf,
@@ -44,6 +50,18 @@ pub enum StoreError {
         path: PathBuf,
         cause: rusqlite_migration::Error,
     },
+    #[error(
+        "database {path} is read-only ({cause}): Tributary must write the file and create {path}-wal and {path}-shm beside it; make the file and its directory writable by the user the daemon runs as (under systemd, keep it in StateDirectory=)"
+    )]
+    ReadOnly { path: PathBuf, cause: String },
+    #[error(
+        "database {path} is corrupt or not a SQLite database ({detail}): restore a backup (`tributary backup FILE` makes one), or move the file away to start with an empty database"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    /// The disk (or a size cap) is full. The write's transaction was
+    /// rolled back; nothing of it was kept.
+    #[error("database full: {path}: {cause}")]
+    Full { path: PathBuf, cause: String },
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
     #[error("the database connection is closed")]
@@ -52,6 +70,37 @@ pub enum StoreError {
     /// (the message of the one SQLite error, which cannot be cloned).
     #[error("database error: {0}")]
     Batch(String),
+}
+
+impl StoreError {
+    /// A full disk: writes are paused, not broken; retry later.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full { .. })
+    }
+
+    /// Names a fault of the file itself (read-only, corrupt, full) with its
+    /// path; other errors stay as they are.
+    fn classify(self, path: &Path) -> StoreError {
+        let cause = match &self {
+            StoreError::Sqlite(e) | StoreError::Open { cause: e, .. } => e,
+            StoreError::Migrate {
+                cause: rusqlite_migration::Error::RusqliteError { err, .. },
+                ..
+            } => err,
+            _ => return self,
+        };
+        let (code, cause) = (cause.sqlite_error_code(), cause.to_string());
+        let path = path.to_owned();
+        match code {
+            Some(ErrorCode::DiskFull) => StoreError::Full { path, cause },
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path, cause },
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+                path,
+                detail: cause,
+            },
+            _ => self,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -195,6 +244,10 @@ pub struct Store {
     writer: tokio_rusqlite::Connection,
     reader: tokio_rusqlite::Connection,
     path: PathBuf,
+    /// When a write last failed for lack of space, while that episode
+    /// lasts (shared by all clones): it is logged once when it starts and
+    /// once when it ends, and `/healthz` reports the daemon degraded.
+    full: Arc<Mutex<Option<Instant>>>,
     /// Polls waiting for the writer; see [`Store::record_poll`].
     polls: Arc<Mutex<PollQueue>>,
 }
@@ -235,13 +288,27 @@ fn flush_polls(conn: &mut rusqlite::Connection, queue: &Mutex<PollQueue>) {
             }
         }
         Err(e) => {
+            // Every caller gets the same error; SQLite's own code is kept so
+            // a full disk is still recognised as one.
             let message = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Batch(message.clone())));
+                let err = match &e {
+                    rusqlite::Error::SqliteFailure(code, msg) => {
+                        StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone()))
+                    }
+                    _ => StoreError::Batch(message.clone()),
+                };
+                let _ = reply.send(Err(err));
             }
         }
     }
 }
+
+/// A full-disk episode ends at the first successful write once no write
+/// has failed for this long. Small writes (a lease) may succeed while a
+/// poll's larger one still fails; ending the episode on those would log
+/// "full" and "writable again" over and over.
+const FULL_QUIET: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
@@ -258,17 +325,38 @@ impl Store {
         let p = path.to_owned();
         writer
             .call(move |c| -> Result<(), StoreError> {
+                // SQLite quietly falls back to read-only when it may not
+                // write the file; a daemon would then fail on its first
+                // poll. Say so now, naming the file.
+                if c.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+                    return Err(StoreError::ReadOnly {
+                        path: p,
+                        cause: "the file cannot be opened for writing".to_owned(),
+                    });
+                }
                 sqlite::configure(c)
                     .and_then(|()| sqlite::configure_writer(c))
                     .map_err(|cause| StoreError::Open {
                         path: p.clone(),
                         cause,
                     })?;
-                sqlite::migrate(c).map_err(|cause| StoreError::Migrate { path: p, cause })
+                sqlite::migrate(c).map_err(|cause| StoreError::Migrate {
+                    path: p.clone(),
+                    cause,
+                })?;
+                // `journal_mode = WAL` does not fail on a file it cannot
+                // write: it reports the mode it kept.
+                if !sqlite::is_wal(c).map_err(StoreError::Sqlite)? {
+                    return Err(StoreError::ReadOnly {
+                        path: p,
+                        cause: "cannot switch to WAL mode".to_owned(),
+                    });
+                }
+                Ok(())
             })
             .await
             .map_err(|e| match e {
-                tokio_rusqlite::Error::Error(e) => e,
+                tokio_rusqlite::Error::Error(e) => e.classify(path),
                 _ => StoreError::Closed,
             })?;
         let reader = tokio_rusqlite::Connection::open_with_flags(
@@ -288,6 +376,7 @@ impl Store {
             reader,
             path: path.to_owned(),
             polls: Arc::default(),
+            full: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -295,16 +384,79 @@ impl Store {
         &self.path
     }
 
-    /// Makes config-owned feeds match the config file.
+    /// Checks every page of the database (`PRAGMA quick_check`), so a
+    /// damaged file stops the daemon at start-up with a clear message
+    /// instead of failing polls one by one. Linear in the file's size.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let problems = self
+            .reader
+            .call(|c| sqlite::quick_check(c))
+            .await
+            .map_err(|e| StoreError::from(e).classify(&self.path))?;
+        match problems {
+            None => Ok(()),
+            Some(detail) => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            }),
+        }
+    }
+
+    /// Whether writes are failing because the disk is full.
+    pub fn is_full(&self) -> bool {
+        self.full.lock().is_ok_and(|f| f.is_some())
+    }
+
+    /// Runs one write on the writer connection. A full disk becomes
+    /// [`StoreError::Full`] (the transaction has rolled back), logged once
+    /// per episode; see [`FULL_QUIET`] for when an episode ends.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let result = self
+            .writer
+            .call(f)
+            .await
+            .map_err(|e| StoreError::from(e).classify(&self.path));
+        self.track(result)
+    }
+
+    /// Notes a write's outcome for the full-disk episode: its start and end
+    /// are logged once each, and `/healthz` says degraded meanwhile.
+    fn track<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let Ok(mut full) = self.full.lock() else {
+            return result;
+        };
+        match (&result, *full) {
+            (Err(StoreError::Full { cause, .. }), None) => {
+                tracing::error!(
+                    database = %self.path.display(),
+                    "database full: {cause}; serving existing entries, writes resume when space is freed"
+                );
+                *full = Some(Instant::now());
+            }
+            (Err(StoreError::Full { .. }), Some(_)) => *full = Some(Instant::now()),
+            (Ok(_), Some(since)) if since.elapsed() >= FULL_QUIET => {
+                tracing::warn!(
+                    database = %self.path.display(),
+                    "database writable again: space was freed, writes resumed"
+                );
+                *full = None;
+            }
+            _ => {}
+        }
+        result
+    }
+
     pub async fn sync_config_feeds(
         &self,
         specs: Vec<FeedSpec>,
         now: DateTime<Utc>,
     ) -> Result<SyncReport, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::sync_config_feeds(c, &specs, now))
-            .await?)
+        self.write(move |c| sqlite::sync_config_feeds(c, &specs, now))
+            .await
     }
 
     /// Adds subscriptions in one transaction; existing URLs are left alone.
@@ -327,10 +479,8 @@ impl Store {
         now: DateTime<Utc>,
         mut progress: impl FnMut(usize) + Send + 'static,
     ) -> Result<Vec<AddOutcome>, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::add_feeds(c, &specs, origin, now, &mut progress))
-            .await?)
+        self.write(move |c| sqlite::add_feeds(c, &specs, origin, now, &mut progress))
+            .await
     }
 
     /// Removes a subscription and the entries only it carried; returns the
@@ -341,10 +491,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Feed>, StoreError> {
         let url = url.to_owned();
-        Ok(self
-            .writer
-            .call(move |c| sqlite::remove_feed(c, &url, now))
-            .await?)
+        self.write(move |c| sqlite::remove_feed(c, &url, now)).await
     }
 
     pub async fn feeds(&self) -> Result<Vec<Feed>, StoreError> {
@@ -384,10 +531,8 @@ impl Store {
         limit: usize,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Feed>, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::lease_due(c, now, limit, lease_until))
-            .await?)
+        self.write(move |c| sqlite::lease_due(c, now, limit, lease_until))
+            .await
     }
 
     /// The earliest next check of any feed.
@@ -402,10 +547,14 @@ impl Store {
         now: DateTime<Utc>,
         window: impl Fn(&Feed) -> Duration + Send + 'static,
     ) -> Result<usize, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::spread_overdue(c, now, &window))
-            .await?)
+        self.write(move |c| sqlite::spread_overdue(c, now, &window))
+            .await
+    }
+
+    /// Makes feeds whose poll an earlier process never finished due now;
+    /// see [`sqlite::release_leases`].
+    pub async fn release_leases(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.write(move |c| sqlite::release_leases(c, now)).await
     }
 
     /// Leases dispatched feeds and defers others, in one transaction.
@@ -415,10 +564,8 @@ impl Store {
         lease_until: DateTime<Utc>,
         defers: Vec<(i64, DateTime<Utc>)>,
     ) -> Result<(), StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::dispatch(c, &leases, lease_until, &defers))
-            .await?)
+        self.write(move |c| sqlite::dispatch(c, &leases, lease_until, &defers))
+            .await
     }
 
     /// Hosts still blocked by a 429's Retry-After, for start-up.
@@ -439,17 +586,13 @@ impl Store {
         status: FeedStatus,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::set_status(c, feed_id, status, now))
-            .await?)
+        self.write(move |c| sqlite::set_status(c, feed_id, status, now))
+            .await
     }
 
     pub async fn reschedule(&self, feed_id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::reschedule(c, feed_id, at))
-            .await?)
+        self.write(move |c| sqlite::reschedule(c, feed_id, at))
+            .await
     }
 
     /// Articles due for an attempt.
@@ -473,20 +616,15 @@ impl Store {
         ids: Vec<i64>,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::lease_articles(c, &ids, until))
-            .await?)
+        self.write(move |c| sqlite::lease_articles(c, &ids, until))
+            .await
     }
 
     /// Records one article attempt in one transaction; true when the entry
     /// turned out to be a story another feed brought first, and was merged
     /// into it.
     pub async fn record_article(&self, rec: ArticleRecord) -> Result<bool, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::record_article(c, &rec))
-            .await?)
+        self.write(move |c| sqlite::record_article(c, &rec)).await
     }
 
     pub async fn article_state(&self, entry_uid: &str) -> Result<Option<ArticleState>, StoreError> {
@@ -537,7 +675,11 @@ impl Store {
                 }
             }
         }
-        result.await.unwrap_or(Err(StoreError::Closed))
+        let result = result
+            .await
+            .unwrap_or(Err(StoreError::Closed))
+            .map_err(|e| e.classify(&self.path));
+        self.track(result)
     }
 
     /// Entries for an output, newest first. Runs on the reader connection.
@@ -560,10 +702,8 @@ impl Store {
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::purge_older_than(c, cutoff, batch, now))
-            .await?)
+        self.write(move |c| sqlite::purge_older_than(c, cutoff, batch, now))
+            .await
     }
 
     /// Purges up to `batch` of the oldest entries across all feeds.
@@ -572,10 +712,8 @@ impl Store {
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::purge_oldest(c, batch, now))
-            .await?)
+        self.write(move |c| sqlite::purge_oldest(c, batch, now))
+            .await
     }
 
     /// Ids of the feeds carrying more than `max` entries.
@@ -594,10 +732,8 @@ impl Store {
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::purge_feed_excess(c, feed_id, keep, batch, now))
-            .await?)
+        self.write(move |c| sqlite::purge_feed_excess(c, feed_id, keep, batch, now))
+            .await
     }
 
     /// Drops up to `batch` tombstones last seen before `cutoff`.
@@ -606,27 +742,20 @@ impl Store {
         cutoff: DateTime<Utc>,
         batch: usize,
     ) -> Result<usize, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::expire_tombstones(c, cutoff, batch))
-            .await?)
+        self.write(move |c| sqlite::expire_tombstones(c, cutoff, batch))
+            .await
     }
 
     /// Drops up to `batch` of the longest-unseen tombstones beyond `max`.
     pub async fn trim_tombstones(&self, max: usize, batch: usize) -> Result<usize, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::trim_tombstones(c, max, batch))
-            .await?)
+        self.write(move |c| sqlite::trim_tombstones(c, max, batch))
+            .await
     }
 
     /// Forgets the poll history of days before `now`'s day minus `days`.
     pub async fn trim_history(&self, days: i64, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let before = sqlite::day_of(now) - days;
-        Ok(self
-            .writer
-            .call(move |c| sqlite::trim_history(c, before))
-            .await?)
+        self.write(move |c| sqlite::trim_history(c, before)).await
     }
 
     pub async fn entry_count(&self) -> Result<u64, StoreError> {
@@ -639,26 +768,19 @@ impl Store {
 
     /// Returns up to `pages` free pages to the file system.
     pub async fn incremental_vacuum(&self, pages: usize) -> Result<(), StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::incremental_vacuum(c, pages))
-            .await?)
+        self.write(move |c| sqlite::incremental_vacuum(c, pages))
+            .await
     }
 
     /// One bounded step of merging the search index; whether it did work.
     pub async fn merge_search_index(&self, pages: usize) -> Result<bool, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::merge_search_index(c, pages))
-            .await?)
+        self.write(move |c| sqlite::merge_search_index(c, pages))
+            .await
     }
 
     /// `PRAGMA optimize` and a truncating WAL checkpoint.
     pub async fn optimize_and_checkpoint(&self) -> Result<(), StoreError> {
-        Ok(self
-            .writer
-            .call(|c| sqlite::optimize_and_checkpoint(c))
-            .await?)
+        self.write(|c| sqlite::optimize_and_checkpoint(c)).await
     }
 
     /// Rebuilds the file (`VACUUM`) with incremental auto-vacuum on. Holds
@@ -669,10 +791,7 @@ impl Store {
 
     /// Notes when housekeeping finished, for `status`.
     pub async fn set_housekept(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::set_housekept(c, at))
-            .await?)
+        self.write(move |c| sqlite::set_housekept(c, at)).await
     }
 
     /// What `status` shows, with poll history from `days` days ago on.

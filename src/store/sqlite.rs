@@ -64,6 +64,22 @@ pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Whether the database is in WAL mode. `PRAGMA journal_mode = WAL` on a
+/// file SQLite may not write keeps the old mode instead of failing.
+pub(super) fn is_wal(conn: &Connection) -> rusqlite::Result<bool> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    Ok(mode.eq_ignore_ascii_case("wal"))
+}
+
+/// `PRAGMA quick_check`: `None` when every page is sound, else the first
+/// few problems SQLite found, joined.
+pub(super) fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let lines: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
+    Ok((lines != ["ok"]).then(|| lines.join("; ")))
+}
+
 /// `regexp(pattern, text)` for output filters. The compiled pattern is
 /// cached per statement, so a query compiles each pattern once. A bad
 /// pattern is an error (config validation rejects those up front).
@@ -195,7 +211,7 @@ fn stable_hash(parts: &[&str]) -> u128 {
 
 /// The public id of an entry first seen as `key` in the feed at `feed_url`.
 /// A UUID-shaped URN so every reader accepts it as an Atom id and RSS guid.
-pub(crate) fn entry_uid(feed_url: &str, key: &str) -> String {
+pub fn entry_uid(feed_url: &str, key: &str) -> String {
     let h = stable_hash(&[feed_url, key]);
     // Mark it as a version 8 ("custom") UUID with the RFC 4122 variant.
     let h = (h & !(0xf << 76)) | (0x8 << 76);
@@ -554,8 +570,11 @@ pub(super) fn due_feeds(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     query_feeds(
         conn,
+        // Ties (timestamps are whole seconds) go to the feed checked
+        // longest ago, never-checked first: by id, a host with more due
+        // feeds than slots would starve its higher ids forever.
         "WHERE f.status = 'active' AND f.next_check_at <= ?1
-         ORDER BY f.next_check_at, f.id LIMIT ?2",
+         ORDER BY f.next_check_at, f.last_checked_at, f.id LIMIT ?2",
         &[&ts(now), &limit],
     )
 }
@@ -571,9 +590,13 @@ pub(super) fn lease_due(
     let tx = conn.transaction()?;
     let due = due_feeds(&tx, now, limit)?;
     {
-        let mut stmt = tx.prepare_cached("UPDATE feed SET next_check_at = ?2 WHERE id = ?1")?;
+        // Marked as leased, so a lease a killed process leaves behind is
+        // released at the next start instead of holding the feed back.
+        let mut stmt = tx.prepare_cached(
+            "UPDATE feed SET next_check_at = ?2, schedule_reason = ?3 WHERE id = ?1",
+        )?;
         for feed in &due {
-            stmt.execute(params![feed.id, ts(lease_until)])?;
+            stmt.execute(params![feed.id, ts(lease_until), LEASED])?;
         }
     }
     tx.commit()?;
@@ -639,15 +662,34 @@ pub(super) fn dispatch(
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached("UPDATE feed SET next_check_at = ?2 WHERE id = ?1")?;
+        let mut stmt = tx.prepare_cached(
+            "UPDATE feed SET next_check_at = ?2, schedule_reason = ?3 WHERE id = ?1",
+        )?;
         for id in leases {
-            stmt.execute(params![id, ts(lease_until)])?;
+            stmt.execute(params![id, ts(lease_until), LEASED])?;
         }
+        let mut stmt = tx.prepare_cached("UPDATE feed SET next_check_at = ?2 WHERE id = ?1")?;
         for (id, at) in defers {
             stmt.execute(params![id, ts(*at)])?;
         }
     }
     tx.commit()
+}
+
+/// `schedule_reason` of a feed whose poll is in flight. The poll's own
+/// record replaces it; one still there at start-up is a lease the previous
+/// process never finished (killed, or its poll abandoned at shutdown).
+const LEASED: &str = "polling";
+
+/// Makes feeds whose poll a previous process left unfinished due now, so a
+/// crash does not hold them back for the length of the lease. Returns how
+/// many. Run at daemon start-up, before anything is dispatched.
+pub(super) fn release_leases(conn: &Connection, now: DateTime<Utc>) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE feed SET next_check_at = min(next_check_at, ?1), schedule_reason = 'restarted'
+         WHERE schedule_reason = ?2",
+        params![ts(now), LEASED],
+    )
 }
 
 /// Host blocks (429 Retry-After) still in force at `now`.
@@ -761,6 +803,10 @@ pub(super) fn record_polls(
                 sp.commit()?;
                 out.push(Ok(report));
             }
+            // SQLite rolls the whole transaction back on some errors (a
+            // full disk among them): then nothing of the batch stands,
+            // and the batch fails with that error, whose kind callers use.
+            Err(e) if sp.is_autocommit() => return Err(e),
             // Dropping the savepoint rolls back this poll only.
             Err(e) => out.push(Err(e)),
         }
@@ -2225,5 +2271,164 @@ mod tests {
         .unwrap();
         migrate(&mut conn).unwrap();
         assert_eq!(full_text_of(&conn, "https://old.example/"), None);
+    }
+
+    fn fetched_entries(feed_id: i64, entries: Vec<ParsedEntry>, now: DateTime<Utc>) -> PollRecord {
+        PollRecord {
+            feed_id,
+            checked_at: now,
+            schedule: crate::model::Schedule {
+                next_check_at: now + chrono::Duration::seconds(60),
+                interval: Duration::from_secs(60),
+                reason: "interval".into(),
+            },
+            outcome: PollOutcome::Fetched {
+                status: 200,
+                validators: Validators {
+                    etag: Some("\"new\"".into()),
+                    last_modified: None,
+                },
+                feed: crate::model::ParsedFeed {
+                    title: Some("Site".into()),
+                    site_url: None,
+                    hints: Default::default(),
+                    entries,
+                },
+            },
+            permanent_redirect: None,
+            learned_interval: None,
+            host_block: None,
+            full_text: false,
+        }
+    }
+
+    fn entry(key: &str, body: String) -> ParsedEntry {
+        ParsedEntry {
+            key: key.into(),
+            title: Some(key.into()),
+            link: None,
+            content_html: Some(body),
+            authors: vec![],
+            categories: vec![],
+            published: None,
+            updated: None,
+            enclosures: vec![],
+            url_keys: vec![],
+        }
+    }
+
+    /// One poll through the batch writer, as the store's queue would send it.
+    fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::Result<PollReport> {
+        let mut results = record_polls(conn, std::slice::from_ref(rec))?;
+        results.pop().unwrap_or(Ok(PollReport::default()))
+    }
+
+    /// SQLite's page cap fails a write exactly as a full disk does
+    /// (SQLITE_FULL), so it stands in for one here; the integration test
+    /// fills a real tmpfs.
+    #[test]
+    fn disk_full_during_a_poll_rolls_the_whole_poll_back() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        add_feeds(
+            &mut conn,
+            &[spec("https://a.example/", None)],
+            FeedOrigin::Cli,
+            now,
+            &mut |_| {},
+        )
+        .unwrap();
+        let id = feed_by_url(&conn, "https://a.example/")
+            .unwrap()
+            .unwrap()
+            .id;
+        record_poll(
+            &mut conn,
+            &fetched_entries(id, vec![entry("guid:1", "<p>one</p>".into())], now),
+        )
+        .unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages + 2)
+            .unwrap();
+
+        let bulky: Vec<ParsedEntry> = (2..40)
+            .map(|i| {
+                entry(
+                    &format!("guid:{i}"),
+                    format!("<p>{}</p>", "word ".repeat(2000)),
+                )
+            })
+            .collect();
+        let later = now + chrono::Duration::seconds(5);
+        let err = record_poll(&mut conn, &fetched_entries(id, bulky, later)).unwrap_err();
+        assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
+        let store_err = super::super::StoreError::from(err).classify(std::path::Path::new("x.db"));
+        assert!(store_err.is_full(), "{store_err}");
+        assert!(store_err.to_string().starts_with("database full: x.db: "));
+
+        // Nothing of the failed poll is there: no entry, no feed state.
+        let feed = feed_by_id(&conn, id).unwrap().unwrap();
+        assert_eq!(feed.entry_count, 1);
+        assert_eq!(
+            feed.last_checked_at.map(|t| t.timestamp()),
+            Some(now.timestamp())
+        );
+        let entries: i64 = conn
+            .query_row("SELECT count(*) FROM entry", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(entries, 1);
+        // And the connection still works: with room again, the poll lands.
+        conn.pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        let bulky: Vec<ParsedEntry> = (2..40)
+            .map(|i| {
+                entry(
+                    &format!("guid:{i}"),
+                    format!("<p>{}</p>", "word ".repeat(2000)),
+                )
+            })
+            .collect();
+        let report = record_poll(&mut conn, &fetched_entries(id, bulky, later)).unwrap();
+        assert_eq!(report.new, 38);
+    }
+
+    #[test]
+    fn a_lease_left_by_a_dead_process_is_released_at_start_up() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        add_feeds(
+            &mut conn,
+            &[
+                spec("https://a.example/", None),
+                spec("https://b.example/", None),
+            ],
+            FeedOrigin::Cli,
+            now,
+            &mut |_| {},
+        )
+        .unwrap();
+        let a = feed_by_url(&conn, "https://a.example/")
+            .unwrap()
+            .unwrap()
+            .id;
+        let b = feed_by_url(&conn, "https://b.example/")
+            .unwrap()
+            .unwrap()
+            .id;
+        let lease = now + chrono::Duration::seconds(65);
+        dispatch(&mut conn, &[a, b], lease, &[]).unwrap();
+        // b's poll finished; a's process died mid-poll.
+        record_poll(&mut conn, &fetched_entries(b, vec![], now)).unwrap();
+        assert_eq!(release_leases(&conn, now).unwrap(), 1);
+        let a = feed_by_id(&conn, a).unwrap().unwrap();
+        assert_eq!(a.next_check_at.timestamp(), now.timestamp());
+        let b = feed_by_id(&conn, b).unwrap().unwrap();
+        assert_eq!(
+            b.next_check_at.timestamp(),
+            (now + chrono::Duration::seconds(60)).timestamp()
+        );
+        assert_eq!(release_leases(&conn, now).unwrap(), 0);
     }
 }

@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod daemon;
 mod dedup;
+mod faults;
 mod feeds;
 mod fulltext;
 mod ops;

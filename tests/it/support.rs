@@ -343,9 +343,27 @@ impl TestEnv {
 
     /// Starts `tributary run` and waits until it answers /healthz.
     pub async fn spawn_daemon(&self) -> Daemon {
-        let daemon = self.spawn_daemon_with(&[]);
-        self.wait_healthy().await;
-        daemon
+        let daemon = self.start_daemon();
+        let url = format!("{}/healthz", self.base_url());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http().get(&url).send().await
+                && r.status().is_success()
+            {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not become healthy: {}",
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts `tributary run` without waiting for it.
+    pub fn start_daemon(&self) -> Daemon {
+        self.spawn_daemon_with(&[])
     }
 
     /// Starts `tributary run` with extra environment variables and returns
@@ -359,7 +377,7 @@ impl TestEnv {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn daemon");
-        Daemon { child: Some(child) }
+        Daemon::capture(child)
     }
 
     /// Waits until the daemon answers /healthz.
@@ -379,16 +397,46 @@ impl TestEnv {
 }
 
 /// A running `tributary run`; killed on drop if the test did not stop it.
+/// Its stderr is read as it comes, so a test can watch the log while the
+/// daemon runs.
 pub struct Daemon {
     child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
+    fn capture(mut child: Child) -> Daemon {
+        let log = Arc::new(Mutex::new(String::new()));
+        let reader = child.stderr.take().map(|stderr| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = log.lock().expect("daemon log");
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        });
+        Daemon {
+            child: Some(child),
+            log,
+            reader,
+        }
+    }
+
+    /// Everything the daemon has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("daemon log").clone()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("daemon running").id()
     }
 
-    /// Sends a signal by name (`HUP`, `TERM`, …).
+    /// Sends a signal by name (`HUP`, `TERM`, `KILL`, …).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
@@ -403,28 +451,43 @@ impl Daemon {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// SIGTERM, then wait; returns the exit status and stderr.
-    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+    /// Waits for the process to exit (after a signal); its status and the
+    /// whole log.
+    fn wait_exit(mut self, what: &str) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("daemon running");
-        let pid = child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
                 }
-                return (status, err);
+                return (status, self.log());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("daemon did not stop within 20s of SIGTERM");
+                panic!("daemon did not stop within 20s of {what}");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// SIGTERM, then wait; returns the exit status and stderr.
+    pub fn stop(self) -> (std::process::ExitStatus, String) {
+        self.signal("TERM");
+        self.wait_exit("SIGTERM")
+    }
+
+    /// SIGKILL (a crash: nothing runs on the way out), then wait.
+    pub fn kill(self) -> (std::process::ExitStatus, String) {
+        self.signal("KILL");
+        self.wait_exit("SIGKILL")
+    }
+}
+
+/// Runs `tributary run` expecting it to fail at start-up; its status and
+/// stderr. Fails the test if it is still running after 20 s.
+pub fn run_expecting_exit(env: &TestEnv) -> (std::process::ExitStatus, String) {
+    env.start_daemon().wait_exit("start-up")
 }
 
 impl Drop for Daemon {
