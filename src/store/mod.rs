@@ -242,7 +242,10 @@ pub struct EntryQuery {
 #[derive(Clone)]
 pub struct Store {
     writer: tokio_rusqlite::Connection,
-    reader: tokio_rusqlite::Connection,
+    /// Read-only connections for the HTTP outputs, used in turn: a slow
+    /// search on one does not queue every other reader behind it.
+    readers: Arc<[tokio_rusqlite::Connection]>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     path: PathBuf,
     /// When a write last failed for lack of space, while that episode
     /// lasts (shared by all clones): it is logged once when it starts and
@@ -310,6 +313,9 @@ fn flush_polls(conn: &mut rusqlite::Connection, queue: &Mutex<PollQueue>) {
 /// "full" and "writable again" over and over.
 const FULL_QUIET: Duration = Duration::from_secs(30);
 
+/// Read-only connections serving the outputs (each its own thread).
+const READERS: usize = 2;
+
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     /// A file that is not a database, or is read-only, is an error here —
@@ -359,21 +365,26 @@ impl Store {
                 tokio_rusqlite::Error::Error(e) => e.classify(path),
                 _ => StoreError::Closed,
             })?;
-        let reader = tokio_rusqlite::Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .await
-        .map_err(open_err)?;
-        reader
-            .call(|c| {
-                c.busy_timeout(Duration::from_secs(5))?;
-                sqlite::register_functions(c)
-            })
-            .await?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = tokio_rusqlite::Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .await
+            .map_err(open_err)?;
+            reader
+                .call(|c| {
+                    c.busy_timeout(Duration::from_secs(5))?;
+                    sqlite::register_functions(c)
+                })
+                .await?;
+            readers.push(reader);
+        }
         Ok(Store {
             writer,
-            reader,
+            readers: readers.into(),
+            next_reader: Arc::default(),
             path: path.to_owned(),
             polls: Arc::default(),
             full: Arc::new(Mutex::new(None)),
@@ -384,12 +395,20 @@ impl Store {
         &self.path
     }
 
+    /// The next reader connection, in turn.
+    fn reader(&self) -> &tokio_rusqlite::Connection {
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.readers[i % self.readers.len()]
+    }
+
     /// Checks every page of the database (`PRAGMA quick_check`), so a
     /// damaged file stops the daemon at start-up with a clear message
     /// instead of failing polls one by one. Linear in the file's size.
     pub async fn check(&self) -> Result<(), StoreError> {
         let problems = self
-            .reader
+            .reader()
             .call(|c| sqlite::quick_check(c))
             .await
             .map_err(|e| StoreError::from(e).classify(&self.path))?;
@@ -630,7 +649,7 @@ impl Store {
     pub async fn article_state(&self, entry_uid: &str) -> Result<Option<ArticleState>, StoreError> {
         let uid = entry_uid.to_owned();
         Ok(self
-            .reader
+            .reader()
             .call(move |c| sqlite::article_state(c, &uid))
             .await?)
     }
@@ -684,12 +703,12 @@ impl Store {
 
     /// Entries for an output, newest first. Runs on the reader connection.
     pub async fn entries(&self, q: EntryQuery) -> Result<Vec<OutputEntry>, StoreError> {
-        Ok(self.reader.call(move |c| sqlite::entries(c, &q)).await?)
+        Ok(self.reader().call(move |c| sqlite::entries(c, &q)).await?)
     }
 
     /// The current output revision. Runs on the reader connection.
     pub async fn revision(&self) -> Result<Revision, StoreError> {
-        Ok(self.reader.call(|c| sqlite::revision(c)).await?)
+        Ok(self.reader().call(|c| sqlite::revision(c)).await?)
     }
 
     // ---- retention and housekeeping: each call is one short transaction,
@@ -802,13 +821,16 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<StatusSnapshot, StoreError> {
         let since = sqlite::day_of(now) - days + 1;
-        Ok(self.reader.call(move |c| sqlite::status(c, since)).await?)
+        Ok(self
+            .reader()
+            .call(move |c| sqlite::status(c, since))
+            .await?)
     }
 
     /// A trivial query on both connections: the watchdog's sign that the
     /// database threads answer.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.reader.call(|c| sqlite::ping(c)).await?;
+        self.reader().call(|c| sqlite::ping(c)).await?;
         self.writer.call(|c| sqlite::ping(c)).await?;
         Ok(())
     }
@@ -820,7 +842,8 @@ impl Store {
             .writer
             .call(|c| c.execute_batch("PRAGMA optimize;"))
             .await;
-        for conn in [self.reader, self.writer] {
+        let conns = self.readers.iter().cloned().chain([self.writer]);
+        for conn in conns {
             conn.close().await.map_err(|e| match e {
                 tokio_rusqlite::Error::Close((_, e)) => StoreError::Sqlite(e),
                 _ => StoreError::Closed,
