@@ -121,14 +121,29 @@ fn index_text(html: &str) -> String {
     out
 }
 
+/// (Re)indexes an entry for search. Runs on the poll path for every new
+/// entry, so both statements go through the statement cache.
 fn index_entry(
     tx: &Connection,
     entry_id: i64,
     title: Option<&str>,
     html: Option<&str>,
 ) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM entry_fts WHERE rowid = ?1", [entry_id])?;
-    tx.execute(
+    exec(tx, "DELETE FROM entry_fts WHERE rowid = ?1", [entry_id])?;
+    add_to_index(tx, entry_id, title, html)
+}
+
+/// Indexes an entry that is not in the index yet: a contentless-delete
+/// table records a delete even for a row it never had, so new entries
+/// skip it.
+fn add_to_index(
+    tx: &Connection,
+    entry_id: i64,
+    title: Option<&str>,
+    html: Option<&str>,
+) -> rusqlite::Result<()> {
+    exec(
+        tx,
         "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
         params![
             entry_id,
@@ -1051,13 +1066,13 @@ fn upsert_entry(
             // A purged entry the feed still carries stays purged; its
             // tombstone's clock restarts (at most daily, to spare writes).
             let key_hash = tombstone_key(&e.key);
-            let seen: Option<i64> = tx
-                .query_row(
-                    "SELECT seen_at FROM tombstone WHERE feed_id = ?1 AND key_hash = ?2",
-                    params![feed_id, key_hash],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let seen: Option<i64> = query_one(
+                tx,
+                "SELECT seen_at FROM tombstone WHERE feed_id = ?1 AND key_hash = ?2",
+                params![feed_id, key_hash],
+                |r| r.get(0),
+            )
+            .optional()?;
             if let Some(seen) = seen {
                 if seen < ts(now) - TOMBSTONE_REFRESH_SECS {
                     tx.execute(
@@ -1080,7 +1095,7 @@ fn upsert_entry(
             let uid = entry_uid(feed_url, &e.key);
             let sort_at = published.map_or(now_s, |p| p.min(now_s));
             let updated = e.updated.map(ts).or(published).unwrap_or(now_s);
-            exec(
+            let inserted = exec(
                 tx,
                 "INSERT INTO entry (uid, title, link, content_html, authors, categories,
                      enclosures, published_at, updated_at, first_seen_at, sort_at, content_hash)
@@ -1108,7 +1123,11 @@ fn upsert_entry(
                 query_one(tx, "SELECT id FROM entry WHERE uid = ?1", [&uid], |r| {
                     r.get(0)
                 })?;
-            index_entry(tx, entry_id, e.title.as_deref(), e.content_html.as_deref())?;
+            if inserted == 1 {
+                add_to_index(tx, entry_id, e.title.as_deref(), e.content_html.as_deref())?;
+            } else {
+                index_entry(tx, entry_id, e.title.as_deref(), e.content_html.as_deref())?;
+            }
             add_url_keys(tx, entry_id, &e.url_keys)?;
             exec(
                 tx,
