@@ -327,7 +327,7 @@ pub async fn run(
         // Deferred feeds are not being polled, so writing their new time
         // after the polls start cannot race a poll's own result. If this
         // fails their lease runs out and they come back on their own.
-        if deferred && let Err(e) = store.dispatch(Vec::new(), now, plan.defer).await {
+        if deferred && let Err(e) = store.defer(plan.defer).await {
             tracing::error!(error = %e, "cannot record deferred feeds; they retry after their lease");
         }
         // A full batch that was deferred may hide more due feeds behind it.

@@ -529,19 +529,7 @@ impl Store {
         Ok(self.writer.call(move |c| sqlite::feed_by_id(c, id)).await?)
     }
 
-    /// Feeds whose next check is at or before `now`, most overdue first.
-    pub async fn due_feeds(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Feed>, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::due_feeds(c, now, limit))
-            .await?)
-    }
-
-    /// Due feeds (as [`Store::due_feeds`]) leased until `lease_until`, in
+    /// Due feeds (most overdue first) leased until `lease_until`, in
     /// one transaction, so the scheduler needs one writer round trip per
     /// round rather than two.
     pub async fn lease_due(
@@ -576,15 +564,10 @@ impl Store {
         self.write(move |c| sqlite::release_leases(c, now)).await
     }
 
-    /// Leases dispatched feeds and defers others, in one transaction.
-    pub async fn dispatch(
-        &self,
-        leases: Vec<i64>,
-        lease_until: DateTime<Utc>,
-        defers: Vec<(i64, DateTime<Utc>)>,
-    ) -> Result<(), StoreError> {
-        self.write(move |c| sqlite::dispatch(c, &leases, lease_until, &defers))
-            .await
+    /// Moves leased feeds that were not polled this round to a later
+    /// check; see [`sqlite::defer`].
+    pub async fn defer(&self, defers: Vec<(i64, DateTime<Utc>)>) -> Result<(), StoreError> {
+        self.write(move |c| sqlite::defer(c, &defers)).await
     }
 
     /// Hosts still blocked by a 429's Retry-After, for start-up.

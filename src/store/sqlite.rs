@@ -667,22 +667,14 @@ pub(super) fn reschedule(
     Ok(())
 }
 
-/// Leases dispatched feeds (their next check pushed past the poll's
-/// timeout) and defers others, in one transaction.
-pub(super) fn dispatch(
+/// Moves feeds that were leased but not polled this round (their host was
+/// busy or blocked) to when they should be looked at again.
+pub(super) fn defer(
     conn: &mut Connection,
-    leases: &[i64],
-    lease_until: DateTime<Utc>,
     defers: &[(i64, DateTime<Utc>)],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE feed SET next_check_at = ?2, schedule_reason = ?3 WHERE id = ?1",
-        )?;
-        for id in leases {
-            stmt.execute(params![id, ts(lease_until), LEASED])?;
-        }
         let mut stmt = tx.prepare_cached("UPDATE feed SET next_check_at = ?2 WHERE id = ?1")?;
         for (id, at) in defers {
             stmt.execute(params![id, ts(*at)])?;
@@ -2129,45 +2121,14 @@ mod tests {
     }
 
     fn fetched(feed_id: i64, keys: &[&str], now: DateTime<Utc>) -> PollRecord {
-        use crate::model::{ParsedFeed, Schedule};
         let entries = keys
             .iter()
             .map(|k| ParsedEntry {
-                key: (*k).to_owned(),
                 title: Some(format!("title {k}")),
-                link: None,
-                content_html: Some(format!("<p>{k}</p>")),
-                authors: vec![],
-                categories: vec![],
-                published: None,
-                updated: None,
-                enclosures: vec![],
-                url_keys: vec![],
+                ..entry(k, format!("<p>{k}</p>"))
             })
             .collect();
-        PollRecord {
-            feed_id,
-            checked_at: now,
-            schedule: Schedule {
-                next_check_at: now + chrono::Duration::seconds(60),
-                interval: Duration::from_secs(60),
-                reason: "interval".to_owned(),
-            },
-            outcome: PollOutcome::Fetched {
-                status: 200,
-                validators: Validators::default(),
-                feed: ParsedFeed {
-                    title: None,
-                    site_url: None,
-                    hints: Default::default(),
-                    entries,
-                },
-            },
-            permanent_redirect: None,
-            learned_interval: None,
-            host_block: None,
-            full_text: false,
-        }
+        fetched_entries(feed_id, entries, now)
     }
 
     fn count(conn: &Connection, sql: &str) -> i64 {
@@ -2437,7 +2398,9 @@ mod tests {
             .unwrap()
             .id;
         let lease = now + chrono::Duration::seconds(65);
-        dispatch(&mut conn, &[a, b], lease, &[]).unwrap();
+        // Both are leased the way the scheduler takes them.
+        let leased = lease_due(&mut conn, now, 10, lease).unwrap();
+        assert_eq!(leased.len(), 2);
         // b's poll finished; a's process died mid-poll.
         record_poll(&mut conn, &fetched_entries(b, vec![], now)).unwrap();
         assert_eq!(release_leases(&conn, now).unwrap(), 1);
