@@ -308,7 +308,7 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     let mut progress =
         crate::progress::Progress::stderr("polling", "feeds", Some(feeds.len() as u64));
     let mut results: Vec<(usize, _)> = futures_util::stream::iter(feeds.iter().enumerate())
-        .map(|(i, feed)| async move { (i, pipeline.poll(feed, None).await) })
+        .map(|(i, feed)| async move { (i, pipeline.poll(feed, None, None).await) })
         .buffer_unordered(config.poll.concurrency)
         .inspect(|_| progress.inc(1))
         .collect()

@@ -230,6 +230,56 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// in the database so the head of the queue keeps moving.
 const BATCH: usize = 64;
 
+/// Polls in flight, per request slot: see [`Slots`].
+const BACKLOG_PER_SLOT: usize = 4;
+
+/// What a poll holds while it runs. A request slot (one of `concurrency`)
+/// covers only the HTTP exchange and is handed to the pipeline, which
+/// drops it once the response is read; a backlog slot (a few per request
+/// slot) is held until the poll is recorded. So the next requests overlap
+/// parsing and writing, the global cap still bounds requests in flight,
+/// and the backlog bounds the parsed feeds waiting for the writer — which
+/// also lets the writer commit them in larger batches.
+struct Slot {
+    request: OwnedSemaphorePermit,
+    backlog: OwnedSemaphorePermit,
+}
+
+#[derive(Clone)]
+struct Slots {
+    requests: Arc<Semaphore>,
+    backlog: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn new(concurrency: usize) -> Slots {
+        let concurrency = concurrency.max(1);
+        Slots {
+            requests: Arc::new(Semaphore::new(concurrency)),
+            backlog: Arc::new(Semaphore::new(concurrency * BACKLOG_PER_SLOT)),
+        }
+    }
+
+    /// Waits for both slots; `None` once the semaphores are closed.
+    async fn acquire(&self) -> Option<Slot> {
+        let backlog = Arc::clone(&self.backlog).acquire_owned().await.ok()?;
+        let request = Arc::clone(&self.requests).acquire_owned().await.ok()?;
+        Some(Slot { request, backlog })
+    }
+
+    fn try_acquire(&self) -> Option<Slot> {
+        let backlog = Arc::clone(&self.backlog).try_acquire_owned().ok()?;
+        let request = Arc::clone(&self.requests).try_acquire_owned().ok()?;
+        Some(Slot { request, backlog })
+    }
+
+    fn available(&self) -> usize {
+        self.requests
+            .available_permits()
+            .min(self.backlog.available_permits())
+    }
+}
+
 /// Polls due feeds until `shutdown` fires, then lets in-flight polls finish
 /// (each is recorded atomically, so an abandoned one leaves nothing half
 /// written) for at most `grace`.
@@ -247,7 +297,7 @@ pub async fn run(
     grace: Duration,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let slots = Slots::new(concurrency);
     let tracker = TaskTracker::new();
     let hosts = Arc::clone(pipeline.hosts());
     // Finished polls wake the loop: each one has just moved its feed's next
@@ -257,16 +307,16 @@ pub async fn run(
     let mut full = FullBackoff::default();
     loop {
         let first = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+            s = slots.acquire() => match s {
+                Some(s) => s,
+                None => break,
             },
             () = shutdown.cancelled() => break,
         };
         let now = Utc::now();
         // As many feeds as there are slots: each is leased as it is read,
         // in one writer round trip, and either dispatched or deferred.
-        let want = (permits.available_permits() + 1).min(BATCH);
+        let want = (slots.available() + 1).min(BATCH);
         let due = match store.lease_due(now, want, now + lease).await {
             Ok(due) => {
                 full.reset();
@@ -288,7 +338,7 @@ pub async fn run(
         };
         let full_batch = due.len() == want;
         let leased: Vec<i64> = due.iter().map(|f| f.id).collect();
-        let mut plan = plan_round(due, first, &permits, &hosts, now);
+        let mut plan = plan_round(due, first, &slots, &hosts, now);
         // A leased feed that found no slot after all is due again at once.
         for id in leased {
             let placed = plan.dispatch.iter().any(|d| d.feed.id == id)
@@ -304,7 +354,8 @@ pub async fn run(
             let poll_done = Arc::clone(&poll_done);
             let store = store.clone();
             tracker.spawn(async move {
-                match pipeline.poll(&feed, host).await {
+                let Slot { request, backlog } = slot;
+                match pipeline.poll(&feed, host, Some(request)).await {
                     Ok(_) => {}
                     // Logged once per episode by the store. The poll is
                     // tried again at the feed's own interval (not at the
@@ -320,7 +371,7 @@ pub async fn run(
                         tracing::error!(feed = %feed.spec.url, error = %e, "cannot record poll");
                     }
                 }
-                drop(slot);
+                drop(backlog);
                 poll_done.notify_one();
             });
         }
@@ -360,7 +411,7 @@ pub async fn run(
 
 struct Dispatch {
     feed: Feed,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
     host: Option<HostPermit>,
 }
 
@@ -374,8 +425,8 @@ struct Plan {
 
 fn plan_round(
     due: Vec<Feed>,
-    first: OwnedSemaphorePermit,
-    permits: &Arc<Semaphore>,
+    first: Slot,
+    slots: &Slots,
     hosts: &Arc<HostLimiter>,
     now: DateTime<Utc>,
 ) -> Plan {
@@ -398,9 +449,9 @@ fn plan_round(
         // in the batch was deferred a second further than the one before.
         let slot = match first.take() {
             Some(s) => s,
-            None => match Arc::clone(permits).try_acquire_owned() {
-                Ok(s) => s,
-                Err(_) => {
+            None => match slots.try_acquire() {
+                Some(s) => s,
+                None => {
                     plan.more = true;
                     break;
                 }
@@ -809,18 +860,43 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn running_out_of_global_slots_defers_nothing() {
         use crate::hosts::HostLimits;
-        let permits = Arc::new(Semaphore::new(2));
+        let slots = Slots::new(2);
         let hosts = HostLimiter::new(HostLimits {
             concurrency: 2,
             spacing: Duration::ZERO,
         });
         let due: Vec<Feed> = (1..=5).map(|id| Feed { id, ..feed(None) }).collect();
-        let first = Arc::clone(&permits).try_acquire_owned().expect("slot");
-        let plan = plan_round(due, first, &permits, &hosts, Utc::now());
+        let first = slots.try_acquire().expect("slot");
+        let plan = plan_round(due, first, &slots, &hosts, Utc::now());
         let ids: Vec<i64> = plan.dispatch.iter().map(|d| d.feed.id).collect();
         assert_eq!(ids, [1, 2]);
         assert!(plan.defer.is_empty(), "{:?}", plan.defer);
         assert!(plan.more);
+    }
+
+    /// A poll's request slot bounds requests in flight and comes back as
+    /// soon as its response is read; its backlog slot bounds polls still
+    /// being parsed or recorded, a few per request slot.
+    #[tokio::test]
+    async fn request_slots_free_early_and_the_backlog_bounds_the_rest() {
+        let slots = Slots::new(2);
+        let a = slots.try_acquire().expect("first");
+        let _b = slots.try_acquire().expect("second");
+        assert!(slots.try_acquire().is_none(), "two requests at most");
+        // `a` has its response: it parses and records while another starts.
+        let Slot { request, backlog } = a;
+        drop(request);
+        let mut held = vec![backlog];
+        while let Some(s) = slots.try_acquire() {
+            let Slot { request, backlog } = s;
+            drop(request);
+            held.push(backlog);
+        }
+        // The second slot still holds its request; the rest are backlog.
+        assert_eq!(held.len() + 1, 2 * BACKLOG_PER_SLOT);
+        assert_eq!(slots.available(), 0);
+        held.pop();
+        assert!(slots.try_acquire().is_some());
     }
 
     /// A host at its own limit still defers its feeds, and the global slot
@@ -828,7 +904,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_busy_host_defers_and_passes_its_slot_on() {
         use crate::hosts::HostLimits;
-        let permits = Arc::new(Semaphore::new(4));
+        let slots = Slots::new(4);
         let hosts = HostLimiter::new(HostLimits {
             concurrency: 1,
             spacing: Duration::ZERO,
@@ -840,14 +916,14 @@ mod tests {
             f
         };
         let due = vec![on(1, "a.example"), on(2, "a.example"), on(3, "b.example")];
-        let first = Arc::clone(&permits).try_acquire_owned().expect("slot");
-        let plan = plan_round(due, first, &permits, &hosts, Utc::now());
+        let first = slots.try_acquire().expect("slot");
+        let plan = plan_round(due, first, &slots, &hosts, Utc::now());
         let ids: Vec<i64> = plan.dispatch.iter().map(|d| d.feed.id).collect();
         assert_eq!(ids, [1, 3]);
         assert_eq!(plan.defer.len(), 1);
         assert_eq!(plan.defer[0].0, 2);
         assert!(!plan.more);
-        assert_eq!(permits.available_permits(), 2);
+        assert_eq!(slots.requests.available_permits(), 2);
     }
 
     fn entry_at(now: DateTime<Utc>, hours_ago: i64) -> ParsedEntry {

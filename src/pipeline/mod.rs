@@ -111,6 +111,10 @@ pub struct Pipeline {
     store: Store,
     /// Wakes the article worker when a poll queued new articles.
     articles_queued: Arc<tokio::sync::Notify>,
+    /// One permit per core for parsing and extraction: more at once only
+    /// adds threads (and their allocator arenas) without adding speed,
+    /// while fetched bodies wait cheaply in memory.
+    cpu: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pipeline {
@@ -128,6 +132,9 @@ impl Pipeline {
             articles,
             store,
             articles_queued: Arc::new(tokio::sync::Notify::new()),
+            cpu: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 
@@ -148,15 +155,18 @@ impl Pipeline {
     }
 
     /// Polls one feed and records the result atomically. `permit`
-    /// is a slot for the feed's host when the caller already holds one.
+    /// is a slot for the feed's host when the caller already holds one;
+    /// `request_slot`, the caller's global request slot, is released as
+    /// soon as the response is read, before parsing and recording.
     pub async fn poll(
         &self,
         feed: &Feed,
         permit: Option<HostPermit>,
+        request_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<PollSummary, StoreError> {
         let started = Instant::now();
         let checked_at = Utc::now();
-        let result = self.fetch_and_parse(feed, permit).await;
+        let result = self.fetch_and_parse(feed, permit, request_slot).await;
         let url = feed.effective_url();
         let mut record = PollRecord {
             feed_id: feed.id,
@@ -294,6 +304,7 @@ impl Pipeline {
         &self,
         feed: &Feed,
         permit: Option<HostPermit>,
+        request_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Fetched, Failure> {
         // An operator subscribed to this feed: its host may be private (a
         // NAS at home), and so may its articles on that host.
@@ -306,7 +317,9 @@ impl Pipeline {
             .fetcher
             .fetch_feed(feed.effective_url(), &feed.validators, permit)
             .await
-            .map_err(Failure::from_fetch)?;
+            .map_err(Failure::from_fetch);
+        drop(request_slot);
+        let fetched = fetched?;
         let doc = match fetched {
             FetchOutcome::NotModified {
                 validators,
@@ -333,6 +346,7 @@ impl Pipeline {
             error,
             retry_after: None,
         };
+        let _cpu = self.cpu.acquire().await;
         let parsed = tokio::task::spawn_blocking(move || {
             parse::parse_feed(
                 &doc.body,
@@ -426,6 +440,7 @@ impl Pipeline {
         let extractor = Arc::clone(&self.extractor);
         let sites = Arc::clone(&self.articles.sites);
         let job = job.clone();
+        let _cpu = self.cpu.acquire().await;
         tokio::task::spawn_blocking(move || {
             let url = url::Url::parse(&doc.final_url).ok();
             let html = parse::decode_html(&doc.body, doc.charset.as_deref(), url.as_ref());

@@ -4,9 +4,10 @@
 //! Callers see plain model types and [`StoreError`]; all SQL lives in
 //! [`sqlite`]. A second backend would implement the same methods. One writer
 //! connection takes every write (so writers never contend for SQLite's lock)
-//! and a separate reader connection serves the HTTP outputs; WAL mode lets
-//! the reader run while the writer commits. Both run on their own threads, so
-//! no SQLite call ever blocks an async worker.
+//! and separate reader connections serve the HTTP outputs; WAL mode lets
+//! the readers run while the writer commits, and a checkpointer thread copy
+//! the WAL into the database beside it. Each runs on its own thread, so no
+//! SQLite call ever blocks an async worker.
 //!
 //! Faults are named here, not discovered by callers: a read-only or corrupt
 //! file is a start-up error that says which file and what to do; a full
@@ -14,6 +15,7 @@
 //! episode, while reads (and so the outputs) carry on.
 
 mod backup;
+mod checkpoint;
 mod sqlite;
 
 pub use backup::{BackupError, BackupProgress, BackupReport, backup};
@@ -358,6 +360,10 @@ impl Store {
                         cause: "cannot switch to WAL mode".to_owned(),
                     });
                 }
+                // Without it SQLite's own automatic checkpoint stays on.
+                if let Err(e) = checkpoint::install(c, &p) {
+                    tracing::warn!(error = %e, "cannot start the checkpointer thread; the writer checkpoints itself");
+                }
                 Ok(())
             })
             .await
@@ -640,8 +646,8 @@ impl Store {
     /// Records one poll (state, validators, entries) atomically.
     ///
     /// Group commit: a poll that finishes while the writer is busy joins
-    /// the next batch, and a batch is one transaction with a savepoint per
-    /// poll (see [`sqlite::record_polls`]). The first poll into an empty
+    /// the next batch, and a batch is one transaction in which a failing
+    /// poll rolls back alone (see [`sqlite::record_polls`]). The first poll into an empty
     /// queue sends the flush; the ones queued before it runs ride along, so
     /// an idle daemon still writes each poll at once and a busy one commits
     /// once per batch instead of once per poll. Returns when this poll is
