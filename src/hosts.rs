@@ -148,6 +148,11 @@ impl HostLimiter {
         self.limits.spacing
     }
 
+    /// Simultaneous requests allowed per host.
+    pub fn concurrency(&self) -> usize {
+        self.limits.concurrency.max(1)
+    }
+
     /// Records that `host` asked us to stay away until `until`.
     pub fn block_until(&self, host: &str, until: Instant) {
         let mut hosts = self.lock();

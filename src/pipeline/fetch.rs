@@ -177,7 +177,10 @@ impl Fetcher {
             .read_timeout(settings.timeout)
             .redirect(redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(2)
+            // As many idle connections per host as it may have requests in
+            // flight: with fewer, every poll beyond them on a busy host
+            // opened (and the host accepted) a new TCP connection.
+            .pool_max_idle_per_host(hosts.concurrency().max(2))
             // A proxy would resolve names itself, around the guard.
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {

@@ -446,6 +446,71 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 // Parsing with recovery
 // ---------------------------------------------------------------------------
 
+/// A feed's date. Well-formed RFC 2822 and RFC 3339 dates — nearly all of
+/// them — are parsed directly; the rest get the repairs feed-rs's own
+/// lenient parser applies (which it applies to every date, running eight
+/// regular-expression replacements per entry before even trying: a tenth of
+/// the parse time in the polling benchmark).
+fn timestamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = text.trim();
+    chrono::DateTime::parse_from_rfc2822(t)
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(t))
+        .ok()
+        .map(|d| d.to_utc())
+        .or_else(|| repaired_timestamp(t))
+}
+
+/// feed-rs 3.0's repairs for dates that break the RFCs, in its order
+/// (RFC 3339, RFC 2822, then RFC 1123 without a weekday); each pattern
+/// replaces its first match only, as there. Not public in feed-rs.
+fn repaired_timestamp(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use regex::Regex;
+    use std::sync::LazyLock;
+    type Fixes = LazyLock<Vec<(Regex, &'static str)>>;
+    fn compile(fixes: &[(&str, &'static str)]) -> Vec<(Regex, &'static str)> {
+        fixes
+            .iter()
+            .filter_map(|(re, to)| Regex::new(re).ok().map(|re| (re, *to)))
+            .collect()
+    }
+    fn apply(fixes: &[(Regex, &'static str)], t: &str) -> String {
+        let mut out = t.to_owned();
+        for (re, to) in fixes {
+            out = re.replace(&out, *to).into_owned();
+        }
+        out
+    }
+    static RFC3339: Fixes = LazyLock::new(|| {
+        compile(&[
+            (r"(\+|-)(\d{2})(\d{2})", "${1}${2}:${3}"),
+            (r"-\d{2}$", "${0}T00:00:00+00:00"),
+        ])
+    });
+    static RFC2822: Fixes = LazyLock::new(|| {
+        compile(&[
+            ("(UTC|-0000$)", "+0000"),
+            ("(Sun|Mon|Tue|Wed|Thu|Fri|Sat)[a-z]*, ", ""),
+            (
+                "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*",
+                "$1",
+            ),
+            (
+                r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{1,2}) (\d{4})",
+                "$2 $1 $3",
+            ),
+            (" 24:", " 00:"),
+            (" ([0-9]):", " 0${1}:"),
+        ])
+    });
+    static RFC1123: Fixes =
+        LazyLock::new(|| compile(&[(" Z$", " +0000"), ("^[[:alpha:]]{3}, ", "")]));
+    chrono::DateTime::parse_from_rfc3339(apply(&RFC3339, t).trim())
+        .or_else(|_| chrono::DateTime::parse_from_rfc2822(&apply(&RFC2822, t)))
+        .or_else(|_| chrono::DateTime::parse_from_str(&apply(&RFC1123, t), "%d %b %Y %H:%M:%S %z"))
+        .ok()
+        .map(|d| d.to_utc())
+}
+
 /// One feed-rs attempt, with a fresh parser: it carries per-document Media
 /// RSS state, and building one only boxes two closures.
 ///
@@ -460,6 +525,7 @@ fn try_parse(doc: &str, base: Option<&Url>) -> Result<Feed, FeedRsError> {
         .id_generator(|_links, _title, _base| GENERATED_ID.to_owned())
         // Sanitising happens once, in our stage, after URLs are made absolute.
         .sanitize_content(false)
+        .timestamp_parser(timestamp)
         .build();
     // Unwind safety: nothing observes `parser` or `doc` after a panic.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1166,6 +1232,40 @@ fn is_tracking_param(pair: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The dates feeds really send, well-formed or not, parse to the same
+    /// instant whichever path takes them.
+    #[test]
+    fn timestamps_parse_directly_or_after_repair() {
+        let at = |s: &str| super::timestamp(s).map(|d| d.to_rfc3339());
+        let noon = Some("2026-03-01T12:00:00+00:00".to_owned());
+        for ok in [
+            "Sun, 01 Mar 2026 12:00:00 +0000",
+            "Sun, 01 Mar 2026 12:00:00 GMT",
+            " 2026-03-01T12:00:00Z ",
+            "2026-03-01T13:00:00+01:00",
+            // Repaired:
+            "Sun, 01 Mar 2026 12:00:00 UTC",
+            "Sunday, 01 March 2026 12:00:00 +0000",
+            "Thurs, 01 Mar 2026 12:00:00 GMT",
+            "Sun, 01 Mar 2026 12:00:00 -0000",
+            "Mar 01 2026 12:00:00 +0000",
+            "2026-03-01T13:00:00+0100",
+            "Sun, 01 Mar 2026 12:00:00 Z",
+        ] {
+            assert_eq!(at(ok), noon, "{ok}");
+        }
+        assert_eq!(
+            at("Sun, 01 Mar 2026 9:05:00 +0000"),
+            Some("2026-03-01T09:05:00+00:00".to_owned())
+        );
+        assert_eq!(
+            at("2026-03-01"),
+            Some("2026-03-01T00:00:00+00:00".to_owned())
+        );
+        assert_eq!(at("yesterday"), None);
+        assert_eq!(at(""), None);
+    }
+
     use super::*;
     use chrono::{DateTime, Utc};
 

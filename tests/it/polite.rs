@@ -490,3 +490,38 @@ async fn redirects_to_non_public_addresses_are_refused() {
         "no request reached the target"
     );
 }
+
+/// Many feeds on one host reuse the connections the per-host limit allows
+/// instead of opening a new one for most polls: the host sees at most
+/// `per_host_concurrency` connections over two full rounds.
+#[tokio::test]
+async fn feeds_on_one_host_reuse_its_connections() {
+    let server = FeedServer::start().await;
+    let paths: Vec<String> = (0..24).map(|i| format!("/f{i}.xml")).collect();
+    for p in &paths {
+        // Slow enough that all four connections are busy at once.
+        server.set(
+            p,
+            Reply::feed("application/rss+xml", item_feed()).delayed(Duration::from_millis(20)),
+        );
+    }
+    let env = TestEnv::with_poll(
+        &[("concurrency", "4"), ("per_host_concurrency", "4")],
+        &paths
+            .iter()
+            .map(|p| feed_table(&server.url(p), ""))
+            .collect::<String>(),
+    );
+    let out = env.cli(&["poll"]);
+    assert!(stdout(&out).contains("0 failed"), "{}", stdout(&out));
+    let peers: std::collections::HashSet<std::net::SocketAddr> = paths
+        .iter()
+        .flat_map(|p| server.requests(p))
+        .map(|seen| seen.peer)
+        .collect();
+    assert!(
+        peers.len() <= 4,
+        "24 polls opened {} connections",
+        peers.len()
+    );
+}

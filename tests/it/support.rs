@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
@@ -86,6 +86,8 @@ impl Reply {
 /// A request the server saw.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// The client's address: one per TCP connection.
+    pub peer: SocketAddr,
     pub path: String,
     pub method: String,
     pub headers: HeaderMap,
@@ -127,11 +129,14 @@ impl FeedServer {
                     .await
                     .expect("bind feed server");
                 let _ = addr_tx.send(listener.local_addr().expect("local addr"));
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
+                let _ = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
             });
             // Requests still sleeping (slow-server tests) are dropped here.
             rt.shutdown_background();
@@ -176,7 +181,11 @@ impl Drop for FeedServer {
     }
 }
 
-async fn handle(State(state): State<Arc<Mutex<ServerState>>>, req: Request) -> Response {
+async fn handle(
+    State(state): State<Arc<Mutex<ServerState>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
     let path = req.uri().path().to_owned();
     let method = req.method().to_string();
     let headers = req.headers().clone();
@@ -187,6 +196,7 @@ async fn handle(State(state): State<Arc<Mutex<ServerState>>>, req: Request) -> R
     let reply = {
         let mut st = state.lock().expect("server state");
         st.seen.push(Seen {
+            peer,
             path: path.clone(),
             method,
             headers: headers.clone(),
