@@ -230,13 +230,17 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// in the database so the head of the queue keeps moving.
 const BATCH: usize = 64;
 
-/// Polls in flight, per request slot: see [`Slots`].
-const BACKLOG_PER_SLOT: usize = 4;
+/// Polls past their request that may wait to be parsed and recorded: three
+/// per request slot, at most [`MAX_BACKLOG_EXTRA`] (a parsed feed is tens
+/// of kilobytes; a large `concurrency` must not turn into a large heap).
+/// See [`Slots`].
+const BACKLOG_PER_SLOT: usize = 3;
+const MAX_BACKLOG_EXTRA: usize = 192;
 
 /// What a poll holds while it runs. A request slot (one of `concurrency`)
 /// covers only the HTTP exchange and is handed to the pipeline, which
 /// drops it once the response is read; a backlog slot (a few per request
-/// slot) is held until the poll is recorded. So the next requests overlap
+/// slot, bounded) is held until the poll is recorded. So the next requests overlap
 /// parsing and writing, the global cap still bounds requests in flight,
 /// and the backlog bounds the parsed feeds waiting for the writer — which
 /// also lets the writer commit them in larger batches.
@@ -256,7 +260,9 @@ impl Slots {
         let concurrency = concurrency.max(1);
         Slots {
             requests: Arc::new(Semaphore::new(concurrency)),
-            backlog: Arc::new(Semaphore::new(concurrency * BACKLOG_PER_SLOT)),
+            backlog: Arc::new(Semaphore::new(
+                concurrency + (concurrency * BACKLOG_PER_SLOT).min(MAX_BACKLOG_EXTRA),
+            )),
         }
     }
 
@@ -893,10 +899,13 @@ mod tests {
             held.push(backlog);
         }
         // The second slot still holds its request; the rest are backlog.
-        assert_eq!(held.len() + 1, 2 * BACKLOG_PER_SLOT);
+        assert_eq!(held.len() + 1, 2 + 2 * BACKLOG_PER_SLOT);
         assert_eq!(slots.available(), 0);
         held.pop();
         assert!(slots.try_acquire().is_some());
+        // A large pool gets a bounded backlog.
+        let big = Slots::new(1000);
+        assert_eq!(big.backlog.available_permits(), 1000 + MAX_BACKLOG_EXTRA);
     }
 
     /// A host at its own limit still defers its feeds, and the global slot
