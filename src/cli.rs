@@ -66,7 +66,7 @@ pub enum Command {
     Check,
     /// One screen: feeds by state, last poll, entries, database size, outputs
     Status,
-    /// Apply [retention] now: purge old entries (leaving tombstones so they
+    /// Apply `[retention]` now: purge old entries (leaving tombstones so they
     /// do not come back), bound the tombstones, reclaim space
     Purge {
         /// Also rebuild the database file (VACUUM), which shrinks it and
@@ -791,7 +791,7 @@ pub struct ExtractArgs {
     /// The pages' address: base for relative links and host for site rules
     #[arg(long)]
     pub url: Option<String>,
-    /// Print one JSON object {"<file name>": {"articleBody", "html"}} for all files
+    /// Print one JSON object `{"<file name>": {"articleBody", "html"}}` for all files
     #[arg(long)]
     pub json: bool,
     /// Saved pages; names ending in .gz are gunzipped

@@ -1,5 +1,8 @@
 //! Tributary: many noisy feeds in, one clean feed out.
 //!
+//! These docs are for the people who work on Tributary (build them with
+//! `cargo doc --document-private-items`), so they link private items freely.
+//!
 //! # Layout
 //! - [`config`]: raw TOML → validated [`config::Config`]; every problem
 //!   reported with its key and line.
@@ -28,6 +31,8 @@
 //! - [`cli`]: the command-line verbs.
 //! - [`logging`]: text or JSON logs on stderr, journald-aware, level
 //!   reloadable.
+
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
 pub mod cli;

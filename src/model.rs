@@ -58,7 +58,7 @@ impl SiteRule {
     }
 }
 
-/// A named output from an `[[output]]` table, served at /o/<name>.atom|.rss|.json.
+/// A named output from an `[[output]]` table, served at `/o/<name>.atom|.rss|.json`.
 ///
 /// Every filter that is set narrows the output: an entry is in it when its
 /// feed has one of `tags` (if any), is one of `feeds` (if any), and its

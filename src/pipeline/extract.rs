@@ -5,7 +5,7 @@
 //! ([`clean::prepare`]) → main-content detection by dom_smoothie (a port of
 //! Mozilla's Readability) or, when that finds nothing usable, a simple
 //! paragraph-density fallback → our post-extraction cleaning
-//! ([`clean::finish`]) → sanitising ([`Sanitizer::clean_article`]), always
+//! ([`clean::finish`]) → sanitising ([`Sanitizer::clean_html`]), always
 //! last → plain text and word count.
 //!
 //! It does no I/O and never panics on input: a page it cannot read is an
