@@ -31,9 +31,15 @@ const CHECKPOINT_PAGES: i32 = 4000;
 /// the WAL restarts: bounds the `-wal` file (~64 MiB).
 const RESTART_PAGES: i32 = 16_000;
 
+/// The checkpointer serving the writer connection on this thread: its
+/// wake-up channel and its thread, joined by [`stop`].
+struct Checkpointer {
+    wake: SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
 thread_local! {
-    /// The checkpointer serving the writer connection on this thread.
-    static CHECKPOINTER: RefCell<Option<SyncSender<()>>> = const { RefCell::new(None) };
+    static CHECKPOINTER: RefCell<Option<Checkpointer>> = const { RefCell::new(None) };
 }
 
 /// Installs the WAL hook on the writer connection and starts its
@@ -43,13 +49,25 @@ thread_local! {
 pub(super) fn install(writer: &Connection, path: &Path) -> std::io::Result<()> {
     let (wake, wakes) = sync_channel(1);
     let path = path.to_owned();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("tributary-ckpt".into())
         .spawn(move || run(&path, &wakes))?;
-    CHECKPOINTER.with(|c| *c.borrow_mut() = Some(wake));
+    CHECKPOINTER.with(|c| *c.borrow_mut() = Some(Checkpointer { wake, thread }));
     // Replaces SQLite's automatic checkpoint, which is itself a WAL hook.
     writer.wal_hook(Some(on_commit));
     Ok(())
+}
+
+/// Ends the checkpointer and waits for it to close its connection, so that
+/// the writer, closed next, is the database's last connection: SQLite then
+/// checkpoints the whole WAL and removes it, and a cleanly stopped daemon
+/// leaves one self-contained file. Runs on the writer's thread.
+pub(super) fn stop(writer: &Connection) {
+    writer.wal_hook(None);
+    if let Some(Checkpointer { wake, thread }) = CHECKPOINTER.with(|c| c.borrow_mut().take()) {
+        drop(wake);
+        let _ = thread.join();
+    }
 }
 
 /// Runs on the writer's thread after each commit, with the WAL's size.
@@ -65,7 +83,7 @@ fn on_commit(wal: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite
     }
     let woken = CHECKPOINTER.with(|c| match &*c.borrow() {
         // Full: a wake-up is already pending, which covers this commit.
-        Some(wake) => !matches!(wake.try_send(()), Err(TrySendError::Disconnected(_))),
+        Some(ckpt) => !matches!(ckpt.wake.try_send(()), Err(TrySendError::Disconnected(_))),
         None => false,
     });
     if !woken {
@@ -144,5 +162,41 @@ mod tests {
         assert!(db_pages > 10_000, "database has {db_pages} pages");
         let wal = wal_pages(&path);
         assert!(wal < 12_000, "WAL grew to {wal} pages");
+    }
+
+    /// Stopping the checkpointer before closing the writer leaves the
+    /// writer as the last connection, which folds the WAL into the file
+    /// and removes it. (On this test's thread the checkpointer would
+    /// otherwise live, holding the WAL open, until the thread ends.)
+    #[test]
+    fn stop_lets_the_writer_close_the_wal_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        )
+        .unwrap();
+        install(&conn, &path).unwrap();
+        // Past the wake-up threshold, so the checkpointer has the WAL open.
+        for _ in 0..1300 {
+            conn.execute("INSERT INTO t (v) VALUES (zeroblob(16000))", [])
+                .unwrap();
+        }
+        let wal = path.with_extension("db-wal");
+        assert!(wal.exists());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < 16 << 20 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint ran");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop(&conn);
+        drop(conn);
+        assert!(!wal.exists(), "WAL left behind");
+        let conn = Connection::open(&path).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1300);
     }
 }

@@ -831,13 +831,25 @@ impl Store {
             .writer
             .call(|c| c.execute_batch("PRAGMA optimize;"))
             .await;
-        let conns = self.readers.iter().cloned().chain([self.writer]);
-        for conn in conns {
-            conn.close().await.map_err(|e| match e {
+        // Readers and the checkpointer first: the writer, closed last,
+        // folds the WAL into the database and removes it.
+        for conn in self.readers.iter() {
+            conn.clone().close().await.map_err(|e| match e {
                 tokio_rusqlite::Error::Close((_, e)) => StoreError::Sqlite(e),
                 _ => StoreError::Closed,
             })?;
         }
+        let _ = self
+            .writer
+            .call(|c| -> rusqlite::Result<()> {
+                checkpoint::stop(c);
+                Ok(())
+            })
+            .await;
+        self.writer.close().await.map_err(|e| match e {
+            tokio_rusqlite::Error::Close((_, e)) => StoreError::Sqlite(e),
+            _ => StoreError::Closed,
+        })?;
         Ok(())
     }
 }

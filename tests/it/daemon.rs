@@ -87,6 +87,11 @@ async fn daemon_polls_serves_stops_gracefully_and_keeps_entries_across_restart()
     assert!(status.success(), "exit {status:?}: {log}");
     assert!(log.contains("poll"), "one info line per poll: {log}");
     assert!(log.contains("stopped"), "{log}");
+    // A clean stop folds the WAL into the database: one self-contained
+    // file (the checkpointer thread closes before the writer does).
+    let wal = env.db_path().with_extension("db-wal");
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len, 0, "{} left behind", wal.display());
 
     // Entries survive the restart, with the same ids.
     let (before, _) = crate::support::read_atom(&env.db_path()).await;
