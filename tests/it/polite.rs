@@ -525,3 +525,54 @@ async fn feeds_on_one_host_reuse_its_connections() {
         peers.len()
     );
 }
+
+/// The daemon never has more requests in flight than `concurrency` (across
+/// hosts) or `per_host_concurrency` (to one host), even now that a poll
+/// gives its request slot back before it is parsed and recorded: with slow
+/// replies, no `limit + 1` requests ever start within one reply's time.
+#[tokio::test]
+async fn the_daemon_keeps_requests_in_flight_within_both_caps() {
+    for (global, per_host) in [("2", "8"), ("8", "2")] {
+        let server = FeedServer::start().await;
+        let paths: Vec<String> = (0..6).map(|i| format!("/slow{i}.xml")).collect();
+        let delay = Duration::from_millis(400);
+        for p in &paths {
+            server.set(
+                p,
+                Reply::feed("application/rss+xml", item_feed()).delayed(delay),
+            );
+        }
+        let env = TestEnv::with_poll(
+            &[
+                ("concurrency", global),
+                ("per_host_concurrency", per_host),
+                ("interval", "\"1h\""),
+            ],
+            &paths
+                .iter()
+                .map(|p| feed_table(&server.url(p), ""))
+                .collect::<String>(),
+        );
+        let daemon = env.spawn_daemon().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while paths.iter().any(|p| server.requests(p).is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not every feed polled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(daemon);
+        let mut starts: Vec<std::time::Instant> =
+            paths.iter().map(|p| server.requests(p)[0].at).collect();
+        starts.sort();
+        // Two slots: the third request waits for the first reply.
+        for w in starts.windows(3) {
+            let gap = w[2] - w[0];
+            assert!(
+                gap >= delay - Duration::from_millis(50),
+                "concurrency {global}, per host {per_host}: three requests within {gap:?}"
+            );
+        }
+    }
+}
