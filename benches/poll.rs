@@ -19,7 +19,11 @@
 //! per cycle and the database size, stops the daemon with SIGTERM and checks
 //! that it exits 0.
 //!
-//! `cargo bench --bench poll [-- --feeds N --concurrency C --per-host H]`
+//! With `--runs N` it repeats the whole measurement N times (a fresh
+//! database and daemon each time, the same server) and ends with the
+//! spread and median of each figure.
+//!
+//! `cargo bench --bench poll [-- --feeds N --concurrency C --per-host H --runs N]`
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -52,6 +56,10 @@ struct Opts {
     feeds: usize,
     concurrency: usize,
     per_host: usize,
+    /// Whole runs (fresh database, fresh daemon) against the same server.
+    /// This machine's speed drifts from minute to minute, so one run says
+    /// little; several give a spread and a median.
+    runs: usize,
 }
 
 impl Opts {
@@ -60,6 +68,7 @@ impl Opts {
             feeds: 10_000,
             concurrency: 64,
             per_host: 64,
+            runs: 1,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut it = args.iter();
@@ -68,6 +77,7 @@ impl Opts {
                 "--feeds" => &mut opts.feeds,
                 "--concurrency" => &mut opts.concurrency,
                 "--per-host" => &mut opts.per_host,
+                "--runs" => &mut opts.runs,
                 _ => continue,
             };
             *target = it
@@ -76,6 +86,7 @@ impl Opts {
                 .unwrap_or_else(|| panic!("{a} needs a positive number"));
         }
         assert!(opts.feeds > 0, "--feeds must be at least 1");
+        assert!(opts.runs > 0, "--runs must be at least 1");
         opts
     }
 }
@@ -182,6 +193,19 @@ struct ServerState {
     marking: AtomicBool,
     /// Feeds answered 304 since `marking` went on.
     asked_again: AtomicU64,
+}
+
+impl ServerState {
+    /// Back to "nothing served yet", for the next run.
+    fn reset(&self) {
+        self.marking.store(false, Ordering::SeqCst);
+        self.full.store(0, Ordering::SeqCst);
+        self.not_modified.store(0, Ordering::SeqCst);
+        self.asked_again.store(0, Ordering::SeqCst);
+        for f in &self.feeds {
+            f.asked_again.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 async fn serve_feed(
@@ -411,7 +435,6 @@ fn wait_until(child: &mut Child, what: &str, mut done: impl FnMut() -> bool) -> 
 fn main() {
     let opts = Opts::parse();
     let n = opts.feeds;
-    let bin = env!("CARGO_BIN_EXE_tributary");
     let ticks = clock_ticks();
 
     let rendered = Instant::now();
@@ -439,10 +462,74 @@ fn main() {
         body_bytes as f64 / n as f64 / 1024.0,
         rendered.elapsed()
     );
+    let mut runs = Vec::with_capacity(opts.runs);
+    for run in 1..=opts.runs {
+        if opts.runs > 1 {
+            println!("\n## run {run} of {}\n", opts.runs);
+        }
+        state.reset();
+        runs.push(run_once(&opts, &state, addr, body_bytes, ticks));
+    }
+    if opts.runs > 1 {
+        summarise(&runs);
+    }
+    if runs.iter().any(|r| !r.ok) {
+        std::process::exit(1);
+    }
+}
 
+/// One run's headline figures, for the summary.
+struct RunResult {
+    first_rate: f64,
+    first_cpu: f64,
+    second_rate: f64,
+    second_cpu: f64,
+    rss_mib: f64,
+    ok: bool,
+}
+
+/// Min, median and max of each figure over the runs.
+fn summarise(runs: &[RunResult]) {
+    let stats = |f: &dyn Fn(&RunResult) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        (v[0], median, v[v.len() - 1])
+    };
+    println!("\n## summary of {} runs\n", runs.len());
+    println!("| figure | min | median | max | target |");
+    println!("|---|---|---|---|---|");
+    type Figure = fn(&RunResult) -> f64;
+    // (figure, value, decimals shown, target)
+    let rows: [(&str, Figure, usize, &str); 5] = [
+        ("first cycle, feeds/s", |r| r.first_rate, 0, ">= 1500"),
+        ("first cycle, daemon CPU s", |r| r.first_cpu, 1, ""),
+        ("304 cycle, feeds/s", |r| r.second_rate, 0, ">= 5000"),
+        ("304 cycle, daemon CPU s", |r| r.second_cpu, 1, ""),
+        ("peak RSS, MiB", |r| r.rss_mib, 1, "< 100"),
+    ];
+    for (name, f, d, target) in rows {
+        let (lo, mid, hi) = stats(&f);
+        println!("| {name} | {lo:.d$} | {mid:.d$} | {hi:.d$} | {target} |");
+    }
+}
+
+fn run_once(
+    opts: &Opts,
+    state: &ServerState,
+    addr: SocketAddr,
+    body_bytes: usize,
+    ticks: f64,
+) -> RunResult {
+    let n = opts.feeds;
+    let bin = env!("CARGO_BIN_EXE_tributary");
     let dir = tempfile::tempdir().expect("tempdir");
     eprintln!("working directory: {}", dir.path().display());
-    let (config, poll) = write_config(dir.path(), &opts);
+    let (config, poll) = write_config(dir.path(), opts);
     let db = dir.path().join("tributary.db");
     subscribe(&db, addr, n);
     let log_path = dir.path().join("daemon.log");
@@ -601,6 +688,13 @@ fn main() {
         for l in tail.into_iter().rev() {
             eprintln!("  {l}");
         }
-        std::process::exit(1);
+    }
+    RunResult {
+        first_rate: rate(t1),
+        first_cpu: cpu_first,
+        second_rate: rate(t2),
+        second_cpu: cpu_second,
+        rss_mib: rss as f64 / 1024.0,
+        ok,
     }
 }
