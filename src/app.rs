@@ -227,6 +227,14 @@ pub async fn run(
     let (router, serve_handle) =
         crate::serve::router_with_handle(store.clone(), serve_settings(&config));
     let mut server = tokio::spawn(crate::serve::serve(listener, router, shutdown.clone()));
+    // The database is migrated and the listener bound: connections queue
+    // in its backlog until the server task accepts them.
+    crate::systemd::ready(&format!(
+        "serving on {local}, {} feeds in the config",
+        config.feeds.len()
+    ));
+    // Started only after READY: its first ping is immediate, and on the
+    // multi-threaded runtime it could otherwise reach systemd first.
     let watchdog = crate::systemd::watchdog_interval().map(|interval| {
         tracing::info!(?interval, "systemd watchdog enabled");
         tokio::spawn(crate::systemd::watchdog(
@@ -235,12 +243,6 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
-    // The database is migrated and the listener bound: connections queue
-    // in its backlog until the server task accepts them.
-    crate::systemd::ready(&format!(
-        "serving on {local}, {} feeds in the config",
-        config.feeds.len()
-    ));
 
     // A server that dies on its own takes the daemon down with it rather
     // than leaving a poller nobody can read from.
