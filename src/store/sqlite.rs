@@ -2111,6 +2111,21 @@ mod tests {
         assert!(db_size(&old).unwrap().incremental_vacuum);
     }
 
+    /// The search index merges eight segments at a time (see
+    /// `throughput.sql`): a setting FTS5 keeps in its own config table.
+    #[test]
+    fn search_index_merges_eight_segments_at_a_time() {
+        let conn = memory_db();
+        let automerge: i64 = conn
+            .query_row(
+                "SELECT v FROM entry_fts_config WHERE k = 'automerge'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(automerge, 8);
+    }
+
     #[test]
     fn index_text_drops_tags_and_keeps_words_apart() {
         assert_eq!(
