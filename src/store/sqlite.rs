@@ -2147,6 +2147,17 @@ mod tests {
         conn
     }
 
+    /// Subscribes to `urls` (as the CLI would) and returns their ids.
+    fn subscribe<const N: usize>(
+        conn: &mut Connection,
+        urls: [&str; N],
+        now: DateTime<Utc>,
+    ) -> [i64; N] {
+        let specs: Vec<FeedSpec> = urls.iter().map(|u| spec(u, None)).collect();
+        add_feeds(conn, &specs, FeedOrigin::Cli, now, &mut |_| {}).unwrap();
+        urls.map(|u| feed_by_url(conn, u).unwrap().unwrap().id)
+    }
+
     fn spec(url: &str, full_text: Option<bool>) -> FeedSpec {
         FeedSpec {
             url: url.to_owned(),
@@ -2222,25 +2233,7 @@ mod tests {
     fn a_batch_of_polls_commits_each_and_isolates_a_failing_one() {
         let mut conn = memory_db();
         let now = Utc::now();
-        add_feeds(
-            &mut conn,
-            &[
-                spec("https://a.example/", None),
-                spec("https://b.example/", None),
-            ],
-            FeedOrigin::Cli,
-            now,
-            &mut |_| {},
-        )
-        .unwrap();
-        let a = feed_by_url(&conn, "https://a.example/")
-            .unwrap()
-            .unwrap()
-            .id;
-        let b = feed_by_url(&conn, "https://b.example/")
-            .unwrap()
-            .unwrap()
-            .id;
+        let [a, b] = subscribe(&mut conn, ["https://a.example/", "https://b.example/"], now);
         // The middle record names a feed that does not exist: it fails
         // after writing its schedule, and must roll back alone.
         let recs = [
@@ -2415,18 +2408,7 @@ mod tests {
     fn disk_full_during_a_poll_rolls_the_whole_poll_back() {
         let mut conn = memory_db();
         let now = Utc::now();
-        add_feeds(
-            &mut conn,
-            &[spec("https://a.example/", None)],
-            FeedOrigin::Cli,
-            now,
-            &mut |_| {},
-        )
-        .unwrap();
-        let id = feed_by_url(&conn, "https://a.example/")
-            .unwrap()
-            .unwrap()
-            .id;
+        let [id] = subscribe(&mut conn, ["https://a.example/"], now);
         record_poll(
             &mut conn,
             &fetched_entries(id, vec![entry("guid:1", "<p>one</p>".into())], now),
@@ -2483,25 +2465,7 @@ mod tests {
     fn a_lease_left_by_a_dead_process_is_released_at_start_up() {
         let mut conn = memory_db();
         let now = Utc::now();
-        add_feeds(
-            &mut conn,
-            &[
-                spec("https://a.example/", None),
-                spec("https://b.example/", None),
-            ],
-            FeedOrigin::Cli,
-            now,
-            &mut |_| {},
-        )
-        .unwrap();
-        let a = feed_by_url(&conn, "https://a.example/")
-            .unwrap()
-            .unwrap()
-            .id;
-        let b = feed_by_url(&conn, "https://b.example/")
-            .unwrap()
-            .unwrap()
-            .id;
+        let [a, b] = subscribe(&mut conn, ["https://a.example/", "https://b.example/"], now);
         let lease = now + chrono::Duration::seconds(65);
         // Both are leased the way the scheduler takes them.
         let leased = lease_due(&mut conn, now, 10, lease).unwrap();
