@@ -24,6 +24,8 @@ use std::borrow::Cow;
 use dom_query::{Document, NodeRef};
 use url::Url;
 
+use super::sanitize::collapse_whitespace as collapse;
+
 /// Class added to caption-like elements by [`prepare`]; dom_smoothie is told
 /// to keep it, [`is_caption`] looks for it, the sanitiser strips it.
 pub const CAPTION_CLASS: &str = "tributary-caption";
@@ -519,17 +521,6 @@ fn collect_blocks<'a>(node: &NodeRef<'a>, out: &mut Vec<NodeRef<'a>>) {
 /// Collapsed text of a node.
 fn norm_text(node: &NodeRef<'_>) -> String {
     collapse(&node.text())
-}
-
-fn collapse(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for word in text.split(char::is_whitespace).filter(|w| !w.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
 }
 
 /// Text for comparisons: letters and digits only, lowercased.

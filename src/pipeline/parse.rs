@@ -29,7 +29,7 @@ use feed_rs::parser::{ParseErrorKind, ParseFeedError};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use url::Url;
 
-use super::sanitize::{Sanitizer, html_to_text};
+use super::sanitize::{Sanitizer, collapse_whitespace, html_to_text};
 use std::time::Duration;
 
 use crate::model::{Enclosure, FeedHints, ParsedEntry, ParsedFeed};
@@ -986,11 +986,6 @@ impl Body<'_> {
             Body::Plain(text) => collapse_whitespace(text),
         }
     }
-}
-
-/// Collapses whitespace without interpreting markup.
-fn collapse_whitespace(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Classifies a body by media type. RSS has no way to declare plain text,

@@ -558,7 +558,7 @@ pub fn html_to_text(html: &str) -> String {
 
 /// Collapses every run of Unicode whitespace (including NBSP) to one space and
 /// trims the ends.
-fn collapse_whitespace(text: &str) -> String {
+pub fn collapse_whitespace(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in text.split(char::is_whitespace).filter(|w| !w.is_empty()) {
         if !out.is_empty() {
