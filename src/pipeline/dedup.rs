@@ -88,44 +88,24 @@ use siphasher::sip::SipHasher13;
 use unicode_segmentation::UnicodeSegmentation;
 use url::{Host, Url};
 
+use super::sanitize;
+
 // ---------------------------------------------------------------------------
 // Same URL
 // ---------------------------------------------------------------------------
 
-/// Query parameters that only track the reader, compared without case;
-/// every `utm_*` parameter goes too. A superset of what the sanitiser
-/// strips from links: a key may drop a parameter that a served link keeps
-/// (`ref`, `share`), because for *comparison* they never name another page.
-const TRACKING_PARAMS: &[&str] = &[
-    "fbclid",
-    "gclid",
-    "gclsrc",
+/// Query parameters ignored when comparing URLs besides the sanitiser's
+/// tracking parameters ([`sanitize::is_tracking_param`]), compared without
+/// case: a key may drop a parameter that a served link keeps (`ref`,
+/// `share`), because for *comparison* they never name another page.
+const COMPARISON_ONLY_PARAMS: &[&str] = &[
     "gbraid",
     "wbraid",
-    "dclid",
-    "msclkid",
-    "twclid",
     "ttclid",
     "li_fat_id",
-    "mc_cid",
-    "mc_eid",
-    "igshid",
     "igsh",
-    "yclid",
-    "_hsenc",
-    "_hsmi",
-    "__hssc",
-    "__hstc",
-    "__hsfp",
-    "hsctatracking",
-    "mkt_tok",
-    "_ga",
-    "_gl",
-    "wt_mc",
     "wt.mc_id",
     "ref",
-    "ref_src",
-    "ref_url",
     "referrer",
     "cmpid",
     "ocid",
@@ -174,7 +154,8 @@ fn is_variant_label(label: &str) -> bool {
 /// - AMP variants: a trailing or leading `amp` path segment, `.amp` before
 ///   the extension, `?amp`, `?amp=1`, `?outputType=amp`, and the AMP caches
 ///   (`*.cdn.ampproject.org/c/s/…`, `google.com/amp/s/…`);
-/// - the query: tracking parameters ([`TRACKING_PARAMS`], `utm_*`) and
+/// - the query: tracking parameters ([`COMPARISON_ONLY_PARAMS`] and the
+///   sanitiser's, `utm_*` among them) and
 ///   empty pairs removed, the rest sorted; percent-escapes upper-cased;
 /// - the fragment, unless it is a route (`#!…`, `#/…`).
 ///
@@ -312,8 +293,8 @@ fn is_noise_param(pair: &str) -> bool {
     let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
     let name = name.to_ascii_lowercase();
     let value = value.to_ascii_lowercase();
-    name.starts_with("utm_")
-        || TRACKING_PARAMS.contains(&name.as_str())
+    sanitize::is_tracking_param(&name)
+        || COMPARISON_ONLY_PARAMS.contains(&name.as_str())
         || (matches!(name.as_str(), "amp" | "_amp") && matches!(value.as_str(), "" | "1" | "true"))
         || (name == "outputtype" && value == "amp")
 }

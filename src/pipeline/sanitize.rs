@@ -79,6 +79,11 @@ const TRACKING_PARAMS: [&str; 22] = [
     "twclid",
 ];
 
+/// Whether a query parameter (its name, lowercased) only tracks the reader.
+pub fn is_tracking_param(name: &str) -> bool {
+    name.starts_with("utm_") || TRACKING_PARAMS.contains(&name)
+}
+
 thread_local! {
     /// Base URL of the `clean_html` call currently running on this thread, or
     /// `None` when relative URLs must be dropped. Only [`BaseGuard`] writes it.
@@ -441,7 +446,7 @@ pub fn strip_tracking(url: &str) -> Cow<'_, str> {
             .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        key.starts_with("utm_") || TRACKING_PARAMS.contains(&key.as_str())
+        is_tracking_param(&key)
     };
     if !query.split('&').any(is_tracking) {
         return Cow::Borrowed(url);
