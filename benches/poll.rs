@@ -40,7 +40,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 
 use tributary::model::{FeedOrigin, FeedSpec};
 use tributary::store::Store;

@@ -271,7 +271,7 @@ async fn store_round(parsed: &[ParsedFeed]) -> (Duration, Duration, String) {
         .filter(|(_, v)| *v > 0)
         .collect();
     let fresh = Duration::from_nanos(split.iter().map(|(_, v)| v).sum());
-    split.sort_by(|a, b| b.1.cmp(&a.1));
+    split.sort_by_key(|s| std::cmp::Reverse(s.1));
     let split = split
         .iter()
         .map(|(k, v)| format!("{k} {:.0}%", *v as f64 * 100.0 / fresh.as_nanos() as f64))
