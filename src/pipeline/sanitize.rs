@@ -212,10 +212,9 @@ pub fn nesting_exceeds(html: &str, limit: usize) -> bool {
     let b = html.as_bytes();
     let mut open: Vec<&[u8]> = Vec::new();
     let mut i = 0;
-    while let Some(lt) = b
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&c| c == b'<'))
-    {
+    // This runs before every sanitiser call (each feed entry), so tags are
+    // found with memchr and classified by one `match`, not list scans.
+    while let Some(lt) = b.get(i..).and_then(|rest| memchr::memchr(b'<', rest)) {
         i += lt + 1;
         match b.get(i) {
             Some(b'!') => {
@@ -236,18 +235,20 @@ pub fn nesting_exceeds(html: &str, limit: usize) -> bool {
             Some(c) if c.is_ascii_alphabetic() => {
                 let name = tag_name(b, i);
                 i += name.len();
-                let is =
-                    |list: &[&str]| list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name));
-                if is(&RAW_TEXT_ELEMENTS) {
-                    // Skip to its end tag (`</script`, any case).
-                    let mut close = Vec::with_capacity(name.len() + 2);
-                    close.extend_from_slice(b"</");
-                    close.extend(name.iter().map(u8::to_ascii_lowercase));
-                    i = find_from_ignore_case(b, i, &close).unwrap_or(b.len());
-                } else if !is(&FLAT_ELEMENTS) {
-                    open.push(name);
-                    if open.len() > limit {
-                        return true;
+                match classify_tag(name) {
+                    TagKind::RawText => {
+                        // Skip to its end tag (`</script`, any case).
+                        let mut close = Vec::with_capacity(name.len() + 2);
+                        close.extend_from_slice(b"</");
+                        close.extend(name.iter().map(u8::to_ascii_lowercase));
+                        i = find_from_ignore_case(b, i, &close).unwrap_or(b.len());
+                    }
+                    TagKind::Flat => {}
+                    TagKind::Nesting => {
+                        open.push(name);
+                        if open.len() > limit {
+                            return true;
+                        }
                     }
                 }
             }
@@ -255,6 +256,34 @@ pub fn nesting_exceeds(html: &str, limit: usize) -> bool {
         }
     }
     false
+}
+
+enum TagKind {
+    /// In [`RAW_TEXT_ELEMENTS`].
+    RawText,
+    /// In [`FLAT_ELEMENTS`].
+    Flat,
+    Nesting,
+}
+
+/// Which of [`nesting_exceeds`]'s lists a start tag's name is in, any case.
+fn classify_tag(name: &[u8]) -> TagKind {
+    // Every listed name is at most 8 bytes; longer ones nest.
+    let mut buf = [0u8; 8];
+    let Some(lower) = buf.get_mut(..name.len()) else {
+        return TagKind::Nesting;
+    };
+    for (to, from) in lower.iter_mut().zip(name) {
+        *to = from.to_ascii_lowercase();
+    }
+    let lower = &*lower;
+    if RAW_TEXT_ELEMENTS.iter().any(|n| n.as_bytes() == lower) {
+        TagKind::RawText
+    } else if FLAT_ELEMENTS.iter().any(|n| n.as_bytes() == lower) {
+        TagKind::Flat
+    } else {
+        TagKind::Nesting
+    }
 }
 
 /// The tag name starting at `at`: letters, digits, `-`, `_`, `:`.
@@ -268,17 +297,23 @@ fn tag_name(b: &[u8], at: usize) -> &[u8] {
 }
 
 fn find_from(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    b.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
+    memchr::memmem::find(b.get(from..)?, needle).map(|p| p + from)
 }
 
+/// `needle` starts with `<`, which has no other case: candidates are found
+/// with memchr and only they are compared.
 fn find_from_ignore_case(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    b.get(from..)?
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
-        .map(|p| p + from)
+    let (&first, _) = needle.split_first()?;
+    let mut at = from;
+    loop {
+        at += memchr::memchr(first, b.get(at..)?)?;
+        if b.get(at..at + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+        {
+            return Some(at);
+        }
+        at += 1;
+    }
 }
 
 /// Cleans untrusted HTML with one allow-list configured at start-up.
@@ -408,7 +443,7 @@ fn is_small_data_image(url: &str) -> bool {
 /// pass only has to be tidy, not safe.
 fn drop_disallowed_iframes(html: &str) -> Cow<'_, str> {
     let bytes = html.as_bytes();
-    let has_iframe = bytes.windows(7).any(|w| w.eq_ignore_ascii_case(b"<iframe"));
+    let has_iframe = find_from_ignore_case(bytes, 0, b"<iframe").is_some();
     if !has_iframe {
         return Cow::Borrowed(html);
     }

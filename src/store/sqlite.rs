@@ -5,7 +5,7 @@
 //! Each write that belongs together (one poll, one import) is one
 //! transaction, so a crash or shutdown never leaves half of it behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::time::Duration;
 
@@ -952,8 +952,9 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
             )?;
             let meta_changed = (feed.title.is_some() && feed.title != old_title)
                 || (feed.site_url.is_some() && feed.site_url != old_site);
+            let known = known_url_keys(tx, &feed.entries)?;
             for entry in &feed.entries {
-                match upsert_entry(tx, rec.feed_id, &feed_url, entry, rec.checked_at)? {
+                match upsert_entry(tx, rec.feed_id, &feed_url, entry, &known, rec.checked_at)? {
                     Upsert::New(entry_id) => {
                         report.new += 1;
                         if rec.full_text
@@ -1037,11 +1038,14 @@ fn tombstone_key(key: &str) -> [u8; 16] {
     stable_hash(&[key]).to_be_bytes()
 }
 
+/// `known`: which of the poll's URL keys were already stored before it
+/// (see [`known_url_keys`]); only an entry with one of them can merge.
 fn upsert_entry(
     tx: &Connection,
     feed_id: i64,
     feed_url: &str,
     e: &ParsedEntry,
+    known: &HashSet<String>,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Upsert> {
     let hash = content_hash(e);
@@ -1123,7 +1127,8 @@ fn upsert_entry(
                 return Ok(Upsert::Tombstoned);
             }
             let now_s = ts(now);
-            if let Some(story) = story_by_url(tx, &e.url_keys, &[feed_id], None)? {
+            let may_merge = e.url_keys.iter().any(|k| known.contains(k));
+            if may_merge && let Some(story) = story_by_url(tx, &e.url_keys, &[feed_id], None)? {
                 exec(
                     tx,
                     "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at)
@@ -1185,6 +1190,38 @@ fn upsert_entry(
 }
 
 // ---------------------------------------------------------------- dedup
+
+/// Keys probed per statement by [`known_url_keys`]; a fixed count keeps
+/// one cached statement (unused slots are NULL, which matches nothing).
+const KEY_PROBE: usize = 16;
+
+/// Which of `entries`' URL keys some stored entry is already found under.
+///
+/// Nearly every new entry's keys are new: probing them all in a couple of
+/// statements per poll, instead of running [`story_by_url`]'s join for
+/// each entry, spares the writer most of the cross-feed lookup. Entries
+/// this poll itself adds cannot be merge targets for it (one feed's
+/// entries are distinct stories), so a set taken before them is enough.
+fn known_url_keys(tx: &Connection, entries: &[ParsedEntry]) -> rusqlite::Result<HashSet<String>> {
+    let keys: Vec<&String> = entries.iter().flat_map(|e| &e.url_keys).collect();
+    let mut known = HashSet::new();
+    if keys.is_empty() {
+        return Ok(known);
+    }
+    let sql = format!(
+        "SELECT DISTINCT url_key FROM entry_url WHERE url_key IN ({})",
+        numbered(1, KEY_PROBE)
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    for chunk in keys.chunks(KEY_PROBE) {
+        let args = (0..KEY_PROBE).map(|i| chunk.get(i).map(|k| k.as_str()));
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        while let Some(row) = rows.next()? {
+            known.insert(row.get(0)?);
+        }
+    }
+    Ok(known)
+}
 
 fn add_url_keys(tx: &Connection, entry_id: i64, keys: &[String]) -> rusqlite::Result<()> {
     let mut stmt =
