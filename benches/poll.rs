@@ -23,7 +23,9 @@
 //! database and daemon each time, the same server) and ends with the
 //! spread and median of each figure.
 //!
-//! `cargo bench --bench poll [-- --feeds N --concurrency C --per-host H --runs N]`
+//! `cargo bench --bench poll [-- --feeds N --concurrency C --per-host H --runs N]`;
+//! `TRIBUTARY_BIN=path` benchmarks that daemon binary instead of this
+//! build's.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -446,7 +448,10 @@ fn run_once(
     ticks: f64,
 ) -> RunResult {
     let n = opts.feeds;
-    let bin = env!("CARGO_BIN_EXE_tributary");
+    // `TRIBUTARY_BIN` runs another build (an older commit, for an A/B
+    // comparison on the same machine minutes apart).
+    let bin = std::env::var("TRIBUTARY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").to_owned());
     let dir = tempfile::tempdir().expect("tempdir");
     eprintln!("working directory: {}", dir.path().display());
     let (config, poll) = write_config(dir.path(), opts);

@@ -256,7 +256,12 @@ async fn store_round(parsed: &[ParsedFeed]) -> (Duration, Duration, String) {
     let before = thread_cpu();
     let stored = futures_util::stream::iter(recs)
         .map(|r| store.record_poll(r))
-        .buffer_unordered(64)
+        .buffer_unordered(
+            std::env::var("INFLIGHT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+        )
         .fold(0, |n, r| async move { n + r.expect("recorded").new })
         .await;
     let after = thread_cpu();
