@@ -760,3 +760,81 @@ async fn sigterm_during_slow_polls_leaves_each_feed_whole() {
         "only {updated} feeds finished their poll"
     );
 }
+
+/// The scheduler leases due feeds ahead of its free slots (up to 256 per
+/// round trip). On SIGTERM the ones it held but had not started are handed
+/// back, due at once: a restart polls them right away instead of after
+/// their lease (the fetch timeout plus a minute) runs out.
+#[tokio::test]
+async fn sigterm_hands_back_feeds_leased_ahead() {
+    const FEEDS: usize = 30;
+    let server = FeedServer::start().await;
+    for f in 0..FEEDS {
+        server.set(
+            &format!("/f{f}.xml"),
+            Reply::feed(
+                "application/rss+xml",
+                rss(&[(&format!("f{f}"), "Item", "<p>body</p>")]),
+            )
+            .delayed(Duration::from_secs(2)),
+        );
+    }
+    let feeds: String = (0..FEEDS)
+        .map(|f| feed_table(&server.url(&format!("/f{f}.xml")), ""))
+        .collect();
+    let env = TestEnv::with_poll(
+        &[
+            ("concurrency", "2"),
+            ("per_host_concurrency", "2"),
+            ("timeout", "\"10s\""),
+        ],
+        &feeds,
+    );
+    let db = env.db_path();
+    let daemon = env.spawn_daemon().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = |server: &FeedServer| {
+        (0..FEEDS)
+            .filter(|f| !server.requests(&format!("/f{f}.xml")).is_empty())
+            .count()
+    };
+    while started(&server) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "polls did not start: {}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    let asked = started(&server);
+    assert!(
+        asked < FEEDS,
+        "every feed was asked before the stop: {asked}"
+    );
+
+    // Never-polled feeds must not sit behind a lease (next check about 70 s
+    // away); handed back, they are due now.
+    let conn = open_ro(&db);
+    let held: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM feed
+             WHERE last_checked_at IS NULL AND next_check_at > unixepoch() + 30",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    let unpolled: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM feed WHERE last_checked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert!(unpolled > 0, "the test needs feeds left unpolled");
+    assert_eq!(
+        held, 0,
+        "{unpolled} unpolled feeds, {held} still leased\n{log}"
+    );
+}
