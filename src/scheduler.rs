@@ -318,7 +318,7 @@ pub async fn run(
             () = shutdown.cancelled() => break,
         };
         let now = Utc::now();
-        ahead.release_stale(&store, now).await;
+        ahead.release_stale(&store, now, lease).await;
         ahead.collect_prefetch().await;
         if ahead.ready.is_empty() {
             match store.lease_due(now, LOOKAHEAD, now + lease).await {
@@ -422,8 +422,8 @@ const LOOKAHEAD: usize = 256;
 /// next one is asked for while this one is dispatched.
 ///
 /// A feed held here keeps its lease (`now + poll timeout + a margin`); it
-/// is released (due again at once) well before that runs out, and at
-/// shutdown, so no lease can lapse while the feed waits here.
+/// is released (due again at once) once held for half the margin, and at
+/// shutdown, so no lease can lapse while the feed waits here or polls.
 type LeaseTask = tokio::task::JoinHandle<Result<Vec<Feed>, crate::store::StoreError>>;
 
 #[derive(Default)]
@@ -507,9 +507,14 @@ impl Lookahead {
     }
 
     /// Hands back feeds held too long: due again at once, not polled twice.
-    async fn release_stale(&mut self, store: &Store, now: DateTime<Utc>) {
+    /// `lease` is the whole lease (fetch timeout + [`LEASE_MARGIN`]). A
+    /// feed dispatched from here must finish its poll before its lease
+    /// ends, so nothing is dispatched once held for half the margin: a
+    /// poll started then still ends (timeout) half a margin early.
+    async fn release_stale(&mut self, store: &Store, now: DateTime<Utc>, lease: chrono::Duration) {
         let oldest = self.leases.front().map(|(_, at)| *at);
-        if oldest.is_some_and(|at| at - now < to_chrono(LEASE_MARGIN / 2)) {
+        let latest_start = |at: DateTime<Utc>| at - lease + to_chrono(LEASE_MARGIN / 2);
+        if oldest.is_some_and(|at| now >= latest_start(at)) {
             self.release_all(store, now).await;
         }
     }
@@ -754,6 +759,51 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
 mod tests {
     use super::*;
     use crate::model::{FeedOrigin, FeedSpec, FeedStatus, Validators};
+
+    /// Feeds leased ahead and held for half the lease margin are handed
+    /// back (due at once), so a poll started from the queue always ends
+    /// before its lease; fresher ones stay.
+    #[tokio::test]
+    async fn feeds_held_ahead_too_long_are_handed_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
+        let specs = (0..3)
+            .map(|i| FeedSpec {
+                url: format!("https://example.com/{i}.xml"),
+                title: None,
+                tags: vec![],
+                interval: None,
+                full_text: None,
+            })
+            .collect();
+        let now = Utc::now();
+        store
+            .add_feeds(specs, FeedOrigin::Cli, now)
+            .await
+            .expect("add");
+        let lease = to_chrono(Duration::from_secs(30) + LEASE_MARGIN);
+        let due = store
+            .lease_due(now, LOOKAHEAD, now + lease)
+            .await
+            .expect("lease");
+        assert_eq!(due.len(), 3);
+        let mut ahead = Lookahead::default();
+        ahead.add(due, LOOKAHEAD, now + lease);
+
+        let fresh = now + to_chrono(LEASE_MARGIN / 2) - chrono::Duration::seconds(1);
+        ahead.release_stale(&store, fresh, lease).await;
+        assert_eq!(ahead.ready.len(), 3, "held under half the margin: kept");
+
+        let stale = now + to_chrono(LEASE_MARGIN / 2);
+        ahead.release_stale(&store, stale, lease).await;
+        assert!(ahead.ready.is_empty());
+        let again = store
+            .lease_due(stale, LOOKAHEAD, stale + lease)
+            .await
+            .expect("lease");
+        assert_eq!(again.len(), 3, "handed back feeds are due at once");
+        store.close().await.expect("close");
+    }
 
     fn feed(interval: Option<u64>) -> Feed {
         Feed {
