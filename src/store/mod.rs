@@ -346,6 +346,10 @@ fn flush_polls(conn: &mut rusqlite::Connection, queue: &Mutex<PollQueue>) -> Vec
         if !q.pending.is_empty() {
             q.stats.batches += 1;
             q.stats.polls += q.pending.len() as u64;
+            // Operators see how well commits are grouped: polls / commits.
+            metrics::counter!("tributary_store_poll_commits_total").increment(1);
+            metrics::counter!("tributary_store_committed_polls_total")
+                .increment(q.pending.len() as u64);
         }
         std::mem::take(&mut q.pending)
     };

@@ -76,6 +76,8 @@ async fn daemon_polls_serves_stops_gracefully_and_keeps_entries_across_restart()
         "tributary_fetch_bytes_total{host=\"127.0.0.1\"}",
         "tributary_poll_duration_seconds",
         "tributary_polls_total{result=\"not_modified\"}",
+        "tributary_store_poll_commits_total",
+        "tributary_store_committed_polls_total",
     ] {
         assert!(
             metrics.contains(needle),
