@@ -766,21 +766,8 @@ mod tests {
     #[tokio::test]
     async fn feeds_held_ahead_too_long_are_handed_back() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
-        let specs = (0..3)
-            .map(|i| FeedSpec {
-                url: format!("https://example.com/{i}.xml"),
-                title: None,
-                tags: vec![],
-                interval: None,
-                full_text: None,
-            })
-            .collect();
         let now = Utc::now();
-        store
-            .add_feeds(specs, FeedOrigin::Cli, now)
-            .await
-            .expect("add");
+        let (store, _) = crate::store::store_with_feeds(dir.path(), 3, now).await;
         let lease = to_chrono(Duration::from_secs(30) + LEASE_MARGIN);
         let due = store
             .lease_due(now, LOOKAHEAD, now + lease)

@@ -928,10 +928,43 @@ impl Store {
     }
 }
 
+/// A fresh store in `dir` subscribed to `n` feeds
+/// (`https://example.com/{i}.xml`), with their ids in order.
+#[cfg(test)]
+pub(crate) async fn store_with_feeds(
+    dir: &Path,
+    n: usize,
+    now: DateTime<Utc>,
+) -> (Store, Vec<i64>) {
+    use crate::model::{FeedOrigin, FeedSpec};
+    let store = Store::open(&dir.join("t.db")).await.expect("open");
+    let specs = (0..n)
+        .map(|i| FeedSpec {
+            url: format!("https://example.com/{i}.xml"),
+            title: None,
+            tags: vec![],
+            interval: None,
+            full_text: None,
+        })
+        .collect();
+    store
+        .add_feeds(specs, FeedOrigin::Cli, now)
+        .await
+        .expect("add");
+    let ids = store
+        .feeds()
+        .await
+        .expect("feeds")
+        .iter()
+        .map(|f| f.id)
+        .collect();
+    (store, ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{FeedOrigin, FeedSpec, PollOutcome, Schedule, Validators};
+    use crate::model::{PollOutcome, Schedule, Validators};
 
     fn not_modified(feed_id: i64) -> PollRecord {
         let now = Utc::now();
@@ -960,27 +993,7 @@ mod tests {
     #[tokio::test]
     async fn a_burst_of_polls_is_committed_in_a_few_batches() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
-        let specs = (0..40)
-            .map(|i| FeedSpec {
-                url: format!("https://example.com/{i}.xml"),
-                title: None,
-                tags: vec![],
-                interval: None,
-                full_text: None,
-            })
-            .collect();
-        store
-            .add_feeds(specs, FeedOrigin::Cli, Utc::now())
-            .await
-            .expect("add");
-        let ids: Vec<i64> = store
-            .feeds()
-            .await
-            .expect("feeds")
-            .iter()
-            .map(|f| f.id)
-            .collect();
+        let (store, ids) = store_with_feeds(dir.path(), 40, Utc::now()).await;
         // An idle store commits the first poll on its own, at once.
         store.record_poll(not_modified(ids[0])).await.expect("poll");
         assert_eq!(
