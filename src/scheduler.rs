@@ -308,7 +308,7 @@ pub async fn run(
     let poll_done = Arc::new(tokio::sync::Notify::new());
     let lease = to_chrono(lease + LEASE_MARGIN);
     let mut full = FullBackoff::default();
-    let mut ahead = Lookahead::default();
+    let mut ahead = Lookahead::new(concurrency);
     loop {
         let first = tokio::select! {
             s = slots.acquire() => match s {
@@ -321,10 +321,10 @@ pub async fn run(
         ahead.release_stale(&store, now, lease).await;
         ahead.collect_prefetch().await;
         if ahead.ready.is_empty() {
-            match store.lease_due(now, LOOKAHEAD, now + lease).await {
+            match store.lease_due(now, ahead.size, now + lease).await {
                 Ok(due) => {
                     full.reset();
-                    ahead.add(due, LOOKAHEAD, now + lease);
+                    ahead.add(due, ahead.size, now + lease);
                 }
                 Err(e) => {
                     // A full disk is logged once per episode by the store;
@@ -408,9 +408,13 @@ pub async fn run(
     }
 }
 
-/// Due feeds leased per writer round trip, and the most the scheduler
-/// holds leased ahead of its slots.
-const LOOKAHEAD: usize = 256;
+/// Due feeds leased ahead per request slot, and at most: enough to keep
+/// the slots busy across a writer round trip, few enough that a small
+/// daemon does not mark hundreds of feeds "polling" that merely wait.
+const LOOKAHEAD_PER_SLOT: usize = 4;
+const MAX_LOOKAHEAD: usize = 256;
+
+type LeaseTask = tokio::task::JoinHandle<Result<Vec<Feed>, crate::store::StoreError>>;
 
 /// Feeds leased but not yet dispatched, and the next lease in flight.
 ///
@@ -418,16 +422,16 @@ const LOOKAHEAD: usize = 256;
 /// trip before every round, and the writer is often in the middle of a
 /// group commit: in the polling benchmark rounds averaged 20 feeds and
 /// the loop spent 6.8 s of an 11 s first cycle waiting for leases while
-/// slots stood free. Now a lease takes up to [`LOOKAHEAD`] feeds and the
-/// next one is asked for while this one is dispatched.
+/// slots stood free. Now a lease takes up to `size` feeds (four per slot,
+/// at most [`MAX_LOOKAHEAD`]) and the next one is asked for while this one
+/// is dispatched.
 ///
 /// A feed held here keeps its lease (`now + poll timeout + a margin`); it
 /// is released (due again at once) once held for half the margin, and at
 /// shutdown, so no lease can lapse while the feed waits here or polls.
-type LeaseTask = tokio::task::JoinHandle<Result<Vec<Feed>, crate::store::StoreError>>;
-
-#[derive(Default)]
 struct Lookahead {
+    /// Feeds asked for per lease, and the most held.
+    size: usize,
     ready: VecDeque<Feed>,
     /// `ready` by lease, oldest first: how many feeds of each are left and
     /// when that lease runs out.
@@ -440,6 +444,16 @@ struct Lookahead {
 }
 
 impl Lookahead {
+    fn new(concurrency: usize) -> Lookahead {
+        Lookahead {
+            size: (concurrency.max(1) * LOOKAHEAD_PER_SLOT).min(MAX_LOOKAHEAD),
+            ready: VecDeque::new(),
+            leases: VecDeque::new(),
+            prefetch: None,
+            drained: false,
+        }
+    }
+
     fn add(&mut self, due: Vec<Feed>, asked: usize, until: DateTime<Utc>) {
         self.drained = due.len() < asked;
         if !due.is_empty() {
@@ -476,11 +490,11 @@ impl Lookahead {
 
     /// Starts the next lease when fewer than half a lookahead is left.
     fn prefetch(&mut self, store: &Store, until: DateTime<Utc>) {
-        if self.prefetch.is_some() || self.drained || self.ready.len() >= LOOKAHEAD / 2 {
+        if self.prefetch.is_some() || self.drained || self.ready.len() >= self.size / 2 {
             return;
         }
         let store = store.clone();
-        let want = LOOKAHEAD - self.ready.len();
+        let want = self.size - self.ready.len();
         let task = tokio::spawn(async move { store.lease_due(Utc::now(), want, until).await });
         self.prefetch = Some((task, until, want));
     }
@@ -769,13 +783,16 @@ mod tests {
         let now = Utc::now();
         let (store, _) = crate::store::store_with_feeds(dir.path(), 3, now).await;
         let lease = to_chrono(Duration::from_secs(30) + LEASE_MARGIN);
+        // Four per slot, capped: a small daemon holds few feeds ahead.
+        assert_eq!(Lookahead::new(2).size, 8);
+        assert_eq!(Lookahead::new(1_000).size, MAX_LOOKAHEAD);
+        let mut ahead = Lookahead::new(1);
         let due = store
-            .lease_due(now, LOOKAHEAD, now + lease)
+            .lease_due(now, ahead.size, now + lease)
             .await
             .expect("lease");
         assert_eq!(due.len(), 3);
-        let mut ahead = Lookahead::default();
-        ahead.add(due, LOOKAHEAD, now + lease);
+        ahead.add(due, ahead.size, now + lease);
 
         let fresh = now + to_chrono(LEASE_MARGIN / 2) - chrono::Duration::seconds(1);
         ahead.release_stale(&store, fresh, lease).await;
@@ -785,7 +802,7 @@ mod tests {
         ahead.release_stale(&store, stale, lease).await;
         assert!(ahead.ready.is_empty());
         let again = store
-            .lease_due(stale, LOOKAHEAD, stale + lease)
+            .lease_due(stale, ahead.size, stale + lease)
             .await
             .expect("lease");
         assert_eq!(again.len(), 3, "handed back feeds are due at once");

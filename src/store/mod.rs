@@ -268,6 +268,9 @@ struct PollQueue {
     last_flush: Option<Instant>,
     /// Wakes a gathering flush once [`GATHER_TARGET`] polls wait.
     gathered: Arc<tokio::sync::Notify>,
+    /// The queued flush is gathering: only then is `gathered` notified, so
+    /// a flush sent at once leaves no wake-up to cut the next one short.
+    gathering: bool,
     stats: CommitStats,
 }
 
@@ -342,6 +345,7 @@ fn flush_polls(conn: &mut rusqlite::Connection, queue: &Mutex<PollQueue>) -> Vec
     let batch = {
         let mut q = lock(queue);
         q.flush_queued = false;
+        q.gathering = false;
         q.last_flush = Some(Instant::now());
         if !q.pending.is_empty() {
             q.stats.batches += 1;
@@ -731,7 +735,7 @@ impl Store {
             let mut q = lock(&self.polls);
             q.pending.push((rec, reply));
             if q.flush_queued {
-                if q.pending.len() == GATHER_TARGET {
+                if q.gathering && q.pending.len() == GATHER_TARGET {
                     q.gathered.notify_one();
                 }
                 None
@@ -739,8 +743,8 @@ impl Store {
                 q.flush_queued = true;
                 // In a burst (the last flush was moments ago) the flush
                 // waits to gather more polls; otherwise it goes at once.
-                let busy = q.last_flush.is_some_and(|t| t.elapsed() < GATHER_WINDOW);
-                Some(busy.then(|| Arc::clone(&q.gathered)))
+                q.gathering = q.last_flush.is_some_and(|t| t.elapsed() < GATHER_WINDOW);
+                Some(q.gathering.then(|| Arc::clone(&q.gathered)))
             }
         };
         if let Some(gather) = start {

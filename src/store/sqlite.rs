@@ -952,9 +952,16 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
             )?;
             let meta_changed = (feed.title.is_some() && feed.title != old_title)
                 || (feed.site_url.is_some() && feed.site_url != old_site);
-            let known = known_url_keys(tx, &feed.entries)?;
+            let mut known = KnownKeys::of(&feed.entries);
             for entry in &feed.entries {
-                match upsert_entry(tx, rec.feed_id, &feed_url, entry, &known, rec.checked_at)? {
+                match upsert_entry(
+                    tx,
+                    rec.feed_id,
+                    &feed_url,
+                    entry,
+                    &mut known,
+                    rec.checked_at,
+                )? {
                     Upsert::New(entry_id) => {
                         report.new += 1;
                         if rec.full_text
@@ -1038,14 +1045,14 @@ fn tombstone_key(key: &str) -> [u8; 16] {
     stable_hash(&[key]).to_be_bytes()
 }
 
-/// `known`: which of the poll's URL keys were already stored before it
-/// (see [`known_url_keys`]); only an entry with one of them can merge.
+/// `known`: which of the poll's URL keys are already stored (see
+/// [`KnownKeys`]); only an entry with one of them can merge.
 fn upsert_entry(
     tx: &Connection,
     feed_id: i64,
     feed_url: &str,
     e: &ParsedEntry,
-    known: &HashSet<String>,
+    known: &mut KnownKeys<'_>,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Upsert> {
     let hash = content_hash(e);
@@ -1127,7 +1134,7 @@ fn upsert_entry(
                 return Ok(Upsert::Tombstoned);
             }
             let now_s = ts(now);
-            let may_merge = e.url_keys.iter().any(|k| known.contains(k));
+            let may_merge = known.any_of(tx, &e.url_keys)?;
             if may_merge && let Some(story) = story_by_url(tx, &e.url_keys, &[feed_id], None)? {
                 exec(
                     tx,
@@ -1195,13 +1202,37 @@ fn upsert_entry(
 /// one cached statement (unused slots are NULL, which matches nothing).
 const KEY_PROBE: usize = 16;
 
-/// Which of `entries`' URL keys some stored entry is already found under.
+/// Which of a poll's URL keys some stored entry is already found under,
+/// probed once, when the poll's first new entry asks (a poll of entries
+/// all stored before asks nothing).
 ///
 /// Nearly every new entry's keys are new: probing them all in a couple of
 /// statements per poll, instead of running [`story_by_url`]'s join for
-/// each entry, spares the writer most of the cross-feed lookup. Entries
-/// this poll itself adds cannot be merge targets for it (one feed's
-/// entries are distinct stories), so a set taken before them is enough.
+/// each entry, spares the writer most of the cross-feed lookup. A key this
+/// poll itself added shows as known, which only costs that join: one
+/// feed's own entries are never merge targets for it.
+struct KnownKeys<'a> {
+    entries: &'a [ParsedEntry],
+    known: Option<HashSet<String>>,
+}
+
+impl<'a> KnownKeys<'a> {
+    fn of(entries: &'a [ParsedEntry]) -> Self {
+        KnownKeys {
+            entries,
+            known: None,
+        }
+    }
+
+    fn any_of(&mut self, tx: &Connection, keys: &[String]) -> rusqlite::Result<bool> {
+        let known = match &mut self.known {
+            Some(known) => known,
+            slot => slot.insert(known_url_keys(tx, self.entries)?),
+        };
+        Ok(keys.iter().any(|k| known.contains(k)))
+    }
+}
+
 fn known_url_keys(tx: &Connection, entries: &[ParsedEntry]) -> rusqlite::Result<HashSet<String>> {
     let keys: Vec<&String> = entries.iter().flat_map(|e| &e.url_keys).collect();
     let mut known = HashSet::new();

@@ -761,10 +761,10 @@ async fn sigterm_during_slow_polls_leaves_each_feed_whole() {
     );
 }
 
-/// The scheduler leases due feeds ahead of its free slots (up to 256 per
-/// round trip). On SIGTERM the ones it held but had not started are handed
-/// back, due at once: a restart polls them right away instead of after
-/// their lease (the fetch timeout plus a minute) runs out.
+/// The scheduler leases due feeds ahead of its free slots (four per slot,
+/// at most 256, per round trip). On SIGTERM the ones it held but had not
+/// started are handed back, due at once: a restart polls them right away
+/// instead of after their lease (the fetch timeout plus a minute) runs out.
 #[tokio::test]
 async fn sigterm_hands_back_feeds_leased_ahead() {
     const FEEDS: usize = 30;
