@@ -169,10 +169,14 @@ fn is_variant_label(label: &str) -> bool {
 /// and the default port, `.pdf` and `.html`; it also keeps `UTM_SOURCE`,
 /// knows no AMP forms, and its key is not a URL.
 pub fn url_key(url: &str) -> Option<String> {
-    let mut url = Url::parse(url.trim()).ok()?;
-    if let Some(inner) = unwrap_amp_cache(&url) {
-        url = inner;
-    }
+    url_key_of(&Url::parse(url.trim()).ok()?)
+}
+
+/// [`url_key`] of a URL already parsed: the parse stage has every entry
+/// link as a [`Url`], and parsing it again cost every entry of every poll.
+pub fn url_key_of(url: &Url) -> Option<String> {
+    let inner = unwrap_amp_cache(url);
+    let url = inner.as_ref().unwrap_or(url);
     if !matches!(url.scheme(), "http" | "https") {
         return None;
     }
@@ -345,7 +349,20 @@ pub fn canonical_candidates(
     final_url: Option<&str>,
     canonical_url: Option<&str>,
 ) -> Vec<String> {
-    let link = entry_link.and_then(url_key);
+    candidates(entry_link.and_then(url_key), final_url, canonical_url)
+}
+
+/// [`canonical_candidates`] of a feed entry, which has only its link, and
+/// that already parsed.
+pub fn link_candidates(entry_link: Option<&Url>) -> Vec<String> {
+    candidates(entry_link.and_then(url_key_of), None, None)
+}
+
+fn candidates(
+    link: Option<String>,
+    final_url: Option<&str>,
+    canonical_url: Option<&str>,
+) -> Vec<String> {
     let mut keys: Vec<String> = Vec::with_capacity(3);
     let mut push = |key: String| {
         if !is_home_page(&key) && !keys.contains(&key) {
@@ -920,6 +937,30 @@ mod tests {
         assert!(!is_home_page(
             &url_key("https://example.com/?id=5").unwrap()
         ));
+    }
+
+    #[test]
+    fn parsed_links_get_the_keys_their_text_gets() {
+        for raw in [
+            "https://example.com/news/story-1.html",
+            "http://www.example.com/a/b?utm_source=x&id=5#top",
+            "https://m.example.com/story/amp/",
+            "https://example-com.cdn.ampproject.org/c/s/example.com/story",
+            "https://www.google.com/amp/s/example.com/story.amp.html",
+            "https://example.com:443/x",
+            "https://example.com/",
+            "https://bücher.example/straße",
+            "ftp://example.com/file",
+        ] {
+            let url = Url::parse(raw).unwrap();
+            assert_eq!(
+                link_candidates(Some(&url)),
+                canonical_candidates(Some(url.as_str()), None, None),
+                "{raw}"
+            );
+            assert_eq!(url_key_of(&url), url_key(raw), "{raw}");
+        }
+        assert!(link_candidates(None).is_empty());
     }
 
     const WORDS: &[&str] = &[

@@ -863,7 +863,7 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
         return None;
     }
 
-    let url_keys = super::dedup::canonical_candidates(link.as_ref().map(Url::as_str), None, None);
+    let url_keys = super::dedup::link_candidates(link.as_ref());
     Some(ParsedEntry {
         key,
         title,
