@@ -953,13 +953,14 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
             let meta_changed = (feed.title.is_some() && feed.title != old_title)
                 || (feed.site_url.is_some() && feed.site_url != old_site);
             let mut known = KnownKeys::of(&feed.entries);
+            let mut tombstones = Tombstones::of(rec.feed_id);
             for entry in &feed.entries {
                 match upsert_entry(
                     tx,
                     rec.feed_id,
                     &feed_url,
                     entry,
-                    &mut known,
+                    (&mut known, &mut tombstones),
                     rec.checked_at,
                 )? {
                     Upsert::New(entry_id) => {
@@ -1045,14 +1046,43 @@ fn tombstone_key(key: &str) -> [u8; 16] {
     stable_hash(&[key]).to_be_bytes()
 }
 
+/// Whether the polled feed has any tombstone, asked once per poll, when
+/// its first entry not stored asks. Nearly every feed has none, and the
+/// per-entry lookup this spares ran for every new entry of every poll.
+struct Tombstones {
+    feed_id: i64,
+    any: Option<bool>,
+}
+
+impl Tombstones {
+    fn of(feed_id: i64) -> Self {
+        Tombstones { feed_id, any: None }
+    }
+
+    fn may_hold(&mut self, tx: &Connection) -> rusqlite::Result<bool> {
+        if let Some(any) = self.any {
+            return Ok(any);
+        }
+        let any = query_one(
+            tx,
+            "SELECT EXISTS (SELECT 1 FROM tombstone WHERE feed_id = ?1)",
+            [self.feed_id],
+            |r| r.get(0),
+        )?;
+        self.any = Some(any);
+        Ok(any)
+    }
+}
+
 /// `known`: which of the poll's URL keys are already stored (see
-/// [`KnownKeys`]); only an entry with one of them can merge.
+/// [`KnownKeys`]); only an entry with one of them can merge. `tombstones`:
+/// whether any entry of the feed was purged (see [`Tombstones`]).
 fn upsert_entry(
     tx: &Connection,
     feed_id: i64,
     feed_url: &str,
     e: &ParsedEntry,
-    known: &mut KnownKeys<'_>,
+    (known, tombstones): (&mut KnownKeys<'_>, &mut Tombstones),
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Upsert> {
     let hash = content_hash(e);
@@ -1116,19 +1146,22 @@ fn upsert_entry(
         None => {
             // A purged entry the feed still carries stays purged; its
             // tombstone's clock restarts (at most daily, to spare writes).
-            let key_hash = tombstone_key(&e.key);
-            let seen: Option<i64> = query_one(
-                tx,
-                "SELECT seen_at FROM tombstone WHERE feed_id = ?1 AND key_hash = ?2",
-                params![feed_id, key_hash],
-                |r| r.get(0),
-            )
-            .optional()?;
+            let seen: Option<i64> = if tombstones.may_hold(tx)? {
+                query_one(
+                    tx,
+                    "SELECT seen_at FROM tombstone WHERE feed_id = ?1 AND key_hash = ?2",
+                    params![feed_id, tombstone_key(&e.key)],
+                    |r| r.get(0),
+                )
+                .optional()?
+            } else {
+                None
+            };
             if let Some(seen) = seen {
                 if seen < ts(now) - TOMBSTONE_REFRESH_SECS {
                     tx.execute(
                         "UPDATE tombstone SET seen_at = ?3 WHERE feed_id = ?1 AND key_hash = ?2",
-                        params![feed_id, key_hash, ts(now)],
+                        params![feed_id, tombstone_key(&e.key), ts(now)],
                     )?;
                 }
                 return Ok(Upsert::Tombstoned);
