@@ -558,6 +558,7 @@ async fn fill(db: &Path, total: usize, vocab: &[String]) -> anyhow::Result<()> {
                 title: Some(title.join(" ")),
                 link: Some(link.clone()),
                 content_html: Some(paragraphs(vocab, &mut rng, words, topic)),
+                content_base: None,
                 authors: vec![format!("Reporter {}", n % 37)],
                 categories: vec![word(vocab, &mut rng).to_owned()],
                 published: Some(at),

@@ -327,6 +327,7 @@ mod tests {
                     title: Some((*key).to_owned()),
                     link: None,
                     content_html: Some(format!("<p>{key}</p>")),
+                    content_base: None,
                     authors: vec![],
                     categories: vec![],
                     published: Some(self.now - chrono::Duration::seconds(age * DAY)),

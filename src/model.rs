@@ -294,8 +294,9 @@ pub struct Enclosure {
     pub length: Option<u64>,
 }
 
-/// One entry of a parsed feed, already sanitised: `content_html` is safe to
-/// serve and its URLs are absolute.
+/// One entry of a parsed feed. `content_html` is the entry's HTML as the
+/// feed gave it (plain text escaped into HTML), **not yet sanitised**: the
+/// store keeps it so, and `serve` sanitises what it renders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedEntry {
     /// Stable identity within its feed: GUID, else normalised link, else a
@@ -303,7 +304,12 @@ pub struct ParsedEntry {
     pub key: String,
     pub title: Option<String>,
     pub link: Option<String>,
+    /// Untrusted HTML: see the type's comment.
     pub content_html: Option<String>,
+    /// What relative URLs in `content_html` resolve against when that is
+    /// not `link` (an `xml:base`, or the feed's URL for an entry without a
+    /// link).
+    pub content_base: Option<String>,
     pub authors: Vec<String>,
     pub categories: Vec<String>,
     pub published: Option<DateTime<Utc>>,
@@ -457,7 +463,11 @@ pub struct OutputEntry {
     pub uid: String,
     pub title: Option<String>,
     pub link: Option<String>,
+    /// As the store returns it, the feed's untrusted HTML (or an article's
+    /// cleaned HTML); `serve` sanitises it before any output renders it.
     pub content_html: Option<String>,
+    /// See [`ParsedEntry::content_base`].
+    pub content_base: Option<String>,
     pub authors: Vec<String>,
     pub categories: Vec<String>,
     pub published: Option<DateTime<Utc>>,

@@ -1114,6 +1114,7 @@ mod tests {
             title: None,
             link: None,
             content_html: None,
+            content_base: None,
             authors: vec![],
             categories: vec![],
             published: Some(now - chrono::Duration::hours(hours_ago)),

@@ -844,24 +844,39 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
     if seen.contains(&key) {
         return None;
     }
+    // Relative URLs in content resolve against the content's own xml:base
+    // if it has one, else the entry's page, else the feed. Stored only
+    // when it is not the entry's link, which is what serving falls back to.
+    let content_base = entry
+        .base
+        .as_deref()
+        .and_then(|b| resolve(b, ctx.base))
+        .or_else(|| link.clone())
+        .or_else(|| ctx.base.cloned());
+    // Stored as the feed gave it and sanitised when served (see
+    // `serve`): most stored entries are never in an output page, and
+    // sanitising every entry of every poll was a fifth of a poll's CPU.
     let content_html = body.as_ref().and_then(|body| {
-        // Relative URLs in content resolve against the content's own
-        // xml:base if it has one, else the entry's page, else the feed.
-        let content_base = entry
-            .base
-            .as_deref()
-            .and_then(|b| resolve(b, ctx.base))
-            .or_else(|| link.clone());
-        let base = content_base.as_ref().or(ctx.base);
-        match body {
-            Body::Html(html) => ctx.sanitizer.clean_html(html, base),
-            Body::Plain(text) => ctx.sanitizer.clean_html(&plain_to_html(text), base),
-        }
+        let html = match body {
+            Body::Html(html) => html.trim().to_owned(),
+            Body::Plain(text) => plain_to_html(text),
+        };
+        ctx.sanitizer.may_store(&html).then_some(html)
     });
 
-    if title.is_none() && link.is_none() && content_html.is_none() {
-        return None;
+    if title.is_none() && link.is_none() {
+        // Kept only for what it shows; rare enough to sanitise here to know.
+        let shows = content_html
+            .as_deref()
+            .and_then(|html| ctx.sanitizer.clean_html(html, content_base.as_ref()))
+            .is_some();
+        if !shows {
+            return None;
+        }
     }
+    let content_base = content_base
+        .filter(|b| Some(b) != link.as_ref())
+        .map(String::from);
 
     let url_keys = super::dedup::link_candidates(link.as_ref());
     Some(ParsedEntry {
@@ -870,6 +885,7 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
         url_keys,
         link: link.map(String::from),
         content_html,
+        content_base,
         authors: authors(entry),
         categories: categories(entry),
         published: entry.published,
@@ -1262,6 +1278,13 @@ mod tests {
     }
 
     use super::*;
+
+    /// What an output shows of an entry's content: stored as the feed gave
+    /// it, sanitised on the way out as `serve` does.
+    fn shown(e: &ParsedEntry) -> Option<String> {
+        let html = e.content_html.as_deref()?;
+        Sanitizer::new().clean_stored(html, e.content_base.as_deref(), e.link.as_deref())
+    }
     use chrono::{DateTime, Utc};
 
     macro_rules! fixture {
@@ -1333,7 +1356,7 @@ mod tests {
         // content:encoded beats the shorter description; script, handlers
         // and iframe are gone; relative URLs resolve against the entry link.
         assert_eq!(
-            first.content_html.as_deref(),
+            shown(first).as_deref(),
             Some(
                 "<p>Hello <b>world</b>.</p>\
                  <p>Read <a href=\"https://blog.example.com/2024/about/\" rel=\"noopener noreferrer\">about us</a>.</p>\
@@ -1364,7 +1387,7 @@ mod tests {
             )
         );
         assert_eq!(
-            second.content_html.as_deref(),
+            shown(second).as_deref(),
             Some("<p>Escaped <i>HTML</i> description.</p>")
         );
 
@@ -1372,7 +1395,7 @@ mod tests {
         assert!(note.key.starts_with("hash:"), "{}", note.key);
         assert_eq!(note.link, None);
         assert_eq!(
-            note.content_html.as_deref(),
+            shown(note).as_deref(),
             Some("A note with neither guid nor link, only text.")
         );
 
@@ -1385,7 +1408,7 @@ mod tests {
             permalink.link.as_deref(),
             Some("https://blog.example.com/2024/permalink/")
         );
-        assert_eq!(permalink.content_html, None);
+        assert_eq!(shown(permalink), None);
     }
 
     #[test]
@@ -1410,14 +1433,14 @@ mod tests {
         };
         // feed-rs calls RSS 1.0 descriptions text/plain; they are HTML.
         assert_eq!(
-            one.content_html.as_deref(),
+            shown(one).as_deref(),
             Some("Plain <b>escaped</b> description")
         );
         assert_eq!(one.authors, ["Alice"]);
         assert_eq!(one.published, date("2024-02-01T08:30:00Z"));
         assert_eq!(two.link.as_deref(), Some("https://rdf.example.org/news/2"));
         assert_eq!(
-            two.content_html.as_deref(),
+            shown(two).as_deref(),
             Some(
                 "<p>The <em>full</em> story, with <a href=\"https://rdf.example.org/more\" rel=\"noopener noreferrer\">more</a>.</p>"
             )
@@ -1452,7 +1475,7 @@ mod tests {
         );
         // type="text" is escaped, not interpreted, and gets paragraphs.
         assert_eq!(
-            plain.content_html.as_deref(),
+            shown(plain).as_deref(),
             Some("<p>Line one &lt;not a tag&gt; &amp; more.</p><p>Second paragraph.</p>")
         );
         assert_eq!(plain.authors, ["Eve", "anon@example.net"]);
@@ -1471,7 +1494,7 @@ mod tests {
         let rich = &feed.entries[1];
         assert_eq!(rich.title.as_deref(), Some("Rich XHTML title"));
         assert_eq!(
-            rich.content_html.as_deref(),
+            shown(rich).as_deref(),
             Some(
                 "<p>The full <a href=\"https://atom.example.net/x\" rel=\"noopener noreferrer\">article</a> body, much longer than the teaser.</p>"
             )
@@ -1479,7 +1502,7 @@ mod tests {
 
         // A summary with more text than the content wins.
         assert_eq!(
-            feed.entries[2].content_html.as_deref(),
+            shown(&feed.entries[2]).as_deref(),
             Some(
                 "<p>This summary is the whole article and has much more text than the content.</p>"
             )
@@ -1506,7 +1529,7 @@ mod tests {
             Some("https://json.example.com/posts/1")
         );
         assert_eq!(
-            first.content_html.as_deref(),
+            shown(first).as_deref(),
             Some("<p>Hi <img src=\"https://json.example.com/img/1.png\"></p>")
         );
         assert_eq!(first.authors, ["Ann"]);
@@ -1525,7 +1548,7 @@ mod tests {
         let text_only = &feed.entries[1];
         assert_eq!(text_only.title, None);
         assert_eq!(
-            text_only.content_html.as_deref(),
+            shown(text_only).as_deref(),
             Some(
                 "<p>Just text with &lt;angle&gt; &amp; ampersand.</p><p>Second paragraph<br>with a line break.</p>"
             )
@@ -1560,11 +1583,7 @@ mod tests {
             ),
         ] {
             let feed = parse(entry(content).as_bytes(), None, "https://example.com/");
-            assert_eq!(
-                feed.entries[0].content_html.as_deref(),
-                Some(want),
-                "{content}"
-            );
+            assert_eq!(shown(&feed.entries[0]).as_deref(), Some(want), "{content}");
         }
     }
 
@@ -1595,7 +1614,7 @@ mod tests {
             Some("https://base.example.com/blog/posts/hello.html")
         );
         assert_eq!(
-            nested.content_html.as_deref(),
+            shown(nested).as_deref(),
             Some(
                 "<p><img src=\"https://base.example.com/blog/posts/img/pic.jpg\" srcset=\"https://base.example.com/blog/posts/img/pic-2x.jpg 2x\"> \
                  <a href=\"https://base.example.com/blog/other.html\" rel=\"noopener noreferrer\">other</a> \
@@ -1607,7 +1626,7 @@ mod tests {
             Some("https://base.example.com/root-relative")
         );
         assert_eq!(
-            own_base.content_html.as_deref(),
+            shown(own_base).as_deref(),
             Some("<img src=\"https://static.example.org/assets/a.png\">")
         );
     }
@@ -1768,7 +1787,7 @@ mod tests {
         let entry = &feed.entries[0];
         assert_eq!(entry.link, None);
         assert_eq!(
-            entry.content_html.as_deref(),
+            shown(entry).as_deref(),
             Some("<a rel=\"noopener noreferrer\">x</a>")
         );
     }
@@ -1892,7 +1911,7 @@ mod tests {
         );
         assert_eq!(feed.title.as_deref(), Some("Señor Müller's café"));
         assert_eq!(
-            feed.entries[0].content_html.as_deref(),
+            shown(&feed.entries[0]).as_deref(),
             Some("Straße, Ärger, Öl, ½ and ©.")
         );
 

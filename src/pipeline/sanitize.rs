@@ -368,6 +368,26 @@ impl Sanitizer {
     ///
     /// Returns `None` when the result has no text and no images, and for
     /// HTML nested more than [`MAX_NESTING`] deep (too costly to parse).
+    /// [`Self::clean_html`] for stored feed content on its way to an
+    /// output: relative URLs resolve against the entry's `content_base`,
+    /// else its link (see `model::ParsedEntry`).
+    pub fn clean_stored(
+        &self,
+        html: &str,
+        content_base: Option<&str>,
+        link: Option<&str>,
+    ) -> Option<String> {
+        let base = content_base.or(link).and_then(|b| Url::parse(b).ok());
+        self.clean_html(html, base.as_ref())
+    }
+
+    /// Whether untrusted HTML is worth storing for [`Self::clean_html`] to
+    /// sanitise when it is served: not blank, and not nested so deep that
+    /// sanitising it would cost too much ([`MAX_NESTING`]). A scan, no parse.
+    pub fn may_store(&self, html: &str) -> bool {
+        !html.trim().is_empty() && !nesting_exceeds(html, MAX_NESTING)
+    }
+
     pub fn clean_html(&self, html: &str, base: Option<&Url>) -> Option<String> {
         if html.trim().is_empty() || nesting_exceeds(html, MAX_NESTING) {
             return None;

@@ -177,6 +177,7 @@ mod tests {
             title: title.map(Into::into),
             link: Some("https://example.com/a?x=1&y=2".into()),
             content_html: content.map(Into::into),
+            content_base: None,
             authors: vec!["Ann <ann@example.com>".into()],
             categories: vec!["rust & go".into()],
             published: None,

@@ -769,6 +769,8 @@ impl Store {
     }
 
     /// Entries for an output, newest first. Runs on the reader connection.
+    /// Their feed content is untrusted, as the feed gave it: sanitise it
+    /// (`serve::sanitize_entries`) before rendering it anywhere.
     pub async fn entries(&self, q: EntryQuery) -> Result<Vec<OutputEntry>, StoreError> {
         Ok(self.reader().call(move |c| sqlite::entries(c, &q)).await?)
     }

@@ -36,6 +36,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("dedup.sql")),
         M::up(include_str!("retention.sql")),
         M::up(include_str!("throughput.sql")),
+        M::up(include_str!("raw_content.sql")),
     ])
 }
 
@@ -104,7 +105,8 @@ pub(super) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Plain text for the search index: tags dropped, entities left as
-/// tokens. Good enough for matching words; not for display.
+/// tokens, and neither scripts, styles nor comments (feed content is stored
+/// as the feed gave it). Good enough for matching words; not for display.
 fn index_text(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
     let mut rest = html;
@@ -112,17 +114,42 @@ fn index_text(html: &str) -> String {
     // writer thread.
     while let Some(open) = rest.find('<') {
         out.push_str(&rest[..open]);
-        match rest[open..].find('>') {
-            Some(close) => {
-                out.push(' ');
-                rest = &rest[open + close + 1..];
-            }
+        out.push(' ');
+        let tag = &rest.as_bytes()[open + 1..];
+        let skip_to: Option<&[u8]> = if tag.starts_with(b"!--") {
+            Some(b"-->")
+        } else if starts_with_ignore_case(tag, b"script") {
+            Some(b"</script")
+        } else if starts_with_ignore_case(tag, b"style") {
+            Some(b"</style")
+        } else {
+            None
+        };
+        let from = match skip_to {
+            Some(end) => match find_ignore_case(&rest.as_bytes()[open + 1..], end) {
+                Some(at) => open + 1 + at + end.len() - 1,
+                None => return out,
+            },
+            None => open,
+        };
+        match rest[from..].find('>') {
+            Some(close) => rest = &rest[from + close + 1..],
             // An unclosed tag runs to the end, as before.
             None => return out,
         }
     }
     out.push_str(rest);
     out
+}
+
+fn starts_with_ignore_case(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.get(..prefix.len())
+        .is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+}
+
+fn find_ignore_case(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// (Re)indexes an entry for search. Runs on the poll path for every new
@@ -265,12 +292,19 @@ fn content_hash(e: &ParsedEntry) -> String {
         e.title.as_deref().unwrap_or(""),
         e.link.as_deref().unwrap_or(""),
         e.content_html.as_deref().unwrap_or(""),
+        // A new base moves the content's relative links.
+        e.content_base.as_deref().unwrap_or(""),
         &authors,
         &categories,
         &enclosures,
     ]);
-    format!("{h:032x}")
+    format!("{RAW_HASH_PREFIX}{h:032x}")
 }
+
+/// Marks content hashes taken over content as the feed gave it. Hashes
+/// without it were taken over sanitised content (before `raw_content.sql`)
+/// and cannot be compared with new ones: see `upsert_entry`.
+const RAW_HASH_PREFIX: &str = "r:";
 
 fn json_list<T: serde::Serialize>(v: &[T]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
@@ -1101,10 +1135,16 @@ fn upsert_entry(
     let published = e.published.or(e.updated).map(ts);
     match found {
         Some((_, old_hash, _)) if old_hash == hash => Ok(Upsert::Unchanged),
-        Some((id, _, old_updated)) => {
+        Some((id, old_hash, old_updated)) => {
+            // A hash from before content was stored as given cannot tell
+            // whether the entry changed: its content is replaced quietly,
+            // keeping its time, so an upgrade does not mark every entry
+            // that a feed still lists as updated.
+            let quiet = !old_hash.starts_with(RAW_HASH_PREFIX);
             // The feed's own `updated` when it moved forward, else now: a
             // reader must see the entry's time move when its text changed.
             let updated = match e.updated.map(ts) {
+                _ if quiet => old_updated,
                 Some(u) if u > old_updated => u,
                 _ => ts(now).max(old_updated + 1),
             };
@@ -1112,7 +1152,7 @@ fn upsert_entry(
                 tx,
                 "UPDATE entry SET title = ?2, link = ?3, content_html = ?4, authors = ?5,
                      categories = ?6, enclosures = ?7, published_at = coalesce(?8, published_at),
-                     updated_at = ?9, content_hash = ?10
+                     updated_at = ?9, content_hash = ?10, content_base = ?11
                  WHERE id = ?1",
                 params![
                     id,
@@ -1124,7 +1164,8 @@ fn upsert_entry(
                     enclosures,
                     published,
                     updated,
-                    hash
+                    hash,
+                    e.content_base
                 ],
             )?;
             exec(
@@ -1141,7 +1182,11 @@ fn upsert_entry(
             if !article_used {
                 index_entry(tx, id, e.title.as_deref(), e.content_html.as_deref())?;
             }
-            Ok(Upsert::Updated)
+            Ok(if quiet {
+                Upsert::Unchanged
+            } else {
+                Upsert::Updated
+            })
         }
         None => {
             // A purged entry the feed still carries stays purged; its
@@ -1184,8 +1229,9 @@ fn upsert_entry(
             let inserted = exec(
                 tx,
                 "INSERT INTO entry (uid, title, link, content_html, authors, categories,
-                     enclosures, published_at, updated_at, first_seen_at, sort_at, content_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     enclosures, published_at, updated_at, first_seen_at, sort_at, content_hash,
+                     content_base)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (uid) DO NOTHING",
                 params![
                     uid,
@@ -1199,7 +1245,8 @@ fn upsert_entry(
                     updated,
                     now_s,
                     sort_at,
-                    hash
+                    hash,
+                    e.content_base
                 ],
             )?;
             // On a uid conflict (the feed was removed and re-added under the
@@ -2012,7 +2059,8 @@ pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec
     let mut sql = format!(
         "SELECT e.id, e.sort_at, e.uid, e.title, e.link,
                 CASE WHEN a.used = 1 THEN a.html ELSE e.content_html END AS content,
-                e.authors, e.categories, e.enclosures, e.published_at, e.updated_at
+                e.authors, e.categories, e.enclosures, e.published_at, e.updated_at,
+                CASE WHEN a.used = 1 THEN NULL ELSE e.content_base END
          FROM entry e{index}
          LEFT JOIN article a ON a.entry_id = e.id
          WHERE 1"
@@ -2077,6 +2125,7 @@ pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec
             title: r.get(3)?,
             link: r.get(4)?,
             content_html: r.get(5)?,
+            content_base: r.get(11)?,
             authors: parse_list(&r.get::<_, String>(6)?),
             categories: parse_list(&r.get::<_, String>(7)?),
             enclosures: parse_list(&r.get::<_, String>(8)?),
@@ -2230,10 +2279,21 @@ mod tests {
     #[test]
     fn index_text_drops_tags_and_keeps_words_apart() {
         assert_eq!(
-            index_text("<p>one<a href=\"x\">two</a></p>three &amp; four<br"),
-            " one two  three &amp; four"
+            index_text("<p>one<a href=\"x\">two</a></p>three &amp; four<br")
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["one", "two", "three", "&amp;", "four"]
         );
         assert_eq!(index_text("plain"), "plain");
+        assert_eq!(
+            index_text(
+                "a<SCRIPT>var x = '<p>hidden</p>';</Script>b<style>p{}</style >c\
+                 <!-- <p>gone</p> -->d<script src=x>"
+            )
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+            ["a", "b", "c", "d"]
+        );
     }
 
     #[test]
@@ -2487,6 +2547,7 @@ mod tests {
             title: Some(key.into()),
             link: None,
             content_html: Some(body),
+            content_base: None,
             authors: vec![],
             categories: vec![],
             published: None,
@@ -2500,6 +2561,64 @@ mod tests {
     fn record_poll(conn: &mut Connection, rec: &PollRecord) -> rusqlite::Result<PollReport> {
         let mut results = record_polls(conn, std::slice::from_ref(rec))?;
         results.pop().unwrap_or(Ok(PollReport::default()))
+    }
+
+    /// A store from before feed content was kept as the feed gave it holds
+    /// sanitised content under hashes without the prefix: the next poll
+    /// takes the feed's content without marking the entry updated (else an
+    /// upgrade would re-announce every entry a feed still lists); a real
+    /// change after that is an update again.
+    #[test]
+    fn an_upgrade_does_not_mark_stored_entries_updated() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let [id] = subscribe(&mut conn, ["https://a.example/"], now);
+        let raw = "<p onclick=\"x()\">one</p>";
+        record_poll(
+            &mut conn,
+            &fetched_entries(id, vec![entry("guid:1", raw.into())], now),
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE entry SET content_html = '<p>one</p>',
+                 content_hash = '0123456789abcdef0123456789abcdef'",
+            [],
+        )
+        .unwrap();
+        let state = |conn: &Connection| -> (i64, i64, String, String) {
+            conn.query_row(
+                "SELECT e.updated_at, m.value, e.content_html, e.content_hash
+                 FROM entry e, meta m WHERE m.key = 'entries_rev'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+        };
+        let (updated, rev, _, _) = state(&conn);
+
+        let later = now + chrono::Duration::seconds(10);
+        let report = record_poll(
+            &mut conn,
+            &fetched_entries(id, vec![entry("guid:1", raw.into())], later),
+        )
+        .unwrap();
+        assert_eq!(report.updated, 0);
+        let (updated_now, rev_now, html, hash) = state(&conn);
+        assert_eq!((updated_now, rev_now), (updated, rev));
+        assert_eq!(html, raw);
+        assert!(hash.starts_with(RAW_HASH_PREFIX), "{hash}");
+
+        let report = record_poll(
+            &mut conn,
+            &fetched_entries(
+                id,
+                vec![entry("guid:1", "<p>two</p>".into())],
+                later + chrono::Duration::seconds(10),
+            ),
+        )
+        .unwrap();
+        assert_eq!(report.updated, 1);
+        assert!(state(&conn).0 > updated);
     }
 
     /// SQLite's page cap fails a write exactly as a full disk does

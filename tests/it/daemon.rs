@@ -247,6 +247,83 @@ async fn script_and_event_handlers_never_reach_the_output() {
     );
 }
 
+/// Feed content is stored as the feed gave it and sanitised on its way
+/// out, so every output, not only Atom, must show it clean and with
+/// absolute URLs: RSS, JSON Feed and the river page too, and for Atom
+/// content relative to an `xml:base` or, without a link, to the feed.
+#[tokio::test]
+async fn every_output_shows_feed_content_sanitised_with_absolute_urls() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/a.xml",
+        Reply::feed(
+            "application/rss+xml",
+            rss(&[(
+                "1",
+                "Hostile",
+                "<p onclick=\"steal()\">text <a href=\"/rel\">link</a><img src=\"pic.png\"></p><script>alert(1)</script><iframe src=\"https://evil.example\"></iframe><a href=\"javascript:void(2)\">x</a>",
+            )]),
+        ),
+    );
+    server.set(
+        "/b.atom",
+        Reply::feed(
+            "application/atom+xml",
+            r#"<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>B</title><id>urn:b</id><updated>2026-11-01T00:00:00Z</updated>
+<entry><id>urn:b:1</id><title>Based</title><link href="https://b.example/posts/1"/><updated>2026-11-01T00:00:00Z</updated>
+<content type="html" xml:base="https://cdn.b.example/media/">&lt;p&gt;&lt;img src="based.png"&gt; &lt;style&gt;p{}&lt;/style&gt;based text&lt;/p&gt;</content></entry>
+<entry><id>urn:b:2</id><title>Linkless</title><updated>2026-11-01T00:00:00Z</updated>
+<content type="html">&lt;p&gt;&lt;a href="linkless.html" onmouseover="steal()"&gt;linkless text&lt;/a&gt;&lt;/p&gt;</content></entry>
+</feed>"#
+                .to_owned(),
+        ),
+    );
+    let env = TestEnv::new(
+        &[
+            feed_table(&server.url("/a.xml"), ""),
+            feed_table(&server.url("/b.atom"), ""),
+        ]
+        .concat(),
+    );
+    assert!(env.cli(&["poll"]).status.success());
+    let linkless = server.url("/linkless.html");
+    for path in ["/feed.atom", "/feed.rss", "/feed.json", "/"] {
+        let resp = crate::support::get_output(&env.db_path(), path, &[]).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        let body = resp.text().await.expect("body");
+        for bad in [
+            "alert(1)",
+            "steal()",
+            "evil.example",
+            "javascript:",
+            "p{}",
+            "\"/rel",
+            "\"pic.png",
+            "\"based.png",
+            "\"linkless.html",
+        ] {
+            assert!(!body.contains(bad), "{bad} in {path}: {body}");
+        }
+        // The river page shows short content as a text lead, without its
+        // links; its HTML must still be clean (above).
+        let goods: &[&str] = if path == "/" {
+            &["based text", "linkless text"]
+        } else {
+            &[
+                "https://rss.example/rel",
+                "https://rss.example/pic.png",
+                "https://cdn.b.example/media/based.png",
+                linkless.as_str(),
+                "based text",
+                "linkless text",
+            ]
+        };
+        for good in goods {
+            assert!(body.contains(good), "{good} missing from {path}: {body}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_slow_feed_never_delays_the_others() {
     let server = FeedServer::start().await;
