@@ -249,6 +249,7 @@ struct AppState {
     /// Feed content is stored as the feed gave it; every entry is
     /// sanitised here on its way to an output (see [`sanitize_entries`]).
     sanitizer: Arc<Sanitizer>,
+    sanitized: Arc<SanitizedCache>,
 }
 
 /// One generation of settings with its fingerprint.
@@ -310,6 +311,7 @@ pub fn router_with_handle(store: Store, settings: ServeSettings) -> (Router, Ser
         current: RwLock::new(Current::new(settings)),
         cache: Mutex::new(HashMap::new()),
         sanitizer: Arc::new(Sanitizer::new()),
+        sanitized: Arc::new(SanitizedCache::default()),
     });
     let handle = ServeHandle(Arc::clone(&state));
     let router = Router::new()
@@ -514,20 +516,22 @@ async fn render_output(
             entries.truncate(limit);
             // CPU work (about 10 µs an entry): off the async workers.
             let sanitizer = Arc::clone(&state.sanitizer);
-            let entries =
-                match tokio::task::spawn_blocking(move || sanitize_entries(&sanitizer, entries))
-                    .await
-                {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!(error = %e, "sanitising a page of entries failed");
-                        return (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "cannot render this page\n",
-                        )
-                            .into_response();
-                    }
-                };
+            let cache = Arc::clone(&state.sanitized);
+            let entries = match tokio::task::spawn_blocking(move || {
+                sanitize_entries(&sanitizer, Some(&cache), entries)
+            })
+            .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "sanitising a page of entries failed");
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot render this page\n",
+                    )
+                        .into_response();
+                }
+            };
             let base = match format {
                 Format::Html if path == "/feed" => format!("{}/", s.base_url),
                 Format::Html => format!("{}{path}", s.base_url),
@@ -620,13 +624,80 @@ async fn render_output(
 /// every new entry was a fifth of a poll's CPU); relative URLs resolve
 /// against the entry's `content_base`, else its link. Content that shows
 /// nothing once sanitised is dropped, as it was when stored sanitised.
-pub fn sanitize_entries(sanitizer: &Sanitizer, mut entries: Vec<OutputEntry>) -> Vec<OutputEntry> {
+/// With a `cache`, an entry already sanitised with the same content is not
+/// sanitised again.
+pub fn sanitize_entries(
+    sanitizer: &Sanitizer,
+    cache: Option<&SanitizedCache>,
+    mut entries: Vec<OutputEntry>,
+) -> Vec<OutputEntry> {
     for e in &mut entries {
-        e.content_html = e.content_html.take().and_then(|html| {
-            sanitizer.clean_stored(&html, e.content_base.as_deref(), e.link.as_deref())
-        });
+        let Some(html) = e.content_html.take() else {
+            continue;
+        };
+        let clean = || sanitizer.clean_stored(&html, e.content_base.as_deref(), e.link.as_deref());
+        e.content_html = match cache {
+            Some(cache) => {
+                let key = SanitizedCache::key(
+                    e.cursor.id,
+                    &html,
+                    e.content_base.as_deref(),
+                    e.link.as_deref(),
+                );
+                cache.get_or_insert_with(key, clean)
+            }
+            None => clean(),
+        };
     }
     entries
+}
+
+/// Sanitised content by entry and stored content, so a page rendered again
+/// (a new revision, another query, another format) mostly reuses entries
+/// already sanitised: with large entries, sanitising a page costs several
+/// milliseconds. Bounded by bytes; starts over when full, like the render
+/// cache.
+#[derive(Default)]
+pub struct SanitizedCache {
+    map: Mutex<Sanitized>,
+}
+
+/// Results by key (`None`: nothing visible), and their bytes.
+type Sanitized = (HashMap<u64, Option<Arc<str>>>, usize);
+
+/// Bytes of sanitised HTML [`SanitizedCache`] holds at most.
+const SANITIZED_CACHE_BYTES: usize = 8 << 20;
+
+impl SanitizedCache {
+    /// The entry, its stored content and what its URLs resolve against:
+    /// whatever changes the sanitised result changes the key.
+    fn key(id: i64, html: &str, base: Option<&str>, link: Option<&str>) -> u64 {
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
+        (id, html, base, link).hash(&mut h);
+        h.finish()
+    }
+
+    fn get_or_insert_with(
+        &self,
+        key: u64,
+        clean: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        if let Ok(map) = self.map.lock()
+            && let Some(hit) = map.0.get(&key)
+        {
+            return hit.as_deref().map(str::to_owned);
+        }
+        let cleaned = clean();
+        if let Ok(mut map) = self.map.lock() {
+            let size = cleaned.as_ref().map_or(0, String::len) + 64;
+            if map.1 + size > SANITIZED_CACHE_BYTES {
+                *map = (HashMap::new(), 0);
+            }
+            map.1 += size;
+            map.0.insert(key, cleaned.as_deref().map(Arc::from));
+        }
+        cleaned
+    }
 }
 
 fn river_page(
@@ -811,5 +882,73 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             .into_response(),
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => unavailable(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: i64, html: &str) -> OutputEntry {
+        OutputEntry {
+            uid: format!("urn:uuid:00000000-0000-8000-8000-{id:012}"),
+            title: Some("t".into()),
+            link: Some("https://example.com/posts/1".into()),
+            content_html: Some(html.into()),
+            content_base: None,
+            authors: vec![],
+            categories: vec![],
+            published: None,
+            updated: DateTime::UNIX_EPOCH,
+            enclosures: vec![],
+            sources: vec![],
+            cursor: Cursor { sort_at: 0, id },
+        }
+    }
+
+    fn shown(cache: &SanitizedCache, entries: Vec<OutputEntry>) -> Vec<Option<String>> {
+        sanitize_entries(&Sanitizer::new(), Some(cache), entries)
+            .into_iter()
+            .map(|e| e.content_html)
+            .collect()
+    }
+
+    /// The cache returns what sanitising returns, and never an entry's old
+    /// result once its content or base changed.
+    #[test]
+    fn sanitised_content_is_cached_per_entry_and_content() {
+        let cache = SanitizedCache::default();
+        let hostile = "<p onclick=\"x()\"><a href=\"rel\">one</a></p><script>y()</script>";
+        let want = Some(
+            "<p><a href=\"https://example.com/posts/rel\" rel=\"noopener noreferrer\">one</a></p>"
+                .to_owned(),
+        );
+        assert_eq!(shown(&cache, vec![entry(1, hostile)]), vec![want.clone()]);
+        assert_eq!(shown(&cache, vec![entry(1, hostile)]), [want]);
+        assert_eq!(cache.map.lock().unwrap().0.len(), 1);
+        // Same id, new content: sanitised afresh.
+        assert_eq!(
+            shown(&cache, vec![entry(1, "<p>two</p>")]),
+            [Some("<p>two</p>".to_owned())]
+        );
+        // Same content, another base: its URLs resolve against the new one.
+        let mut based = entry(1, hostile);
+        based.content_base = Some("https://cdn.example.net/x/".into());
+        let out = shown(&cache, vec![based]);
+        assert!(
+            out[0]
+                .as_deref()
+                .is_some_and(|h| h.contains("https://cdn.example.net/x/rel")),
+            "{out:?}"
+        );
+        // Nothing visible stays nothing.
+        assert_eq!(
+            shown(&cache, vec![entry(2, "<script>z()</script>")]),
+            [None]
+        );
+        assert_eq!(
+            shown(&cache, vec![entry(2, "<script>z()</script>")]),
+            [None]
+        );
     }
 }
