@@ -334,6 +334,7 @@ mod tests {
                     updated: None,
                     enclosures: vec![],
                     url_keys: vec![],
+                    search_text: None,
                 })
                 .collect();
             self.store

@@ -318,6 +318,10 @@ pub struct ParsedEntry {
     /// Keys under which the same story from another feed is recognised
     /// (see `pipeline::dedup::url_key`).
     pub url_keys: Vec<String>,
+    /// `content_html`'s words for the search index, each once
+    /// (`pipeline::sanitize::search_words`), prepared by the parse stage so
+    /// the store's single writer does not; `None` and the store derives it.
+    pub search_text: Option<String>,
 }
 
 /// The stored near-duplicate analysis of an article's text (see

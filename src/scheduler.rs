@@ -1121,6 +1121,7 @@ mod tests {
             updated: None,
             enclosures: vec![],
             url_keys: vec![],
+            search_text: None,
         }
     }
 

@@ -598,6 +598,89 @@ fn is_invisible(ch: char) -> bool {
     matches!(ch, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
 }
 
+/// The words of HTML for the search index: tags, scripts, styles and
+/// comments dropped (feed content is stored as the feed gave it), entities
+/// left as they are, each distinct word once, separated by spaces. Not for
+/// display.
+///
+/// The index (`store`, FTS5 with `detail = none`) records only which rows
+/// hold a term, so a repeated word adds nothing to it, yet FTS5 would
+/// tokenise and hash every occurrence on the one writer thread, which is
+/// what bounds how fast polls are stored. This runs in the parse stage
+/// instead. Words are runs between ASCII whitespace or tags and repeats are
+/// byte-identical, and the tokenizer never joins text across whitespace, so
+/// the terms indexed are exactly those of the whole text (checked against
+/// FTS5 itself in the store's tests).
+pub fn search_words(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    // Sized for a few paragraphs, so the set rarely grows.
+    let mut seen = foldhash::HashSet::with_capacity_and_hasher(256, Default::default());
+    let mut rest = html;
+    while let Some(open) = memchr::memchr(b'<', rest.as_bytes()) {
+        add_new_words(&rest[..open], &mut seen, &mut out);
+        let after = &rest.as_bytes()[open + 1..];
+        let skip_to: Option<&[u8]> = if after.starts_with(b"!--") {
+            Some(b"-->")
+        } else if after
+            .get(..6)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"script"))
+        {
+            Some(b"</script")
+        } else if after
+            .get(..5)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"style"))
+        {
+            Some(b"</style")
+        } else {
+            None
+        };
+        // Where the tag (or the element's end tag) ends: the next `>` from
+        // here.
+        let from = match skip_to {
+            Some(end) => match find_from_ignore_case(rest.as_bytes(), open + 1, end) {
+                // `-->` holds its own `>`; an end tag's follows it.
+                Some(at) => at + end.len() - usize::from(end.ends_with(b">")),
+                None => return out,
+            },
+            None => open,
+        };
+        match memchr::memchr(b'>', &rest.as_bytes()[from..]) {
+            Some(close) => rest = &rest[from + close + 1..],
+            // An unclosed tag runs to the end.
+            None => return out,
+        }
+    }
+    add_new_words(rest, &mut seen, &mut out);
+    out
+}
+
+/// Appends the words of `text` not yet in `seen`. Splitting at ASCII
+/// whitespace only is enough (a run that holds other whitespace is split
+/// the same way by the tokenizer wherever it appears) and is a byte scan.
+fn add_new_words<'a>(text: &'a str, seen: &mut foldhash::HashSet<&'a str>, out: &mut String) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        // Both ends sit at ASCII bytes or the ends of `text`: char
+        // boundaries, so `get` always succeeds.
+        if let Some(word) = text.get(start..i).filter(|w| !w.is_empty())
+            && seen.insert(word)
+        {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+    }
+}
+
 /// HTML (or text with entities) → plain text on one line: tags removed,
 /// entities decoded (`&amp;`, `&nbsp;`, `&rsquo;`, …), whitespace collapsed,
 /// trimmed. Text inside `<script>`/`<style>` is not text and is dropped.
@@ -632,6 +715,27 @@ pub fn collapse_whitespace(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_words_keep_each_word_once_and_skip_what_is_not_text() {
+        assert_eq!(
+            search_words("<p>one<a href=\"x\">two</a></p>three &amp; four<br"),
+            "one two three &amp; four"
+        );
+        assert_eq!(search_words("plain"), "plain");
+        assert_eq!(
+            search_words("<p>The cat and the cat.</p>\n<p>The  CAT\u{a0}and\tcat.</p>"),
+            "The cat and the cat. CAT\u{a0}and"
+        );
+        assert_eq!(
+            search_words(
+                "a<SCRIPT>var x = '<p>hidden</p>';</Script>b<style>p{}</style >c\
+                 <!-- <p>gone</p> -->d<script src=x>"
+            ),
+            "a b c d"
+        );
+        assert_eq!(search_words("  \n "), "");
+    }
 
     fn nested(tag: &str, n: usize, inner: &str) -> String {
         format!(
