@@ -845,14 +845,14 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
         return None;
     }
     // Relative URLs in content resolve against the content's own xml:base
-    // if it has one, else the entry's page, else the feed. Stored only
-    // when it is not the entry's link, which is what serving falls back to.
+    // if it has one, else the entry's page, else the feed. Only what is
+    // not the entry's link is kept: serving falls back to the link.
     let content_base = entry
         .base
         .as_deref()
         .and_then(|b| resolve(b, ctx.base))
-        .or_else(|| link.clone())
-        .or_else(|| ctx.base.cloned());
+        .filter(|b| Some(b) != link.as_ref())
+        .or_else(|| link.is_none().then(|| ctx.base.cloned()).flatten());
     // Stored as the feed gave it and sanitised when served (see
     // `serve`): most stored entries are never in an output page, and
     // sanitising every entry of every poll was a fifth of a poll's CPU.
@@ -874,9 +874,7 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
             return None;
         }
     }
-    let content_base = content_base
-        .filter(|b| Some(b) != link.as_ref())
-        .map(String::from);
+    let content_base = content_base.map(String::from);
 
     let url_keys = super::dedup::link_candidates(link.as_ref());
     let search_text = content_html.as_deref().map(search_words);

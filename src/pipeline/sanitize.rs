@@ -358,16 +358,6 @@ impl Sanitizer {
         Sanitizer { builder }
     }
 
-    /// Clean untrusted HTML: allow-list (ammonia defaults plus img
-    /// `srcset`/`sizes`, `tfoot`, and video iframes), no
-    /// script/style/object/embed or other iframe, no event handlers, no
-    /// `style`/`class`, only http(s) and mailto URLs (and small `data:`
-    /// images), no tracking parameters.
-    /// Relative URLs (including in `srcset`) are made absolute against `base`;
-    /// without a base they are dropped. Links get `rel="noopener noreferrer"`.
-    ///
-    /// Returns `None` when the result has no text and no images, and for
-    /// HTML nested more than [`MAX_NESTING`] deep (too costly to parse).
     /// [`Self::clean_html`] for stored feed content on its way to an
     /// output: relative URLs resolve against the entry's `content_base`,
     /// else its link (see `model::ParsedEntry`).
@@ -388,6 +378,16 @@ impl Sanitizer {
         !html.trim().is_empty() && !nesting_exceeds(html, MAX_NESTING)
     }
 
+    /// Clean untrusted HTML: allow-list (ammonia defaults plus img
+    /// `srcset`/`sizes`, `tfoot`, and video iframes), no
+    /// script/style/object/embed or other iframe, no event handlers, no
+    /// `style`/`class`, only http(s) and mailto URLs (and small `data:`
+    /// images), no tracking parameters.
+    /// Relative URLs (including in `srcset`) are made absolute against `base`;
+    /// without a base they are dropped. Links get `rel="noopener noreferrer"`.
+    ///
+    /// Returns `None` when the result has no text and no images, and for
+    /// HTML nested more than [`MAX_NESTING`] deep (too costly to parse).
     pub fn clean_html(&self, html: &str, base: Option<&Url>) -> Option<String> {
         if html.trim().is_empty() || nesting_exceeds(html, MAX_NESTING) {
             return None;

@@ -248,8 +248,7 @@ struct AppState {
     cache: Mutex<HashMap<String, Arc<Rendered>>>,
     /// Feed content is stored as the feed gave it; every entry is
     /// sanitised here on its way to an output (see [`sanitize_entries`]).
-    sanitizer: Arc<Sanitizer>,
-    sanitized: Arc<SanitizedCache>,
+    sanitizer: Arc<OutputSanitizer>,
 }
 
 /// One generation of settings with its fingerprint.
@@ -310,8 +309,7 @@ pub fn router_with_handle(store: Store, settings: ServeSettings) -> (Router, Ser
         store,
         current: RwLock::new(Current::new(settings)),
         cache: Mutex::new(HashMap::new()),
-        sanitizer: Arc::new(Sanitizer::new()),
-        sanitized: Arc::new(SanitizedCache::default()),
+        sanitizer: Arc::new(OutputSanitizer::default()),
     });
     let handle = ServeHandle(Arc::clone(&state));
     let router = Router::new()
@@ -516,22 +514,20 @@ async fn render_output(
             entries.truncate(limit);
             // CPU work (about 10 µs an entry): off the async workers.
             let sanitizer = Arc::clone(&state.sanitizer);
-            let cache = Arc::clone(&state.sanitized);
-            let entries = match tokio::task::spawn_blocking(move || {
-                sanitize_entries(&sanitizer, Some(&cache), entries)
-            })
-            .await
-            {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "sanitising a page of entries failed");
-                    return (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "cannot render this page\n",
-                    )
-                        .into_response();
-                }
-            };
+            let entries =
+                match tokio::task::spawn_blocking(move || sanitize_entries(&sanitizer, entries))
+                    .await
+                {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "sanitising a page of entries failed");
+                        return (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "cannot render this page\n",
+                        )
+                            .into_response();
+                    }
+                };
             let base = match format {
                 Format::Html if path == "/feed" => format!("{}/", s.base_url),
                 Format::Html => format!("{}{path}", s.base_url),
@@ -624,51 +620,42 @@ async fn render_output(
 /// every new entry was a fifth of a poll's CPU); relative URLs resolve
 /// against the entry's `content_base`, else its link. Content that shows
 /// nothing once sanitised is dropped, as it was when stored sanitised.
-/// With a `cache`, an entry already sanitised with the same content is not
-/// sanitised again.
+/// An entry already sanitised with the same content is not sanitised
+/// again (see [`OutputSanitizer`]).
 pub fn sanitize_entries(
-    sanitizer: &Sanitizer,
-    cache: Option<&SanitizedCache>,
+    sanitizer: &OutputSanitizer,
     mut entries: Vec<OutputEntry>,
 ) -> Vec<OutputEntry> {
     for e in &mut entries {
         let Some(html) = e.content_html.take() else {
             continue;
         };
-        let clean = || sanitizer.clean_stored(&html, e.content_base.as_deref(), e.link.as_deref());
-        e.content_html = match cache {
-            Some(cache) => {
-                let key = SanitizedCache::key(
-                    e.cursor.id,
-                    &html,
-                    e.content_base.as_deref(),
-                    e.link.as_deref(),
-                );
-                cache.get_or_insert_with(key, clean)
-            }
-            None => clean(),
-        };
+        let (base, link) = (e.content_base.as_deref(), e.link.as_deref());
+        let key = OutputSanitizer::key(e.cursor.id, &html, base, link);
+        e.content_html = sanitizer
+            .get_or_insert_with(key, || sanitizer.sanitizer.clean_stored(&html, base, link));
     }
     entries
 }
 
-/// Sanitised content by entry and stored content, so a page rendered again
-/// (a new revision, another query, another format) mostly reuses entries
-/// already sanitised: with large entries, sanitising a page costs several
-/// milliseconds. Bounded by bytes; starts over when full, like the render
-/// cache.
+/// The sanitiser, and sanitised content by entry and stored content, so a
+/// page rendered again (a new revision, another query, another format)
+/// mostly reuses entries already sanitised: with large entries,
+/// sanitising a page costs several milliseconds. Bounded by bytes; starts
+/// over when full, like the render cache.
 #[derive(Default)]
-pub struct SanitizedCache {
+pub struct OutputSanitizer {
+    sanitizer: Sanitizer,
     map: Mutex<Sanitized>,
 }
 
 /// Results by key (`None`: nothing visible), and their bytes.
 type Sanitized = (HashMap<u64, Option<Arc<str>>>, usize);
 
-/// Bytes of sanitised HTML [`SanitizedCache`] holds at most.
+/// Bytes of sanitised HTML [`OutputSanitizer`] holds at most.
 const SANITIZED_CACHE_BYTES: usize = 8 << 20;
 
-impl SanitizedCache {
+impl OutputSanitizer {
     /// The entry, its stored content and what its URLs resolve against:
     /// whatever changes the sanitised result changes the key.
     fn key(id: i64, html: &str, base: Option<&str>, link: Option<&str>) -> u64 {
@@ -906,8 +893,8 @@ mod tests {
         }
     }
 
-    fn shown(cache: &SanitizedCache, entries: Vec<OutputEntry>) -> Vec<Option<String>> {
-        sanitize_entries(&Sanitizer::new(), Some(cache), entries)
+    fn shown(cache: &OutputSanitizer, entries: Vec<OutputEntry>) -> Vec<Option<String>> {
+        sanitize_entries(cache, entries)
             .into_iter()
             .map(|e| e.content_html)
             .collect()
@@ -917,7 +904,7 @@ mod tests {
     /// result once its content or base changed.
     #[test]
     fn sanitised_content_is_cached_per_entry_and_content() {
-        let cache = SanitizedCache::default();
+        let cache = OutputSanitizer::default();
         let hostile = "<p onclick=\"x()\"><a href=\"rel\">one</a></p><script>y()</script>";
         let want = Some(
             "<p><a href=\"https://example.com/posts/rel\" rel=\"noopener noreferrer\">one</a></p>"

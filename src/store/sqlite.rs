@@ -955,7 +955,8 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                     rec.feed_id,
                     &feed_url,
                     entry,
-                    (&mut known, &mut tombstones),
+                    &mut known,
+                    &mut tombstones,
                     rec.checked_at,
                 )? {
                     Upsert::New(entry_id) => {
@@ -1077,7 +1078,8 @@ fn upsert_entry(
     feed_id: i64,
     feed_url: &str,
     e: &ParsedEntry,
-    (known, tombstones): (&mut KnownKeys<'_>, &mut Tombstones),
+    known: &mut KnownKeys<'_>,
+    tombstones: &mut Tombstones,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Upsert> {
     let hash = content_hash(e);
