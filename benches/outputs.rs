@@ -566,6 +566,7 @@ async fn fill(db: &Path, total: usize, vocab: &[String]) -> anyhow::Result<()> {
                 enclosures: Vec::new(),
                 url_keys: vec![link],
                 search_text: None,
+                content_hash: None,
             });
         }
         store

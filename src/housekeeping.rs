@@ -335,6 +335,7 @@ mod tests {
                     enclosures: vec![],
                     url_keys: vec![],
                     search_text: None,
+                    content_hash: None,
                 })
                 .collect();
             self.store

@@ -322,6 +322,50 @@ pub struct ParsedEntry {
     /// (`pipeline::sanitize::search_words`), prepared by the parse stage so
     /// the store's single writer does not; `None` and the store derives it.
     pub search_text: Option<String>,
+    /// [`ParsedEntry::compute_content_hash`], prepared by the parse stage
+    /// like `search_text`; `None` and the store computes it.
+    pub content_hash: Option<String>,
+}
+
+impl ParsedEntry {
+    /// What the store compares to tell whether a stored entry changed:
+    /// a hash of everything an output shows of it, taken over the content
+    /// as the feed gave it and marked with [`RAW_HASH_PREFIX`].
+    pub fn compute_content_hash(&self) -> String {
+        let authors = self.authors.join("\u{1}");
+        let categories = self.categories.join("\u{1}");
+        let enclosures: Vec<&str> = self.enclosures.iter().map(|x| x.url.as_str()).collect();
+        let enclosures = enclosures.join("\u{1}");
+        let h = stable_hash(&[
+            self.title.as_deref().unwrap_or(""),
+            self.link.as_deref().unwrap_or(""),
+            self.content_html.as_deref().unwrap_or(""),
+            // A new base moves the content's relative links.
+            self.content_base.as_deref().unwrap_or(""),
+            &authors,
+            &categories,
+            &enclosures,
+        ]);
+        format!("{RAW_HASH_PREFIX}{h:032x}")
+    }
+}
+
+/// Marks content hashes taken over content as the feed gave it. Hashes
+/// without it were taken over sanitised content (before the store's
+/// `raw_content.sql`) and cannot be compared with new ones.
+pub const RAW_HASH_PREFIX: &str = "r:";
+
+/// A 128-bit SipHash with fixed keys: stable across builds and Rust
+/// versions, unlike std's `DefaultHasher`, so it is safe to persist.
+pub fn stable_hash(parts: &[&str]) -> u128 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip128::SipHasher13::new_with_keys(0, 0);
+    for p in parts {
+        h.write(p.as_bytes());
+        // A separator keeps ("ab", "c") and ("a", "bc") apart.
+        h.write_u8(0xff);
+    }
+    siphasher::sip128::Hasher128::finish128(&h).as_u128()
 }
 
 /// The stored near-duplicate analysis of an article's text (see

@@ -1122,6 +1122,7 @@ mod tests {
             enclosures: vec![],
             url_keys: vec![],
             search_text: None,
+            content_hash: None,
         }
     }
 

@@ -878,7 +878,7 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
 
     let url_keys = super::dedup::link_candidates(link.as_ref());
     let search_text = content_html.as_deref().map(search_words);
-    Some(ParsedEntry {
+    let mut parsed = ParsedEntry {
         key,
         title,
         url_keys,
@@ -891,7 +891,10 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
         published: entry.published,
         updated: entry.updated,
         enclosures: enclosures(entry, ctx),
-    })
+        content_hash: None,
+    };
+    parsed.content_hash = Some(parsed.compute_content_hash());
+    Some(parsed)
 }
 
 /// A title as one line of plain text; `None` when blank.

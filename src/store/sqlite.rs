@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::hash::Hasher;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,8 +17,8 @@ use crate::pipeline::sanitize::search_words;
 
 use crate::model::{
     ArticleJob, ArticleOutcome, ArticleRecord, Cursor, Enclosure, Feed, FeedOrigin, FeedSpec,
-    FeedStatus, OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport, SourceInfo,
-    TextPrint, Validators,
+    FeedStatus, OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport, RAW_HASH_PREFIX,
+    SourceInfo, TextPrint, Validators, stable_hash,
 };
 
 use super::{
@@ -206,18 +205,6 @@ fn opt_ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
     secs.map(from_ts)
 }
 
-/// A 128-bit SipHash with fixed keys: stable across builds and Rust
-/// versions, unlike std's `DefaultHasher`, so it is safe to persist.
-fn stable_hash(parts: &[&str]) -> u128 {
-    let mut h = siphasher::sip128::SipHasher13::new_with_keys(0, 0);
-    for p in parts {
-        h.write(p.as_bytes());
-        // A separator keeps ("ab", "c") and ("a", "bc") apart.
-        h.write_u8(0xff);
-    }
-    siphasher::sip128::Hasher128::finish128(&h).as_u128()
-}
-
 /// The public id of an entry first seen as `key` in the feed at `feed_url`.
 /// A UUID-shaped URN so every reader accepts it as an Atom id and RSS guid.
 ///
@@ -243,29 +230,6 @@ pub fn entry_uid(feed_url: &str, key: &str) -> String {
         &hex[20..32]
     )
 }
-
-fn content_hash(e: &ParsedEntry) -> String {
-    let authors = e.authors.join("\u{1}");
-    let categories = e.categories.join("\u{1}");
-    let enclosures: Vec<&str> = e.enclosures.iter().map(|x| x.url.as_str()).collect();
-    let enclosures = enclosures.join("\u{1}");
-    let h = stable_hash(&[
-        e.title.as_deref().unwrap_or(""),
-        e.link.as_deref().unwrap_or(""),
-        e.content_html.as_deref().unwrap_or(""),
-        // A new base moves the content's relative links.
-        e.content_base.as_deref().unwrap_or(""),
-        &authors,
-        &categories,
-        &enclosures,
-    ]);
-    format!("{RAW_HASH_PREFIX}{h:032x}")
-}
-
-/// Marks content hashes taken over content as the feed gave it. Hashes
-/// without it were taken over sanitised content (before `raw_content.sql`)
-/// and cannot be compared with new ones: see `upsert_entry`.
-const RAW_HASH_PREFIX: &str = "r:";
 
 fn json_list<T: serde::Serialize>(v: &[T]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
@@ -743,49 +707,54 @@ pub(super) fn set_status(
 /// does not move a subscription.
 pub const REDIRECT_CONFIRMATIONS: i64 = 3;
 
-fn record_schedule_and_redirect(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<()> {
-    exec(
-        tx,
-        "UPDATE feed SET interval_secs_current = ?2, schedule_reason = ?3,
-             learned_interval_secs = coalesce(?4, learned_interval_secs)
-         WHERE id = ?1",
-        params![
-            rec.feed_id,
-            rec.schedule.interval.as_secs() as i64,
-            rec.schedule.reason,
-            rec.learned_interval.map(|d| d.as_secs() as i64),
-        ],
-    )?;
-    match &rec.permanent_redirect {
-        Some(target) => {
-            exec(tx,
-                "UPDATE feed SET
-                     redirect_count = CASE WHEN redirect_url IS ?2 THEN redirect_count + 1 ELSE 1 END,
-                     redirect_url = ?2
-                 WHERE id = ?1",
-                params![rec.feed_id, target],
-            )?;
-            // Confirmed: fetch from the new address from now on. Entries
-            // stay attached to the same feed row, so they keep their ids.
-            exec(
-                tx,
-                "UPDATE feed SET fetch_url = redirect_url, redirect_url = NULL, redirect_count = 0
-                 WHERE id = ?1 AND redirect_count >= ?2",
-                params![rec.feed_id, REDIRECT_CONFIRMATIONS],
-            )?;
-        }
-        None if matches!(
-            rec.outcome,
-            PollOutcome::Fetched { .. } | PollOutcome::NotModified { .. }
-        ) =>
-        {
-            exec(
-                tx,
-                "UPDATE feed SET redirect_url = NULL, redirect_count = 0 WHERE id = ?1",
-                [rec.feed_id],
-            )?;
-        }
-        None => {}
+/// The schedule columns every poll sets, as `?2`..`?5` of the outcome's
+/// own `UPDATE feed` (one statement per poll rather than three): the
+/// current interval, why, the learned interval when there is one, and
+/// whether a pending redirect is forgotten (the feed answered at its own
+/// address).
+/// A macro, not a `const`, so each statement stays one literal (`concat!`).
+macro_rules! schedule_set {
+    () => {
+        "interval_secs_current = ?2, schedule_reason = ?3,
+         learned_interval_secs = coalesce(?4, learned_interval_secs),
+         redirect_url = CASE WHEN ?5 THEN NULL ELSE redirect_url END,
+         redirect_count = CASE WHEN ?5 THEN 0 ELSE redirect_count END"
+    };
+}
+
+fn schedule_params(rec: &PollRecord) -> (i64, &str, Option<i64>, bool) {
+    (
+        rec.schedule.interval.as_secs() as i64,
+        rec.schedule.reason.as_str(),
+        rec.learned_interval.map(|d| d.as_secs() as i64),
+        rec.permanent_redirect.is_none()
+            && matches!(
+                rec.outcome,
+                PollOutcome::Fetched { .. } | PollOutcome::NotModified { .. }
+            ),
+    )
+}
+
+/// A permanent redirect seen, and a host's request to wait: the rest of a
+/// poll's bookkeeping besides its `UPDATE feed`.
+fn record_redirect_and_host(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<()> {
+    if let Some(target) = &rec.permanent_redirect {
+        exec(
+            tx,
+            "UPDATE feed SET
+                 redirect_count = CASE WHEN redirect_url IS ?2 THEN redirect_count + 1 ELSE 1 END,
+                 redirect_url = ?2
+             WHERE id = ?1",
+            params![rec.feed_id, target],
+        )?;
+        // Confirmed: fetch from the new address from now on. Entries
+        // stay attached to the same feed row, so they keep their ids.
+        exec(
+            tx,
+            "UPDATE feed SET fetch_url = redirect_url, redirect_url = NULL, redirect_count = 0
+             WHERE id = ?1 AND redirect_count >= ?2",
+            params![rec.feed_id, REDIRECT_CONFIRMATIONS],
+        )?;
     }
     if let Some((host, until)) = &rec.host_block {
         exec(
@@ -869,34 +838,67 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
     let checked = ts(rec.checked_at);
     let next = ts(rec.schedule.next_check_at);
     let mut report = PollReport::default();
-    record_schedule_and_redirect(tx, rec)?;
+    let (interval, reason, learned, forget_redirect) = schedule_params(rec);
+    record_redirect_and_host(tx, rec)?;
     match &rec.outcome {
         PollOutcome::Deferred => {
             exec(
                 tx,
-                "UPDATE feed SET next_check_at = ?2 WHERE id = ?1",
-                params![rec.feed_id, next],
+                concat!(
+                    "UPDATE feed SET next_check_at = ?6, ",
+                    schedule_set!(),
+                    " WHERE id = ?1"
+                ),
+                params![
+                    rec.feed_id,
+                    interval,
+                    reason,
+                    learned,
+                    forget_redirect,
+                    next
+                ],
             )?;
         }
         PollOutcome::Gone => {
             exec(
                 tx,
-                "UPDATE feed SET status = 'gone', last_checked_at = ?2, last_status = 410,
-                     last_error = '410 Gone: the server says this feed was removed for good',
-                     next_check_at = ?3
-                 WHERE id = ?1",
-                params![rec.feed_id, checked, next],
+                concat!(
+                    "UPDATE feed SET status = 'gone', last_checked_at = ?6, last_status = 410,
+                         last_error = '410 Gone: the server says this feed was removed for good',
+                         next_check_at = ?7, ",
+                    schedule_set!(),
+                    "
+                     WHERE id = ?1"
+                ),
+                params![
+                    rec.feed_id,
+                    interval,
+                    reason,
+                    learned,
+                    forget_redirect,
+                    checked,
+                    next
+                ],
             )?;
         }
         PollOutcome::NotModified { validators } => {
             exec(
                 tx,
-                "UPDATE feed SET last_checked_at = ?2, last_success_at = ?2, last_status = 304,
-                     last_error = NULL, error_count = 0, next_check_at = ?3,
-                     etag = coalesce(?4, etag), last_modified = coalesce(?5, last_modified)
-                 WHERE id = ?1",
+                concat!(
+                    "UPDATE feed SET last_checked_at = ?6, last_success_at = ?6, last_status = 304,
+                         last_error = NULL, error_count = 0, next_check_at = ?7,
+                         etag = coalesce(?8, etag), last_modified = coalesce(?9, last_modified),
+                         ",
+                    schedule_set!(),
+                    "
+                     WHERE id = ?1"
+                ),
                 params![
                     rec.feed_id,
+                    interval,
+                    reason,
+                    learned,
+                    forget_redirect,
                     checked,
                     next,
                     validators.etag,
@@ -907,10 +909,24 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
         PollOutcome::Failed { status, error } => {
             exec(
                 tx,
-                "UPDATE feed SET last_checked_at = ?2, last_status = ?3, last_error = ?4,
-                     error_count = error_count + 1, next_check_at = ?5
-                 WHERE id = ?1",
-                params![rec.feed_id, checked, status, error, next],
+                concat!(
+                    "UPDATE feed SET last_checked_at = ?6, last_status = ?7, last_error = ?8,
+                         error_count = error_count + 1, next_check_at = ?9, ",
+                    schedule_set!(),
+                    "
+                     WHERE id = ?1"
+                ),
+                params![
+                    rec.feed_id,
+                    interval,
+                    reason,
+                    learned,
+                    forget_redirect,
+                    checked,
+                    status,
+                    error,
+                    next
+                ],
             )?;
         }
         PollOutcome::Fetched {
@@ -927,14 +943,22 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                 )?;
             exec(
                 tx,
-                "UPDATE feed SET last_checked_at = ?2, last_success_at = ?2, last_status = ?3,
-                     last_error = NULL, error_count = 0, next_check_at = ?4,
-                     etag = ?5, last_modified = ?6,
-                     site_title = coalesce(?7, site_title), site_url = coalesce(?8, site_url),
-                     hints = ?9
-                 WHERE id = ?1",
+                concat!(
+                    "UPDATE feed SET last_checked_at = ?6, last_success_at = ?6, last_status = ?7,
+                         last_error = NULL, error_count = 0, next_check_at = ?8,
+                         etag = ?9, last_modified = ?10,
+                         site_title = coalesce(?11, site_title), site_url = coalesce(?12, site_url),
+                         hints = ?13, ",
+                    schedule_set!(),
+                    "
+                     WHERE id = ?1"
+                ),
                 params![
                     rec.feed_id,
+                    interval,
+                    reason,
+                    learned,
+                    forget_redirect,
                     checked,
                     status,
                     next,
@@ -947,16 +971,18 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
             )?;
             let meta_changed = (feed.title.is_some() && feed.title != old_title)
                 || (feed.site_url.is_some() && feed.site_url != old_site);
-            let mut known = KnownKeys::of(&feed.entries);
-            let mut tombstones = Tombstones::of(rec.feed_id);
+            let mut probes = PollProbes {
+                stored: StoredRows::of(rec.feed_id, &feed.entries),
+                known: KnownKeys::of(&feed.entries),
+                tombstones: Tombstones::of(rec.feed_id),
+            };
             for entry in &feed.entries {
                 match upsert_entry(
                     tx,
                     rec.feed_id,
                     &feed_url,
                     entry,
-                    &mut known,
-                    &mut tombstones,
+                    &mut probes,
                     rec.checked_at,
                 )? {
                     Upsert::New(entry_id) => {
@@ -1078,27 +1104,30 @@ fn upsert_entry(
     feed_id: i64,
     feed_url: &str,
     e: &ParsedEntry,
-    known: &mut KnownKeys<'_>,
-    tombstones: &mut Tombstones,
+    probes: &mut PollProbes<'_>,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Upsert> {
-    let hash = content_hash(e);
-    let found: Option<(i64, String, i64)> = query_one(
-        tx,
-        "SELECT e.id, e.content_hash, e.updated_at FROM entry_source s
-             JOIN entry e ON e.id = s.entry_id
-             WHERE s.feed_id = ?1 AND s.entry_key = ?2",
-        params![feed_id, e.key],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()?;
+    let hash = match &e.content_hash {
+        Some(h) => Cow::Borrowed(h.as_str()),
+        None => Cow::Owned(e.compute_content_hash()),
+    };
+    let found = probes.stored.get(tx, &e.key)?;
+    if found.as_ref().is_some_and(|f| f.content_hash == hash) {
+        return Ok(Upsert::Unchanged);
+    }
+    // Past this point the poll writes this key's rows: a later entry of
+    // the same key must see them, not the probe's snapshot.
+    probes.stored.written(&e.key);
     let authors = json_list(&e.authors);
     let categories = json_list(&e.categories);
     let enclosures = json_list::<Enclosure>(&e.enclosures);
     let published = e.published.or(e.updated).map(ts);
     match found {
-        Some((_, old_hash, _)) if old_hash == hash => Ok(Upsert::Unchanged),
-        Some((id, old_hash, old_updated)) => {
+        Some(StoredRow {
+            id,
+            content_hash: old_hash,
+            updated_at: old_updated,
+        }) => {
             // A hash from before content was stored as given cannot tell
             // whether the entry changed: its content is replaced quietly,
             // keeping its time, so an upgrade does not mark every entry
@@ -1154,7 +1183,7 @@ fn upsert_entry(
         None => {
             // A purged entry the feed still carries stays purged; its
             // tombstone's clock restarts (at most daily, to spare writes).
-            let seen: Option<i64> = if tombstones.may_hold(tx)? {
+            let seen: Option<i64> = if probes.tombstones.may_hold(tx)? {
                 query_one(
                     tx,
                     "SELECT seen_at FROM tombstone WHERE feed_id = ?1 AND key_hash = ?2",
@@ -1175,7 +1204,7 @@ fn upsert_entry(
                 return Ok(Upsert::Tombstoned);
             }
             let now_s = ts(now);
-            let may_merge = known.any_of(tx, &e.url_keys)?;
+            let may_merge = probes.known.any_of(tx, &e.url_keys)?;
             if may_merge && let Some(story) = story_by_url(tx, &e.url_keys, &[feed_id], None)? {
                 exec(
                     tx,
@@ -1241,9 +1270,103 @@ fn upsert_entry(
 
 // ---------------------------------------------------------------- dedup
 
-/// Keys probed per statement by [`known_url_keys`]; a fixed count keeps
-/// one cached statement (unused slots are NULL, which matches nothing).
+/// Keys probed per statement by [`known_url_keys`] and [`StoredRows`]; a
+/// fixed count keeps one cached statement (unused slots are NULL, which
+/// matches nothing).
 const KEY_PROBE: usize = 16;
+
+/// What [`upsert_entry`] looks up once per poll rather than once per entry.
+struct PollProbes<'a> {
+    stored: StoredRows<'a>,
+    known: KnownKeys<'a>,
+    tombstones: Tombstones,
+}
+
+/// What the store holds of one of this feed's entry keys.
+#[derive(Debug, Clone, PartialEq)]
+struct StoredRow {
+    id: i64,
+    content_hash: String,
+    updated_at: i64,
+}
+
+/// The stored rows of a poll's entry keys, probed [`KEY_PROBE`] keys per
+/// statement on the first lookup: a poll of 20 entries costs two
+/// statements instead of twenty, whether its entries are new or known.
+/// A key the poll has since written is looked up on its own again.
+struct StoredRows<'a> {
+    feed_id: i64,
+    entries: &'a [ParsedEntry],
+    rows: Option<HashMap<String, StoredRow>>,
+    written: HashSet<String>,
+}
+
+impl<'a> StoredRows<'a> {
+    fn of(feed_id: i64, entries: &'a [ParsedEntry]) -> Self {
+        StoredRows {
+            feed_id,
+            entries,
+            rows: None,
+            written: HashSet::new(),
+        }
+    }
+
+    /// `key` must be one of the poll's entries' keys.
+    fn get(&mut self, tx: &Connection, key: &str) -> rusqlite::Result<Option<StoredRow>> {
+        const ROW: &str = "SELECT s.entry_key, e.id, e.content_hash, e.updated_at
+             FROM entry_source s JOIN entry e ON e.id = s.entry_id";
+        let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, StoredRow)> {
+            Ok((
+                r.get(0)?,
+                StoredRow {
+                    id: r.get(1)?,
+                    content_hash: r.get(2)?,
+                    updated_at: r.get(3)?,
+                },
+            ))
+        };
+        if self.written.contains(key) {
+            return query_one(
+                tx,
+                &format!("{ROW} WHERE s.feed_id = ?1 AND s.entry_key = ?2"),
+                params![self.feed_id, key],
+                row,
+            )
+            .optional()
+            .map(|r| r.map(|(_, stored)| stored));
+        }
+        let rows = match &mut self.rows {
+            Some(rows) => rows,
+            slot => {
+                let sql = format!(
+                    "{ROW} WHERE s.feed_id = ?1 AND s.entry_key IN ({})",
+                    numbered(2, KEY_PROBE)
+                );
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let mut found = HashMap::new();
+                for chunk in self.entries.chunks(KEY_PROBE) {
+                    let keys = (0..KEY_PROBE).map(|i| chunk.get(i).map(|e| e.key.as_str()));
+                    let args = std::iter::once(rusqlite::types::Value::Integer(self.feed_id))
+                        .chain(keys.map(|k| match k {
+                            Some(k) => rusqlite::types::Value::Text(k.to_owned()),
+                            None => rusqlite::types::Value::Null,
+                        }));
+                    let mut q = stmt.query(rusqlite::params_from_iter(args))?;
+                    while let Some(r) = q.next()? {
+                        let (k, stored) = row(r)?;
+                        found.insert(k, stored);
+                    }
+                }
+                slot.insert(found)
+            }
+        };
+        Ok(rows.get(key).cloned())
+    }
+
+    fn written(&mut self, key: &str) {
+        self.written.insert(key.to_owned());
+    }
+}
 
 /// Which of a poll's URL keys some stored entry is already found under,
 /// probed once, when the poll's first new entry asks (a poll of entries
@@ -2560,6 +2683,7 @@ mod tests {
             enclosures: vec![],
             url_keys: vec![],
             search_text: None,
+            content_hash: None,
         }
     }
 
@@ -2625,6 +2749,49 @@ mod tests {
         .unwrap();
         assert_eq!(report.updated, 1);
         assert!(state(&conn).0 > updated);
+    }
+
+    /// A poll's stored rows are probed in batches of [`KEY_PROBE`] keys:
+    /// with more entries than one batch, some unchanged, some changed and
+    /// some new, each is classified as the per-entry lookup did, and a key
+    /// the poll carries twice (only a hand-built record can) is seen as
+    /// written by its first copy.
+    #[test]
+    fn a_poll_probes_its_stored_entries_in_batches() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let [id] = subscribe(&mut conn, ["https://a.example/"], now);
+        let first: Vec<ParsedEntry> = (0..KEY_PROBE + 4)
+            .map(|i| entry(&format!("guid:{i}"), format!("<p>{i}</p>")))
+            .collect();
+        let report = record_poll(&mut conn, &fetched_entries(id, first, now)).unwrap();
+        assert_eq!(report.new, KEY_PROBE + 4);
+
+        // Keys 0..KEY_PROBE+4 again: every third changed; three new ones.
+        let mut second: Vec<ParsedEntry> = (0..KEY_PROBE + 7)
+            .map(|i| {
+                let body = if i % 3 == 0 { "changed" } else { "" };
+                entry(&format!("guid:{i}"), format!("<p>{i}{body}</p>"))
+            })
+            .collect();
+        // The same new key twice: stored once, the later copy wins.
+        second.push(entry("guid:dup", "<p>first</p>".into()));
+        second.push(entry("guid:dup", "<p>second</p>".into()));
+        let later = now + chrono::Duration::seconds(10);
+        let report = record_poll(&mut conn, &fetched_entries(id, second, later)).unwrap();
+        let changed = (0..KEY_PROBE + 4).filter(|i| i % 3 == 0).count();
+        assert_eq!(report.new, 4, "{report:?}");
+        assert_eq!(report.updated, changed + 1, "{report:?}");
+        let (entries, dup): (i64, String) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM entry), e.content_html FROM entry_source s
+                 JOIN entry e ON e.id = s.entry_id WHERE s.entry_key = 'guid:dup'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(entries, (KEY_PROBE + 8) as i64);
+        assert_eq!(dup, "<p>second</p>");
     }
 
     /// SQLite's page cap fails a write exactly as a full disk does
