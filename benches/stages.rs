@@ -16,7 +16,9 @@
 //!   split into the writer thread, the checkpointer and the rest. The
 //!   batch size matters: 4 in flight cost ~990 µs per feed, 64 ~580, 512
 //!   ~510;
-//! - `store 304`: recording a `304` for every feed.
+//! - `store 304`: recording a `304` for every feed;
+//! - `store unchanged`: recording a `200` whose entries are all stored
+//!   already, unchanged (a feed without validators, polled again).
 //!
 //! `cargo bench --bench stages [-- --feeds N --rounds R --in-flight P]`
 //! (defaults 2,000 feeds, 3 rounds, 64; the best round is reported, the
@@ -175,16 +177,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut store_rows: Option<(Duration, Duration, String)> = None;
+    let mut store_rows: Option<StoreRound> = None;
     for _ in 0..o.rounds {
-        let (fresh, not_modified, split) = rt.block_on(store_round(&parsed, o.in_flight));
-        if store_rows.as_ref().is_none_or(|(b, _, _)| fresh < *b) {
-            store_rows = Some((fresh, not_modified, split));
+        let round = rt.block_on(store_round(&parsed, o.in_flight));
+        if store_rows.as_ref().is_none_or(|b| round.fresh < b.fresh) {
+            store_rows = Some(round);
         }
     }
-    if let Some((fresh, not_modified, split)) = store_rows {
-        rows.push(("store", fresh, split));
-        rows.push(("store 304", not_modified, String::new()));
+    if let Some(r) = store_rows {
+        rows.push(("store", r.fresh, r.split));
+        rows.push(("store 304", r.not_modified, String::new()));
+        rows.push(("store unchanged", r.unchanged, String::new()));
     }
 
     println!();
@@ -199,10 +202,18 @@ fn main() {
     }
 }
 
-/// Records every parsed feed in a fresh database, then a 304 for each.
-/// Returns the CPU time of all threads for each phase and the split of
-/// the first by thread.
-async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> (Duration, Duration, String) {
+/// CPU time of all threads for each phase of [`store_round`], and the
+/// split of the first by thread.
+struct StoreRound {
+    fresh: Duration,
+    not_modified: Duration,
+    unchanged: Duration,
+    split: String,
+}
+
+/// Records every parsed feed in a fresh database, then a 304 for each,
+/// then the same documents again.
+async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("bench.db"))
         .await
@@ -296,15 +307,43 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> (Duration, Dura
             )
         })
         .collect();
+    let not_modified = record_all(&store, recs, in_flight).await;
+
+    let recs: Vec<PollRecord> = parsed
+        .iter()
+        .enumerate()
+        .map(|(i, feed)| {
+            record(
+                i,
+                PollOutcome::Fetched {
+                    status: 200,
+                    validators: Validators::default(),
+                    feed: feed.clone(),
+                },
+            )
+        })
+        .collect();
+    let unchanged = record_all(&store, recs, in_flight).await;
+    store.close().await.expect("close store");
+    StoreRound {
+        fresh,
+        not_modified,
+        unchanged,
+        split,
+    }
+}
+
+/// Records `recs`, `in_flight` at a time, and returns the CPU time all
+/// threads spent meanwhile. Every poll must be recorded and change nothing.
+async fn record_all(store: &Store, recs: Vec<PollRecord>, in_flight: usize) -> Duration {
     let before: u64 = thread_cpu().values().sum();
     futures_util::stream::iter(recs)
         .map(|r| store.record_poll(r))
         .buffer_unordered(in_flight)
         .for_each(|r| async move {
-            r.expect("recorded");
+            let report = r.expect("recorded");
+            assert_eq!((report.new, report.updated), (0, 0), "nothing changed");
         })
         .await;
-    let not_modified = Duration::from_nanos(thread_cpu().values().sum::<u64>() - before);
-    store.close().await.expect("close store");
-    (fresh, not_modified, split)
+    Duration::from_nanos(thread_cpu().values().sum::<u64>() - before)
 }
