@@ -258,20 +258,24 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
         last_modified: None,
     };
 
-    let recs: Vec<PollRecord> = parsed
-        .iter()
-        .enumerate()
-        .map(|(i, feed)| {
-            record(
-                i,
-                PollOutcome::Fetched {
-                    status: 200,
-                    validators: validators(i),
-                    feed: feed.clone(),
-                },
-            )
-        })
-        .collect();
+    // Every document again as a 200, with or without validators.
+    let fetched = |validators: &dyn Fn(usize) -> Validators| -> Vec<PollRecord> {
+        parsed
+            .iter()
+            .enumerate()
+            .map(|(i, feed)| {
+                record(
+                    i,
+                    PollOutcome::Fetched {
+                        status: 200,
+                        validators: validators(i),
+                        feed: feed.clone(),
+                    },
+                )
+            })
+            .collect()
+    };
+    let recs = fetched(&validators);
     let before = thread_cpu();
     let stored = futures_util::stream::iter(recs)
         .map(|r| store.record_poll(r))
@@ -309,21 +313,7 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
         .collect();
     let not_modified = record_all(&store, recs, in_flight).await;
 
-    let recs: Vec<PollRecord> = parsed
-        .iter()
-        .enumerate()
-        .map(|(i, feed)| {
-            record(
-                i,
-                PollOutcome::Fetched {
-                    status: 200,
-                    validators: Validators::default(),
-                    feed: feed.clone(),
-                },
-            )
-        })
-        .collect();
-    let unchanged = record_all(&store, recs, in_flight).await;
+    let unchanged = record_all(&store, fetched(&|_| Validators::default()), in_flight).await;
     store.close().await.expect("close store");
     StoreRound {
         fresh,

@@ -722,17 +722,34 @@ macro_rules! schedule_set {
     };
 }
 
-fn schedule_params(rec: &PollRecord) -> (i64, &str, Option<i64>, bool) {
-    (
-        rec.schedule.interval.as_secs() as i64,
-        rec.schedule.reason.as_str(),
-        rec.learned_interval.map(|d| d.as_secs() as i64),
-        rec.permanent_redirect.is_none()
-            && matches!(
-                rec.outcome,
-                PollOutcome::Fetched { .. } | PollOutcome::NotModified { .. }
-            ),
-    )
+/// Runs one outcome's `UPDATE feed`: `?1` is the feed, `?2`..`?5` the
+/// schedule columns ([`schedule_set!`]), and `extra` binds `?6` on.
+fn update_feed(
+    tx: &Connection,
+    sql: &str,
+    rec: &PollRecord,
+    extra: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<()> {
+    let interval = rec.schedule.interval.as_secs() as i64;
+    let learned = rec.learned_interval.map(|d| d.as_secs() as i64);
+    let forget_redirect = rec.permanent_redirect.is_none()
+        && matches!(
+            rec.outcome,
+            PollOutcome::Fetched { .. } | PollOutcome::NotModified { .. }
+        );
+    let head: [&dyn rusqlite::ToSql; 5] = [
+        &rec.feed_id,
+        &interval,
+        &rec.schedule.reason,
+        &learned,
+        &forget_redirect,
+    ];
+    exec(
+        tx,
+        sql,
+        rusqlite::params_from_iter(head.iter().chain(extra.iter())),
+    )?;
+    Ok(())
 }
 
 /// A permanent redirect seen, and a host's request to wait: the rest of a
@@ -838,29 +855,22 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
     let checked = ts(rec.checked_at);
     let next = ts(rec.schedule.next_check_at);
     let mut report = PollReport::default();
-    let (interval, reason, learned, forget_redirect) = schedule_params(rec);
     record_redirect_and_host(tx, rec)?;
     match &rec.outcome {
         PollOutcome::Deferred => {
-            exec(
+            update_feed(
                 tx,
                 concat!(
                     "UPDATE feed SET next_check_at = ?6, ",
                     schedule_set!(),
                     " WHERE id = ?1"
                 ),
-                params![
-                    rec.feed_id,
-                    interval,
-                    reason,
-                    learned,
-                    forget_redirect,
-                    next
-                ],
+                rec,
+                &[&next],
             )?;
         }
         PollOutcome::Gone => {
-            exec(
+            update_feed(
                 tx,
                 concat!(
                     "UPDATE feed SET status = 'gone', last_checked_at = ?6, last_status = 410,
@@ -870,19 +880,12 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                     "
                      WHERE id = ?1"
                 ),
-                params![
-                    rec.feed_id,
-                    interval,
-                    reason,
-                    learned,
-                    forget_redirect,
-                    checked,
-                    next
-                ],
+                rec,
+                &[&checked, &next],
             )?;
         }
         PollOutcome::NotModified { validators } => {
-            exec(
+            update_feed(
                 tx,
                 concat!(
                     "UPDATE feed SET last_checked_at = ?6, last_success_at = ?6, last_status = 304,
@@ -893,21 +896,12 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                     "
                      WHERE id = ?1"
                 ),
-                params![
-                    rec.feed_id,
-                    interval,
-                    reason,
-                    learned,
-                    forget_redirect,
-                    checked,
-                    next,
-                    validators.etag,
-                    validators.last_modified
-                ],
+                rec,
+                &[&checked, &next, &validators.etag, &validators.last_modified],
             )?;
         }
         PollOutcome::Failed { status, error } => {
-            exec(
+            update_feed(
                 tx,
                 concat!(
                     "UPDATE feed SET last_checked_at = ?6, last_status = ?7, last_error = ?8,
@@ -916,17 +910,8 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                     "
                      WHERE id = ?1"
                 ),
-                params![
-                    rec.feed_id,
-                    interval,
-                    reason,
-                    learned,
-                    forget_redirect,
-                    checked,
-                    status,
-                    error,
-                    next
-                ],
+                rec,
+                &[&checked, &status, &error, &next],
             )?;
         }
         PollOutcome::Fetched {
@@ -941,7 +926,7 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                     [rec.feed_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )?;
-            exec(
+            update_feed(
                 tx,
                 concat!(
                     "UPDATE feed SET last_checked_at = ?6, last_success_at = ?6, last_status = ?7,
@@ -953,20 +938,16 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                     "
                      WHERE id = ?1"
                 ),
-                params![
-                    rec.feed_id,
-                    interval,
-                    reason,
-                    learned,
-                    forget_redirect,
-                    checked,
-                    status,
-                    next,
-                    validators.etag,
-                    validators.last_modified,
-                    feed.title,
-                    feed.site_url,
-                    serde_json::to_string(&feed.hints).ok(),
+                rec,
+                &[
+                    &checked,
+                    &status,
+                    &next,
+                    &validators.etag,
+                    &validators.last_modified,
+                    &feed.title,
+                    &feed.site_url,
+                    &serde_json::to_string(&feed.hints).ok(),
                 ],
             )?;
             let meta_changed = (feed.title.is_some() && feed.title != old_title)
