@@ -26,6 +26,13 @@
 //! `cargo bench --bench poll [-- --feeds N --concurrency C --per-host H --runs N]`;
 //! `TRIBUTARY_BIN=path` benchmarks that daemon binary instead of this
 //! build's.
+//!
+//! **A/B comparisons:** with `TRIBUTARY_BIN_B=path` as well, each run
+//! measures both daemons back to back (A, then B), and the summary adds
+//! B's figures relative to A's, pair by pair. This machine's speed drifts
+//! by as much as 40% over tens of minutes, so only figures taken minutes
+//! apart are comparable; the median of the paired ratios is. An older
+//! build must accept the database that this bench's library creates.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -384,19 +391,66 @@ fn main() {
         body_bytes as f64 / n as f64 / 1024.0,
         rendered.elapsed()
     );
-    let mut runs = Vec::with_capacity(opts.runs);
+    // `TRIBUTARY_BIN` runs another build (an older commit, for an A/B
+    // comparison on the same machine minutes apart).
+    let a = std::env::var("TRIBUTARY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").to_owned());
+    let b = std::env::var("TRIBUTARY_BIN_B").ok();
+    let mut runs_a = Vec::with_capacity(opts.runs);
+    let mut runs_b = Vec::with_capacity(opts.runs);
     for run in 1..=opts.runs {
-        if opts.runs > 1 {
-            println!("\n## run {run} of {}\n", opts.runs);
+        if opts.runs > 1 || b.is_some() {
+            println!("\n## run {run} of {}, A\n", opts.runs);
         }
         state.reset();
-        runs.push(run_once(&opts, &state, addr, body_bytes, ticks));
+        runs_a.push(run_once(&opts, &a, &state, addr, body_bytes, ticks));
+        if let Some(b) = &b {
+            println!("\n## run {run} of {}, B\n", opts.runs);
+            state.reset();
+            runs_b.push(run_once(&opts, b, &state, addr, body_bytes, ticks));
+        }
     }
-    if opts.runs > 1 {
-        summarise(&runs);
+    if let Some(b) = &b {
+        println!("\nA: {a}\nB: {b}");
     }
-    if runs.iter().any(|r| !r.ok) {
+    if opts.runs > 1 || b.is_some() {
+        summarise("A", &runs_a);
+    }
+    if b.is_some() {
+        summarise("B", &runs_b);
+        compare(&runs_a, &runs_b);
+    }
+    if runs_a.iter().chain(&runs_b).any(|r| !r.ok) {
         std::process::exit(1);
+    }
+}
+
+/// B's figures over A's, run by run (each pair measured minutes apart),
+/// with the median ratio: the figure an A/B comparison should quote.
+fn compare(a: &[RunResult], b: &[RunResult]) {
+    type Figure = fn(&RunResult) -> f64;
+    let rows: [(&str, Figure); 4] = [
+        ("first cycle, feeds/s", |r| r.first_rate),
+        ("first cycle, daemon CPU s", |r| r.first_cpu),
+        ("304 cycle, feeds/s", |r| r.second_rate),
+        ("peak RSS, MiB", |r| r.rss_mib),
+    ];
+    println!("\n## B / A, pair by pair\n");
+    println!("| figure | each pair | median |");
+    println!("|---|---|---|");
+    for (name, f) in rows {
+        let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| f(b) / f(a)).collect();
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!("| {name} | {} | {:.3} |", each.join(" "), median(ratios));
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -411,18 +465,14 @@ struct RunResult {
 }
 
 /// Min, median and max of each figure over the runs.
-fn summarise(runs: &[RunResult]) {
+fn summarise(label: &str, runs: &[RunResult]) {
     let stats = |f: &dyn Fn(&RunResult) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        let median = if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-        };
-        (v[0], median, v[v.len() - 1])
+        let v: Vec<f64> = runs.iter().map(f).collect();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, median(v), hi)
     };
-    println!("\n## summary of {} runs\n", runs.len());
+    println!("\n## summary of {} runs, {label}\n", runs.len());
     println!("| figure | min | median | max | target |");
     println!("|---|---|---|---|---|");
     type Figure = fn(&RunResult) -> f64;
@@ -442,16 +492,13 @@ fn summarise(runs: &[RunResult]) {
 
 fn run_once(
     opts: &Opts,
+    bin: &str,
     state: &ServerState,
     addr: SocketAddr,
     body_bytes: usize,
     ticks: f64,
 ) -> RunResult {
     let n = opts.feeds;
-    // `TRIBUTARY_BIN` runs another build (an older commit, for an A/B
-    // comparison on the same machine minutes apart).
-    let bin = std::env::var("TRIBUTARY_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").to_owned());
     let dir = tempfile::tempdir().expect("tempdir");
     eprintln!("working directory: {}", dir.path().display());
     let (config, poll) = write_config(dir.path(), opts);
