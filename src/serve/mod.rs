@@ -521,11 +521,7 @@ async fn render_output(
                     Ok(e) => e,
                     Err(e) => {
                         tracing::error!(error = %e, "sanitising a page of entries failed");
-                        return (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "cannot render this page\n",
-                        )
-                            .into_response();
+                        return cannot_render();
                     }
                 };
             let base = match format {
@@ -557,11 +553,7 @@ async fn render_output(
                     Ok(page) => page,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot render the river page");
-                        return (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "cannot render this page\n",
-                        )
-                            .into_response();
+                        return cannot_render();
                     }
                 },
             };
@@ -611,6 +603,15 @@ async fn render_output(
         None => doc.body.clone(),
     };
     respond(&doc, format.content_type(), headers, coding, body)
+}
+
+/// The answer when a page cannot be rendered (the cause is logged).
+fn cannot_render() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cannot render this page\n",
+    )
+        .into_response()
 }
 
 /// Sanitises the entries of a page as they leave the store for an output:

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -1077,9 +1078,10 @@ impl Tombstones {
     }
 }
 
-/// `known`: which of the poll's URL keys are already stored (see
-/// [`KnownKeys`]); only an entry with one of them can merge. `tombstones`:
-/// whether any entry of the feed was purged (see [`Tombstones`]).
+/// `probes`: what the poll looks up once rather than per entry (see
+/// [`PollProbes`]): its stored rows, which of its URL keys are already
+/// stored (only an entry with one of them can merge), and whether any
+/// entry of the feed was purged.
 fn upsert_entry(
     tx: &Connection,
     feed_id: i64,
@@ -1296,6 +1298,13 @@ impl<'a> StoredRows<'a> {
     fn get(&mut self, tx: &Connection, key: &str) -> rusqlite::Result<Option<StoredRow>> {
         const ROW: &str = "SELECT s.entry_key, e.id, e.content_hash, e.updated_at
              FROM entry_source s JOIN entry e ON e.id = s.entry_id";
+        // Built once: the probe runs for every poll that brings entries.
+        static PROBE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "{ROW} WHERE s.feed_id = ?1 AND s.entry_key IN ({})",
+                numbered(2, KEY_PROBE)
+            )
+        });
         let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, StoredRow)> {
             Ok((
                 r.get(0)?,
@@ -1319,19 +1328,16 @@ impl<'a> StoredRows<'a> {
         let rows = match &mut self.rows {
             Some(rows) => rows,
             slot => {
-                let sql = format!(
-                    "{ROW} WHERE s.feed_id = ?1 AND s.entry_key IN ({})",
-                    numbered(2, KEY_PROBE)
-                );
-                let mut stmt = tx.prepare_cached(&sql)?;
+                let mut stmt = tx.prepare_cached(&PROBE)?;
                 let mut found = HashMap::new();
                 for chunk in self.entries.chunks(KEY_PROBE) {
-                    let keys = (0..KEY_PROBE).map(|i| chunk.get(i).map(|e| e.key.as_str()));
-                    let args = std::iter::once(rusqlite::types::Value::Integer(self.feed_id))
-                        .chain(keys.map(|k| match k {
-                            Some(k) => rusqlite::types::Value::Text(k.to_owned()),
-                            None => rusqlite::types::Value::Null,
-                        }));
+                    let keys = (0..KEY_PROBE).map(|i| chunk.get(i).map(|e| &e.key));
+                    let args = std::iter::once(&self.feed_id as &dyn rusqlite::ToSql).chain(
+                        keys.map(|k| match k {
+                            Some(k) => k as &dyn rusqlite::ToSql,
+                            None => &rusqlite::types::Null,
+                        }),
+                    );
                     let mut q = stmt.query(rusqlite::params_from_iter(args))?;
                     while let Some(r) = q.next()? {
                         let (k, stored) = row(r)?;
@@ -1386,11 +1392,13 @@ fn known_url_keys(tx: &Connection, entries: &[ParsedEntry]) -> rusqlite::Result<
     if keys.is_empty() {
         return Ok(known);
     }
-    let sql = format!(
-        "SELECT DISTINCT url_key FROM entry_url WHERE url_key IN ({})",
-        numbered(1, KEY_PROBE)
-    );
-    let mut stmt = tx.prepare_cached(&sql)?;
+    static PROBE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT DISTINCT url_key FROM entry_url WHERE url_key IN ({})",
+            numbered(1, KEY_PROBE)
+        )
+    });
+    let mut stmt = tx.prepare_cached(&PROBE)?;
     for chunk in keys.chunks(KEY_PROBE) {
         let args = (0..KEY_PROBE).map(|i| chunk.get(i).map(|k| k.as_str()));
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
