@@ -565,7 +565,6 @@ async fn fill(db: &Path, total: usize, vocab: &[String]) -> anyhow::Result<()> {
                 updated: Some(at),
                 enclosures: Vec::new(),
                 url_keys: vec![link],
-                search_text: None,
                 content_hash: None,
             });
         }

@@ -289,7 +289,8 @@ pub async fn run(
     }
 }
 
-/// The tasks that poll, fetch articles and ping the WebSub hub: everything a
+/// The tasks that poll, fetch articles, index for search and ping the WebSub
+/// hub: everything a
 /// reload replaces. They run under their own child of the shutdown token,
 /// so a reload can stop them alone and a shutdown stops them with the rest.
 struct Workers {
@@ -335,6 +336,7 @@ impl Workers {
             config.retention.housekeeping_interval,
             token.clone(),
         ));
+        let indexer = tokio::spawn(crate::indexer::run(store.clone(), token.clone()));
         let websub = config.server.websub_hub.clone().map(|hub| {
             tokio::spawn(crate::websub::run(
                 hub,
@@ -347,7 +349,7 @@ impl Workers {
         });
         Workers {
             token,
-            tasks: vec![scheduler, articles, housekeeping],
+            tasks: vec![scheduler, articles, housekeeping, indexer],
             websub,
             start_rev,
         }

@@ -362,6 +362,12 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     }
     drop(out);
     fetch_articles(config, &store, pipeline).await?;
+    // The daemon's indexer would catch up later; a one-shot command leaves
+    // the search index complete.
+    store
+        .index_all(crate::indexer::BATCH)
+        .await
+        .context("cannot update the search index")?;
     store.close().await?;
     Ok(())
 }
@@ -627,8 +633,8 @@ async fn status(config: &Config) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "entries:    {} · tombstones {}",
-        snap.entries, snap.tombstones
+        "entries:    {} · tombstones {} · {} waiting for the search index",
+        snap.entries, snap.tombstones, snap.search_backlog
     )?;
     writeln!(
         out,

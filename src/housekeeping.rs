@@ -334,7 +334,6 @@ mod tests {
                     updated: None,
                     enclosures: vec![],
                     url_keys: vec![],
-                    search_text: None,
                     content_hash: None,
                 })
                 .collect();

@@ -17,6 +17,8 @@
 //!   [`pipeline::dedup`] decides when two entries are one story (URL keys,
 //!   near-duplicate text); pure, for the store's merging to call.
 //! - [`store`]: all persistence (SQLite): feeds, entries, schedule.
+//! - [`indexer`]: keeps the search index in step with the entries, in
+//!   batches that yield to polls.
 //! - [`serve`]: the HTTP outputs (Atom, RSS, JSON Feed, the river page,
 //!   named outputs, `/opml`, `/healthz`, `/metrics`).
 //! - [`opml`]: OPML ⇄ subscriptions.
@@ -39,6 +41,7 @@ pub mod cli;
 pub mod config;
 pub mod hosts;
 pub mod housekeeping;
+pub mod indexer;
 pub mod logging;
 pub mod model;
 pub mod netguard;

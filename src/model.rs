@@ -318,12 +318,8 @@ pub struct ParsedEntry {
     /// Keys under which the same story from another feed is recognised
     /// (see `pipeline::dedup::url_key`).
     pub url_keys: Vec<String>,
-    /// `content_html`'s words for the search index, each once
-    /// (`pipeline::sanitize::search_words`), prepared by the parse stage so
-    /// the store's single writer does not; `None` and the store derives it.
-    pub search_text: Option<String>,
-    /// [`ParsedEntry::compute_content_hash`], prepared by the parse stage
-    /// like `search_text`; `None` and the store computes it.
+    /// [`ParsedEntry::compute_content_hash`], prepared by the parse stage so
+    /// the store's single writer does not; `None` and the store computes it.
     pub content_hash: Option<String>,
 }
 

@@ -1121,7 +1121,6 @@ mod tests {
             updated: None,
             enclosures: vec![],
             url_keys: vec![],
-            search_text: None,
             content_hash: None,
         }
     }

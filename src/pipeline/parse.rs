@@ -29,7 +29,7 @@ use feed_rs::parser::{ParseErrorKind, ParseFeedError};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use url::Url;
 
-use super::sanitize::{Sanitizer, collapse_whitespace, html_to_text, search_words};
+use super::sanitize::{Sanitizer, collapse_whitespace, html_to_text};
 use std::time::Duration;
 
 use crate::model::{Enclosure, FeedHints, ParsedEntry, ParsedFeed};
@@ -877,12 +877,10 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
     let content_base = content_base.map(String::from);
 
     let url_keys = super::dedup::link_candidates(link.as_ref());
-    let search_text = content_html.as_deref().map(search_words);
     let mut parsed = ParsedEntry {
         key,
         title,
         url_keys,
-        search_text,
         link: link.map(String::from),
         content_html,
         content_base,

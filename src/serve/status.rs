@@ -197,7 +197,7 @@ footer { color: var(--muted); font-size: .85rem; padding: 1.5rem 1rem 3rem; }
 <dl class="summary">
 <dt>Feeds</dt><dd>{{ feed_count }} ({{ states }})</dd>
 <dt>Last poll</dt><dd>{{ last_poll }}</dd>
-<dt>Entries</dt><dd>{{ entries }} · {{ tombstones }} tombstones</dd>
+<dt>Entries</dt><dd>{{ entries }} · {{ tombstones }} tombstones · {{ search_backlog }} waiting for the search index</dd>
 <dt>Articles</dt><dd>{{ articles_pending }} pending, {{ articles_failed }} failed</dd>
 <dt>Database</dt><dd>{{ db }}</dd>
 <dt>Housekeeping</dt><dd>{{ housekept }}</dd>
@@ -237,6 +237,7 @@ pub struct StatusPage {
     pub tombstones: u64,
     pub articles_pending: u64,
     pub articles_failed: u64,
+    pub search_backlog: u64,
     pub db: String,
     pub housekept: String,
     pub outputs: Vec<(String, String)>,
@@ -309,6 +310,7 @@ pub fn render(
         tombstones: snap.tombstones,
         articles_pending: snap.articles_pending,
         articles_failed: snap.articles_failed,
+        search_backlog: snap.search_backlog,
         db: format!(
             "{} used, {} file, {cap}",
             format_bytes(snap.size.used_bytes),

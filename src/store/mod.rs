@@ -19,7 +19,7 @@ mod checkpoint;
 mod sqlite;
 
 pub use backup::{BackupError, BackupProgress, BackupReport, backup};
-pub use sqlite::entry_uid;
+pub use sqlite::{IndexStep, entry_uid};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -214,6 +214,8 @@ pub struct StatusSnapshot {
     pub tombstones: u64,
     pub articles_pending: u64,
     pub articles_failed: u64,
+    /// Entries waiting for the search indexer.
+    pub search_backlog: u64,
     pub size: DbSize,
     /// When housekeeping last finished.
     pub housekept_at: Option<DateTime<Utc>>,
@@ -255,6 +257,9 @@ pub struct Store {
     full: Arc<Mutex<Option<Instant>>>,
     /// Polls waiting for the writer; see [`Store::record_poll`].
     polls: Arc<Mutex<PollQueue>>,
+    /// Woken after writes that may have queued entries for the search
+    /// indexer; see [`Store::index_work`].
+    index_work: Arc<tokio::sync::Notify>,
 }
 
 /// Poll records waiting to be written, each with the channel its caller
@@ -272,6 +277,38 @@ struct PollQueue {
     /// a flush sent at once leaves no wake-up to cut the next one short.
     gathering: bool,
     stats: CommitStats,
+    load: WriterLoad,
+}
+
+/// How busy the writer has been storing polls lately: time spent in poll
+/// batches, decayed exponentially over [`LOAD_WINDOW`], so `busy` reads as
+/// the share of the recent past the writer was occupied (0 to 1).
+#[derive(Default, Clone, Copy)]
+struct WriterLoad {
+    busy: f64,
+    at: Option<Instant>,
+}
+
+/// The time constant of [`WriterLoad`].
+const LOAD_WINDOW: Duration = Duration::from_secs(1);
+
+impl WriterLoad {
+    fn decayed(&self, now: Instant) -> f64 {
+        match self.at {
+            Some(at) => {
+                let age = now.saturating_duration_since(at).as_secs_f64();
+                self.busy * (-age / LOAD_WINDOW.as_secs_f64()).exp()
+            }
+            None => 0.0,
+        }
+    }
+
+    /// Adds a batch that kept the writer busy for `took`, ending at `end`.
+    fn add(&mut self, took: Duration, end: Instant) {
+        let busy = self.decayed(end) + took.as_secs_f64() / LOAD_WINDOW.as_secs_f64();
+        self.busy = busy.min(1.0);
+        self.at = Some(end);
+    }
 }
 
 /// How polls were committed since the store opened.
@@ -304,6 +341,7 @@ async fn send_flush(
     writer: tokio_rusqlite::Connection,
     queue: Arc<Mutex<PollQueue>>,
     gather: Option<Arc<tokio::sync::Notify>>,
+    index_work: Arc<tokio::sync::Notify>,
 ) {
     if let Some(gathered) = gather {
         let _ = tokio::time::timeout(GATHER_WINDOW, gathered.notified()).await;
@@ -315,7 +353,10 @@ async fn send_flush(
     match sent {
         // The parsed entries are freed here, not on the writer thread,
         // which every poll waits for.
-        Ok(records) => drop(records),
+        Ok(records) => {
+            index_work.notify_one();
+            drop(records);
+        }
         Err(_) => {
             // The writer is gone: nothing queued will ever run.
             let waiting = {
@@ -361,7 +402,11 @@ fn flush_polls(conn: &mut rusqlite::Connection, queue: &Mutex<PollQueue>) -> Vec
         return Vec::new();
     }
     let (recs, replies): (Vec<PollRecord>, Vec<PollReply>) = batch.into_iter().unzip();
-    match sqlite::record_polls(conn, &recs) {
+    let started = Instant::now();
+    let written = sqlite::record_polls(conn, &recs);
+    let end = Instant::now();
+    lock(queue).load.add(end - started, end);
+    match written {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result.map_err(StoreError::from));
@@ -470,6 +515,7 @@ impl Store {
             path: path.to_owned(),
             polls: Arc::default(),
             full: Arc::new(Mutex::new(None)),
+            index_work: Arc::default(),
         })
     }
 
@@ -708,7 +754,11 @@ impl Store {
     /// turned out to be a story another feed brought first, and was merged
     /// into it.
     pub async fn record_article(&self, rec: ArticleRecord) -> Result<bool, StoreError> {
-        self.write(move |c| sqlite::record_article(c, &rec)).await
+        let recorded = self.write(move |c| sqlite::record_article(c, &rec)).await;
+        if recorded.is_ok() {
+            self.index_work.notify_one();
+        }
+        recorded
     }
 
     pub async fn article_state(&self, entry_uid: &str) -> Result<Option<ArticleState>, StoreError> {
@@ -754,6 +804,7 @@ impl Store {
                 self.writer.clone(),
                 Arc::clone(&self.polls),
                 gather,
+                Arc::clone(&self.index_work),
             ));
         }
         let result = result
@@ -766,6 +817,46 @@ impl Store {
     /// How many group commits wrote how many polls so far.
     pub fn commit_stats(&self) -> CommitStats {
         lock(&self.polls).stats
+    }
+
+    /// The share of the last second or so that the writer spent storing
+    /// polls, from 0 (idle) to 1 (flat out).
+    pub fn poll_load(&self) -> f64 {
+        lock(&self.polls).load.decayed(Instant::now())
+    }
+
+    // ---- the search index: entries are queued for it by the writes that
+    // add or change them, and indexed by `crate::indexer` in batches.
+
+    /// Returns once a write may have queued entries for the search index
+    /// since the last call returned (at once if one did meanwhile).
+    pub async fn index_work(&self) {
+        self.index_work.notified().await;
+    }
+
+    /// Indexes up to `max` queued entries, oldest first, in one
+    /// transaction. See [`sqlite::index_pending`].
+    pub async fn index_pending(&self, max: usize) -> Result<IndexStep, StoreError> {
+        self.write(move |c| sqlite::index_pending(c, max)).await
+    }
+
+    /// Indexes every queued entry, in batches of `batch`, so polls and
+    /// readers still get the writer in between; returns how many it
+    /// indexed. For one-shot commands, which leave nothing behind.
+    pub async fn index_all(&self, batch: usize) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let step = self.index_pending(batch).await?;
+            total += step.indexed;
+            if !step.more {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Entries waiting for the search index. Runs on a reader connection.
+    pub async fn search_backlog(&self) -> Result<u64, StoreError> {
+        Ok(self.reader().call(|c| sqlite::search_backlog(c)).await?)
     }
 
     /// Entries for an output, newest first. Runs on the reader connection.

@@ -40,6 +40,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("retention.sql")),
         M::up(include_str!("throughput.sql")),
         M::up(include_str!("raw_content.sql")),
+        M::up(include_str!("search_queue.sql")),
     ])
 }
 
@@ -107,43 +108,92 @@ pub(super) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-/// The words an entry is indexed under: the parse stage's, else derived
-/// from its content here.
-fn words_of(e: &ParsedEntry) -> Cow<'_, str> {
-    match &e.search_text {
-        Some(words) => Cow::Borrowed(words.as_str()),
-        None => Cow::Owned(search_words(e.content_html.as_deref().unwrap_or_default())),
-    }
-}
-
-/// (Re)indexes an entry for search under `words` (see [`search_words`]).
-/// Runs on the poll path for every updated entry, so both statements go
-/// through the statement cache.
-fn index_entry(
-    tx: &Connection,
-    entry_id: i64,
-    title: Option<&str>,
-    words: &str,
-) -> rusqlite::Result<()> {
-    exec(tx, "DELETE FROM entry_fts WHERE rowid = ?1", [entry_id])?;
-    add_to_index(tx, entry_id, title, words)
-}
-
-/// Indexes an entry that is not in the index yet: a contentless-delete
-/// table records a delete even for a row it never had, so new entries
-/// skip it.
-fn add_to_index(
-    tx: &Connection,
-    entry_id: i64,
-    title: Option<&str>,
-    words: &str,
-) -> rusqlite::Result<()> {
+/// Queues an entry for the search indexer ([`index_pending`]). Every path
+/// that adds an entry or changes what it is indexed under comes here
+/// instead of indexing in its own transaction: tokenising and merging
+/// terms was about a sixth of the daemon's CPU while polls arrived flat
+/// out, and a queue lets that wait until the writer has time to spare.
+/// `indexed` says whether the index may already hold the entry; a row
+/// already queued keeps what it said, since the index still holds what it
+/// held when that row was queued.
+fn queue_for_index(tx: &Connection, entry_id: i64, indexed: bool) -> rusqlite::Result<()> {
     exec(
         tx,
-        "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
-        params![entry_id, title.unwrap_or_default(), words],
+        "INSERT OR IGNORE INTO search_pending (entry_id, reindex) VALUES (?1, ?2)",
+        params![entry_id, indexed],
     )?;
     Ok(())
+}
+
+/// What one [`index_pending`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexStep {
+    /// Entries indexed (or reindexed).
+    pub indexed: usize,
+    /// Whether more entries wait.
+    pub more: bool,
+}
+
+/// Indexes up to `max` queued entries, oldest first, in one transaction,
+/// and takes them off the queue. An entry is indexed under its title and
+/// the words ([`search_words`]) of what the outputs show as its content:
+/// the article text when the article is used, else the feed's content.
+/// Reading that here, rather than carrying words from the poll, means an
+/// entry changed again while queued is indexed once, as it now is.
+pub(super) fn index_pending(conn: &mut Connection, max: usize) -> rusqlite::Result<IndexStep> {
+    let tx = conn.transaction()?;
+    let mut indexed = 0;
+    let mut last = None;
+    {
+        let mut pending = tx.prepare_cached(
+            "SELECT p.entry_id, p.reindex, e.title, coalesce(a.html, e.content_html)
+             FROM search_pending p
+             JOIN entry e ON e.id = p.entry_id
+             LEFT JOIN article a ON a.entry_id = p.entry_id AND a.used = 1
+             ORDER BY p.entry_id
+             LIMIT ?1",
+        )?;
+        let mut rows = pending.query([max as i64])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let reindex: bool = row.get(1)?;
+            let title: Option<String> = row.get(2)?;
+            let html: Option<String> = row.get(3)?;
+            if reindex {
+                exec(&tx, "DELETE FROM entry_fts WHERE rowid = ?1", [id])?;
+            }
+            exec(
+                &tx,
+                "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
+                params![
+                    id,
+                    title.unwrap_or_default(),
+                    search_words(html.as_deref().unwrap_or_default())
+                ],
+            )?;
+            indexed += 1;
+            last = Some(id);
+        }
+    }
+    if let Some(last) = last {
+        // Every queued id up to `last` was read above, in this transaction.
+        exec(
+            &tx,
+            "DELETE FROM search_pending WHERE entry_id <= ?1",
+            [last],
+        )?;
+    }
+    let more: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM search_pending)", [], |r| {
+        r.get(0)
+    })?;
+    tx.commit()?;
+    Ok(IndexStep { indexed, more })
+}
+
+/// Entries waiting for the search indexer.
+pub(super) fn search_backlog(conn: &Connection) -> rusqlite::Result<u64> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
 }
 
 /// Turns what a reader typed into an FTS5 query that cannot be a syntax
@@ -1155,7 +1205,7 @@ fn upsert_entry(
                 .optional()?
                 .unwrap_or(false);
             if !article_used {
-                index_entry(tx, id, e.title.as_deref(), &words_of(e))?;
+                queue_for_index(tx, id, true)?;
             }
             Ok(if quiet {
                 Upsert::Unchanged
@@ -1234,11 +1284,7 @@ fn upsert_entry(
                     r.get(0)
                 })?
             };
-            if inserted == 1 {
-                add_to_index(tx, entry_id, e.title.as_deref(), &words_of(e))?;
-            } else {
-                index_entry(tx, entry_id, e.title.as_deref(), &words_of(e))?;
-            }
+            queue_for_index(tx, entry_id, inserted != 1)?;
             add_url_keys(tx, entry_id, &e.url_keys)?;
             exec(
                 tx,
@@ -1607,13 +1653,7 @@ fn merge_into(
              FROM article WHERE entry_id = ?1",
             params![me, story],
         )?;
-        let (title, html): (Option<String>, Option<String>) = tx.query_row(
-            "SELECT e.title, a.html FROM entry e JOIN article a ON a.entry_id = e.id WHERE e.id = ?1",
-            [story],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let words = search_words(html.as_deref().unwrap_or_default());
-        index_entry(tx, story, title.as_deref(), &words)?;
+        queue_for_index(tx, story, true)?;
     }
     let story_has_print: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM entry_print WHERE entry_id = ?1)",
@@ -1722,15 +1762,7 @@ pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusq
                 ],
             )?;
             if *use_for_output {
-                let title: Option<String> = tx
-                    .query_row(
-                        "SELECT title FROM entry WHERE id = ?1",
-                        [rec.entry_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .flatten();
-                index_entry(&tx, rec.entry_id, title.as_deref(), &search_words(html))?;
+                queue_for_index(&tx, rec.entry_id, true)?;
                 bump_revision(&tx, rec.at)?;
             }
             // One story, one entry: the same page (final or canonical URL)
@@ -2106,6 +2138,7 @@ pub(super) fn status(conn: &mut Connection, since_day: i64) -> rusqlite::Result<
         }
     }
     let size = db_size(&tx)?;
+    let search_backlog = search_backlog(&tx)?;
     tx.commit()?;
     Ok(StatusSnapshot {
         feeds,
@@ -2113,6 +2146,7 @@ pub(super) fn status(conn: &mut Connection, since_day: i64) -> rusqlite::Result<
         tombstones,
         articles_pending,
         articles_failed,
+        search_backlog,
         size,
         housekept_at,
         history,
@@ -2380,7 +2414,11 @@ mod tests {
                 params![rowid as i64, whole_text(html)],
             )
             .unwrap();
-            add_to_index(&conn, rowid as i64, Some("t"), &search_words(html)).unwrap();
+            conn.execute(
+                "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, 't', ?2)",
+                params![rowid as i64, search_words(html)],
+            )
+            .unwrap();
         }
         let vocab = |table: &str| -> Vec<(String, i64)> {
             let mut stmt = conn
@@ -2671,7 +2709,6 @@ mod tests {
             updated: None,
             enclosures: vec![],
             url_keys: vec![],
-            search_text: None,
             content_hash: None,
         }
     }
@@ -2781,6 +2818,151 @@ mod tests {
             .unwrap();
         assert_eq!(entries, (KEY_PROBE + 8) as i64);
         assert_eq!(dup, "<p>second</p>");
+    }
+
+    /// Titles of the entries a search finds, as the outputs run it.
+    fn search(conn: &Connection, q: &str) -> Vec<String> {
+        let q = EntryQuery {
+            limit: 50,
+            search: Some(q.to_owned()),
+            ..EntryQuery::default()
+        };
+        let mut titles: Vec<String> = entries(conn, &q)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.title)
+            .collect();
+        titles.sort();
+        titles
+    }
+
+    fn titled(key: &str, title: &str, body: &str) -> ParsedEntry {
+        ParsedEntry {
+            title: Some(title.to_owned()),
+            ..entry(key, body.to_owned())
+        }
+    }
+
+    #[test]
+    fn entries_are_searchable_once_the_indexer_has_run_as_they_now_read() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let [id] = subscribe(&mut conn, ["https://a.example/"], now);
+        let first = vec![
+            titled("guid:1", "Harbour", "<p>Lighthouse keepers</p>"),
+            titled("guid:2", "Other", "<p>ferries</p>"),
+        ];
+        record_poll(&mut conn, &fetched_entries(id, first, now)).unwrap();
+        // Stored and served, but only queued for the index.
+        assert!(search(&conn, "lighthouse").is_empty());
+        assert_eq!(search_backlog(&conn).unwrap(), 2);
+        let step = index_pending(&mut conn, 1).unwrap();
+        assert_eq!(
+            step,
+            IndexStep {
+                indexed: 1,
+                more: true
+            }
+        );
+        let step = index_pending(&mut conn, 10).unwrap();
+        assert_eq!(
+            step,
+            IndexStep {
+                indexed: 1,
+                more: false
+            }
+        );
+        assert_eq!(search(&conn, "lighthouse"), ["Harbour"]);
+        assert_eq!(search(&conn, "harbour"), ["Harbour"]);
+        assert_eq!(search(&conn, "ferries"), ["Other"]);
+
+        // A changed entry is reindexed as it now reads: its old words go.
+        let later = now + chrono::Duration::seconds(10);
+        let changed = vec![
+            titled("guid:1", "Harbour", "<p>Breakwater news</p>"),
+            titled("guid:2", "Other", "<p>ferries</p>"),
+        ];
+        record_poll(&mut conn, &fetched_entries(id, changed, later)).unwrap();
+        assert_eq!(search_backlog(&conn).unwrap(), 1);
+        assert_eq!(
+            search(&conn, "lighthouse"),
+            ["Harbour"],
+            "not yet reindexed"
+        );
+        index_pending(&mut conn, 10).unwrap();
+        assert!(search(&conn, "lighthouse").is_empty());
+        assert_eq!(search(&conn, "breakwater"), ["Harbour"]);
+
+        // An entry deleted while queued leaves nothing queued or indexed.
+        let third = vec![titled("guid:3", "Gone", "<p>seaweed</p>")];
+        record_poll(&mut conn, &fetched_entries(id, third, later)).unwrap();
+        conn.execute(
+            "DELETE FROM entry WHERE id = (SELECT entry_id FROM entry_source WHERE entry_key = 'guid:3')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(search_backlog(&conn).unwrap(), 0);
+        let step = index_pending(&mut conn, 10).unwrap();
+        assert_eq!(
+            step,
+            IndexStep {
+                indexed: 0,
+                more: false
+            }
+        );
+        assert!(search(&conn, "seaweed").is_empty());
+        let indexed = count(&conn, "SELECT count(*) FROM entry_fts_docsize");
+        assert_eq!(indexed, 2);
+    }
+
+    #[test]
+    fn an_entry_whose_article_is_used_is_indexed_under_the_article() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let [id] = subscribe(&mut conn, ["https://a.example/"], now);
+        let mut e = titled("guid:1", "Story", "<p>teaser</p>");
+        e.link = Some("https://a.example/story".to_owned());
+        let mut rec = fetched_entries(id, vec![e], now);
+        rec.full_text = true;
+        let report = record_poll(&mut conn, &rec).unwrap();
+        assert_eq!(report.articles_queued, 1);
+        index_pending(&mut conn, 10).unwrap();
+        assert_eq!(search(&conn, "teaser"), ["Story"]);
+
+        let entry_id = count(&conn, "SELECT id FROM entry");
+        let html = "<p>The whole article about kelp forests.</p>".to_owned();
+        let rec = ArticleRecord {
+            entry_id,
+            at: now,
+            outcome: ArticleOutcome::Extracted {
+                final_url: "https://a.example/story".to_owned(),
+                canonical_url: None,
+                text: "The whole article about kelp forests.".to_owned(),
+                html,
+                word_count: 6,
+                use_for_output: true,
+                url_keys: vec![],
+                print: None,
+            },
+            retry_at: None,
+        };
+        record_article(&mut conn, &rec).unwrap();
+        assert_eq!(search_backlog(&conn).unwrap(), 1);
+        index_pending(&mut conn, 10).unwrap();
+        assert_eq!(search(&conn, "kelp"), ["Story"]);
+        assert!(search(&conn, "teaser").is_empty());
+
+        // A later poll that changes the feed's content leaves the article's
+        // words in place.
+        let mut e = titled("guid:1", "Story", "<p>new teaser</p>");
+        e.link = Some("https://a.example/story".to_owned());
+        let later = now + chrono::Duration::seconds(10);
+        let mut rec = fetched_entries(id, vec![e], later);
+        rec.full_text = true;
+        let report = record_poll(&mut conn, &rec).unwrap();
+        assert_eq!(report.updated, 1);
+        index_pending(&mut conn, 10).unwrap();
+        assert_eq!(search(&conn, "kelp"), ["Story"]);
     }
 
     /// SQLite's page cap fails a write exactly as a full disk does

@@ -1,0 +1,124 @@
+//! The search indexer: keeps the full-text index in step with the entries,
+//! off the poll path.
+//!
+//! Writes that add an entry or change what it is indexed under only queue
+//! it (`store`); this task indexes the queue in batches of [`BATCH`], each
+//! one short transaction on the writer. Indexing yields to polls: while
+//! storing polls keeps the writer more than [`MAX_LOAD`] busy (a first
+//! start, a burst after downtime) it waits, because then every core-second
+//! it took would come out of polling — tokenising and merging terms was
+//! about a sixth of the daemon's CPU while it polled flat out. It never
+//! waits longer than [`MAX_LAG`]: once the queue has waited that long it
+//! is indexed to the end whatever the load. So a search or a `?q=` output
+//! sees a new entry within moments on a daemon with time to spare, and
+//! within about a minute on one that is flat out.
+//!
+//! The queue is in the database, so entries queued before a crash or a
+//! stop are indexed after the next start.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Store, StoreError};
+
+/// Entries indexed per transaction: a few milliseconds of the writer.
+pub const BATCH: usize = 500;
+
+/// The writer's poll load (share of the last second spent storing polls)
+/// from which indexing waits.
+pub const MAX_LOAD: f64 = 0.5;
+
+/// The longest the queue waits for the load to fall.
+pub const MAX_LAG: Duration = Duration::from_secs(60);
+
+/// How often a waiting indexer looks at the load again.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// After a failed batch (a full disk, say), the pause before the next try.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// A backlog at least this large is logged at info once it is indexed.
+const NOTABLE: usize = 10_000;
+
+/// Whether to index now, given the writer's poll load and how long the
+/// queue has been waiting.
+pub fn may_index(load: f64, waiting: Duration) -> bool {
+    load < MAX_LOAD || waiting >= MAX_LAG
+}
+
+/// Runs until `token` is cancelled. Starts by looking at the queue, which
+/// a previous run may have left behind.
+pub async fn run(store: Store, token: CancellationToken) {
+    // When the queue was last seen non-empty after being empty: `None`
+    // while it is (as far as this task knows) empty.
+    let mut behind_since = Some(Instant::now());
+    let mut run_indexed = 0usize;
+    loop {
+        let since = match behind_since {
+            Some(t) => t,
+            None => {
+                metrics::gauge!("tributary_search_lag_seconds").set(0.0);
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = store.index_work() => {}
+                }
+                let t = Instant::now();
+                behind_since = Some(t);
+                t
+            }
+        };
+        let waiting = since.elapsed();
+        metrics::gauge!("tributary_search_lag_seconds").set(waiting.as_secs_f64());
+        if !may_index(store.poll_load(), waiting) {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(RECHECK) => continue,
+            }
+        }
+        match store.index_pending(BATCH).await {
+            Ok(step) => {
+                run_indexed += step.indexed;
+                metrics::counter!("tributary_search_indexed_total").increment(step.indexed as u64);
+                tracing::debug!(
+                    indexed = step.indexed,
+                    more = step.more,
+                    "search index batch"
+                );
+                if !step.more {
+                    if run_indexed >= NOTABLE {
+                        tracing::info!(
+                            entries = run_indexed,
+                            seconds = format_args!("{:.1}", since.elapsed().as_secs_f64()),
+                            "search index caught up"
+                        );
+                    }
+                    run_indexed = 0;
+                    behind_since = None;
+                }
+            }
+            Err(StoreError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "search indexing failed; retrying");
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexing_yields_to_a_busy_writer_until_the_queue_has_waited_too_long() {
+        assert!(may_index(0.0, Duration::ZERO));
+        assert!(may_index(MAX_LOAD - 0.01, Duration::ZERO));
+        assert!(!may_index(MAX_LOAD, Duration::ZERO));
+        assert!(!may_index(1.0, MAX_LAG - Duration::from_millis(1)));
+        assert!(may_index(1.0, MAX_LAG));
+    }
+}
