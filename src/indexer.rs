@@ -99,7 +99,10 @@ pub async fn run(store: Store, token: CancellationToken) {
             }
             Err(StoreError::Closed) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "search indexing failed; retrying");
+                // A full disk is logged by the store, once per episode.
+                if !matches!(e, StoreError::Full { .. }) {
+                    tracing::warn!(error = %e, "search indexing failed; retrying");
+                }
                 tokio::select! {
                     () = token.cancelled() => return,
                     () = tokio::time::sleep(RETRY) => {}
