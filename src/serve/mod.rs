@@ -146,7 +146,8 @@ impl Format {
 }
 
 struct Rendered {
-    rev: i64,
+    /// The entries' revision, and the search index's for a `?q=` query.
+    rev: (i64, i64),
     /// The settings generation it was rendered with.
     fingerprint: u64,
     etag: String,
@@ -486,12 +487,22 @@ async fn render_output(
         format.ext(),
         query_string(params, query.after)
     );
+    // A search's results also change when the index catches up with new
+    // entries (see `indexer`), which does not move the entries' revision.
+    let (doc_rev, changed_at) = if query.search.is_some() {
+        (
+            (rev.rev, rev.search),
+            rev.changed_at.max(rev.search_changed_at),
+        )
+    } else {
+        ((rev.rev, 0), rev.changed_at)
+    };
     let cached = state
         .cache
         .lock()
         .ok()
         .and_then(|c| c.get(&key).cloned())
-        .filter(|r| r.rev == rev.rev && r.fingerprint == current.fingerprint);
+        .filter(|r| r.rev == doc_rev && r.fingerprint == current.fingerprint);
     let doc = match cached {
         Some(doc) => doc,
         None => {
@@ -543,7 +554,7 @@ async fn render_output(
                 home_url: format!("{}/", s.base_url),
                 next_url,
                 hub: s.hub.clone(),
-                updated: rev.changed_at,
+                updated: changed_at,
             };
             let body = match format {
                 Format::Atom => atom::render(&meta, &entries),
@@ -561,12 +572,15 @@ async fn render_output(
             key.hash(&mut h);
             current.fingerprint.hash(&mut h);
             let doc = Arc::new(Rendered {
-                rev: rev.rev,
+                rev: doc_rev,
                 fingerprint: current.fingerprint,
                 // Only compared for equality within this process's cache
                 // lifetime plus the revision, so a std hash is fine here.
-                etag: format!("\"r{}-{:x}\"", rev.rev, h.finish()),
-                last_modified: rev.changed_at.into(),
+                etag: match doc_rev {
+                    (rev, 0) => format!("\"r{rev}-{:x}\"", h.finish()),
+                    (rev, search) => format!("\"r{rev}.{search}-{:x}\"", h.finish()),
+                },
+                last_modified: changed_at.into(),
                 body: Bytes::from(body),
                 gzip: OnceLock::new(),
                 br: OnceLock::new(),

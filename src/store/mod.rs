@@ -136,12 +136,15 @@ pub struct SyncReport {
     pub removed: usize,
 }
 
-/// A version stamp of everything the outputs show: it moves whenever an
-/// entry, or a feed's name, changes.
+/// A version stamp of everything the outputs show: `rev` moves whenever an
+/// entry, or a feed's name, changes; `search` also whenever the search
+/// index takes in entries, which changes what a search finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revision {
     pub rev: i64,
     pub changed_at: DateTime<Utc>,
+    pub search: i64,
+    pub search_changed_at: DateTime<Utc>,
 }
 
 impl Default for Revision {
@@ -149,6 +152,8 @@ impl Default for Revision {
         Revision {
             rev: 0,
             changed_at: DateTime::UNIX_EPOCH,
+            search: 0,
+            search_changed_at: DateTime::UNIX_EPOCH,
         }
     }
 }
@@ -837,7 +842,8 @@ impl Store {
     /// Indexes up to `max` queued entries, oldest first, in one
     /// transaction. See [`sqlite::index_pending`].
     pub async fn index_pending(&self, max: usize) -> Result<IndexStep, StoreError> {
-        self.write(move |c| sqlite::index_pending(c, max)).await
+        self.write(move |c| sqlite::index_pending(c, max, Utc::now()))
+            .await
     }
 
     /// Indexes every queued entry, in batches of `batch`, so polls and

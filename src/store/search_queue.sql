@@ -7,3 +7,7 @@ CREATE TABLE search_pending (
     entry_id INTEGER PRIMARY KEY REFERENCES entry (id) ON DELETE CASCADE,
     reindex  INTEGER NOT NULL
 );
+-- What a search shows also changes when the indexer catches up, without
+-- the entries changing: `?q=` outputs are versioned by these as well as
+-- by `entries_rev`.
+INSERT INTO meta (key, value) VALUES ('search_rev', 0), ('search_changed_at', 0);

@@ -140,7 +140,11 @@ pub struct IndexStep {
 /// the article text when the article is used, else the feed's content.
 /// Reading that here, rather than carrying words from the poll, means an
 /// entry changed again while queued is indexed once, as it now is.
-pub(super) fn index_pending(conn: &mut Connection, max: usize) -> rusqlite::Result<IndexStep> {
+pub(super) fn index_pending(
+    conn: &mut Connection,
+    max: usize,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<IndexStep> {
     let tx = conn.transaction()?;
     let mut indexed = 0;
     let mut last = None;
@@ -181,6 +185,17 @@ pub(super) fn index_pending(conn: &mut Connection, max: usize) -> rusqlite::Resu
             &tx,
             "DELETE FROM search_pending WHERE entry_id <= ?1",
             [last],
+        )?;
+        // Searches now find more: their cached pages and validators expire.
+        exec(
+            &tx,
+            "UPDATE meta SET value = value + 1 WHERE key = 'search_rev'",
+            [],
+        )?;
+        exec(
+            &tx,
+            "UPDATE meta SET value = max(value, ?1) WHERE key = 'search_changed_at'",
+            [ts(now)],
         )?;
     }
     let more: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM search_pending)", [], |r| {
@@ -318,6 +333,8 @@ pub(super) fn revision(conn: &Connection) -> rusqlite::Result<Revision> {
         match k.as_str() {
             "entries_rev" => rev.rev = v,
             "entries_changed_at" => rev.changed_at = from_ts(v),
+            "search_rev" => rev.search = v,
+            "search_changed_at" => rev.search_changed_at = from_ts(v),
             _ => {}
         }
     }
@@ -2856,7 +2873,7 @@ mod tests {
         // Stored and served, but only queued for the index.
         assert!(search(&conn, "lighthouse").is_empty());
         assert_eq!(search_backlog(&conn).unwrap(), 2);
-        let step = index_pending(&mut conn, 1).unwrap();
+        let step = index_pending(&mut conn, 1, now).unwrap();
         assert_eq!(
             step,
             IndexStep {
@@ -2864,7 +2881,7 @@ mod tests {
                 more: true
             }
         );
-        let step = index_pending(&mut conn, 10).unwrap();
+        let step = index_pending(&mut conn, 10, now).unwrap();
         assert_eq!(
             step,
             IndexStep {
@@ -2889,7 +2906,7 @@ mod tests {
             ["Harbour"],
             "not yet reindexed"
         );
-        index_pending(&mut conn, 10).unwrap();
+        index_pending(&mut conn, 10, now).unwrap();
         assert!(search(&conn, "lighthouse").is_empty());
         assert_eq!(search(&conn, "breakwater"), ["Harbour"]);
 
@@ -2902,7 +2919,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(search_backlog(&conn).unwrap(), 0);
-        let step = index_pending(&mut conn, 10).unwrap();
+        let step = index_pending(&mut conn, 10, now).unwrap();
         assert_eq!(
             step,
             IndexStep {
@@ -2926,7 +2943,7 @@ mod tests {
         rec.full_text = true;
         let report = record_poll(&mut conn, &rec).unwrap();
         assert_eq!(report.articles_queued, 1);
-        index_pending(&mut conn, 10).unwrap();
+        index_pending(&mut conn, 10, now).unwrap();
         assert_eq!(search(&conn, "teaser"), ["Story"]);
 
         let entry_id = count(&conn, "SELECT id FROM entry");
@@ -2948,7 +2965,7 @@ mod tests {
         };
         record_article(&mut conn, &rec).unwrap();
         assert_eq!(search_backlog(&conn).unwrap(), 1);
-        index_pending(&mut conn, 10).unwrap();
+        index_pending(&mut conn, 10, now).unwrap();
         assert_eq!(search(&conn, "kelp"), ["Story"]);
         assert!(search(&conn, "teaser").is_empty());
 
@@ -2961,7 +2978,7 @@ mod tests {
         rec.full_text = true;
         let report = record_poll(&mut conn, &rec).unwrap();
         assert_eq!(report.updated, 1);
-        index_pending(&mut conn, 10).unwrap();
+        index_pending(&mut conn, 10, now).unwrap();
         assert_eq!(search(&conn, "kelp"), ["Story"]);
     }
 

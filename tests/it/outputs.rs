@@ -418,3 +418,61 @@ async fn the_websub_hub_is_advertised_and_pinged_when_entries_land() {
     );
     drop(daemon);
 }
+
+/// Indexing changes what a search finds without changing any entry, so a
+/// `?q=` output's validators move with the search index: a reader holding
+/// the ETag or date of the page from before must get the new page, not a
+/// 304. Outputs without `?q=` keep theirs.
+#[tokio::test]
+async fn a_search_is_revalidated_when_the_index_catches_up() {
+    let (_server, env) = setup().await;
+    // Entries stored and queued, the index not there yet: what a daemon
+    // polling flat out serves for a moment.
+    {
+        let db = rusqlite::Connection::open(env.db_path()).expect("open db");
+        db.execute_batch(
+            "INSERT INTO entry_fts (entry_fts) VALUES ('delete-all');
+             INSERT INTO search_pending (entry_id, reindex) SELECT id, 0 FROM entry;",
+        )
+        .expect("queue every entry");
+    }
+    let count = |xml: &str| xml.matches("<entry>").count();
+    let header = |r: &reqwest::Response, name: &str| -> String {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let before = get_output(&env.db_path(), "/feed.atom?q=lighthouses", &[]).await;
+    let (etag, date) = (header(&before, "etag"), header(&before, "last-modified"));
+    assert_eq!(count(&before.text().await.expect("body")), 0);
+    let plain = get_output(&env.db_path(), "/feed.atom", &[]).await;
+    let plain_etag = header(&plain, "etag");
+
+    // A second passes so that Last-Modified (whole seconds) can move too.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let store = tributary::store::Store::open(&env.db_path())
+        .await
+        .expect("open store");
+    assert_eq!(store.index_all(500).await.expect("index"), 7);
+    store.close().await.expect("close");
+
+    for (name, value) in [("if-none-match", &etag), ("if-modified-since", &date)] {
+        let after = get_output(
+            &env.db_path(),
+            "/feed.atom?q=lighthouses",
+            &[(name, value.as_str())],
+        )
+        .await;
+        assert_eq!(after.status(), 200, "{name}: {value}");
+        assert_eq!(count(&after.text().await.expect("body")), 1, "{name}");
+    }
+    let plain = get_output(
+        &env.db_path(),
+        "/feed.atom",
+        &[("if-none-match", plain_etag.as_str())],
+    )
+    .await;
+    assert_eq!(plain.status(), 304, "an output without ?q= is unchanged");
+}
