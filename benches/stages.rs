@@ -16,6 +16,8 @@
 //!   split into the writer thread, the checkpointer and the rest. The
 //!   batch size matters: 4 in flight cost ~990 µs per feed, 64 ~580, 512
 //!   ~510;
+//! - `index`: the search indexer catching up with what `store` queued,
+//!   per feed of entries (off the poll path since polls only queue);
 //! - `store 304`: recording a `304` for every feed;
 //! - `store unchanged`: recording a `200` whose entries are all stored
 //!   already, unchanged (a feed without validators, polled again).
@@ -186,6 +188,7 @@ fn main() {
     }
     if let Some(r) = store_rows {
         rows.push(("store", r.fresh, r.split));
+        rows.push(("index", r.index, String::new()));
         rows.push(("store 304", r.not_modified, String::new()));
         rows.push(("store unchanged", r.unchanged, String::new()));
     }
@@ -206,6 +209,7 @@ fn main() {
 /// split of the first by thread.
 struct StoreRound {
     fresh: Duration,
+    index: Duration,
     not_modified: Duration,
     unchanged: Duration,
     split: String,
@@ -301,6 +305,14 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
         .collect::<Vec<_>>()
         .join(", ");
 
+    let before: u64 = thread_cpu().values().sum();
+    let indexed = store
+        .index_all(tributary::indexer::BATCH)
+        .await
+        .expect("indexed");
+    assert_eq!(indexed, stored, "every new entry was queued");
+    let index = Duration::from_nanos(thread_cpu().values().sum::<u64>() - before);
+
     let recs: Vec<PollRecord> = (0..parsed.len())
         .map(|i| {
             record(
@@ -317,6 +329,7 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
     store.close().await.expect("close store");
     StoreRound {
         fresh,
+        index,
         not_modified,
         unchanged,
         split,
