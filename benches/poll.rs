@@ -12,9 +12,11 @@
 //!    answered `304` (counted by the server, requests received after the
 //!    first cycle ended) and stored (`last_status = 304` on every row).
 //! 3. the **search index catching up**: polls only queue entries for the
-//!    index (see `indexer`), so the bench then waits until the queue is
-//!    empty and reports how long after the first cycle that was, and the
-//!    daemon's CPU time up to then (the whole job, indexing included).
+//!    index, and the indexer waits while polls arrive flat out (see
+//!    `indexer`), as they do here for as long as the daemon runs; so the
+//!    bench then waits until the queue is empty and reports how long after
+//!    the first cycle that was: the indexer's longest wait (60 s) and the
+//!    time to index 200,000 entries.
 //!
 //! With `interval = "1s"` the daemon is always behind, so each cycle runs it
 //! flat out; it polls the most overdue feed first, so the 304 cycle asks
@@ -448,11 +450,10 @@ fn settle() {
 /// with the median ratio: the figure an A/B comparison should quote.
 fn compare(a: &[RunResult], b: &[RunResult]) {
     type Figure = fn(&RunResult) -> f64;
-    let rows: [(&str, Figure); 5] = [
+    let rows: [(&str, Figure); 4] = [
         ("first cycle, feeds/s", |r| r.first_rate),
         ("first cycle, daemon CPU s", |r| r.first_cpu),
         ("304 cycle, feeds/s", |r| r.second_rate),
-        ("daemon CPU until indexed, s", |r| r.total_cpu),
         ("peak RSS, MiB", |r| r.rss_mib),
     ];
     println!("\n## B / A, pair by pair\n");
@@ -483,8 +484,6 @@ struct RunResult {
     /// From the end of the first cycle until the search index held every
     /// entry.
     index_lag: f64,
-    /// Daemon CPU from its start until then.
-    total_cpu: f64,
     rss_mib: f64,
     ok: bool,
 }
@@ -502,7 +501,7 @@ fn summarise(label: &str, runs: &[RunResult]) {
     println!("|---|---|---|---|---|");
     type Figure = fn(&RunResult) -> f64;
     // (figure, value, decimals shown, target)
-    let rows: [(&str, Figure, usize, &str); 7] = [
+    let rows: [(&str, Figure, usize, &str); 6] = [
         ("first cycle, feeds/s", |r| r.first_rate, 0, ">= 1500"),
         ("first cycle, daemon CPU s", |r| r.first_cpu, 1, ""),
         ("304 cycle, feeds/s", |r| r.second_rate, 0, ">= 5000"),
@@ -513,7 +512,6 @@ fn summarise(label: &str, runs: &[RunResult]) {
             2,
             "<= 60",
         ),
-        ("daemon CPU until indexed, s", |r| r.total_cpu, 1, ""),
         ("peak RSS, MiB", |r| r.rss_mib, 1, "< 100"),
     ];
     for (name, f, d, target) in rows {
@@ -596,10 +594,14 @@ fn run_once(
         state.asked_again.load(Ordering::SeqCst) >= n64 && count(&conn, "last_status = 304") >= n64
     });
     let cpu_second = cpu_seconds(pid, ticks) - cpu_first;
-    // Polls only queue entries for the search index; the indexer catches
-    // up once the writer has time to spare (or the queue has waited its
-    // longest). A daemon from before the queue indexes inline: the query
-    // fails on it, and it counts as caught up.
+    let full_second = state.full.load(Ordering::SeqCst) - full_first;
+    let nm_second = state.not_modified.load(Ordering::SeqCst) - nm_first;
+    let (wchar, write_bytes) = written(pid);
+    let (db_bytes, wal_bytes) = db_size(&db);
+    // Polls only queue entries for the search index, and the indexer
+    // waits (at most a minute) while polls arrive flat out, as they do
+    // here for as long as the daemon runs. A daemon from before the queue
+    // indexes inline: the query fails on it, and it counts as caught up.
     let indexed = wait_until(&mut child, "search indexing", || {
         conn.query_row(
             "SELECT NOT EXISTS (SELECT 1 FROM search_pending)",
@@ -608,10 +610,8 @@ fn run_once(
         )
         .unwrap_or(true)
     });
-    let cpu_indexed = cpu_seconds(pid, ticks);
+    // A high-water mark: the whole run, indexing included.
     let rss = peak_rss_kib(pid);
-    let (wchar, write_bytes) = written(pid);
-    let (db_bytes, wal_bytes) = db_size(&db);
     let failed = count(&conn, "last_error IS NOT NULL");
     let entries: i64 = conn
         .query_row("SELECT count(*) FROM entry", [], |r| r.get(0))
@@ -654,13 +654,12 @@ fn run_once(
         t2.as_secs_f64(),
         rate(t2),
         cpu_second,
-        state.full.load(Ordering::SeqCst) - full_first,
-        state.not_modified.load(Ordering::SeqCst) - nm_first
+        full_second,
+        nm_second
     );
     println!(
-        "| search index caught up | {:.2} s after the first cycle | | <= 60 s | {:.1} s in all | |",
-        lag.as_secs_f64(),
-        cpu_indexed
+        "| search index caught up | {:.2} s after the first cycle | | waits <= 60 s, then indexes | | |",
+        lag.as_secs_f64()
     );
     println!();
     println!("| measure | value | target |");
@@ -695,7 +694,7 @@ fn run_once(
     println!("| feeds with an error | {failed} | 0 |");
     println!("| daemon log | {:.1} MiB | |", mib(file_size(&log_path)));
     println!(
-        "| daemon writes (both cycles and indexing) | {:.0} MiB written, {:.0} MiB to storage | |",
+        "| daemon writes (both cycles) | {:.0} MiB written, {:.0} MiB to storage | |",
         mib(wchar),
         mib(write_bytes)
     );
@@ -728,7 +727,6 @@ fn run_once(
         second_rate: rate(t2),
         second_cpu: cpu_second,
         index_lag: lag.as_secs_f64(),
-        total_cpu: cpu_indexed,
         rss_mib: rss as f64 / 1024.0,
         ok,
     }

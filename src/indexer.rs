@@ -4,14 +4,16 @@
 //! Writes that add an entry or change what it is indexed under only queue
 //! it (`store`); this task indexes the queue in batches of [`BATCH`], each
 //! one short transaction on the writer. Indexing yields to polls: while
-//! storing polls keeps the writer more than [`MAX_LOAD`] busy (a first
-//! start, a burst after downtime) it waits, because then every core-second
-//! it took would come out of polling — tokenising and merging terms was
-//! about a sixth of the daemon's CPU while it polled flat out. It never
-//! waits longer than [`MAX_LAG`]: once the queue has waited that long it
-//! is indexed to the end whatever the load. So a search or a `?q=` output
-//! sees a new entry within moments on a daemon with time to spare, and
-//! within about a minute on one that is flat out.
+//! the daemon works through a backlog of polls (a first start, a burst
+//! after downtime) — storing them keeps the writer more than [`MAX_LOAD`]
+//! busy, or more than [`MAX_POLL_RATE`] polls a second arrive — it waits,
+//! because then every core-second it took would come out of polling:
+//! tokenising and merging terms was about a sixth of the daemon's CPU
+//! while it polled flat out. It never waits longer than [`MAX_LAG`]: once
+//! the queue has waited that long it is indexed to the end whatever the
+//! load. So a search or a `?q=` output sees a new entry within moments on
+//! a daemon keeping pace with its feeds, and within about a minute on one
+//! working through a backlog.
 //!
 //! The queue is in the database, so entries queued before a crash or a
 //! stop are indexed after the next start.
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, StoreError};
+use crate::store::{PollLoad, Store, StoreError};
 
 /// Entries indexed per transaction: some 20 ms of the writer. Each
 /// transaction flushes a new segment of the index, which later merges
@@ -32,6 +34,12 @@ pub const BATCH: usize = 2000;
 /// The writer's poll load (share of the last second spent storing polls)
 /// from which indexing waits.
 pub const MAX_LOAD: f64 = 0.5;
+
+/// Polls stored per second from which indexing waits. A daemon keeping
+/// pace stores far fewer (10,000 feeds every 15 minutes is 11 a second);
+/// more means it is working through a backlog, which even when every
+/// answer is a cheap `304` keeps the cores busy fetching.
+pub const MAX_POLL_RATE: f64 = 200.0;
 
 /// The longest the queue waits for the load to fall.
 pub const MAX_LAG: Duration = Duration::from_secs(60);
@@ -45,10 +53,10 @@ const RETRY: Duration = Duration::from_secs(5);
 /// A backlog at least this large is logged at info once it is indexed.
 const NOTABLE: usize = 10_000;
 
-/// Whether to index now, given the writer's poll load and how long the
-/// queue has been waiting.
-pub fn may_index(load: f64, waiting: Duration) -> bool {
-    load < MAX_LOAD || waiting >= MAX_LAG
+/// Whether to index now, given how hard polls are being stored and how
+/// long the queue has been waiting.
+pub fn may_index(load: PollLoad, waiting: Duration) -> bool {
+    (load.writer_busy < MAX_LOAD && load.polls_per_sec < MAX_POLL_RATE) || waiting >= MAX_LAG
 }
 
 /// Runs until `token` is cancelled. Starts by looking at the queue, which
@@ -121,11 +129,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn indexing_yields_to_a_busy_writer_until_the_queue_has_waited_too_long() {
-        assert!(may_index(0.0, Duration::ZERO));
-        assert!(may_index(MAX_LOAD - 0.01, Duration::ZERO));
-        assert!(!may_index(MAX_LOAD, Duration::ZERO));
-        assert!(!may_index(1.0, MAX_LAG - Duration::from_millis(1)));
-        assert!(may_index(1.0, MAX_LAG));
+    fn indexing_yields_to_a_backlog_of_polls_until_the_queue_has_waited_too_long() {
+        let load = |writer_busy, polls_per_sec| PollLoad {
+            writer_busy,
+            polls_per_sec,
+        };
+        let now = Duration::ZERO;
+        assert!(may_index(load(0.0, 0.0), now));
+        // Keeping pace: a poll every so often.
+        assert!(may_index(load(MAX_LOAD - 0.01, 11.0), now));
+        // A busy writer, or many cheap polls (a run of 304s).
+        assert!(!may_index(load(MAX_LOAD, 11.0), now));
+        assert!(!may_index(load(0.1, MAX_POLL_RATE), now));
+        let almost = MAX_LAG - Duration::from_millis(1);
+        assert!(!may_index(load(1.0, 5000.0), almost));
+        assert!(may_index(load(1.0, 5000.0), MAX_LAG));
     }
 }

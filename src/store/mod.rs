@@ -285,33 +285,52 @@ struct PollQueue {
     load: WriterLoad,
 }
 
-/// How busy the writer has been storing polls lately: time spent in poll
-/// batches, decayed exponentially over [`LOAD_WINDOW`], so `busy` reads as
-/// the share of the recent past the writer was occupied (0 to 1).
+/// How hard the daemon has been storing polls lately: the time the writer
+/// spent in poll batches and the polls in them, each decayed exponentially
+/// over [`LOAD_WINDOW`], so they read as the share of the recent past the
+/// writer was occupied (0 to 1) and as polls per second.
 #[derive(Default, Clone, Copy)]
 struct WriterLoad {
     busy: f64,
+    polls: f64,
     at: Option<Instant>,
 }
 
 /// The time constant of [`WriterLoad`].
 const LOAD_WINDOW: Duration = Duration::from_secs(1);
 
+/// What [`Store::poll_load`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PollLoad {
+    /// Share of the last second or so the writer spent storing polls.
+    pub writer_busy: f64,
+    /// Polls stored per second over about the last second.
+    pub polls_per_sec: f64,
+}
+
 impl WriterLoad {
-    fn decayed(&self, now: Instant) -> f64 {
-        match self.at {
-            Some(at) => {
-                let age = now.saturating_duration_since(at).as_secs_f64();
-                self.busy * (-age / LOAD_WINDOW.as_secs_f64()).exp()
-            }
-            None => 0.0,
+    fn decay(&self, now: Instant) -> f64 {
+        self.at.map_or(0.0, |at| {
+            let age = now.saturating_duration_since(at).as_secs_f64();
+            (-age / LOAD_WINDOW.as_secs_f64()).exp()
+        })
+    }
+
+    fn read(&self, now: Instant) -> PollLoad {
+        let decay = self.decay(now);
+        PollLoad {
+            writer_busy: self.busy * decay,
+            polls_per_sec: self.polls * decay,
         }
     }
 
-    /// Adds a batch that kept the writer busy for `took`, ending at `end`.
-    fn add(&mut self, took: Duration, end: Instant) {
-        let busy = self.decayed(end) + took.as_secs_f64() / LOAD_WINDOW.as_secs_f64();
-        self.busy = busy.min(1.0);
+    /// Adds a batch of `polls` that kept the writer busy for `took`, ending
+    /// at `end`.
+    fn add(&mut self, polls: usize, took: Duration, end: Instant) {
+        let decay = self.decay(end);
+        let window = LOAD_WINDOW.as_secs_f64();
+        self.busy = (self.busy * decay + took.as_secs_f64() / window).min(1.0);
+        self.polls = self.polls * decay + polls as f64 / window;
         self.at = Some(end);
     }
 }
@@ -410,7 +429,7 @@ fn flush_polls(conn: &mut rusqlite::Connection, queue: &Mutex<PollQueue>) -> Vec
     let started = Instant::now();
     let written = sqlite::record_polls(conn, &recs);
     let end = Instant::now();
-    lock(queue).load.add(end - started, end);
+    lock(queue).load.add(recs.len(), end - started, end);
     match written {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
@@ -824,10 +843,10 @@ impl Store {
         lock(&self.polls).stats
     }
 
-    /// The share of the last second or so that the writer spent storing
-    /// polls, from 0 (idle) to 1 (flat out).
-    pub fn poll_load(&self) -> f64 {
-        lock(&self.polls).load.decayed(Instant::now())
+    /// How hard the daemon has been storing polls over about the last
+    /// second.
+    pub fn poll_load(&self) -> PollLoad {
+        lock(&self.polls).load.read(Instant::now())
     }
 
     // ---- the search index: entries are queued for it by the writes that
@@ -1068,6 +1087,31 @@ pub(crate) async fn store_with_feeds(
 mod tests {
     use super::*;
     use crate::model::{PollOutcome, Schedule, Validators};
+
+    #[test]
+    fn the_poll_load_reads_as_busy_share_and_rate_and_fades() {
+        let t0 = Instant::now();
+        let mut load = WriterLoad::default();
+        assert_eq!(load.read(t0), PollLoad::default());
+        // Flat out for a second: batches of 100 polls, each taking 100 ms.
+        for i in 1..=10 {
+            load.add(
+                100,
+                Duration::from_millis(100),
+                t0 + Duration::from_millis(100 * i),
+            );
+        }
+        let now = t0 + Duration::from_secs(1);
+        let l = load.read(now);
+        assert!((0.6..=1.0).contains(&l.writer_busy), "{l:?}");
+        assert!((600.0..=1000.0).contains(&l.polls_per_sec), "{l:?}");
+        // Quiet for five seconds: it has faded to almost nothing.
+        let later = load.read(now + Duration::from_secs(5));
+        assert!(
+            later.writer_busy < 0.01 && later.polls_per_sec < 10.0,
+            "{later:?}"
+        );
+    }
 
     fn not_modified(feed_id: i64) -> PollRecord {
         let now = Utc::now();
