@@ -2937,11 +2937,16 @@ mod tests {
         let mut conn = memory_db();
         let now = Utc::now();
         let [id] = subscribe(&mut conn, ["https://a.example/"], now);
-        let mut e = titled("guid:1", "Story", "<p>teaser</p>");
-        e.link = Some("https://a.example/story".to_owned());
-        let mut rec = fetched_entries(id, vec![e], now);
-        rec.full_text = true;
-        let report = record_poll(&mut conn, &rec).unwrap();
+        // The story as the feed carries it, on a feed with full text on.
+        let story = |body: &str, at: DateTime<Utc>| {
+            let mut e = titled("guid:1", "Story", body);
+            e.link = Some("https://a.example/story".to_owned());
+            PollRecord {
+                full_text: true,
+                ..fetched_entries(id, vec![e], at)
+            }
+        };
+        let report = record_poll(&mut conn, &story("<p>teaser</p>", now)).unwrap();
         assert_eq!(report.articles_queued, 1);
         index_pending(&mut conn, 10, now).unwrap();
         assert_eq!(search(&conn, "teaser"), ["Story"]);
@@ -2971,12 +2976,8 @@ mod tests {
 
         // A later poll that changes the feed's content leaves the article's
         // words in place.
-        let mut e = titled("guid:1", "Story", "<p>new teaser</p>");
-        e.link = Some("https://a.example/story".to_owned());
         let later = now + chrono::Duration::seconds(10);
-        let mut rec = fetched_entries(id, vec![e], later);
-        rec.full_text = true;
-        let report = record_poll(&mut conn, &rec).unwrap();
+        let report = record_poll(&mut conn, &story("<p>new teaser</p>", later)).unwrap();
         assert_eq!(report.updated, 1);
         index_pending(&mut conn, 10, now).unwrap();
         assert_eq!(search(&conn, "kelp"), ["Story"]);

@@ -7,21 +7,27 @@ use crate::feeds::rss;
 use crate::support::{FeedServer, Reply, TestEnv, feed_table, get_output};
 
 async fn wait_for_entries(base: &str, n: usize) -> String {
+    wait_for_atom(&format!("{base}/feed.atom"), |count| count >= n).await
+}
+
+/// GETs the Atom document at `url` until the number of its entries
+/// satisfies `done` (20 s at most), and returns it.
+async fn wait_for_atom(url: &str, done: impl Fn(usize) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let xml = crate::support::http()
-            .get(format!("{base}/feed.atom"))
+            .get(url)
             .send()
             .await
             .expect("GET feed")
             .text()
             .await
             .expect("body");
-        if xml.matches("<entry>").count() >= n {
+        if done(xml.matches("<entry>").count()) {
             return xml;
         }
-        assert!(Instant::now() < deadline, "only {xml}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "{url}: {xml}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -370,22 +376,7 @@ async fn an_oversized_feed_is_refused_not_stored() {
 
 /// Waits until a search output lists `n` entries.
 async fn wait_for_search(base: &str, q: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let xml = crate::support::http()
-            .get(format!("{base}/feed.atom?q={q}"))
-            .send()
-            .await
-            .expect("GET search")
-            .text()
-            .await
-            .expect("body");
-        if xml.matches("<entry>").count() == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "searching {q}: {xml}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_atom(&format!("{base}/feed.atom?q={q}"), |count| count == n).await;
 }
 
 /// Polls only queue entries for the search index; the daemon's indexer
