@@ -507,10 +507,10 @@ fn summarise(label: &str, runs: &[RunResult]) {
         ("304 cycle, feeds/s", |r| r.second_rate, 0, ">= 5000"),
         ("304 cycle, daemon CPU s", |r| r.second_cpu, 1, ""),
         (
-            "search index lag after first cycle, s",
+            "search index caught up after first cycle, s",
             |r| r.index_lag,
-            2,
-            "<= 60",
+            1,
+            "",
         ),
         ("peak RSS, MiB", |r| r.rss_mib, 1, "< 100"),
     ];

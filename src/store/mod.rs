@@ -879,11 +879,6 @@ impl Store {
         }
     }
 
-    /// Entries waiting for the search index. Runs on a reader connection.
-    pub async fn search_backlog(&self) -> Result<u64, StoreError> {
-        Ok(self.reader().call(|c| sqlite::search_backlog(c)).await?)
-    }
-
     /// Entries for an output, newest first. Runs on the reader connection.
     /// Their feed content is untrusted, as the feed gave it: sanitise it
     /// (`serve::sanitize_entries`) before rendering it anywhere.

@@ -2873,22 +2873,9 @@ mod tests {
         // Stored and served, but only queued for the index.
         assert!(search(&conn, "lighthouse").is_empty());
         assert_eq!(search_backlog(&conn).unwrap(), 2);
-        let step = index_pending(&mut conn, 1, now).unwrap();
-        assert_eq!(
-            step,
-            IndexStep {
-                indexed: 1,
-                more: true
-            }
-        );
-        let step = index_pending(&mut conn, 10, now).unwrap();
-        assert_eq!(
-            step,
-            IndexStep {
-                indexed: 1,
-                more: false
-            }
-        );
+        let step = |indexed, more| IndexStep { indexed, more };
+        assert_eq!(index_pending(&mut conn, 1, now).unwrap(), step(1, true));
+        assert_eq!(index_pending(&mut conn, 10, now).unwrap(), step(1, false));
         assert_eq!(search(&conn, "lighthouse"), ["Harbour"]);
         assert_eq!(search(&conn, "harbour"), ["Harbour"]);
         assert_eq!(search(&conn, "ferries"), ["Other"]);
@@ -2919,14 +2906,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(search_backlog(&conn).unwrap(), 0);
-        let step = index_pending(&mut conn, 10, now).unwrap();
-        assert_eq!(
-            step,
-            IndexStep {
-                indexed: 0,
-                more: false
-            }
-        );
+        assert_eq!(index_pending(&mut conn, 10, now).unwrap(), step(0, false));
         assert!(search(&conn, "seaweed").is_empty());
         let indexed = count(&conn, "SELECT count(*) FROM entry_fts_docsize");
         assert_eq!(indexed, 2);
