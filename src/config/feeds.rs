@@ -1,0 +1,152 @@
+//! Phase 2 for `[[feed]]` and `[[site]]`: what to poll and how to clean
+//! its article pages.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::raw::{Item, RawFeed, RawSite};
+use super::read::{Field, Reader};
+use super::values::format_duration;
+use crate::model::{FeedSpec, SiteRule};
+
+impl Reader {
+    pub(super) fn validate_feeds(
+        &mut self,
+        raw: Vec<Item<RawFeed>>,
+        min_interval: Option<Duration>,
+        max_interval: Option<Duration>,
+    ) -> Vec<FeedSpec> {
+        // URL → (index, line) of its first appearance.
+        let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut feeds = Vec::with_capacity(raw.len());
+        for Item {
+            index: i,
+            line: table_line,
+            unknown_key: _,
+            raw: feed,
+        } in raw
+        {
+            let url = match feed.url {
+                Field::Set(url, line) => {
+                    if let Some((first, first_line)) = seen.get(&url) {
+                        self.problem_at_line(
+                            &format!("feed[{i}].url"),
+                            line,
+                            format!(
+                                "duplicate feed url \"{url}\": already listed as feed[{first}] on line {first_line}"
+                            ),
+                        );
+                    } else {
+                        seen.insert(url.clone(), (i, line));
+                    }
+                    url
+                }
+                Field::Missing => {
+                    self.problem_at_line(
+                        &format!("feed[{i}].url"),
+                        table_line,
+                        "missing: every [[feed]] needs url = \"https://…\"",
+                    );
+                    continue;
+                }
+                Field::Invalid => continue,
+            };
+            let interval = match (feed.interval, min_interval, max_interval) {
+                (Field::Set(d, line), Some(min), _) if d < min => {
+                    self.problem_at_line(
+                        &format!("feed[{i}].interval"),
+                        line,
+                        format!(
+                            "interval ({}) is shorter than poll.min_interval ({}): raise it or lower poll.min_interval",
+                            format_duration(d),
+                            format_duration(min)
+                        ),
+                    );
+                    None
+                }
+                (Field::Set(d, line), _, Some(max)) if d > max => {
+                    self.problem_at_line(
+                        &format!("feed[{i}].interval"),
+                        line,
+                        format!(
+                            "interval ({}) is longer than poll.max_interval ({}): lower it or raise poll.max_interval",
+                            format_duration(d),
+                            format_duration(max)
+                        ),
+                    );
+                    None
+                }
+                (Field::Set(d, _), _, _) => Some(d),
+                _ => None,
+            };
+            let title = feed.title.value();
+            let tags = feed.tags.value().unwrap_or_default();
+            let full_text = feed.full_text.value();
+            feeds.push(FeedSpec {
+                url,
+                title,
+                tags,
+                interval,
+                full_text,
+            });
+        }
+        feeds
+    }
+
+    pub(super) fn validate_sites(&mut self, raw: Vec<Item<RawSite>>) -> Vec<SiteRule> {
+        // Host → (index, line) of its first appearance.
+        let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut sites = Vec::with_capacity(raw.len());
+        for Item {
+            index: i,
+            line: table_line,
+            unknown_key,
+            raw: site,
+        } in raw
+        {
+            let host = match site.host {
+                Field::Set(host, line) => {
+                    if let Some((first, first_line)) = seen.get(&host) {
+                        self.problem_at_line(
+                            &format!("site[{i}].host"),
+                            line,
+                            format!(
+                                "duplicate site host \"{host}\": already listed as site[{first}] on line {first_line}; merge the two [[site]] tables"
+                            ),
+                        );
+                    } else {
+                        seen.insert(host.clone(), (i, line));
+                    }
+                    Some(host)
+                }
+                Field::Missing => {
+                    self.problem_at_line(
+                        &format!("site[{i}].host"),
+                        table_line,
+                        "missing: every [[site]] needs host = \"example.com\"",
+                    );
+                    None
+                }
+                Field::Invalid => None,
+            };
+            // A bad selector was reported already; an empty rule is not
+            // worth reporting on top of it.
+            let (Some(keep), Some(drop)) = (site.keep.or(Vec::new()), site.drop.or(Vec::new()))
+            else {
+                continue;
+            };
+            if keep.is_empty() && drop.is_empty() && !unknown_key {
+                self.problem_at_line(
+                    &format!("site[{i}]"),
+                    table_line,
+                    "a [[site]] needs keep or drop selectors (or both), e.g. keep = [\"article\"] or drop = [\".comments\"]",
+                );
+                continue;
+            }
+            if let Some(host) = host {
+                sites.push(SiteRule { host, keep, drop });
+            }
+        }
+        sites
+    }
+}
