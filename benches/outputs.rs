@@ -518,6 +518,7 @@ async fn fill(db: &Path, total: usize, vocab: &[String]) -> anyhow::Result<()> {
             tags: vec![if f % 2 == 0 { "news" } else { "blogs" }.to_owned()],
             interval: None,
             full_text: Some(false),
+            request: Default::default(),
         })
         .collect();
     store.add_feeds(specs, FeedOrigin::Cli, now).await?;

@@ -261,6 +261,7 @@ fn subscribe(db: &Path, addr: SocketAddr, n: usize) {
                 tags: vec![],
                 interval: None,
                 full_text: None,
+                request: Default::default(),
             })
             .collect();
         store

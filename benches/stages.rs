@@ -229,6 +229,7 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
             tags: vec![],
             interval: None,
             full_text: None,
+            request: Default::default(),
         })
         .collect();
     store

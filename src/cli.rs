@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 
 use crate::app;
 use crate::config::Config;
-use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus};
+use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus, RequestOptions};
 use crate::pipeline::PollStatus;
 use crate::store::{AddOutcome, Store};
 
@@ -114,6 +114,23 @@ pub struct AddArgs {
     /// text (overrides `[extract] full_text` for this feed)
     #[arg(long)]
     pub no_full_text: bool,
+    /// The User-Agent sent for this feed instead of `[poll] user_agent`
+    #[arg(long, value_name = "UA")]
+    pub user_agent: Option<String>,
+    /// An extra request header, "Name: value" (a Cookie, an API key); repeat
+    /// for several. Sent only to the feed's own origin
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// HTTP Basic user name, sent only to the feed's own origin
+    #[arg(long)]
+    pub username: Option<String>,
+    /// HTTP Basic password; prefer the environment variable, which other
+    /// users cannot read from the process list
+    #[arg(long, env = "TRIBUTARY_FEED_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// An http(s) proxy for this feed's requests
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,7 +199,54 @@ fn check(config: &Config) -> anyhow::Result<()> {
         app::serve_settings(config).base_url
     );
     println!("  feeds:    {}", config.feeds.len());
+    if let Some(warning) = config
+        .path
+        .as_deref()
+        .and_then(|p| secrets_warning(config, p))
+    {
+        println!("warning: {warning}");
+    }
     Ok(())
+}
+
+/// A warning when the config file holds feed credentials or headers but
+/// every user of the machine may read it.
+fn secrets_warning(config: &Config, path: &Path) -> Option<String> {
+    let feeds = config.feeds.iter().map(|f| &f.request);
+    let sites = config.sites.iter().map(|s| &s.request);
+    let holders: Vec<String> = feeds
+        .enumerate()
+        .filter(|(_, r)| r.has_secrets())
+        .map(|(i, _)| format!("feed[{i}]"))
+        .chain(
+            sites
+                .enumerate()
+                .filter(|(_, r)| r.has_secrets())
+                .map(|(i, _)| format!("site[{i}]")),
+        )
+        .collect();
+    if holders.is_empty() {
+        return None;
+    }
+    world_readable(path).then(|| {
+        format!(
+            "{} is readable by every user and holds credentials or headers ({}): chmod o-r {}",
+            path.display(),
+            holders.join(", "),
+            path.display()
+        )
+    })
+}
+
+#[cfg(unix)]
+fn world_readable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn world_readable(_path: &Path) -> bool {
+    false
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -425,6 +489,44 @@ fn validate_feed_url(url: &str) -> anyhow::Result<String> {
     Ok(parsed.to_string())
 }
 
+/// The request options of `feeds add`, checked by the same rules as the
+/// config's `[[feed]]` keys.
+fn request_options(args: &AddArgs) -> anyhow::Result<RequestOptions> {
+    let mut headers = Vec::new();
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("--header {header:?}: write it as \"Name: value\", e.g. \"Cookie: session=abc\"");
+        };
+        let header = crate::config::parse_header(name.trim(), value.trim())
+            .map_err(|message| anyhow::anyhow!("--header: {message}"))?;
+        headers.push(header);
+    }
+    let non_empty = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let proxy = match &args.proxy {
+        Some(proxy) => Some(
+            crate::config::parse_proxy(proxy)
+                .map_err(|message| anyhow::anyhow!("--proxy: {message}"))?,
+        ),
+        None => None,
+    };
+    let username = non_empty(&args.username);
+    if args.password.is_some() && username.is_none() {
+        bail!("--password needs --username");
+    }
+    Ok(RequestOptions {
+        user_agent: non_empty(&args.user_agent),
+        headers,
+        username,
+        password: args.password.clone().filter(|p| !p.is_empty()),
+        proxy,
+    })
+}
+
 async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
     let url = validate_feed_url(&args.url)?;
     let mut tags: Vec<String> = args
@@ -442,6 +544,7 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
         interval: None,
         // Without the flag the feed follows `[extract] full_text`.
         full_text: args.no_full_text.then_some(false),
+        request: request_options(args)?,
     };
     let store = open(config).await?;
     let outcome = store
@@ -532,6 +635,26 @@ async fn feeds_list(config: &Config) -> anyhow::Result<()> {
                 "         full text: {}",
                 if full_text { "on" } else { "off" }
             )?;
+        }
+        if !f.spec.request.is_empty() {
+            // What is set, never a value: headers and credentials are
+            // secrets, and a proxy URL may hold a password.
+            let request = &f.spec.request;
+            let mut parts = Vec::new();
+            if request.user_agent.is_some() {
+                parts.push("own User-Agent".to_owned());
+            }
+            if !request.headers.is_empty() {
+                let names: Vec<&str> = request.headers.iter().map(|(n, _)| n.as_str()).collect();
+                parts.push(format!("headers {}", names.join(", ")));
+            }
+            if request.username.is_some() {
+                parts.push("Basic credentials".to_owned());
+            }
+            if request.proxy.is_some() {
+                parts.push("proxy".to_owned());
+            }
+            writeln!(out, "         request: {}", parts.join(" · "))?;
         }
         if let Some(moved) = &f.fetch_url {
             writeln!(

@@ -300,6 +300,7 @@ mod tests {
                     tags: vec![],
                     interval: None,
                     full_text: None,
+                    request: Default::default(),
                 })
                 .collect();
             store.add_feeds(specs, FeedOrigin::Cli, now).await.unwrap();

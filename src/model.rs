@@ -25,6 +25,71 @@ pub struct FeedSpec {
     /// article page and keep its cleaned text); `None` = follow the global
     /// setting.
     pub full_text: Option<bool>,
+    /// How this feed's requests differ from the defaults: its own
+    /// User-Agent, headers, credentials or proxy.
+    pub request: RequestOptions,
+}
+
+/// Per-feed (or per-site) request options. The headers and credentials are
+/// secrets: they go only to the origin they were given for, and `Debug`
+/// shows that they are set, never what they are, so no log can leak them.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RequestOptions {
+    /// Replaces `[poll] user_agent`, on every request of the fetch.
+    pub user_agent: Option<String>,
+    /// Extra headers (`Cookie`, an API key), name and value as written;
+    /// names are valid header names, values valid header values.
+    pub headers: Vec<(String, String)>,
+    /// HTTP Basic credentials; a password never comes without a username.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// An http(s) proxy every request of this feed goes through.
+    pub proxy: Option<String>,
+}
+
+impl RequestOptions {
+    /// The options as the store keeps them: None when there are none.
+    pub fn to_json(&self) -> Option<String> {
+        // Serialising strings and a list of pairs cannot fail.
+        (!self.is_empty()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// The options the store kept; none when the column is empty or
+    /// unreadable (a downgrade and upgrade must not stop a feed polling).
+    pub fn from_json(json: Option<&str>) -> RequestOptions {
+        json.and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether nothing differs from the defaults.
+    pub fn is_empty(&self) -> bool {
+        *self == RequestOptions::default()
+    }
+
+    /// Whether anything secret is set: headers, credentials, or a proxy URL
+    /// with a user name or password in it.
+    pub fn has_secrets(&self) -> bool {
+        !self.headers.is_empty()
+            || self.username.is_some()
+            || self.password.is_some()
+            || self.proxy.as_deref().is_some_and(|p| {
+                url::Url::parse(p).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+            })
+    }
+}
+
+impl std::fmt::Debug for RequestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("RequestOptions")
+            .field("user_agent", &self.user_agent)
+            .field("headers", &names)
+            .field("username", &self.username.as_ref().map(|_| "<set>"))
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("proxy", &self.proxy.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// Per-site rules for the article cleaner, from `[[site]]` tables.
@@ -39,6 +104,10 @@ pub struct SiteRule {
     /// CSS selectors, each known to compile: matching elements are removed
     /// before extraction.
     pub drop: Vec<String>,
+    /// How article pages on this site are requested: a User-Agent,
+    /// headers or credentials (sent only to this host and its subdomains),
+    /// a proxy.
+    pub request: RequestOptions,
 }
 
 impl SiteRule {
@@ -540,6 +609,7 @@ mod tests {
             host: "example.com".into(),
             keep: vec!["article".into()],
             drop: vec![],
+            request: Default::default(),
         };
         let cases = [
             ("example.com", true),

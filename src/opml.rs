@@ -229,6 +229,7 @@ impl Builder {
                     interval: None,
                     // OPML has no way to say it; the global setting applies.
                     full_text: None,
+                    request: Default::default(),
                 });
             }
         }
@@ -644,6 +645,7 @@ mod tests {
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             interval: None,
             full_text: None,
+            request: Default::default(),
         }
     }
 

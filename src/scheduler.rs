@@ -818,6 +818,7 @@ mod tests {
                 tags: vec![],
                 interval: interval.map(Duration::from_secs),
                 full_text: None,
+                request: Default::default(),
             },
             origin: FeedOrigin::Config,
             status: FeedStatus::Active,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::raw::{Item, RawFeed, RawSite};
 use super::read::{Field, Reader};
 use super::values::format_duration;
-use crate::model::{FeedSpec, SiteRule};
+use crate::model::{FeedSpec, RequestOptions, SiteRule};
 
 impl Reader {
     pub(super) fn validate_feeds(
@@ -79,6 +79,14 @@ impl Reader {
                 (Field::Set(d, _), _, _) => Some(d),
                 _ => None,
             };
+            let request = self.request_options(
+                &format!("feed[{i}]"),
+                feed.user_agent,
+                feed.headers,
+                feed.username,
+                feed.password,
+                feed.proxy,
+            );
             let title = feed.title.value();
             let tags = feed.tags.value().unwrap_or_default();
             let full_text = feed.full_text.value();
@@ -88,9 +96,37 @@ impl Reader {
                 tags,
                 interval,
                 full_text,
+                request,
             });
         }
         feeds
+    }
+
+    /// The request options of a `[[feed]]` or `[[site]]` (`prefix`); a
+    /// password needs a username.
+    fn request_options(
+        &mut self,
+        prefix: &str,
+        user_agent: Field<String>,
+        headers: Field<Vec<(String, String)>>,
+        username: Field<String>,
+        password: Field<String>,
+        proxy: Field<String>,
+    ) -> RequestOptions {
+        if let (Field::Set(_, line), Field::Missing) = (&password, &username) {
+            self.problem_at_line(
+                &format!("{prefix}.password"),
+                *line,
+                "a password needs a username: set username too",
+            );
+        }
+        RequestOptions {
+            user_agent: user_agent.value(),
+            headers: headers.value().unwrap_or_default(),
+            username: username.value(),
+            password: password.value(),
+            proxy: proxy.value(),
+        }
     }
 
     pub(super) fn validate_sites(&mut self, raw: Vec<Item<RawSite>>) -> Vec<SiteRule> {
@@ -129,13 +165,21 @@ impl Reader {
                 }
                 Field::Invalid => None,
             };
+            let request = self.request_options(
+                &format!("site[{i}]"),
+                site.user_agent,
+                site.headers,
+                site.username,
+                site.password,
+                site.proxy,
+            );
             // A bad selector was reported already; an empty rule is not
             // worth reporting on top of it.
             let (Some(keep), Some(drop)) = (site.keep.or(Vec::new()), site.drop.or(Vec::new()))
             else {
                 continue;
             };
-            if keep.is_empty() && drop.is_empty() && !unknown_key {
+            if keep.is_empty() && drop.is_empty() && request.is_empty() && !unknown_key {
                 self.problem_at_line(
                     &format!("site[{i}]"),
                     table_line,
@@ -144,7 +188,12 @@ impl Reader {
                 continue;
             }
             if let Some(host) = host {
-                sites.push(SiteRule { host, keep, drop });
+                sites.push(SiteRule {
+                    host,
+                    keep,
+                    drop,
+                    request,
+                });
             }
         }
         sites

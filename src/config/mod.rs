@@ -41,7 +41,9 @@ use url::Url;
 
 use crate::model::{FeedSpec, OutputSpec, RetentionPolicy, SiteRule};
 use read::{LineIndex, Reader};
-pub use values::{format_bytes, format_duration, parse_duration, parse_size};
+pub use values::{
+    format_bytes, format_duration, parse_duration, parse_header, parse_proxy, parse_size,
+};
 
 // The tests reach the parts' items through `use super::*`.
 #[cfg(test)]

@@ -16,7 +16,7 @@ use url::Url;
 
 use super::read::{Field, Reader, Value, raw_table};
 use super::values::{
-    parse_allow_rule, parse_http_url, parse_output_name, parse_regex, parse_selector,
+    parse_allow_rule, parse_http_url, parse_output_name, parse_proxy, parse_regex, parse_selector,
     parse_site_host, parse_websub_hub,
 };
 use super::{AllowRule, LogFormat};
@@ -124,6 +124,11 @@ raw_table! {
         tags: Vec<String> = tags,
         interval: Duration = duration,
         full_text: bool = boolean,
+        user_agent: String = non_empty_string,
+        headers: Vec<(String, String)> = header_table,
+        username: String = non_empty_string,
+        password: String = string,
+        proxy: String = parsed(parse_proxy),
     }
 }
 
@@ -133,6 +138,11 @@ raw_table! {
         host: String = parsed(parse_site_host),
         keep: Vec<String> = string_list(parse_selector),
         drop: Vec<String> = string_list(parse_selector),
+        user_agent: String = non_empty_string,
+        headers: Vec<(String, String)> = header_table,
+        username: String = non_empty_string,
+        password: String = string,
+        proxy: String = parsed(parse_proxy),
     }
 }
 

@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 use url::Url;
 
 use super::raw::SECTIONS;
-use super::values::{parse_duration, parse_http_url, parse_size};
+use super::values::{parse_duration, parse_header, parse_http_url, parse_size};
 use super::{LogFormat, Problem};
 
 /// Maps byte offsets to 1-based line numbers.
@@ -340,6 +340,50 @@ impl Reader {
                 "unknown log format \"{s}\": use \"text\" or \"json\""
             )),
         })
+    }
+
+    /// A table of HTTP headers, `name = "value"`, checked by
+    /// [`parse_header`]; each bad one is reported as `key.Name`. Values are
+    /// kept as written (they may be tokens with meaningful spaces).
+    pub(super) fn header_table(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Field<Vec<(String, String)>> {
+        let table = match value.get_ref() {
+            DeValue::Table(table) => table,
+            other => {
+                let expected =
+                    "a table of name = \"value\", e.g. headers = { Cookie = \"session=…\" }";
+                self.wrong_type(key, value.span(), expected, other);
+                return Field::Invalid;
+            }
+        };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        let mut ok = true;
+        for (name, item) in table.iter() {
+            let name = name.get_ref().as_ref();
+            let item_key = format!("{key}.{name}");
+            let parsed = match self.string(&item_key, item) {
+                Field::Set(v, _) => parse_header(name, &v),
+                _ => {
+                    ok = false;
+                    continue;
+                }
+            };
+            match parsed {
+                Ok(header) => headers.push(header),
+                Err(message) => {
+                    self.problem(&item_key, item.span(), message);
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            Field::Set(headers, self.lines.line(value.span().start))
+        } else {
+            Field::Invalid
+        }
     }
 
     /// An array of strings: trimmed, blanks rejected, duplicates dropped

@@ -218,6 +218,7 @@ name = "all"
                 tags: vec!["rust".into(), "lang".into()],
                 interval: Some(Duration::from_secs(1800)),
                 full_text: Some(true),
+                request: Default::default(),
             },
             FeedSpec {
                 url: "https://lwn.net/headlines/rss".into(),
@@ -225,6 +226,7 @@ name = "all"
                 tags: vec![],
                 interval: None,
                 full_text: None,
+                request: Default::default(),
             },
         ]
     );
@@ -254,11 +256,13 @@ name = "all"
                 host: "example.com".into(),
                 keep: vec!["article .post-body".into(), "main".into()],
                 drop: vec![".comments".into(), "div#share > a".into()],
+                request: Default::default(),
             },
             SiteRule {
                 host: "lwn.net".into(),
                 keep: vec![],
                 drop: vec!["table.Form".into()],
+                request: Default::default(),
             },
         ]
     );
@@ -1686,4 +1690,117 @@ fn bytes_are_formatted_for_people() {
     ] {
         assert_eq!(format_bytes(n), text);
     }
+}
+
+#[test]
+fn request_options_are_read_for_feeds_and_sites() {
+    let config = ok(r#"
+[[feed]]
+url = "https://private.example.com/feed.xml"
+user_agent = "  FriendlyReader/2.0 "
+headers = { Cookie = "session=abc; theme=dark", "X-Api-Key" = " k3y " }
+username = "ada"
+password = " open sesame "
+proxy = "http://reader:pw@proxy.lan:3128"
+
+[[feed]]
+url = "https://plain.example.com/feed.xml"
+
+[[site]]
+host = "paywalled.example"
+headers = { Cookie = "subscriber=1" }
+"#);
+    let request = &config.feeds[0].request;
+    assert_eq!(request.user_agent.as_deref(), Some("FriendlyReader/2.0"));
+    // Header values and passwords are kept as written: spaces may matter.
+    assert_eq!(
+        request.headers,
+        vec![
+            ("Cookie".to_owned(), "session=abc; theme=dark".to_owned()),
+            ("X-Api-Key".to_owned(), " k3y ".to_owned()),
+        ]
+    );
+    assert_eq!(request.username.as_deref(), Some("ada"));
+    assert_eq!(request.password.as_deref(), Some(" open sesame "));
+    assert_eq!(
+        request.proxy.as_deref(),
+        Some("http://reader:pw@proxy.lan:3128/")
+    );
+    assert!(request.has_secrets());
+    assert!(config.feeds[1].request.is_empty());
+    assert!(!config.feeds[1].request.has_secrets());
+    // A site rule with request options alone is a rule.
+    assert_eq!(config.sites.len(), 1);
+    assert_eq!(config.sites[0].request.headers.len(), 1);
+    assert!(config.sites[0].keep.is_empty() && config.sites[0].drop.is_empty());
+    // Debug output (a log line, a panic) never shows a secret.
+    let debug = format!("{config:?}");
+    for secret in ["abc", "k3y", "open sesame", "reader:pw", "subscriber=1"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(debug.contains("Cookie"), "{debug}");
+}
+
+#[test]
+fn request_option_problems_name_key_and_line() {
+    let feed = |extra: &str| format!("[[feed]]\nurl = \"https://a.example/f\"\n{extra}\n");
+    let m = check_err(
+        &feed("headers = { \"Bad Name\" = \"x\" }"),
+        "feed[0].headers.Bad Name",
+        3,
+    );
+    assert!(m.contains("invalid header name"), "{m}");
+    let m = check_err(
+        &feed("headers = { Host = \"x\" }"),
+        "feed[0].headers.Host",
+        3,
+    );
+    assert!(m.contains("cannot be set here"), "{m}");
+    let m = check_err(
+        &feed("headers = { \"user-agent\" = \"x\" }"),
+        "feed[0].headers.user-agent",
+        3,
+    );
+    assert!(m.contains("use the user_agent key"), "{m}");
+    let m = check_err(
+        &feed("headers = { Cookie = \"a\\nb\" }"),
+        "feed[0].headers.Cookie",
+        3,
+    );
+    // The value may be a secret: the message does not repeat it.
+    assert!(
+        m.contains("invalid value for header Cookie") && !m.contains("a\nb"),
+        "{m}"
+    );
+    let m = check_err(
+        &feed("headers = { Cookie = 1 }"),
+        "feed[0].headers.Cookie",
+        3,
+    );
+    assert!(m.contains("expected a string"), "{m}");
+    let m = check_err(&feed("headers = \"Cookie: x\""), "feed[0].headers", 3);
+    assert!(m.contains("expected a table of name = \"value\""), "{m}");
+    let m = check_err(&feed("password = \"pw\""), "feed[0].password", 3);
+    assert!(m.contains("needs a username"), "{m}");
+    let m = check_err(
+        &feed("proxy = \"socks5://127.0.0.1:9050\""),
+        "feed[0].proxy",
+        3,
+    );
+    assert!(m.contains("use an http:// or https:// proxy"), "{m}");
+    let m = check_err(&feed("proxy = \"proxy.lan:3128\""), "feed[0].proxy", 3);
+    assert!(m.contains("proxy"), "{m}");
+    let m = check_err(&feed("username = \"  \""), "feed[0].username", 3);
+    assert!(m.contains("must not be empty"), "{m}");
+    let m = check_err(
+        "[[site]]\nhost = \"example.com\"\npassword = \"pw\"\n",
+        "site[0].password",
+        3,
+    );
+    assert!(m.contains("needs a username"), "{m}");
+    let m = check_err(&feed("cookie = \"x\""), "feed[0].cookie", 3);
+    assert!(
+        m.contains("known keys are") || m.contains("did you mean"),
+        "{m}"
+    );
 }

@@ -38,6 +38,57 @@ pub(super) fn parse_http_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// A `proxy` URL: http or https, with a host; it may carry a user name
+/// and password (`http://user:secret@proxy.lan:3128`).
+pub fn parse_proxy(s: &str) -> Result<String, String> {
+    let url = Url::parse(s.trim()).map_err(|e| {
+        format!("invalid proxy URL: {e}; write it in full, e.g. http://proxy.lan:3128")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "unsupported proxy scheme \"{}\": use an http:// or https:// proxy",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("invalid proxy URL: it has no host".to_owned());
+    }
+    Ok(url.to_string())
+}
+
+/// Headers a `headers` table may not set: they describe the message
+/// itself, or have their own key.
+const RESERVED_HEADERS: &[(&str, &str)] = &[
+    ("host", "it is always the URL's host"),
+    ("content-length", "a GET has no body"),
+    ("transfer-encoding", "a GET has no body"),
+    ("connection", "the HTTP client manages connections"),
+    ("user-agent", "use the user_agent key"),
+];
+
+/// One `name = "value"` of a `headers` table: a legal header name that is
+/// not reserved, and a legal header value. The error is the message.
+pub fn parse_header(name: &str, value: &str) -> Result<(String, String), String> {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!(
+            "invalid header name \"{name}\": use letters, digits and '-', e.g. Cookie or X-Api-Key"
+        ));
+    }
+    if let Some((_, why)) = RESERVED_HEADERS
+        .iter()
+        .find(|(reserved, _)| name.eq_ignore_ascii_case(reserved))
+    {
+        return Err(format!("header {name} cannot be set here: {why}"));
+    }
+    if reqwest::header::HeaderValue::from_str(value).is_err() {
+        // The value may be a secret: it is not repeated.
+        return Err(format!(
+            "invalid value for header {name}: a header value is one line of visible ASCII"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 /// `[server] websub_hub`: an absolute http(s) URL without a fragment.
 pub(super) fn parse_websub_hub(s: &str) -> Result<Url, String> {
     if let Err(e) = Url::parse(s.trim()) {

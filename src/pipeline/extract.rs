@@ -655,6 +655,7 @@ mod tests {
             host: "example.com".into(),
             keep: vec![".story".into()],
             drop: vec![".story .promo".into()],
+            request: Default::default(),
         }];
         let html = "<html><body><div class=\"story\"><p>Kept text of the story.</p>\
                     <p class=\"promo\">Buy now</p></div><div><p>Other</p></div></body></html>";
@@ -669,6 +670,7 @@ mod tests {
             host: "example.com".into(),
             keep: vec!["p[".into()],
             drop: vec![],
+            request: Default::default(),
         }];
         assert!(matches!(
             validate_rule(&bad[0]),

@@ -6,8 +6,15 @@
 //! cap, and a hand-driven redirect loop so the caller learns whether a move
 //! was permanent. It hands back raw bytes (never re-encoded text) with the
 //! HTTP charset, for the parser to decode.
+//!
+//! A feed (or a `[[site]]` rule) may carry its own request options
+//! ([`RequestOptions`]): a User-Agent, sent on every hop; extra headers and
+//! Basic credentials, which are secrets and go only to the origin they were
+//! given for ([`Secrets`]), never across a redirect to another host; and a
+//! proxy, through its own client (one per proxy, built on first use).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -17,7 +24,7 @@ use reqwest::{StatusCode, redirect};
 use url::Url;
 
 use crate::hosts::{HostLimiter, HostPermit, host_of};
-use crate::model::{FetchOutcome, FetchedDoc, Freshness, Validators};
+use crate::model::{FetchOutcome, FetchedDoc, Freshness, RequestOptions, Validators};
 use crate::netguard::{Blocked, Guard, GuardedResolver};
 
 const MAX_REDIRECTS: usize = 5;
@@ -151,11 +158,61 @@ pub fn split_content_type(value: &str) -> (Option<String>, Option<String>) {
     (media, charset)
 }
 
+/// Where the secrets of a set of request options may be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secrets {
+    /// Only to this origin (a feed's own URL): the same host and port, and
+    /// the same scheme or an upgrade from http to https on default ports.
+    Origin(Url),
+    /// To this host and its subdomains (a `[[site]]` rule's host).
+    Site(String),
+}
+
+impl Secrets {
+    /// Whether secrets may go to `url`.
+    pub fn allow(&self, url: &Url) -> bool {
+        match self {
+            Secrets::Origin(origin) => {
+                let same_host = match (origin.host_str(), url.host_str()) {
+                    (Some(a), Some(b)) => a
+                        .trim_end_matches('.')
+                        .eq_ignore_ascii_case(b.trim_end_matches('.')),
+                    _ => false,
+                };
+                if !same_host {
+                    return false;
+                }
+                let same = origin.scheme() == url.scheme()
+                    && origin.port_or_known_default() == url.port_or_known_default();
+                let upgrade = origin.scheme() == "http"
+                    && url.scheme() == "https"
+                    && origin.port().is_none()
+                    && url.port().is_none();
+                same || upgrade
+            }
+            Secrets::Site(host) => url.host_str().is_some_and(|h| {
+                let h = h.trim_end_matches('.').to_ascii_lowercase();
+                h == *host || h.ends_with(&format!(".{host}"))
+            }),
+        }
+    }
+}
+
+/// One fetch's own request options and where their secrets may go.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub options: &'a RequestOptions,
+    pub secrets: &'a Secrets,
+}
+
 /// Shares one connection pool, and one set of per-host limits, across
 /// every fetch.
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
+    /// A client per proxy URL, built on first use: a proxy is a property
+    /// of the client in reqwest.
+    proxied: Arc<Mutex<HashMap<String, reqwest::Client>>>,
     settings: FetchSettings,
     hosts: Arc<HostLimiter>,
     guard: Arc<Guard>,
@@ -170,30 +227,38 @@ impl Fetcher {
         // reqwest is built without a default crypto provider (ring keeps the
         // build lean); installing it twice is harmless, hence the ignore.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(settings.user_agent.clone())
-            .connect_timeout(settings.connect_timeout)
-            // Idle time between body chunks: cuts off servers that trickle.
-            .read_timeout(settings.timeout)
-            .redirect(redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            // As many idle connections per host as it may have requests in
-            // flight: with fewer, every poll beyond them on a busy host
-            // opened (and the host accepted) a new TCP connection.
-            .pool_max_idle_per_host(hosts.concurrency().max(2))
-            // A proxy would resolve names itself, around the guard.
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                guard: Arc::clone(&guard),
-            }))
-            .build()
-            .map_err(|e| FetchError::Client(chain(&e)))?;
+        let client = build_client(&settings, &hosts, &guard, None)?;
         Ok(Fetcher {
             client,
+            proxied: Arc::default(),
             settings,
             hosts,
             guard,
         })
+    }
+
+    /// The client for `proxy` (the shared one without a proxy).
+    fn client_for(&self, proxy: Option<&str>) -> Result<reqwest::Client, FetchError> {
+        let Some(proxy) = proxy else {
+            return Ok(self.client.clone());
+        };
+        let mut clients = self
+            .proxied
+            .lock()
+            .map_err(|_| FetchError::Client("the proxy client cache is poisoned".to_owned()))?;
+        if let Some(client) = clients.get(proxy) {
+            return Ok(client.clone());
+        }
+        // The operator named the proxy: its host may be private (a proxy on
+        // the same machine), like a feed host the operator configured.
+        if let Ok(url) = Url::parse(proxy)
+            && let Some(host) = url.host_str()
+        {
+            self.guard.trust_host(host);
+        }
+        let client = build_client(&self.settings, &self.hosts, &self.guard, Some(proxy))?;
+        clients.insert(proxy.to_owned(), client.clone());
+        Ok(client)
     }
 
     pub fn settings(&self) -> &FetchSettings {
@@ -218,9 +283,10 @@ impl Fetcher {
         url: &str,
         validators: &Validators,
         permit: Option<HostPermit>,
+        request: Option<Request<'_>>,
     ) -> Result<FetchOutcome, FetchError> {
         let limit = self.settings.timeout;
-        let fetch = self.fetch_inner(url, validators, permit, FEED_ACCEPT);
+        let fetch = self.fetch_inner(url, validators, permit, FEED_ACCEPT, request);
         match tokio::time::timeout(limit, fetch).await {
             Ok(r) => r,
             Err(_) => {
@@ -233,10 +299,14 @@ impl Fetcher {
     /// GETs a web page (an article), waiting for its host's turn, under
     /// the same rules as feeds. Only HTML is accepted: anything else is
     /// `NotHtml` before its body is read.
-    pub async fn fetch_page(&self, url: &str) -> Result<FetchedDoc, FetchError> {
+    pub async fn fetch_page(
+        &self,
+        url: &str,
+        request: Option<Request<'_>>,
+    ) -> Result<FetchedDoc, FetchError> {
         let limit = self.settings.timeout;
         let none = Validators::default();
-        let fetch = self.fetch_inner(url, &none, None, PAGE_ACCEPT);
+        let fetch = self.fetch_inner(url, &none, None, PAGE_ACCEPT, request);
         match tokio::time::timeout(limit, fetch).await {
             Ok(Ok(FetchOutcome::Fetched(doc))) => Ok(doc),
             // Without validators a server has no business answering 304.
@@ -278,8 +348,10 @@ impl Fetcher {
         validators: &Validators,
         mut permit: Option<HostPermit>,
         accept: &'static str,
+        request: Option<Request<'_>>,
     ) -> Result<FetchOutcome, FetchError> {
         let mut current = parse_http_url(url)?;
+        let client = self.client_for(request.and_then(|r| r.options.proxy.as_deref()))?;
         let mut all_permanent = true;
         for _ in 0..=MAX_REDIRECTS {
             // Every hop is checked: a redirect may point anywhere.
@@ -305,17 +377,15 @@ impl Fetcher {
             {
                 headers.insert(header::IF_MODIFIED_SINCE, v);
             }
-            let resp = self
-                .client
-                .get(current.clone())
-                .headers(headers)
-                .send()
-                .await
-                .map_err(|e| {
-                    let e = classify(e, self.settings.timeout);
-                    record_request(current.as_str(), e.kind(), 0);
-                    e
-                })?;
+            let mut builder = client.get(current.clone());
+            if let Some(request) = request {
+                builder = with_options(builder, &mut headers, request, &current);
+            }
+            let resp = builder.headers(headers).send().await.map_err(|e| {
+                let e = classify(e, self.settings.timeout);
+                record_request(current.as_str(), e.kind(), 0);
+                e
+            })?;
             let status = resp.status();
             record_request(current.as_str(), status.as_str(), 0);
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
@@ -404,6 +474,81 @@ impl Fetcher {
         }
         Ok(buf.freeze())
     }
+}
+
+/// Adds `request`'s options for the hop to `url`: its User-Agent always,
+/// its headers and credentials only where its secrets may go. Secret
+/// values are marked sensitive, so no debug output of the HTTP stack shows
+/// them.
+fn with_options(
+    mut builder: reqwest::RequestBuilder,
+    headers: &mut HeaderMap,
+    request: Request<'_>,
+    url: &Url,
+) -> reqwest::RequestBuilder {
+    let options = request.options;
+    if let Some(agent) = options
+        .user_agent
+        .as_deref()
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        headers.insert(header::USER_AGENT, agent);
+    }
+    if !request.secrets.allow(url) {
+        return builder;
+    }
+    for (name, value) in &options.headers {
+        // Checked when the options were read; one that is not a legal
+        // header is skipped rather than mangled.
+        let (Ok(name), Ok(mut value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            continue;
+        };
+        value.set_sensitive(true);
+        headers.append(name, value);
+    }
+    if let Some(username) = &options.username {
+        builder = builder.basic_auth(username, options.password.as_deref());
+    }
+    builder
+}
+
+/// The HTTP client every fetch shares, or one through `proxy`.
+fn build_client(
+    settings: &FetchSettings,
+    hosts: &HostLimiter,
+    guard: &Arc<Guard>,
+    proxy: Option<&str>,
+) -> Result<reqwest::Client, FetchError> {
+    let builder = reqwest::Client::builder()
+        .user_agent(settings.user_agent.clone())
+        .connect_timeout(settings.connect_timeout)
+        // Idle time between body chunks: cuts off servers that trickle.
+        .read_timeout(settings.timeout)
+        .redirect(redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        // As many idle connections per host as it may have requests in
+        // flight: with fewer, every poll beyond them on a busy host
+        // opened (and the host accepted) a new TCP connection.
+        .pool_max_idle_per_host(hosts.concurrency().max(2))
+        .dns_resolver(Arc::new(GuardedResolver {
+            guard: Arc::clone(guard),
+        }));
+    let builder = match proxy {
+        // A proxy resolves names itself, around the guard: only the
+        // operator may name one (per feed or site), and the guard still
+        // checks every URL's IP literal.
+        Some(proxy) => builder.proxy(
+            reqwest::Proxy::all(proxy)
+                .map_err(|e| FetchError::Client(format!("invalid proxy: {}", chain(&e))))?,
+        ),
+        // Never the environment's proxy: it would resolve names around
+        // the guard.
+        None => builder.no_proxy(),
+    };
+    builder.build().map_err(|e| FetchError::Client(chain(&e)))
 }
 
 /// How long the response says it stays fresh: `Cache-Control: max-age`
@@ -537,6 +682,46 @@ mod tests {
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         assert_eq!(freshness(&h), None);
+    }
+
+    #[test]
+    fn secrets_go_to_their_origin_or_site_only() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let origin = Secrets::Origin(url("http://Feeds.Example.com/rss"));
+        let cases = [
+            ("http://feeds.example.com/other", true),
+            ("http://feeds.example.com:80/x", true),
+            ("http://FEEDS.example.com./x", true),
+            // An upgrade to https on the default ports keeps them...
+            ("https://feeds.example.com/rss", true),
+            // ...another port, a downgrade, a sibling, a parent or a
+            // subdomain does not.
+            ("http://feeds.example.com:8080/rss", false),
+            ("https://feeds.example.com:8443/rss", false),
+            ("http://example.com/rss", false),
+            ("http://cdn.feeds.example.com/rss", false),
+            ("http://feeds.example.com.evil.net/rss", false),
+            ("http://127.0.0.1/rss", false),
+        ];
+        for (target, allowed) in cases {
+            assert_eq!(origin.allow(&url(target)), allowed, "{target}");
+        }
+        let https = Secrets::Origin(url("https://feeds.example.com/rss"));
+        assert!(!https.allow(&url("http://feeds.example.com/rss")));
+        let loopback = Secrets::Origin(url("http://127.0.0.1:4000/feed"));
+        assert!(loopback.allow(&url("http://127.0.0.1:4000/moved")));
+        assert!(!loopback.allow(&url("http://127.0.0.1:4001/feed")));
+
+        let site = Secrets::Site("example.com".to_owned());
+        for (target, allowed) in [
+            ("https://example.com/a", true),
+            ("http://www.example.com:8080/a", true),
+            ("https://a.b.Example.com./a", true),
+            ("https://badexample.com/a", false),
+            ("https://example.com.evil.net/a", false),
+        ] {
+            assert_eq!(site.allow(&url(target)), allowed, "{target}");
+        }
     }
 
     #[test]

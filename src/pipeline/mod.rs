@@ -28,7 +28,7 @@ use crate::scheduler::{PollFacts, SchedulePolicy, learn_interval, parse_retry_af
 use crate::store::{Store, StoreError};
 
 use extract::Extractor;
-use fetch::{FetchError, Fetcher};
+use fetch::{FetchError, Fetcher, Request, Secrets};
 use sanitize::Sanitizer;
 
 /// How a poll ended, for the CLI summary and the logs.
@@ -313,9 +313,19 @@ impl Pipeline {
                 self.fetcher.guard().trust_host(&host);
             }
         }
+        // The feed's secrets belong to the origin the operator subscribed
+        // to, even after a permanent redirect moved the feed elsewhere.
+        let secrets = url::Url::parse(&feed.spec.url).ok().map(Secrets::Origin);
+        let request = secrets
+            .as_ref()
+            .filter(|_| !feed.spec.request.is_empty())
+            .map(|secrets| Request {
+                options: &feed.spec.request,
+                secrets,
+            });
         let fetched = self
             .fetcher
-            .fetch_feed(feed.effective_url(), &feed.validators, permit)
+            .fetch_feed(feed.effective_url(), &feed.validators, permit, request)
             .await
             .map_err(Failure::from_fetch);
         drop(request_slot);
@@ -378,7 +388,21 @@ impl Pipeline {
     pub async fn fetch_article(&self, job: &ArticleJob) -> ArticleRecord {
         let at = Utc::now();
         let attempt = job.attempts + 1;
-        let (outcome, retryable) = match self.fetcher.fetch_page(&job.url).await {
+        // The most specific `[[site]]` rule with request options for the
+        // page's host; its secrets go to that site only.
+        let site = host_of(&job.url).and_then(|host| {
+            self.articles
+                .sites
+                .iter()
+                .filter(|rule| !rule.request.is_empty() && rule.matches(&host))
+                .max_by_key(|rule| rule.host.len())
+        });
+        let secrets = site.map(|rule| Secrets::Site(rule.host.clone()));
+        let request = site.zip(secrets.as_ref()).map(|(rule, secrets)| Request {
+            options: &rule.request,
+            secrets,
+        });
+        let (outcome, retryable) = match self.fetcher.fetch_page(&job.url, request).await {
             Ok(doc) => match self.extract(job, doc).await {
                 Ok(outcome) => (outcome, false),
                 Err(error) => (ArticleOutcome::Failed { error }, false),

@@ -1062,6 +1062,7 @@ pub(crate) async fn store_with_feeds(
             tags: vec![],
             interval: None,
             full_text: None,
+            request: Default::default(),
         })
         .collect();
     store

@@ -19,7 +19,7 @@ use crate::pipeline::sanitize::search_words;
 use crate::model::{
     ArticleJob, ArticleOutcome, ArticleRecord, Cursor, Enclosure, Feed, FeedOrigin, FeedSpec,
     FeedStatus, OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport, RAW_HASH_PREFIX,
-    SourceInfo, TextPrint, Validators, stable_hash,
+    RequestOptions, SourceInfo, TextPrint, Validators, stable_hash,
 };
 
 use super::{
@@ -41,6 +41,9 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("throughput.sql")),
         M::up(include_str!("raw_content.sql")),
         M::up(include_str!("search_queue.sql")),
+        // A feed's own request options (User-Agent, headers, credentials,
+        // proxy) as JSON; NULL: none.
+        M::up("ALTER TABLE feed ADD COLUMN request TEXT;"),
     ])
 }
 
@@ -361,8 +364,8 @@ fn insert_feed(
 ) -> rusqlite::Result<i64> {
     tx.execute(
         "INSERT INTO feed (url, title, interval_secs, origin, next_check_at, created_at,
-                           full_text)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                           full_text, request)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
         params![
             spec.url,
             spec.title,
@@ -370,6 +373,7 @@ fn insert_feed(
             origin.as_str(),
             ts(now),
             spec.full_text,
+            spec.request.to_json(),
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -442,14 +446,16 @@ pub(super) fn sync_config_feeds(
             Some(spec) => {
                 let changed = tx.execute(
                     "UPDATE feed SET title = ?2, interval_secs = ?3, full_text = ?4,
-                         origin = 'config'
+                         request = ?5, origin = 'config'
                      WHERE id = ?1 AND (title IS NOT ?2 OR interval_secs IS NOT ?3
-                                        OR full_text IS NOT ?4 OR origin <> 'config')",
+                                        OR full_text IS NOT ?4 OR request IS NOT ?5
+                                        OR origin <> 'config')",
                     params![
                         id,
                         spec.title,
                         spec.interval.map(|d| d.as_secs() as i64),
-                        spec.full_text
+                        spec.full_text,
+                        spec.request.to_json(),
                     ],
                 )?;
                 let old_tags: Vec<String> = {
@@ -508,7 +514,7 @@ const FEED_COLUMNS: &str = "f.id, f.url, f.title, f.interval_secs, f.origin, f.s
     f.last_success_at, f.last_status, f.last_error, f.error_count,
     (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id),
     f.status, f.fetch_url, f.redirect_url, f.redirect_count, f.interval_secs_current,
-    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text";
+    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text, f.request";
 
 fn secs(v: Option<i64>) -> Option<Duration> {
     v.map(|s| Duration::from_secs(s.max(0) as u64))
@@ -524,6 +530,7 @@ fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
             tags: Vec::new(),
             interval: secs(r.get(3)?),
             full_text: r.get(24)?,
+            request: RequestOptions::from_json(r.get::<_, Option<String>>(25)?.as_deref()),
         },
         origin: FeedOrigin::parse(&origin).unwrap_or(FeedOrigin::Cli),
         site_title: r.get(5)?,
@@ -2498,6 +2505,7 @@ mod tests {
             tags: vec![],
             interval: None,
             full_text,
+            request: Default::default(),
         }
     }
 
@@ -2545,6 +2553,47 @@ mod tests {
         .unwrap();
         assert_eq!((report.added, report.updated), (1, 0));
         assert_eq!(full_text_of(&conn, "https://d.example/"), Some(false));
+    }
+
+    #[test]
+    fn request_options_round_trip_through_add_and_config_sync() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let with = |cookie: &str| FeedSpec {
+            request: RequestOptions {
+                user_agent: Some("FriendlyReader/2.0".into()),
+                headers: vec![("Cookie".into(), cookie.into())],
+                username: Some("ada".into()),
+                password: Some("open sesame".into()),
+                proxy: Some("http://proxy.lan:3128/".into()),
+            },
+            ..spec("https://r.example/", None)
+        };
+        add_feeds(&mut conn, &[with("a=1")], FeedOrigin::Cli, now, &mut |_| {}).unwrap();
+        let request_of = |conn: &Connection| {
+            feed_by_url(conn, "https://r.example/")
+                .unwrap()
+                .unwrap()
+                .spec
+                .request
+        };
+        assert_eq!(request_of(&conn), with("a=1").request);
+        // The config takes it over: a changed cookie is an update, the same
+        // options are not, and none clears them.
+        for (spec, updated) in [
+            (with("a=2"), 1),
+            (with("a=2"), 0),
+            (spec("https://r.example/", None), 1),
+        ] {
+            let report = sync_config_feeds(&mut conn, std::slice::from_ref(&spec), now).unwrap();
+            assert_eq!(report.updated, updated, "{:?}", spec.request);
+            assert_eq!(request_of(&conn), spec.request);
+        }
+        // A stored value that no longer reads (a hand edit, a downgrade)
+        // leaves the feed polling without options.
+        conn.execute("UPDATE feed SET request = 'not json'", [])
+            .unwrap();
+        assert!(request_of(&conn).is_empty());
     }
 
     fn fetched(feed_id: i64, keys: &[&str], now: DateTime<Utc>) -> PollRecord {

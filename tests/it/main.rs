@@ -12,6 +12,7 @@ mod ops;
 mod outputs;
 mod polite;
 mod poll;
+mod request;
 mod retention;
 mod support;
 mod systemd;

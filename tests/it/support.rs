@@ -30,6 +30,9 @@ pub struct Reply {
     /// When set, send the body one byte at a time with this pause between
     /// bytes (a trickling server).
     pub trickle: Option<Duration>,
+    /// Headers the request must carry, exactly, or it gets a 401 (a feed
+    /// behind a login, a cookie or a bot wall).
+    pub require: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -42,6 +45,7 @@ impl Reply {
             gzip: false,
             delay: None,
             trickle: None,
+            require: Vec::new(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Reply {
             gzip: false,
             delay: None,
             trickle: None,
+            require: Vec::new(),
         }
     }
 
@@ -74,6 +79,12 @@ impl Reply {
 
     pub fn trickled(mut self, pause: Duration) -> Reply {
         self.trickle = Some(pause);
+        self
+    }
+
+    /// Answers 401 unless the request carries `name: value`.
+    pub fn requiring(mut self, name: &str, value: &str) -> Reply {
+        self.require.push((name.into(), value.into()));
         self
     }
 
@@ -213,6 +224,16 @@ async fn handle(
     };
     if let Some(d) = reply.delay {
         tokio::time::sleep(d).await;
+    }
+    let refused = reply.require.iter().any(|(name, value)| {
+        headers.get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str())
+    });
+    if refused {
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(header::WWW_AUTHENTICATE, "Basic realm=\"test\"")
+            .body(Body::from("login required"))
+            .expect("response");
     }
     let mut resp = Response::builder().status(reply.status);
     for (k, v) in &reply.headers {
