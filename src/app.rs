@@ -337,6 +337,7 @@ impl Workers {
             token.clone(),
         ));
         let indexer = tokio::spawn(crate::indexer::run(store.clone(), token.clone()));
+        let reexamine = tokio::spawn(reexamine_stories(store.clone(), token.clone()));
         let websub = config.server.websub_hub.clone().map(|hub| {
             tokio::spawn(crate::websub::run(
                 hub,
@@ -349,7 +350,7 @@ impl Workers {
         });
         Workers {
             token,
-            tasks: vec![scheduler, articles, housekeeping, indexer],
+            tasks: vec![scheduler, articles, housekeeping, indexer, reexamine],
             websub,
             start_rev,
         }
@@ -366,6 +367,17 @@ impl Workers {
             Some(w) => w.await.unwrap_or(self.start_rev),
             None => self.start_rev,
         }
+    }
+}
+
+/// The one-time re-examination of stories stored by an older version, in
+/// short steps while the daemon polls and serves (a no-op once it has
+/// run; an interrupted pass goes on after the next start).
+async fn reexamine_stories(store: Store, token: CancellationToken) {
+    match store.dedup_pass(&token).await {
+        Ok(0) => {}
+        Ok(merged) => tracing::info!(merged, "stored stories re-examined: duplicates merged"),
+        Err(e) => tracing::warn!(error = %e, "re-examining stored stories failed"),
     }
 }
 

@@ -764,6 +764,17 @@ async fn status(config: &Config) -> anyhow::Result<()> {
         "articles:   {} pending, {} failed",
         snap.articles_pending, snap.articles_failed
     )?;
+    match snap.dedup_pass {
+        crate::store::DedupPass::Done(at) => writeln!(
+            out,
+            "stories:    stored stories re-examined for duplicates {}",
+            ago(Some(at), now)
+        )?,
+        crate::store::DedupPass::Pending => writeln!(
+            out,
+            "stories:    re-examination of stored stories for duplicates pending (the daemon runs it)"
+        )?,
+    }
     let cap = config.retention.max_database_size.map_or_else(
         || "no cap".to_owned(),
         |c| format!("cap {}", format_bytes(c)),

@@ -57,6 +57,17 @@ fn entry(e: &OutputEntry) -> Entry {
             )
         });
     }
+    // Every other feed that carried it (the first is `atom:source`).
+    for feed in super::other_feeds(e) {
+        links.push(Link {
+            title: Some(xml_safe(&feed.title)),
+            ..link(
+                feed.site_url.as_deref().unwrap_or(&feed.feed_url),
+                "via",
+                None,
+            )
+        });
+    }
     for enc in &e.enclosures {
         links.push(Link {
             href: xml_safe(&enc.url),

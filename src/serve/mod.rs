@@ -82,12 +82,30 @@ impl FeedMeta {
     }
 }
 
-/// Copies of a merged story other than the one the entry links to.
+/// Copies of a merged story other than the one the entry links to, one
+/// per link (two copies in one feed may share it).
 pub fn other_copies(e: &OutputEntry) -> impl Iterator<Item = &SourceInfo> {
     e.sources
         .iter()
-        .skip(1)
-        .filter(move |s| s.link.is_some() && s.link != e.link)
+        .enumerate()
+        .filter(move |&(i, s)| {
+            s.link.is_some() && s.link != e.link && !e.sources[..i].iter().any(|o| o.link == s.link)
+        })
+        .map(|(_, s)| s)
+}
+
+/// The feeds that carried a merged story besides the first (which the
+/// formats' own source element names), one per feed.
+pub fn other_feeds(e: &OutputEntry) -> impl Iterator<Item = &SourceInfo> {
+    e.sources
+        .iter()
+        .enumerate()
+        .filter(move |&(i, s)| {
+            !e.sources[..i.max(1)]
+                .iter()
+                .any(|o| o.feed_url == s.feed_url)
+        })
+        .map(|(_, s)| s)
 }
 
 /// An enclosure's media type when it is one (`type/subtype`, RFC 6838

@@ -54,6 +54,10 @@ fn item(e: &OutputEntry) -> Item {
     let related: Vec<AtomLink> = super::other_copies(e)
         .filter_map(|c| c.link.as_deref())
         .map(|l| atom_link(l, "related", Some("text/html")))
+        .chain(
+            super::other_feeds(e)
+                .map(|f| atom_link(f.site_url.as_deref().unwrap_or(&f.feed_url), "via", None)),
+        )
         .collect();
     Item {
         title: Some(xml_safe(&display_title(e))),

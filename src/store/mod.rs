@@ -224,9 +224,22 @@ pub struct StatusSnapshot {
     pub size: DbSize,
     /// When housekeeping last finished.
     pub housekept_at: Option<DateTime<Utc>>,
+    /// The one-time re-examination of stories stored before copies in one
+    /// feed and whole groups were merged.
+    pub dedup_pass: DedupPass,
     /// Per feed id, its days from the requested one on, oldest first; a
     /// day without polls has no row.
     pub history: std::collections::HashMap<i64, Vec<FeedDay>>,
+}
+
+/// Where the one-time re-examination of stored stories stands
+/// ([`Store::dedup_pass_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupPass {
+    /// Not finished yet: the daemon runs it in short steps.
+    Pending,
+    /// Finished then.
+    Done(DateTime<Utc>),
 }
 
 /// Which entries an output wants. Every filter narrows; empty lists and
@@ -986,6 +999,33 @@ impl Store {
     /// the writer for as long as it takes: for `purge --vacuum` only.
     pub async fn full_vacuum(&self) -> Result<(), StoreError> {
         Ok(self.writer.call(|c| sqlite::full_vacuum(c)).await?)
+    }
+
+    /// One step of the one-time re-examination of stored stories (one
+    /// short transaction over [`sqlite::DEDUP_PASS_BATCH`] entries, so
+    /// polls and serving go on between steps): `None` once the pass has
+    /// run, else how many stories it merged away in this step.
+    pub async fn dedup_pass_step(&self, now: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
+        self.write(move |c| sqlite::dedup_pass_step(c, sqlite::DEDUP_PASS_BATCH, now))
+            .await
+    }
+
+    /// Runs the re-examination to its end, yielding between steps, unless
+    /// `cancel` fires; returns the stories merged away.
+    pub async fn dedup_pass(
+        &self,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<usize, StoreError> {
+        let mut merged = 0;
+        while !cancel.is_cancelled() {
+            match self.dedup_pass_step(Utc::now()).await? {
+                Some(n) => merged += n,
+                None => break,
+            }
+            // Polls and articles queued on the writer go first.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(merged)
     }
 
     /// Notes when housekeeping finished, for `status`.

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 
+use crate::pipeline::dedup;
 use crate::pipeline::sanitize::search_words;
 
 use crate::model::{
@@ -23,8 +24,8 @@ use crate::model::{
 };
 
 use super::{
-    AddOutcome, ArticleState, DbSize, EntryQuery, FeedDay, Purged, Revision, StatusSnapshot,
-    SyncReport,
+    AddOutcome, ArticleState, DbSize, DedupPass, EntryQuery, FeedDay, Purged, Revision,
+    StatusSnapshot, SyncReport,
 };
 
 /// Schema history; append, never edit, once a version has shipped.
@@ -44,6 +45,7 @@ fn migrations() -> Migrations<'static> {
         // A feed's own request options (User-Agent, headers, credentials,
         // proxy) as JSON; NULL: none.
         M::up("ALTER TABLE feed ADD COLUMN request TEXT;"),
+        M::up(include_str!("stories.sql")),
     ])
 }
 
@@ -1184,7 +1186,20 @@ fn upsert_entry(
             id,
             content_hash: old_hash,
             updated_at: old_updated,
+            own_hash,
         }) => {
+            // A copy stored before copies kept their own hash, of a story
+            // with other copies: its story's hash is another copy's, so a
+            // difference says nothing. Its hash is learnt quietly.
+            if !own_hash && story_copies(tx, id)? > 1 {
+                exec(
+                    tx,
+                    "UPDATE entry_source SET content_hash = ?3, title = ?4, published_at = ?5
+                     WHERE feed_id = ?1 AND entry_key = ?2",
+                    params![feed_id, e.key, hash, e.title, published],
+                )?;
+                return Ok(Upsert::Unchanged);
+            }
             // A hash from before content was stored as given cannot tell
             // whether the entry changed: its content is replaced quietly,
             // keeping its time, so an upgrade does not mark every entry
@@ -1197,9 +1212,13 @@ fn upsert_entry(
                 Some(u) if u > old_updated => u,
                 _ => ts(now).max(old_updated + 1),
             };
+            // The story's link stays its first copy's while it has others.
             exec(
                 tx,
-                "UPDATE entry SET title = ?2, link = ?3, content_html = ?4, authors = ?5,
+                "UPDATE entry SET title = ?2,
+                     link = CASE WHEN (SELECT count(*) FROM entry_source o WHERE o.entry_id = ?1) > 1
+                                 THEN link ELSE ?3 END,
+                     content_html = ?4, authors = ?5,
                      categories = ?6, enclosures = ?7, published_at = coalesce(?8, published_at),
                      updated_at = ?9, content_hash = ?10, content_base = ?11
                  WHERE id = ?1",
@@ -1219,8 +1238,9 @@ fn upsert_entry(
             )?;
             exec(
                 tx,
-                "UPDATE entry_source SET link = ?3 WHERE feed_id = ?1 AND entry_key = ?2",
-                params![feed_id, e.key, e.link],
+                "UPDATE entry_source SET link = ?3, content_hash = ?4, title = ?5, published_at = ?6
+                 WHERE feed_id = ?1 AND entry_key = ?2",
+                params![feed_id, e.key, e.link, hash, e.title, published],
             )?;
             let article_used: bool = tx
                 .query_row("SELECT used FROM article WHERE entry_id = ?1", [id], |r| {
@@ -1262,15 +1282,31 @@ fn upsert_entry(
             }
             let now_s = ts(now);
             let may_merge = probes.known.any_of(tx, &e.url_keys)?;
-            if may_merge && let Some(story) = story_by_url(tx, &e.url_keys, &[feed_id], None)? {
-                exec(
-                    tx,
-                    "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![feed_id, e.key, story, e.link, now_s],
-                )?;
-                bump_revision(tx, now)?;
-                return Ok(Upsert::Merged);
+            // One story, one entry: a copy of a stored story (same URL key,
+            // listings that agree; in this feed or another) becomes one
+            // more source of it, and joins any other story it links.
+            if may_merge {
+                let evidence = dedup::Evidence {
+                    url_keys: e.url_keys.clone(),
+                    listings: vec![dedup::Listing::new(e.title.as_deref(), published)],
+                    prints: Vec::new(),
+                };
+                let linked = linked_stories(tx, &evidence, None, now_s)?;
+                if let Some(&(story, _)) = linked.first() {
+                    exec(
+                        tx,
+                        "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at,
+                             title, published_at, content_hash)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![feed_id, e.key, story, e.link, now_s, e.title, published, hash],
+                    )?;
+                    add_url_keys(tx, story, &e.url_keys)?;
+                    for &(other, _) in &linked[1..] {
+                        merge_stories(tx, other, story)?;
+                    }
+                    bump_revision(tx, now)?;
+                    return Ok(Upsert::Merged);
+                }
             }
             let uid = entry_uid(feed_url, &e.key);
             let sort_at = published.map_or(now_s, |p| p.min(now_s));
@@ -1310,11 +1346,16 @@ fn upsert_entry(
             };
             queue_for_index(tx, entry_id, inserted != 1)?;
             add_url_keys(tx, entry_id, &e.url_keys)?;
+            // A later entry of this poll with one of these keys must look.
+            probes.known.add(&e.url_keys);
             exec(
                 tx,
-                "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![feed_id, e.key, entry_id, e.link, now_s],
+                "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at,
+                     title, published_at, content_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    feed_id, e.key, entry_id, e.link, now_s, e.title, published, hash
+                ],
             )?;
             Ok(Upsert::New(entry_id))
         }
@@ -1339,8 +1380,10 @@ struct PollProbes<'a> {
 #[derive(Debug, Clone, PartialEq)]
 struct StoredRow {
     id: i64,
+    /// The copy's own hash, else (`own_hash` false) its story's.
     content_hash: String,
     updated_at: i64,
+    own_hash: bool,
 }
 
 /// The stored rows of a poll's entry keys, probed [`KEY_PROBE`] keys per
@@ -1366,7 +1409,10 @@ impl<'a> StoredRows<'a> {
 
     /// `key` must be one of the poll's entries' keys.
     fn get(&mut self, tx: &Connection, key: &str) -> rusqlite::Result<Option<StoredRow>> {
-        const ROW: &str = "SELECT s.entry_key, e.id, e.content_hash, e.updated_at
+        // A copy's own hash; a copy stored before copies kept one is
+        // compared with its story's.
+        const ROW: &str = "SELECT s.entry_key, e.id, coalesce(s.content_hash, e.content_hash),
+                 e.updated_at, s.content_hash IS NOT NULL
              FROM entry_source s JOIN entry e ON e.id = s.entry_id";
         // Built once: the probe runs for every poll that brings entries.
         static PROBE: LazyLock<String> = LazyLock::new(|| {
@@ -1382,6 +1428,7 @@ impl<'a> StoredRows<'a> {
                     id: r.get(1)?,
                     content_hash: r.get(2)?,
                     updated_at: r.get(3)?,
+                    own_hash: r.get(4)?,
                 },
             ))
         };
@@ -1430,10 +1477,10 @@ impl<'a> StoredRows<'a> {
 /// all stored before asks nothing).
 ///
 /// Nearly every new entry's keys are new: probing them all in a couple of
-/// statements per poll, instead of running [`story_by_url`]'s join for
-/// each entry, spares the writer most of the cross-feed lookup. A key this
-/// poll itself added shows as known, which only costs that join: one
-/// feed's own entries are never merge targets for it.
+/// statements per poll, instead of running [`linked_stories`]' lookups for
+/// each entry, spares the writer most of the story lookup. Keys this poll
+/// stores are added ([`KnownKeys::add`]): a later entry of the same poll
+/// may be a copy of an earlier one (a roundup listing an article twice).
 struct KnownKeys<'a> {
     entries: &'a [ParsedEntry],
     known: Option<HashSet<String>>,
@@ -1453,6 +1500,14 @@ impl<'a> KnownKeys<'a> {
             slot => slot.insert(known_url_keys(tx, self.entries)?),
         };
         Ok(keys.iter().any(|k| known.contains(k)))
+    }
+
+    /// Keys this poll stored: a later entry of the poll with one of them
+    /// is a copy to look at (a roundup listing one article twice).
+    fn add(&mut self, keys: &[String]) {
+        if let Some(known) = &mut self.known {
+            known.extend(keys.iter().cloned());
+        }
     }
 }
 
@@ -1488,40 +1543,6 @@ fn add_url_keys(tx: &Connection, entry_id: i64, keys: &[String]) -> rusqlite::Re
     Ok(())
 }
 
-/// The earliest story found under any of `keys` that none of `feeds`
-/// carries (two entries of one feed are two stories: the feed says so),
-/// other than `except`.
-fn story_by_url(
-    tx: &Connection,
-    keys: &[String],
-    feeds: &[i64],
-    except: Option<i64>,
-) -> rusqlite::Result<Option<i64>> {
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    let sql = format!(
-        "SELECT u.entry_id FROM entry_url u JOIN entry x ON x.id = u.entry_id
-         WHERE u.url_key IN ({}) AND u.entry_id IS NOT ?1
-           AND NOT EXISTS (SELECT 1 FROM entry_source s WHERE s.entry_id = u.entry_id
-                           AND s.feed_id IN ({}))
-         ORDER BY x.first_seen_at, x.id LIMIT 1",
-        numbered(2, keys.len()),
-        numbered(2 + keys.len(), feeds.len().max(1))
-    );
-    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&except];
-    args.extend(keys.iter().map(|k| k as &dyn rusqlite::ToSql));
-    let none: i64 = -1;
-    if feeds.is_empty() {
-        args.push(&none);
-    } else {
-        args.extend(feeds.iter().map(|f| f as &dyn rusqlite::ToSql));
-    }
-    tx.prepare_cached(&sql)?
-        .query_row(args.as_slice(), |r| r.get(0))
-        .optional()
-}
-
 fn numbered(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("?{i}"))
@@ -1529,102 +1550,270 @@ fn numbered(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// The earliest earlier story whose text is a near duplicate of `print`
-/// (candidates share a locality-sensitive key; the pure
-/// `pipeline::dedup::is_near_duplicate` decides), carried by none of
-/// `feeds`.
-fn story_by_text(
-    tx: &Connection,
-    me: i64,
-    print: &TextPrint,
-    feeds: &[i64],
-) -> rusqlite::Result<Option<i64>> {
-    use crate::pipeline::dedup;
-    let Some(sketch) = dedup::Sketch::from_bytes(&print.minhash) else {
-        return Ok(None);
-    };
-    let mine = dedup::Candidate {
-        fingerprint: dedup::Fingerprint {
-            simhash: print.simhash,
-            words: print.words,
-        },
-        sketch,
-        published: print.published,
-    };
-    let sql = format!(
-        "SELECT DISTINCT p.entry_id, p.words, p.simhash, p.minhash, p.published, x.first_seen_at
-         FROM entry_lsh l
-         JOIN entry_print p ON p.entry_id = l.entry_id AND p.version = ?1
-         JOIN entry x ON x.id = l.entry_id
-         JOIN entry me ON me.id = ?2
-         WHERE l.lsh_key IN ({}) AND l.entry_id <> ?2
-           AND (x.first_seen_at, x.id) < (me.first_seen_at, me.id)
-           AND x.first_seen_at >= me.first_seen_at - ?3
-         ORDER BY x.first_seen_at, x.id",
-        numbered(4, print.lsh_keys.len().max(1))
-    );
-    let version = i64::from(print.version);
-    let window = dedup::MAX_PUBLISHED_GAP_SECS;
-    let keys: Vec<i64> = print.lsh_keys.iter().map(|k| *k as i64).collect();
-    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&version, &me, &window];
-    let none: i64 = 0;
-    if keys.is_empty() {
-        args.push(&none);
-    } else {
-        args.extend(keys.iter().map(|k| k as &dyn rusqlite::ToSql));
-    }
-    let mut stmt = tx.prepare_cached(&sql)?;
-    let rows = stmt.query_map(args.as_slice(), |r| {
+/// How many copies (feed items) a story has.
+fn story_copies(tx: &Connection, story: i64) -> rusqlite::Result<i64> {
+    query_one(
+        tx,
+        "SELECT count(*) FROM entry_source WHERE entry_id = ?1",
+        [story],
+        |r| r.get(0),
+    )
+}
+
+/// What a stored story says of itself for `dedup::same_story`: every URL
+/// key of its copies, every copy's listing (a copy stored before copies
+/// kept their own is listed as the story), and every member's print of
+/// the current analysis version.
+fn evidence_of(tx: &Connection, story: i64) -> rusqlite::Result<dedup::Evidence> {
+    let mut ev = dedup::Evidence::default();
+    let mut stmt = tx.prepare_cached("SELECT url_key FROM entry_url WHERE entry_id = ?1")?;
+    ev.url_keys = stmt
+        .query_map([story], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT coalesce(s.title, e.title), coalesce(s.published_at, e.published_at)
+         FROM entry_source s JOIN entry e ON e.id = s.entry_id WHERE s.entry_id = ?1",
+    )?;
+    ev.listings = stmt
+        .query_map([story], |r| {
+            Ok(dedup::Listing::new(
+                r.get::<_, Option<String>>(0)?.as_deref(),
+                r.get(1)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    // A print stored before prints kept their site is its entry's page.
+    let mut stmt = tx.prepare_cached(
+        "SELECT p.words, p.simhash, p.minhash, p.published, p.site,
+                (SELECT coalesce(a.final_url, o.link) FROM entry o
+                 LEFT JOIN article a ON a.entry_id = o.id WHERE o.id = p.origin)
+         FROM entry_print p WHERE p.entry_id = ?1 AND p.version = ?2",
+    )?;
+    let rows = stmt.query_map(params![story, i64::from(dedup::VERSION)], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Vec<u8>>(3)?,
-            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
         ))
     })?;
-    let mut candidates = Vec::new();
     for row in rows {
-        candidates.push(row?);
-    }
-    for (id, words, simhash, minhash, published) in candidates {
-        let Some(sketch) = dedup::Sketch::from_bytes(&minhash) else {
-            continue;
-        };
-        let other = dedup::Candidate {
-            fingerprint: dedup::Fingerprint {
-                simhash: simhash as u64,
-                words: u32::try_from(words).unwrap_or(0),
-            },
-            sketch,
-            published,
-        };
-        if !dedup::is_near_duplicate(&mine, &other) {
-            continue;
-        }
-        let shares_feed: bool = tx.query_row(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM entry_source WHERE entry_id = ?1 AND feed_id IN ({}))",
-                numbered(2, feeds.len().max(1))
-            ),
-            rusqlite::params_from_iter(std::iter::once(id).chain(feeds.iter().copied().chain(
-                std::iter::repeat_n(-1, usize::from(feeds.is_empty())),
-            ))),
-            |r| r.get(0),
-        )?;
-        if !shares_feed {
-            return Ok(Some(id));
+        let (words, simhash, minhash, published, site, page) = row?;
+        if let Some(sketch) = dedup::Sketch::from_bytes(&minhash) {
+            let text = dedup::Candidate {
+                fingerprint: dedup::Fingerprint {
+                    simhash: simhash as u64,
+                    words: u32::try_from(words).unwrap_or(0),
+                },
+                sketch,
+                published,
+            };
+            ev.prints.push(match site {
+                Some(site) => dedup::Print { text, site },
+                None => dedup::Print::new(text, page.as_deref()),
+            });
         }
     }
-    Ok(None)
+    Ok(ev)
 }
 
-fn store_print(tx: &Connection, entry_id: i64, print: &TextPrint) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO entry_print (entry_id, version, words, simhash, minhash, published)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+/// The stories other than `me` that `dedup::same_story` says are one story
+/// with `evidence`, with their first-seen times, earliest first.
+/// Candidates are stories sharing a URL key, and stories first seen within
+/// `dedup::MAX_PUBLISHED_GAP_SECS` of `around` sharing a locality-sensitive
+/// key with one of its prints; the pure decision is made here, the SQL
+/// only finds candidates.
+fn linked_stories(
+    tx: &Connection,
+    evidence: &dedup::Evidence,
+    me: Option<i64>,
+    around: i64,
+) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let mut candidates: Vec<i64> = Vec::new();
+    if !evidence.url_keys.is_empty() {
+        let sql = format!(
+            "SELECT DISTINCT entry_id FROM entry_url WHERE url_key IN ({}) AND entry_id IS NOT ?1",
+            numbered(2, evidence.url_keys.len())
+        );
+        let args = std::iter::once(&me as &dyn rusqlite::ToSql)
+            .chain(evidence.url_keys.iter().map(|k| k as &dyn rusqlite::ToSql));
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?;
+        for row in rows {
+            candidates.push(row?);
+        }
+    }
+    let lsh: Vec<i64> = {
+        let mut keys: Vec<i64> = evidence
+            .prints
+            .iter()
+            .flat_map(|p| p.text.sketch.lsh_keys())
+            .map(|k| k as i64)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    };
+    for chunk in lsh.chunks(dedup::LSH_BANDS) {
+        let sql = format!(
+            "SELECT DISTINCT l.entry_id FROM entry_lsh l JOIN entry x ON x.id = l.entry_id
+             WHERE l.lsh_key IN ({}) AND l.entry_id IS NOT ?1
+               AND x.first_seen_at BETWEEN ?2 - ?3 AND ?2 + ?3",
+            numbered(4, chunk.len())
+        );
+        let window = dedup::MAX_PUBLISHED_GAP_SECS;
+        let head: [&dyn rusqlite::ToSql; 3] = [&me, &around, &window];
+        let args = head
+            .into_iter()
+            .chain(chunk.iter().map(|k| k as &dyn rusqlite::ToSql));
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?;
+        for row in rows {
+            candidates.push(row?);
+        }
+    }
+    candidates.sort_unstable();
+    candidates.dedup();
+    let mut linked = Vec::new();
+    for id in candidates {
+        let other = evidence_of(tx, id)?;
+        if dedup::same_story(evidence, &other).is_some() {
+            let first_seen: i64 = query_one(
+                tx,
+                "SELECT first_seen_at FROM entry WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            linked.push((id, first_seen));
+        }
+    }
+    linked.sort_unstable_by_key(|&(id, seen)| (seen, id));
+    Ok(linked)
+}
+
+/// Merges `story` with every story the evidence links it to, transitively,
+/// into the earliest first seen of them, which keeps its id. Returns the
+/// story `story` is now part of (itself when nothing merged or it was the
+/// earliest) and whether anything merged. Whatever order copies and
+/// articles arrive in, the stories end as the groups `dedup::group` makes
+/// of the same entries.
+fn unite(tx: &Connection, story: i64) -> rusqlite::Result<(i64, bool)> {
+    let mut me = story;
+    let mut merged = false;
+    // Each round merges at least one story away; the bound is a guard.
+    for _ in 0..64 {
+        let evidence = evidence_of(tx, me)?;
+        let first_seen: i64 = query_one(
+            tx,
+            "SELECT first_seen_at FROM entry WHERE id = ?1",
+            [me],
+            |r| r.get(0),
+        )?;
+        let mut linked = linked_stories(tx, &evidence, Some(me), first_seen)?;
+        if linked.is_empty() {
+            break;
+        }
+        linked.push((me, first_seen));
+        linked.sort_unstable_by_key(|&(id, seen)| (seen, id));
+        let target = linked[0].0;
+        for &(id, _) in &linked[1..] {
+            merge_stories(tx, id, target)?;
+        }
+        me = target;
+        merged = true;
+    }
+    Ok((me, merged))
+}
+
+/// The earlier `into` absorbs `from`: its copies, URL keys, prints and
+/// candidate keys move over; its article replaces the story's text when
+/// it says more (or is still to be fetched where the story has none);
+/// `from` is deleted. The story keeps its id.
+fn merge_stories(tx: &Connection, from: i64, into: i64) -> rusqlite::Result<()> {
+    exec(
+        tx,
+        "UPDATE entry_source SET entry_id = ?2 WHERE entry_id = ?1",
+        params![from, into],
+    )?;
+    exec(
+        tx,
+        "INSERT OR IGNORE INTO entry_url (url_key, entry_id)
+         SELECT url_key, ?2 FROM entry_url WHERE entry_id = ?1",
+        params![from, into],
+    )?;
+    exec(
+        tx,
+        "UPDATE entry_print SET entry_id = ?2 WHERE entry_id = ?1",
+        params![from, into],
+    )?;
+    exec(
+        tx,
+        "INSERT OR IGNORE INTO entry_lsh (lsh_key, entry_id)
+         SELECT lsh_key, ?2 FROM entry_lsh WHERE entry_id = ?1",
+        params![from, into],
+    )?;
+    let article = |id: i64| -> rusqlite::Result<Option<(bool, i64)>> {
+        query_one(
+            tx,
+            "SELECT used, coalesce(word_count, 0) FROM article WHERE entry_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+    };
+    match (article(from)?, article(into)?) {
+        (Some((true, from_words)), into_article)
+            if into_article.is_none_or(|(used, words)| !used || words < from_words) =>
+        {
+            exec(
+                tx,
+                "INSERT OR REPLACE INTO article (entry_id, feed_id, url, status, attempts,
+                     next_attempt_at, final_url, canonical_url, html, text, word_count, used,
+                     fetched_at)
+                 SELECT ?2, feed_id, url, 'done', attempts, next_attempt_at, final_url,
+                        canonical_url, html, text, word_count, used, fetched_at
+                 FROM article WHERE entry_id = ?1",
+                params![from, into],
+            )?;
+            queue_for_index(tx, into, true)?;
+        }
+        (Some(_), None) => {
+            exec(
+                tx,
+                "UPDATE article SET entry_id = ?2 WHERE entry_id = ?1",
+                params![from, into],
+            )?;
+        }
+        _ => {}
+    }
+    exec(tx, "DELETE FROM entry WHERE id = ?1", [from])?;
+    Ok(())
+}
+
+/// Stores the analysis of `entry_id`'s own article (replacing an earlier
+/// one of the same article, keeping its members' prints) and its
+/// candidate keys.
+fn store_print(
+    tx: &Connection,
+    entry_id: i64,
+    print: &TextPrint,
+    page_url: &str,
+) -> rusqlite::Result<()> {
+    exec(
+        tx,
+        "DELETE FROM entry_print WHERE entry_id = ?1 AND origin = ?1",
+        [entry_id],
+    )?;
+    exec(
+        tx,
+        "INSERT INTO entry_print (entry_id, origin, site, version, words, simhash, minhash,
+             published)
+         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             entry_id,
+            dedup::site_of(page_url).unwrap_or_default(),
             i64::from(print.version),
             i64::from(print.words),
             print.simhash as i64,
@@ -1632,7 +1821,6 @@ fn store_print(tx: &Connection, entry_id: i64, print: &TextPrint) -> rusqlite::R
             print.published
         ],
     )?;
-    tx.execute("DELETE FROM entry_lsh WHERE entry_id = ?1", [entry_id])?;
     let mut stmt =
         tx.prepare_cached("INSERT OR IGNORE INTO entry_lsh (lsh_key, entry_id) VALUES (?1, ?2)")?;
     for k in &print.lsh_keys {
@@ -1641,54 +1829,83 @@ fn store_print(tx: &Connection, entry_id: i64, print: &TextPrint) -> rusqlite::R
     Ok(())
 }
 
-/// Folds the newer entry `me` into the earlier `story`: its sources and
-/// URL keys move over, its article replaces the story's text when it says
-/// more, and `me` is deleted. The story keeps its id.
-fn merge_into(
-    tx: &Connection,
-    me: i64,
-    story: i64,
-    article_words: usize,
-    print: Option<&TextPrint>,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE entry_source SET entry_id = ?2 WHERE entry_id = ?1",
-        params![me, story],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO entry_url (url_key, entry_id)
-         SELECT url_key, ?2 FROM entry_url WHERE entry_id = ?1",
-        params![me, story],
-    )?;
-    let story_words: Option<i64> = tx
-        .query_row(
-            "SELECT word_count FROM article WHERE entry_id = ?1 AND used = 1",
-            [story],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
-    if story_words.is_none_or(|w| (w.max(0) as usize) < article_words) {
-        tx.execute(
-            "INSERT OR REPLACE INTO article (entry_id, feed_id, url, status, attempts, next_attempt_at,
-                 final_url, canonical_url, html, text, word_count, used, fetched_at)
-             SELECT ?2, feed_id, url, 'done', attempts, next_attempt_at, final_url, canonical_url,
-                    html, text, word_count, used, fetched_at
-             FROM article WHERE entry_id = ?1",
-            params![me, story],
-        )?;
-        queue_for_index(tx, story, true)?;
-    }
-    let story_has_print: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM entry_print WHERE entry_id = ?1)",
-        [story],
+/// Entries the one-time re-examination looks at per transaction.
+pub(super) const DEDUP_PASS_BATCH: usize = 50;
+
+/// One step of the one-time re-examination of stories stored before
+/// copies in one feed, groups and every member's print were considered:
+/// up to `batch` entries, in one transaction, each merged with whatever
+/// its stored evidence links it to ([`unite`]). Returns `None` once the
+/// pass has run (and records when), else how many stories merged away.
+pub(super) fn dedup_pass_step(
+    conn: &mut Connection,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<usize>> {
+    let tx = conn.transaction()?;
+    let next: Option<i64> = query_one(
+        &tx,
+        "SELECT value FROM meta WHERE key = 'dedup_pass_next'",
+        [],
         |r| r.get(0),
-    )?;
-    if let (false, Some(p)) = (story_has_print, print) {
-        store_print(tx, story, p)?;
+    )
+    .optional()?;
+    let Some(next) = next else {
+        return Ok(None);
+    };
+    let ids: Vec<i64> = {
+        let mut stmt =
+            tx.prepare_cached("SELECT id FROM entry WHERE id >= ?1 ORDER BY id LIMIT ?2")?;
+        let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+        stmt.query_map(params![next, limit], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let mut merged = 0;
+    for &id in &ids {
+        let exists: bool = query_one(
+            &tx,
+            "SELECT EXISTS (SELECT 1 FROM entry WHERE id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?;
+        if exists && unite(&tx, id)?.1 {
+            merged += 1;
+        }
     }
-    tx.execute("DELETE FROM entry WHERE id = ?1", [me])?;
-    Ok(())
+    if merged > 0 {
+        bump_revision(&tx, now)?;
+    }
+    match ids.last() {
+        Some(last) if ids.len() == batch => {
+            exec(
+                &tx,
+                "UPDATE meta SET value = ?1 WHERE key = 'dedup_pass_next'",
+                [last + 1],
+            )?;
+        }
+        _ => {
+            exec(&tx, "DELETE FROM meta WHERE key = 'dedup_pass_next'", [])?;
+            exec(
+                &tx,
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('dedup_pass_done_at', ?1)",
+                [ts(now)],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(Some(merged))
+}
+
+/// When the one-time re-examination finished (`None` while it has not).
+pub(super) fn dedup_pass_done_at(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let at: Option<i64> = query_one(
+        conn,
+        "SELECT value FROM meta WHERE key = 'dedup_pass_done_at'",
+        [],
+        |r| r.get(0),
+    )
+    .optional()?;
+    Ok(opt_ts(at))
 }
 
 // ---------------------------------------------------------------- articles
@@ -1755,6 +1972,18 @@ pub(super) fn lease_articles(
 /// an earlier story.
 pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
+    // The entry may have joined an earlier story while its page was
+    // fetched (another copy's evidence linked them): its article went
+    // with it, or the story had one already. Nothing left to record.
+    let exists: bool = query_one(
+        &tx,
+        "SELECT EXISTS (SELECT 1 FROM article WHERE entry_id = ?1)",
+        [rec.entry_id],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(false);
+    }
     let mut merged = false;
     let at = ts(rec.at);
     let retry = rec.retry_at.map(ts);
@@ -1790,34 +2019,17 @@ pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusq
                 bump_revision(&tx, rec.at)?;
             }
             // One story, one entry: the same page (final or canonical URL)
-            // or the same text from another feed folds into the earlier
-            // entry.
+            // or the same text, in this feed or another, joins this entry
+            // with every story it links, under the earliest one's id.
             add_url_keys(&tx, rec.entry_id, url_keys)?;
-            let feeds: Vec<i64> = {
-                let mut stmt =
-                    tx.prepare_cached("SELECT feed_id FROM entry_source WHERE entry_id = ?1")?;
-                let rows = stmt.query_map([rec.entry_id], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            let story = match story_by_url(&tx, url_keys, &feeds, Some(rec.entry_id))? {
-                Some(s) => Some(s),
-                None => match print {
-                    Some(p) => story_by_text(&tx, rec.entry_id, p, &feeds)?,
-                    None => None,
-                },
-            };
-            match story {
-                Some(story) => {
-                    merge_into(&tx, rec.entry_id, story, *word_count, print.as_ref())?;
-                    merged = true;
-                    bump_revision(&tx, rec.at)?;
-                }
-                None => {
-                    if let Some(p) = print {
-                        store_print(&tx, rec.entry_id, p)?;
-                    }
-                }
+            if let Some(p) = print {
+                store_print(&tx, rec.entry_id, p, final_url)?;
             }
+            let (story, changed) = unite(&tx, rec.entry_id)?;
+            if changed {
+                bump_revision(&tx, rec.at)?;
+            }
+            merged = story != rec.entry_id;
         }
         ArticleOutcome::Failed { error } => {
             tx.execute(
@@ -2134,6 +2346,10 @@ pub(super) fn status(conn: &mut Connection, since_day: i64) -> rusqlite::Result<
         )
         .optional()?
         .map(from_ts);
+    let dedup_pass = match dedup_pass_done_at(&tx)? {
+        Some(at) => DedupPass::Done(at),
+        None => DedupPass::Pending,
+    };
     let mut history: HashMap<i64, Vec<FeedDay>> = HashMap::new();
     {
         let mut stmt = tx.prepare_cached(
@@ -2173,6 +2389,7 @@ pub(super) fn status(conn: &mut Connection, since_day: i64) -> rusqlite::Result<
         search_backlog,
         size,
         housekept_at,
+        dedup_pass,
         history,
     })
 }
@@ -2801,10 +3018,10 @@ mod tests {
             &fetched_entries(id, vec![entry("guid:1", raw.into())], now),
         )
         .unwrap();
-        conn.execute(
+        conn.execute_batch(
             "UPDATE entry SET content_html = '<p>one</p>',
-                 content_hash = '0123456789abcdef0123456789abcdef'",
-            [],
+                 content_hash = '0123456789abcdef0123456789abcdef';
+             UPDATE entry_source SET content_hash = NULL;",
         )
         .unwrap();
         let state = |conn: &Connection| -> (i64, i64, String, String) {
