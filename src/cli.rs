@@ -131,6 +131,13 @@ pub struct AddArgs {
     /// An http(s) proxy for this feed's requests
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+    /// When URL is a web page offering several feeds, subscribe to the
+    /// Nth one listed instead of the best
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub pick: Option<usize>,
+    /// When URL is a web page offering several feeds, subscribe to all
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -537,29 +544,117 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
         .collect();
     tags.sort();
     tags.dedup();
-    let spec = FeedSpec {
-        url: url.clone(),
-        title: args.title.clone().filter(|t| !t.trim().is_empty()),
-        tags,
-        interval: None,
-        // Without the flag the feed follows `[extract] full_text`.
-        full_text: args.no_full_text.then_some(false),
-        request: request_options(args)?,
-    };
+    let request = request_options(args)?;
     let store = open(config).await?;
-    let outcome = store
-        .add_feeds(vec![spec], FeedOrigin::Cli, Utc::now())
-        .await?;
-    store.close().await?;
-    match outcome.first() {
-        Some(AddOutcome::Added) => {
-            println!(
-                "added {url}; it will be polled at the next scheduler tick (or run `tributary poll`)"
-            );
-            Ok(())
+    let feeds = match choose_feeds(config, &store, &url, &request, args).await {
+        Ok(feeds) => feeds,
+        Err(e) => {
+            store.close().await?;
+            return Err(e);
         }
-        _ => bail!("{url} is already subscribed"),
+    };
+    let specs: Vec<FeedSpec> = feeds
+        .iter()
+        .map(|feed| FeedSpec {
+            url: feed.clone(),
+            title: args.title.clone().filter(|t| !t.trim().is_empty()),
+            tags: tags.clone(),
+            interval: None,
+            // Without the flag the feed follows `[extract] full_text`.
+            full_text: args.no_full_text.then_some(false),
+            request: request.clone(),
+        })
+        .collect();
+    let outcome = store.add_feeds(specs, FeedOrigin::Cli, Utc::now()).await?;
+    store.close().await?;
+    let mut added = 0;
+    for (feed, outcome) in feeds.iter().zip(&outcome) {
+        match outcome {
+            AddOutcome::Added => {
+                added += 1;
+                println!(
+                    "added {feed}; it will be polled at the next scheduler tick (or run `tributary poll`)"
+                );
+            }
+            _ => eprintln!("{feed} is already subscribed"),
+        }
     }
+    if added == 0 {
+        bail!("{} is already subscribed", feeds.join(", "));
+    }
+    Ok(())
+}
+
+/// The feed URLs `feeds add URL` subscribes to: URL itself when it is a
+/// feed (or cannot be checked now), else the feed(s) its page offers,
+/// listed on stdout.
+async fn choose_feeds(
+    config: &Config,
+    store: &Store,
+    url: &str,
+    request: &RequestOptions,
+    args: &AddArgs,
+) -> anyhow::Result<Vec<String>> {
+    use crate::pipeline::discover::{DiscoverError, Discovery};
+    let pipeline = app::pipeline(config, store.clone()).await?;
+    // The operator names this address: its host may be private.
+    if let Some(host) = crate::hosts::host_of(url) {
+        pipeline.trust_host(&host);
+    }
+    let feeds = match pipeline.discover(url, request).await {
+        Ok(Discovery::Feed) => return Ok(vec![url.to_owned()]),
+        Ok(Discovery::Page { feeds }) => feeds,
+        Err(DiscoverError::NoFeed { url }) => bail!(
+            "no feed found on {url}: the page links none (<link rel=\"alternate\">), and none of {} answers with a feed. If the site has a feed elsewhere, add its URL",
+            crate::pipeline::discover::COMMON_PATHS.join(", ")
+        ),
+        Err(e) => {
+            // Offline, or the feed is broken right now: subscribe as asked;
+            // polls will report what is wrong.
+            eprintln!("warning: cannot check {url} now ({e}); subscribing to it as given");
+            return Ok(vec![url.to_owned()]);
+        }
+    };
+    println!(
+        "{url} is a web page; it offers {} feed{}:",
+        feeds.len(),
+        if feeds.len() == 1 { "" } else { "s" }
+    );
+    for (i, feed) in feeds.iter().enumerate() {
+        let title = feed
+            .title
+            .as_deref()
+            .map(|t| format!(" \"{t}\""))
+            .unwrap_or_default();
+        println!("  {}. {} ({}{title})", i + 1, feed.url, feed.kind.as_str());
+    }
+    let chosen: Vec<&crate::pipeline::discover::Candidate> = if args.all {
+        feeds.iter().collect()
+    } else {
+        let n = args.pick.unwrap_or(1);
+        match n.checked_sub(1).and_then(|i| feeds.get(i)) {
+            Some(feed) => vec![feed],
+            None => bail!("--pick {n}: choose a number from 1 to {}", feeds.len()),
+        }
+    };
+    if !args.all && args.pick.is_none() && feeds.len() > 1 {
+        println!("subscribing to 1 (--pick N for another, --all for every one)");
+    }
+    // Secrets given for the page's site are not carried to another one.
+    if request.has_secrets() {
+        let page = url::Url::parse(url)?;
+        let origin = crate::pipeline::fetch::Secrets::Origin(page);
+        if let Some(elsewhere) = chosen
+            .iter()
+            .find(|f| url::Url::parse(&f.url).is_ok_and(|u| !origin.allow(&u)))
+        {
+            bail!(
+                "{} is on another site than {url}: the headers and credentials given are not sent there; add that feed's URL directly if they are meant for it",
+                elsewhere.url
+            );
+        }
+    }
+    Ok(chosen.into_iter().map(|f| f.url.clone()).collect())
 }
 
 fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {

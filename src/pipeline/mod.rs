@@ -8,6 +8,7 @@
 
 pub mod clean;
 pub mod dedup;
+pub mod discover;
 pub mod extract;
 pub mod fetch;
 pub mod parse;
@@ -356,7 +357,8 @@ impl Pipeline {
             error,
             retry_after: None,
         };
-        let _cpu = self.cpu.acquire().await;
+        let cpu = self.cpu.acquire().await;
+        let page = (doc.body.clone(), doc.charset.clone(), doc.final_url.clone());
         let parsed = tokio::task::spawn_blocking(move || {
             parse::parse_feed(
                 &doc.body,
@@ -366,11 +368,23 @@ impl Pipeline {
             )
         })
         .await
-        .map_err(|e| parse_error(format!("parser crashed: {e}")))?
-        .map_err(|e| {
-            metrics::counter!("tributary_errors_total", "kind" => "parse").increment(1);
-            parse_error(e.to_string())
-        })?;
+        .map_err(|e| parse_error(format!("parser crashed: {e}")))?;
+        drop(cpu);
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            // A web page where the feed should be (a site's address in the
+            // config or an OPML file): poll the feed it offers.
+            Err(parse::ParseError::HtmlPage) => {
+                return self.poll_discovered(page, request).await.map_err(|e| {
+                    metrics::counter!("tributary_errors_total", "kind" => "parse").increment(1);
+                    parse_error(e)
+                });
+            }
+            Err(e) => {
+                metrics::counter!("tributary_errors_total", "kind" => "parse").increment(1);
+                return Err(parse_error(e.to_string()));
+            }
+        };
         Ok(Fetched::Doc {
             doc_status,
             validators,
@@ -382,6 +396,72 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// A poll that got a web page (`body`, `charset`, `url`) instead of a
+    /// feed: the best feed the page offers is fetched and parsed instead,
+    /// and reported as a permanent move, so the feed's address is adopted
+    /// once polls agree on it (as with a 301) and later polls go straight
+    /// to it. The error says why nothing came of it.
+    async fn poll_discovered(
+        &self,
+        (body, charset, url): (bytes::Bytes, Option<String>, String),
+        request: Option<Request<'_>>,
+    ) -> Result<Fetched, String> {
+        let page = url::Url::parse(&url).map_err(|e| e.to_string())?;
+        let html = parse::decode_html(&body, charset.as_deref(), Some(&page));
+        let found = {
+            let page = page.clone();
+            let _cpu = self.cpu.acquire().await;
+            tokio::task::spawn_blocking(move || discover::candidates(&html, &page))
+                .await
+                .unwrap_or_default()
+        };
+        let Some(candidate) = found.first() else {
+            return Err(format!(
+                "{}; the page links no feed: subscribe with `tributary feeds add {url}`, which also tries the usual paths, or use the feed's own URL",
+                parse::ParseError::HtmlPage
+            ));
+        };
+        let fetched = self
+            .fetcher
+            .fetch_feed(&candidate.url, &Validators::default(), None, request)
+            .await
+            .map_err(|e| format!("the page's feed {} failed: {e}", candidate.url))?;
+        let FetchOutcome::Fetched(doc) = fetched else {
+            return Err(format!(
+                "the page's feed {} answered 304 to an unconditional request",
+                candidate.url
+            ));
+        };
+        let sanitizer = Arc::clone(&self.sanitizer);
+        let (doc_status, validators, freshness) =
+            (doc.status, doc.validators.clone(), doc.freshness);
+        let _cpu = self.cpu.acquire().await;
+        let parsed = tokio::task::spawn_blocking(move || {
+            parse::parse_feed(
+                &doc.body,
+                doc.charset.as_deref(),
+                &doc.final_url,
+                &sanitizer,
+            )
+        })
+        .await
+        .map_err(|e| format!("parser crashed: {e}"))?
+        .map_err(|e| format!("the page's feed {}: {e}", candidate.url))?;
+        Ok(Fetched::Doc {
+            doc_status,
+            validators,
+            freshness,
+            permanent_redirect: Some(candidate.url.clone()),
+            parsed,
+        })
+    }
+
+    /// Lets this pipeline fetch from `host` even when it is not public:
+    /// the operator named it (a feed on a NAS).
+    pub fn trust_host(&self, host: &str) {
+        self.fetcher.guard().trust_host(host);
+    }
+
     /// Fetches, extracts and cleans one article. Never fails: a failure is
     /// an outcome, with a retry time while attempts remain and the error
     /// is worth retrying.

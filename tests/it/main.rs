@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod daemon;
 mod dedup;
+mod discover;
 mod faults;
 mod feeds;
 mod fulltext;
