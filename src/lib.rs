@@ -7,6 +7,9 @@
 //! - [`config`]: raw TOML → validated [`config::Config`]; every problem
 //!   reported with its key and line.
 //! - [`model`]: plain data types every stage shares.
+//! - [`values`]: what makes a value safe to store and serve (plausible
+//!   dates, legal characters, length and size caps), shared by the parse
+//!   stage and the renderers.
 //! - [`scheduler`]: when each feed is polled (interval, jitter, backoff) and
 //!   the loop that dispatches due feeds under a concurrency cap.
 //! - [`pipeline`]: one poll — [`pipeline::fetch`] (HTTP),
@@ -52,4 +55,5 @@ pub mod scheduler;
 pub mod serve;
 pub mod store;
 pub mod systemd;
+pub mod values;
 pub mod websub;

@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod discover;
 pub mod extract;
 pub mod fetch;
+pub mod lenient;
 pub mod parse;
 pub mod sanitize;
 

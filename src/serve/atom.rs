@@ -163,18 +163,11 @@ fn fixed(t: DateTime<Utc>) -> FixedDateTime {
     t.fixed_offset()
 }
 
-/// Drops characters XML 1.0 forbids (most C0 controls, lone surrogates
-/// cannot occur in Rust strings); one stray control byte in a source feed
-/// must not make the whole output unreadable.
+/// Drops characters XML 1.0 forbids or discourages (see
+/// [`crate::values::is_legal_char`]); one stray control byte in a source
+/// feed must not make the whole output unreadable.
 pub fn xml_safe(s: &str) -> String {
-    let ok = |c: char| {
-        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
-    };
-    if s.chars().all(ok) {
-        s.to_owned()
-    } else {
-        s.chars().filter(|&c| ok(c)).collect()
-    }
+    crate::values::legal_text(s).into_owned()
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub struct ServeSettings {
     pub hub: Option<String>,
     /// `[retention] max_database_size`, shown on the status page.
     pub db_cap: Option<u64>,
+    /// `[retention] max_content_size`: an entry's content is cut to this
+    /// many bytes in every output (see [`safe_entries`]).
+    pub max_content: usize,
 }
 
 /// The identity and links of one rendered output document.
@@ -351,6 +354,10 @@ pub fn router_with_handle(store: Store, settings: ServeSettings) -> (Router, Ser
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .layer(tower_http::compression::CompressionLayer::new())
+        // A panic in any handler is a bug; it must cost that request a
+        // 500, not the connection (outputs also catch their own, to log
+        // which entry did it: see `render_guarded`).
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state);
     (router, handle)
 }
@@ -543,9 +550,12 @@ async fn render_output(
             entries.truncate(limit);
             // CPU work (about 10 µs an entry): off the async workers.
             let sanitizer = Arc::clone(&state.sanitizer);
+            let (now, max_content) = (Utc::now(), s.max_content);
             let entries =
-                match tokio::task::spawn_blocking(move || sanitize_entries(&sanitizer, entries))
-                    .await
+                match tokio::task::spawn_blocking(move || {
+                    sanitize_entries(&sanitizer, safe_entries(entries, now, max_content))
+                })
+                .await
                 {
                     Ok(e) => e,
                     Err(e) => {
@@ -566,7 +576,7 @@ async fn render_output(
                 })
                 .flatten();
             let meta = FeedMeta {
-                title: out.title.clone(),
+                title: crate::values::legal_text(&out.title).into_owned(),
                 id: format!("{base}{}", query_string(params, None)),
                 self_url: format!("{base}{}", query_string(params, query.after)),
                 home_url: format!("{}/", s.base_url),
@@ -574,17 +584,8 @@ async fn render_output(
                 hub: s.hub.clone(),
                 updated: changed_at,
             };
-            let body = match format {
-                Format::Atom => atom::render(&meta, &entries),
-                Format::Rss => rss::render(&meta, &entries),
-                Format::Json => json::render(&meta, &entries),
-                Format::Html => match river_page(s, path, &meta, &entries) {
-                    Ok(page) => page,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot render the river page");
-                        return cannot_render();
-                    }
-                },
+            let Some(body) = render_guarded(format, s, path, &meta, &entries) else {
+                return cannot_render();
             };
             let mut h = std::collections::hash_map::DefaultHasher::new();
             key.hash(&mut h);
@@ -635,6 +636,143 @@ async fn render_output(
         None => doc.body.clone(),
     };
     respond(&doc, format.content_type(), headers, coding, body)
+}
+
+/// Renders one document of `format`. A renderer that panics (a bug: the
+/// entries were made safe first) costs this request a 500, never the
+/// connection or the next request: the panic is caught here and the
+/// entries that trigger it are found by rendering each alone, so the log
+/// names the output and the entries. `None` when nothing was rendered
+/// (logged).
+fn render_guarded(
+    format: Format,
+    s: &ServeSettings,
+    path: &str,
+    meta: &FeedMeta,
+    entries: &[OutputEntry],
+) -> Option<String> {
+    let render = |entries: &[OutputEntry]| match format {
+        Format::Atom => Ok(atom::render(meta, entries)),
+        Format::Rss => Ok(rss::render(meta, entries)),
+        Format::Json => Ok(json::render(meta, entries)),
+        Format::Html => river_page(s, path, meta, entries),
+    };
+    guarded(&format!("{path}.{}", format.ext()), entries, render)
+}
+
+/// Runs `render` over `entries`, catching a panic; see [`render_guarded`].
+fn guarded<E: std::fmt::Display>(
+    output: &str,
+    entries: &[OutputEntry],
+    render: impl Fn(&[OutputEntry]) -> Result<String, E>,
+) -> Option<String> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    match catch_unwind(AssertUnwindSafe(|| render(entries))) {
+        Ok(Ok(body)) => Some(body),
+        Ok(Err(e)) => {
+            tracing::error!(output, error = %e, "cannot render an output");
+            None
+        }
+        Err(payload) => {
+            let culprits = panicking_entries(entries, &render);
+            tracing::error!(
+                output,
+                entries = ?culprits,
+                panic = panic_message(payload.as_ref()),
+                "rendering an output panicked; answered 500"
+            );
+            None
+        }
+    }
+}
+
+/// The uids of the entries that make `render` panic on their own.
+fn panicking_entries<'a, E>(
+    entries: &'a [OutputEntry],
+    render: &impl Fn(&[OutputEntry]) -> Result<String, E>,
+) -> Vec<&'a str> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    entries
+        .iter()
+        .filter(|e| catch_unwind(AssertUnwindSafe(|| render(std::slice::from_ref(*e)))).is_err())
+        .map(|e| e.uid.as_str())
+        .collect()
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic")
+}
+
+/// Makes stored entries safe to render, whatever version stored them:
+/// dates a reader can represent and believe (an implausible one falls
+/// back to the entry's place in the output order, which the store never
+/// sets later than first seen), only characters XML allows in every text
+/// field, capped titles, names and categories, and content cut to
+/// `max_content` bytes with a visible note. The same rules as the parse
+/// stage applies to new entries ([`crate::values`]). Runs before
+/// [`sanitize_entries`], which closes any element a cut left open.
+pub fn safe_entries(
+    mut entries: Vec<OutputEntry>,
+    now: DateTime<Utc>,
+    max_content: usize,
+) -> Vec<OutputEntry> {
+    use crate::values::{self, legal_text, make_legal};
+    let url = |u: &mut Option<String>| {
+        if let Some(s) = u {
+            make_legal(s);
+        }
+        if u.as_ref().is_some_and(|s| s.is_empty() || s.len() > values::MAX_URL_BYTES) {
+            *u = None;
+        }
+    };
+    for e in &mut entries {
+        let ok = |d: &DateTime<Utc>| values::plausible_date(*d, now);
+        let placed = DateTime::from_timestamp(e.cursor.sort_at, 0).filter(ok);
+        if e.published.is_some_and(|d| !ok(&d)) {
+            e.published = placed;
+        }
+        if !ok(&e.updated) {
+            e.updated = e.published.or(placed).unwrap_or(DateTime::UNIX_EPOCH);
+        }
+        e.title = e
+            .title
+            .as_deref()
+            .and_then(|t| values::safe_text(t, values::MAX_TITLE_CHARS));
+        url(&mut e.link);
+        url(&mut e.content_base);
+        if let Some(html) = &mut e.content_html {
+            make_legal(html);
+            if let std::borrow::Cow::Owned(cut) = values::cap_html(html, max_content) {
+                *html = cut;
+            }
+        }
+        values::safe_list(&mut e.authors, values::MAX_NAME_CHARS, values::MAX_AUTHORS);
+        values::safe_list(
+            &mut e.categories,
+            values::MAX_CATEGORY_CHARS,
+            values::MAX_CATEGORIES,
+        );
+        e.enclosures.retain_mut(|enc| {
+            make_legal(&mut enc.url);
+            if let Some(t) = &mut enc.media_type {
+                make_legal(t);
+            }
+            !enc.url.is_empty() && enc.url.len() <= values::MAX_URL_BYTES
+        });
+        for src in &mut e.sources {
+            make_legal(&mut src.feed_url);
+            src.title = values::safe_text(&src.title, values::MAX_TITLE_CHARS)
+                .unwrap_or_else(|| legal_text(&src.feed_url).into_owned());
+            url(&mut src.site_url);
+            url(&mut src.link);
+        }
+    }
+    entries
 }
 
 /// The answer when a page cannot be rendered (the cause is logged).
@@ -970,5 +1108,65 @@ mod tests {
             shown(&cache, vec![entry(2, "<script>z()</script>")]),
             [None]
         );
+    }
+
+    /// A renderer that panics on one entry costs the request (None), and
+    /// the entry is named; others render.
+    #[test]
+    fn a_panicking_renderer_is_caught_and_the_entry_named() {
+        let entries = vec![entry(1, "a"), entry(2, "boom"), entry(3, "c")];
+        let render = |es: &[OutputEntry]| -> Result<String, String> {
+            if es.iter().any(|e| e.content_html.as_deref() == Some("boom")) {
+                panic!("renderer bug");
+            }
+            Ok(format!("{} entries", es.len()))
+        };
+        assert_eq!(guarded("/feed.rss", &entries, render), None);
+        assert_eq!(
+            panicking_entries(&entries, &render),
+            ["urn:uuid:00000000-0000-8000-8000-000000000002"]
+        );
+        assert_eq!(
+            guarded("/feed.rss", &entries[..1], render).as_deref(),
+            Some("1 entries")
+        );
+    }
+
+    /// What older versions stored (any date, control characters, huge
+    /// content) leaves `safe_entries` representable and legal.
+    #[test]
+    fn stored_entries_are_made_safe_to_render() {
+        let now = DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let year = |y: i32| {
+            chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+        };
+        let mut e = entry(1, &format!("<p>{}</p>", "x".repeat(10_000)));
+        e.title = Some(format!("a\u{1}b\u{7f}\u{1b}{}", "t".repeat(2000)));
+        e.published = Some(year(99_999));
+        e.updated = year(-5);
+        e.cursor.sort_at = year(2026).timestamp();
+        e.authors = vec!["\u{0}".into(), "Ann\u{85}".into()];
+        let out = safe_entries(vec![e], now, 1000).remove(0);
+        assert_eq!(out.published, Some(year(2026)));
+        assert_eq!(out.updated, year(2026));
+        let title = out.title.unwrap();
+        assert!(title.starts_with("abttt") && title.ends_with('…'), "{title}");
+        assert_eq!(title.chars().count(), crate::values::MAX_TITLE_CHARS);
+        assert_eq!(out.authors, ["Ann"]);
+        let html = out.content_html.unwrap();
+        assert!(html.len() < 1200 && html.contains("Cut here by Tributary"), "{html}");
+        // Plausible values pass untouched; no date is invented.
+        let mut e = entry(2, "<p>ok</p>");
+        e.published = None;
+        e.updated = year(2025);
+        let out = safe_entries(vec![e], now, 1000).remove(0);
+        assert_eq!((out.published, out.updated), (None, year(2025)));
+        assert_eq!(out.content_html.as_deref(), Some("<p>ok</p>"));
     }
 }

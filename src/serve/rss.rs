@@ -41,7 +41,7 @@ pub fn render(meta: &FeedMeta, entries: &[OutputEntry]) -> String {
         link: xml_safe(&meta.home_url),
         description: xml_safe(&format!("{}: merged by Tributary", meta.title)),
         generator: Some(format!("Tributary {}", env!("CARGO_PKG_VERSION"))),
-        last_build_date: Some(meta.updated_for(entries).to_rfc2822()),
+        last_build_date: Some(rfc822(meta.updated_for(entries))),
         atom_ext: Some(AtomExtension { links }),
         items: entries.iter().map(item).collect(),
         namespaces,
@@ -68,7 +68,7 @@ fn item(e: &OutputEntry) -> Item {
             value: e.uid.clone(),
             permalink: false,
         }),
-        pub_date: Some(e.published.unwrap_or(e.updated).to_rfc2822()),
+        pub_date: Some(rfc822(e.published.unwrap_or(e.updated))),
         categories: e
             .categories
             .iter()
@@ -94,6 +94,22 @@ fn item(e: &OutputEntry) -> Item {
         atom_ext: (!related.is_empty()).then_some(AtomExtension { links: related }),
         ..Default::default()
     }
+}
+
+/// An RFC 822 date. chrono panics on a year it cannot write in four
+/// digits; entries reach here made safe (`serve::safe_entries`), and a
+/// date that still is not is clamped rather than allowed to take the
+/// whole document down.
+fn rfc822(d: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::{DateTime, Datelike};
+    let d = if (1..=9999).contains(&d.year()) {
+        d
+    } else if d.year() < 1 {
+        DateTime::UNIX_EPOCH
+    } else {
+        DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default()
+    };
+    d.to_rfc2822()
 }
 
 fn atom_link(href: &str, rel: &str, mime: Option<&str>) -> AtomLink {

@@ -592,6 +592,7 @@ pub async fn get_output(db: &Path, path: &str, headers: &[(&str, &str)]) -> reqw
             outputs: Vec::new(),
             hub: None,
             db_cap: None,
+            max_content: tributary::values::DEFAULT_MAX_CONTENT,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{FeedServer, Reply, TestEnv, feed_table, get_configured, http, require_tool};
+use crate::support::{
+    FeedServer, Reply, TestEnv, feed_table, get_configured, get_output, http, require_tool,
+};
 
 /// A podcast (RSS) whose items exercise the awkward corners: enclosures
 /// with and without a usable media type, an item without a title, markup
@@ -607,4 +609,274 @@ async fn rss_and_json_feed_keep_their_rules_on_every_page() {
     let v: serde_json::Value =
         serde_json::from_str(&fetch(&env, "/feed.json?limit=6").await).expect("JSON");
     assert!(v.get("next_url").is_none(), "{v}");
+}
+
+/// `xmllint --noout` on a document: its well-formedness errors. `None`
+/// when xmllint is not installed (and not required).
+fn xml_errors(xml: &str) -> Option<Vec<String>> {
+    if !require_tool("xmllint", "apt-get install libxml2-utils") {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let doc = dir.path().join("doc.xml");
+    std::fs::write(&doc, xml).expect("write document");
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg(&doc)
+        .output()
+        .expect("run xmllint");
+    let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    Some(errors)
+}
+
+/// Strings a hostile or broken feed (or an older version's store) can
+/// hold: controls, noncharacters, markup, CDATA ends, huge ones.
+fn arbitrary_text(rng: &mut fastrand::Rng) -> String {
+    const PIECES: &[&str] = &[
+        "plain words ",
+        "<b>bold</b>",
+        "<blink>",
+        "]]>",
+        "&amp;",
+        "&nbsp;",
+        "& < > \" '",
+        "\u{0}",
+        "\u{1}",
+        "\u{7}",
+        "\u{1b}[31m",
+        "\u{7f}",
+        "\u{85}",
+        "\u{9f}",
+        "\u{fdd0}",
+        "\u{fffe}",
+        "\u{ffff}",
+        "\u{1fffe}",
+        "\u{fffd}",
+        "\u{202e}",
+        "\t\r\n",
+        "日本語",
+        "😀",
+        "<script>alert(1)</script>",
+        "<p onclick=\"x()\">p</p>",
+        "<div><p>unclosed",
+        "javascript:alert(1)",
+        "",
+    ];
+    let mut s = String::new();
+    match rng.u8(0..20) {
+        0 => {}
+        1 => s.push_str(&"x".repeat(100 * 1024)),
+        _ => {
+            for _ in 0..rng.usize(1..12) {
+                s.push_str(PIECES[rng.usize(..PIECES.len())]);
+            }
+        }
+    }
+    s
+}
+
+/// Any instant SQLite's integer column can hold, weighted toward the
+/// edges: year 0 and before, 1969, year 9999, 10000, 99999, the future.
+fn arbitrary_time(rng: &mut fastrand::Rng, now: i64) -> i64 {
+    match rng.u8(0..10) {
+        0 => i64::MIN,
+        1 => i64::MAX,
+        2 => -62_167_219_200 - rng.i64(0..1_000_000_000_000), // year 0 and before
+        3 => -1,
+        4 => 253_402_300_800 + rng.i64(0..100), // year 10000
+        5 => 3_093_527_980_800,                  // year 99999
+        6 => now + rng.i64(0..400 * 86_400),     // the future
+        _ => rng.i64(0..now),
+    }
+}
+
+/// Property: whatever entries the database holds (any date, any string,
+/// any size; as an older version may have stored them), every output
+/// answers 200 with a document its strict judge accepts: Atom against
+/// RFC 4287's schema, RSS well-formed and by its rules, JSON Feed by its
+/// rules with no control characters, and the river page with one intact
+/// article per entry.
+#[tokio::test]
+async fn arbitrary_stored_entries_render_valid_documents_in_every_format() {
+    use tributary::values::is_legal_char;
+    let server = FeedServer::start().await;
+    let items: String = (0..10)
+        .map(|i| {
+            format!(
+                "<item><guid>g{i}</guid><title>t{i}</title><link>https://ex.example/{i}</link>\
+                 <pubDate>Mon, 09 Nov 2026 08:00:00 GMT</pubDate></item>"
+            )
+        })
+        .collect();
+    server.set(
+        "/f.xml",
+        Reply::feed(
+            "application/rss+xml",
+            format!(
+                "<rss version=\"2.0\"><channel><title>F</title><link>https://ex.example/</link>\
+                 <description>d</description>{items}</channel></rss>"
+            ),
+        ),
+    );
+    let env = TestEnv::with_config(
+        &[],
+        "[extract]\nfull_text = false\n",
+        &feed_table(&server.url("/f.xml"), ""),
+    );
+    assert!(env.cli(&["poll"]).status.success());
+    let db = rusqlite::Connection::open(env.db_path()).expect("open db");
+    let ids: Vec<i64> = db
+        .prepare("SELECT id FROM entry")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("ids");
+    assert_eq!(ids.len(), 10);
+    let now = chrono::Utc::now().timestamp();
+    for round in 0..8u64 {
+        let mut rng = fastrand::Rng::with_seed(round);
+        for &id in &ids {
+            let list = |rng: &mut fastrand::Rng| {
+                let v: Vec<String> = (0..rng.usize(0..4)).map(|_| arbitrary_text(rng)).collect();
+                serde_json::to_string(&v).expect("json")
+            };
+            let enclosures = serde_json::json!([{
+                "url": format!("https://ex.example/{}", arbitrary_text(&mut rng)),
+                "media_type": arbitrary_text(&mut rng),
+                "length": rng.u64(..),
+            }])
+            .to_string();
+            // Round 0: the classic trigger, a year-99999 date on everything.
+            let (published, updated, sort_at) = if round == 0 {
+                (3_093_527_980_800, 3_093_527_980_800, now)
+            } else {
+                (
+                    arbitrary_time(&mut rng, now),
+                    arbitrary_time(&mut rng, now),
+                    arbitrary_time(&mut rng, now),
+                )
+            };
+            let content = if rng.u8(0..8) == 0 {
+                format!("<p>{}</p>", "word ".repeat(1024 * 1024)) // 5 MiB
+            } else {
+                arbitrary_text(&mut rng)
+            };
+            db.execute(
+                "UPDATE entry SET title = ?1, link = ?2, content_html = ?3, authors = ?4,
+                    categories = ?5, enclosures = ?6, published_at = ?7, updated_at = ?8,
+                    sort_at = ?9 WHERE id = ?10",
+                rusqlite::params![
+                    arbitrary_text(&mut rng),
+                    format!("https://ex.example/{}", arbitrary_text(&mut rng)),
+                    content,
+                    list(&mut rng),
+                    list(&mut rng),
+                    enclosures,
+                    published,
+                    updated,
+                    sort_at,
+                    id
+                ],
+            )
+            .expect("update entry");
+        }
+        db.execute(
+            "UPDATE feed SET site_title = ?1",
+            [arbitrary_text(&mut rng)],
+        )
+        .expect("update feed");
+
+        for path in ["/feed.atom", "/feed.rss", "/feed.json", "/"] {
+            let resp = get_output(&env.db_path(), &format!("{path}?limit=50"), &[]).await;
+            assert_eq!(resp.status(), 200, "round {round}: {path}");
+            let body = resp.text().await.expect("body");
+            assert!(
+                body.len() < 10 * 256 * 1024 + 64 * 1024,
+                "round {round}: {path} is {} bytes: content is not capped",
+                body.len()
+            );
+            let errors = match path {
+                "/feed.atom" => {
+                    let mut e = atom_schema_errors(&body).unwrap_or_default();
+                    if feed_rs::parser::parse(body.as_bytes()).map(|f| f.entries.len()) .ok() != Some(10) {
+                        e.push("feed-rs does not read 10 entries".into());
+                    }
+                    e
+                }
+                "/feed.rss" => {
+                    let mut e = xml_errors(&body).unwrap_or_default();
+                    e.extend(rss_rule_errors(&body));
+                    e
+                }
+                "/feed.json" => {
+                    let mut e = json_feed_rule_errors(&body);
+                    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                    fn walk(v: &serde_json::Value, bad: &mut Vec<String>) {
+                        match v {
+                            serde_json::Value::String(s) if !s.chars().all(is_legal_char) => {
+                                bad.push(format!("illegal character in {s:?}"));
+                            }
+                            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, bad)),
+                            serde_json::Value::Object(o) => o.values().for_each(|v| walk(v, bad)),
+                            _ => {}
+                        }
+                    }
+                    walk(&v, &mut e);
+                    e
+                }
+                _ => {
+                    let doc = dom_query::Document::from(body.as_str());
+                    let n = doc.select("body > main > article").length();
+                    let mut e = Vec::new();
+                    if n != 10 {
+                        e.push(format!("{n} intact articles in the page, not 10"));
+                    }
+                    if doc.select("body > footer").length() != 1 {
+                        e.push("the page footer is not where it belongs".into());
+                    }
+                    if doc.select("script, [onclick]").length() != 0 {
+                        e.push("script survived".into());
+                    }
+                    e
+                }
+            };
+            assert!(
+                errors.is_empty(),
+                "round {round}: {path}: {errors:#?}\n{}",
+                body.chars().take(4000).collect::<String>()
+            );
+        }
+    }
+}
+
+/// The reported outage: one year-99999 entry made `/feed.rss` drop the
+/// connection for every subscriber, on the running daemon.
+#[tokio::test]
+async fn the_daemon_answers_feed_rss_with_a_year_99999_entry() {
+    let (_server, env) = rich_env().await;
+    let daemon = env.spawn_daemon().await;
+    let base = env.base_url();
+    wait_for_entries(&base, 6).await;
+    let db = rusqlite::Connection::open(env.db_path()).expect("open db");
+    db.execute_batch(
+        "UPDATE entry SET published_at = 3093527980800, updated_at = 3093527980800
+            WHERE id = (SELECT min(id) FROM entry);
+         UPDATE meta SET value = value + 1 WHERE key = 'entries_rev';",
+    )
+    .expect("update");
+    for path in ["/feed.rss", "/feed.atom", "/feed.json", "/", "/feed.rss"] {
+        let resp = http()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
+        assert_eq!(resp.status(), 200, "{path}");
+        let body = resp.text().await.expect("body");
+        assert!(!body.contains("99999"), "{path}: {body}");
+        if path == "/feed.rss" {
+            assert_eq!(rss_rule_errors(&body), Vec::<String>::new());
+        }
+    }
+    drop(daemon);
 }
