@@ -180,7 +180,13 @@ mod tests {
         cap_chars(&mut s, 3);
         assert_eq!(s, "abc");
         assert_eq!(safe_text(" \u{1} ", 10), None);
-        let mut list = vec!["a".into(), " a ".into(), "".into(), "b\u{0}".into(), "c".into()];
+        let mut list = vec![
+            "a".into(),
+            " a ".into(),
+            "".into(),
+            "b\u{0}".into(),
+            "c".into(),
+        ];
         safe_list(&mut list, 10, 2);
         assert_eq!(list, ["a", "b"]);
     }

@@ -173,9 +173,8 @@ fn rename_atom03(doc: &str) -> Cow<'_, str> {
 
 /// The attributes of a start tag's attribute text, as (name, value).
 fn attributes(attrs: &str) -> Vec<(&str, &str)> {
-    static ATTR: LazyLock<Option<Regex>> = LazyLock::new(|| {
-        Regex::new(r#"([A-Za-z_:][\w:.-]*)\s*=\s*(?:"([^"]*)"|'([^']*)')"#).ok()
-    });
+    static ATTR: LazyLock<Option<Regex>> =
+        LazyLock::new(|| Regex::new(r#"([A-Za-z_:][\w:.-]*)\s*=\s*(?:"([^"]*)"|'([^']*)')"#).ok());
     let Some(re) = ATTR.as_ref() else {
         return Vec::new();
     };
@@ -190,7 +189,9 @@ fn attributes(attrs: &str) -> Vec<(&str, &str)> {
 
 /// Escapes text for an XML text node.
 fn escape_text(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Makes Atom text constructs (and `content`) readable by feed-rs, which
@@ -257,7 +258,9 @@ fn atom_text_constructs(doc: &str) -> Cow<'_, str> {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok());
             match decoded {
-                Some(text) if ty_str.starts_with("text/") || is_html(ty_str) || is_xhtml(ty_str) => {
+                Some(text)
+                    if ty_str.starts_with("text/") || is_html(ty_str) || is_xhtml(ty_str) =>
+                {
                     new_body = Some(escape_text(&text));
                     new_type = Some(if is_html(ty_str) || is_xhtml(ty_str) {
                         "html"
@@ -304,7 +307,8 @@ fn atom_text_constructs(doc: &str) -> Cow<'_, str> {
             changed = true;
             continue;
         }
-        let type_same = new_type.is_none_or(|t| ty.as_deref() == Some(t) || (t == "text" && ty.is_none()));
+        let type_same =
+            new_type.is_none_or(|t| ty.as_deref() == Some(t) || (t == "text" && ty.is_none()));
         if type_same && mode.is_none() && new_body.is_none() {
             continue;
         }
@@ -343,10 +347,8 @@ fn atom_text_constructs(doc: &str) -> Cow<'_, str> {
 /// document when it is not well-formed XML.
 fn wrap_raw_html(doc: &str) -> Cow<'_, str> {
     static START: LazyLock<Option<Regex>> = LazyLock::new(|| {
-        Regex::new(
-            r"<((?:[A-Za-z_][\w.-]*:)?(?:description|encoded|summary))((?:\s[^<>]*?)?)>",
-        )
-        .ok()
+        Regex::new(r"<((?:[A-Za-z_][\w.-]*:)?(?:description|encoded|summary))((?:\s[^<>]*?)?)>")
+            .ok()
     });
     let Some(re) = START.as_ref() else {
         return Cow::Borrowed(doc);
@@ -503,7 +505,11 @@ fn escape_entities(doc: &str) -> Cow<'_, str> {
             out.push_str(doc.get(copied..pos).unwrap_or(""));
             out.push_str(&r);
             // `&amp;` replaces only the `&`; a reference replaces itself.
-            copied = if r == "&amp;" { pos + 1 } else { pos + name_len + 2 };
+            copied = if r == "&amp;" {
+                pos + 1
+            } else {
+                pos + name_len + 2
+            };
         }
         i = pos + 1;
     }
@@ -730,8 +736,12 @@ mod tests {
             r#"<rss xmlns:content="http://purl.org/rss/1.0/modules/content/" xmlns:media="http://search.yahoo.com/mrss/" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns="http://purl.org/rss/1.0/">"#
         );
         assert!(!found.atom03);
-        let (doc, found) = normalize_namespaces(r#"<feed version="0.3" xmlns="http://purl.org/atom/ns#">"#);
-        assert_eq!(doc, r#"<feed version="0.3" xmlns="http://www.w3.org/2005/Atom">"#);
+        let (doc, found) =
+            normalize_namespaces(r#"<feed version="0.3" xmlns="http://purl.org/atom/ns#">"#);
+        assert_eq!(
+            doc,
+            r#"<feed version="0.3" xmlns="http://www.w3.org/2005/Atom">"#
+        );
         assert!(found.atom03);
         let clean = r#"<rss xmlns:dc="http://purl.org/dc/elements/1.1/">"#;
         assert!(matches!(normalize_namespaces(clean).0, Cow::Borrowed(_)));
@@ -740,7 +750,9 @@ mod tests {
     #[test]
     fn entities_are_made_xml() {
         assert_eq!(
-            escape_entities("a &eacute; &nbsp;&mdash; b & c &amp; &#233; &#x41; &bogus; &#zz; <![CDATA[&x]]> &"),
+            escape_entities(
+                "a &eacute; &nbsp;&mdash; b & c &amp; &#233; &#x41; &bogus; &#zz; <![CDATA[&x]]> &"
+            ),
             "a &#233; &#160;&#8212; b &amp; c &amp; &#233; &#x41; &amp;bogus; &amp;#zz; <![CDATA[&x]]> &amp;"
         );
         assert!(matches!(escape_entities("a &amp; b"), Cow::Borrowed(_)));
@@ -769,8 +781,14 @@ mod tests {
     #[test]
     fn atom_text_constructs_are_made_readable() {
         for (input, want) in [
-            (r#"<title type="">T</title>"#, r#"<title type="text">T</title>"#),
-            (r#"<title type="text/plain">T</title>"#, r#"<title type="text">T</title>"#),
+            (
+                r#"<title type="">T</title>"#,
+                r#"<title type="text">T</title>"#,
+            ),
+            (
+                r#"<title type="text/plain">T</title>"#,
+                r#"<title type="text">T</title>"#,
+            ),
             (
                 r#"<summary type="application/xhtml+xml"><div>x</div></summary>"#,
                 r#"<summary type="xhtml"><div>x</div></summary>"#,
@@ -783,9 +801,15 @@ mod tests {
                 r#"<content type="text/html" mode="base64">PHA+aGk8L3A+</content>"#,
                 r#"<content type="html">&lt;p&gt;hi&lt;/p&gt;</content>"#,
             ),
-            (r#"<content type="image/png" mode="base64">iVBORw0=</content>"#, ""),
+            (
+                r#"<content type="image/png" mode="base64">iVBORw0=</content>"#,
+                "",
+            ),
             (r#"<summary></summary><title/>"#, ""),
-            (r#"<title type="image/png">T</title>"#, r#"<title type="text">T</title>"#),
+            (
+                r#"<title type="image/png">T</title>"#,
+                r#"<title type="text">T</title>"#,
+            ),
             (r#"<title>Plain</title>"#, r#"<title>Plain</title>"#),
             (
                 r#"<content xml:base="/x/" type="html">h</content>"#,
@@ -809,7 +833,10 @@ mod tests {
         assert_eq!(items[0]["id"], "1");
         assert_eq!(items[0]["tags"], serde_json::json!(["x", "y"]));
         assert_eq!(items[0]["author"]["name"], "Ann");
-        assert_eq!(items[0]["attachments"][0]["mime_type"], "application/octet-stream");
+        assert_eq!(
+            items[0]["attachments"][0]["mime_type"],
+            "application/octet-stream"
+        );
         assert_eq!(items[1]["tags"], serde_json::json!(["1", "z"]));
         assert_eq!(items[1]["authors"][0]["name"], "Bo");
         assert_eq!(items[1]["date_published"], "20240101");

@@ -578,6 +578,51 @@ fn repaired_timestamp(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .or_else(|_| chrono::DateTime::parse_from_str(&apply(&RFC1123, t), "%d %b %Y %H:%M:%S %z"))
         .ok()
         .map(|d| d.to_utc())
+        .or_else(|| more_repaired_timestamp(t))
+}
+
+/// Repairs beyond feed-rs's, for dates lenient readers read: a weekday
+/// without its comma (`Tue 23 Nov 2010 01:30:00 GMT`), a W3C date-time
+/// without seconds (`2001-01-01T00:00+00:00`), and an ISO date with a
+/// space for the `T` and an offset without colon (`2006-01-11 16:43:22
+/// -0800`).
+fn more_repaired_timestamp(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use regex::Regex;
+    use std::sync::LazyLock;
+    static WEEKDAY: LazyLock<Option<Regex>> =
+        LazyLock::new(|| Regex::new(r"^(?i)(mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?\s+(\d)").ok());
+    static NO_SECONDS: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(Z|[+-]\d{2}:?\d{2})$").ok()
+    });
+    if let Some(re) = WEEKDAY.as_ref()
+        && re.is_match(t)
+    {
+        let rest = re.replace(t, "$2");
+        if let Ok(d) = chrono::DateTime::parse_from_rfc2822(&rest) {
+            return Some(d.to_utc());
+        }
+    }
+    if let Some(c) = NO_SECONDS.as_ref().and_then(|re| re.captures(t)) {
+        let zone = match &c[3] {
+            "Z" => "+00:00".to_owned(),
+            z if z.len() == 5 => format!("{}:{}", &z[..3], &z[3..]),
+            z => z.to_owned(),
+        };
+        let full = format!("{}T{}:00{zone}", &c[1], &c[2]);
+        if let Ok(d) = chrono::DateTime::parse_from_rfc3339(&full) {
+            return Some(d.to_utc());
+        }
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S %z",
+        "%Y-%m-%d %H:%M:%S%z",
+        "%Y-%m-%dT%H:%M:%S %z",
+    ] {
+        if let Ok(d) = chrono::DateTime::parse_from_str(t, format) {
+            return Some(d.to_utc());
+        }
+    }
+    None
 }
 
 /// One feed-rs attempt, with a fresh parser: it carries per-document Media
@@ -957,7 +1002,9 @@ fn atom_content_bases(doc: &str, base: Option<&Url>) -> HashMap<String, Url> {
             .attributes()
             .flatten()
             .find(|a| a.key.as_ref() == "xml:base")?;
-        let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok()?;
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .ok()?;
         resolve(&value, parent.or(base))
     };
     loop {
@@ -1158,7 +1205,8 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
 /// after XML decoding. An Atom `type="text"` title, or an RSS title like
 /// "History of the <blink> tag", keeps its angle brackets.
 fn plain_title(text: &Text, feed_type: &FeedType) -> Option<String> {
-    let declared_plain = *feed_type == FeedType::Atom && text.content_type.subty().as_str() == "plain";
+    let declared_plain =
+        *feed_type == FeedType::Atom && text.content_type.subty().as_str() == "plain";
     let html = !declared_plain
         && text.content.contains(['<', '&'])
         && (text.content_type.subty().as_str() != "plain" || looks_like_html_text(&text.content));
@@ -1176,7 +1224,8 @@ fn looks_like_html_text(s: &str) -> bool {
     use regex::Regex;
     use std::sync::LazyLock;
     static HTML: LazyLock<Option<Regex>> = LazyLock::new(|| {
-        Regex::new(r"(?i)</[a-z][a-z0-9]*\s*>|<br\s*/?>|&(#[0-9]+|#x[0-9a-f]+|[a-z][a-z0-9]*);").ok()
+        Regex::new(r"(?i)</[a-z][a-z0-9]*\s*>|<br\s*/?>|&(#[0-9]+|#x[0-9a-f]+|[a-z][a-z0-9]*);")
+            .ok()
     });
     HTML.as_ref().is_some_and(|re| re.is_match(s))
 }
@@ -1492,13 +1541,22 @@ fn shared_link_key(
     let mut hasher = stable_hasher();
     hasher.write(title.unwrap_or_default().as_bytes());
     hasher.write(b"\0");
-    hasher.write(published.map(|d| d.timestamp()).unwrap_or(i64::MIN).to_string().as_bytes());
+    hasher.write(
+        published
+            .map(|d| d.timestamp())
+            .unwrap_or(i64::MIN)
+            .to_string()
+            .as_bytes(),
+    );
     hasher.write(b"\0");
     hasher.write(body.map(Body::text).unwrap_or_default().as_bytes());
     let link = link.map(normalize_link).unwrap_or_default();
     // `#` cannot occur in a normalised link (the fragment is dropped), so
     // these keys never collide with plain link keys.
-    capped_key("link", &format!("{link}#{:032x}", hasher.finish128().as_u128()))
+    capped_key(
+        "link",
+        &format!("{link}#{:032x}", hasher.finish128().as_u128()),
+    )
 }
 
 /// SipHash-1-3 with fixed zero keys: unlike std's `DefaultHasher`, its output
@@ -1576,6 +1634,24 @@ mod tests {
         assert_eq!(
             at("2026-03-01"),
             Some("2026-03-01T00:00:00+00:00".to_owned())
+        );
+        // Seen in real feeds: no comma after the weekday, a W3C date
+        // without seconds, an ISO date with a space and a bare offset.
+        assert_eq!(
+            at("Tue 23 Nov 2010 01:30:00 GMT"),
+            Some("2010-11-23T01:30:00+00:00".to_owned())
+        );
+        assert_eq!(
+            at("2001-01-01T00:00+00:00"),
+            Some("2001-01-01T00:00:00+00:00".to_owned())
+        );
+        assert_eq!(
+            at("2006-01-11 16:43:22 -0800"),
+            Some("2006-01-12T00:43:22+00:00".to_owned())
+        );
+        assert_eq!(
+            at("2006-01-11T16:43Z"),
+            Some("2006-01-11T16:43:00+00:00".to_owned())
         );
         assert_eq!(at("yesterday"), None);
         assert_eq!(at(""), None);
@@ -2352,24 +2428,21 @@ mod tests {
         );
         // Recovery reads the item of a stray end tag; a document nothing
         // survives recovery of keeps the parser's own message.
-        let err = parse_err(
-            b"<rss version=\"2.0\"><channel><title>t</title><<item><title>a</title></item></channel></rss>",
-        );
-        assert!(
-            err.to_string().starts_with("invalid XML: "),
-            "{err}"
-        );
-        let err = parse_err(
+        let err = parse_err(b"<rss version=\"2.0\"><channel><title>t</title><!-- never closed");
+        assert!(err.to_string().starts_with("invalid XML: "), "{err}");
+        // A text construct of an unknown type no longer fails the feed: it
+        // is read as text (feed-rs alone calls it malformed).
+        let feed = parse(
             b"<feed xmlns=\"http://www.w3.org/2005/Atom\"><title type=\"bogus\">t</title></feed>",
+            None,
+            "https://example.com/",
         );
-        assert!(
-            matches!(&err, ParseError::Malformed { position, .. } if *position > 0),
-            "{err:?}"
-        );
-        assert!(
-            err.to_string().starts_with("malformed feed at byte "),
-            "{err}"
-        );
+        assert_eq!(feed.title.as_deref(), Some("t"));
+        let malformed = ParseError::Malformed {
+            position: 7,
+            detail: "x".into(),
+        };
+        assert_eq!(malformed.to_string(), "malformed feed at byte 7: x");
     }
 
     /// Regression: feed-rs 3.0.0 slices "email (name)" strings at byte
@@ -2415,6 +2488,350 @@ mod tests {
                 let _ = parse_feed(&body[..len], None, "https://example.com/", &sanitizer);
             }
         }
+    }
+
+    // --- leniency: feeds the most forgiving readers read (issue 18) ------
+
+    #[track_caller]
+    fn lenient(name: &str) -> ParsedFeed {
+        let path = format!(
+            "{}/tests/fixtures/feeds/lenient/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let body = std::fs::read(&path).expect("fixture");
+        parse(&body, None, "https://fixtures.example.com/feed")
+    }
+
+    #[test]
+    fn atom_0_3_is_read() {
+        let feed = lenient("atom03.xml");
+        assert_eq!(feed.title.as_deref(), Some("Old Generator Blog"));
+        assert_eq!(feed.site_url.as_deref(), Some("https://old.example.org/"));
+        assert_eq!(
+            titles(&feed),
+            [
+                Some("Escaped HTML content"),
+                Some("Base64 content"),
+                Some("Inline XHTML content")
+            ]
+        );
+        let [escaped, b64, xhtml] = &feed.entries[..] else {
+            panic!("three entries")
+        };
+        assert_eq!(escaped.key, "guid:tag:old.example.org,2024:1");
+        // issued is the publication time, modified the update.
+        assert_eq!(escaped.published, date("2024-06-01T08:00:00Z"));
+        assert_eq!(escaped.updated, date("2024-06-02T09:00:00Z"));
+        assert_eq!(
+            shown(escaped).as_deref(),
+            Some("<p>An <b>escaped</b> body.</p>")
+        );
+        assert_eq!(
+            shown(b64).as_deref(),
+            Some("<p>Decoded from <i>base64</i>.</p>")
+        );
+        assert_eq!(b64.published, date("2024-06-02T08:00:00Z"));
+        assert_eq!(
+            shown(xhtml).as_deref(),
+            Some("<p>Inline <em>XHTML</em> body, longer than the summary.</p>")
+        );
+    }
+
+    #[test]
+    fn atom_text_constructs_of_any_type_do_not_fail_the_feed() {
+        let feed = lenient("atom-text-types.xml");
+        assert_eq!(feed.title.as_deref(), Some("Odd Types"));
+        assert_eq!(
+            titles(&feed),
+            [
+                Some("XHTML typed title"),
+                Some("Plain media type"),
+                Some("Another media type"),
+                None
+            ]
+        );
+        let shown_all: Vec<Option<String>> = feed.entries.iter().map(shown).collect();
+        assert_eq!(
+            shown_all,
+            [
+                Some("<p>An empty type is text.</p>".to_owned()),
+                Some("<p>HTML by media type</p>".to_owned()),
+                Some("<p>Base64 summary</p>".to_owned()),
+                Some("<p>Empty title and summary</p>".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_feed_fields_of_the_wrong_type_lose_nothing_else() {
+        let feed = lenient("json-wrong-types.json");
+        assert_eq!(feed.title.as_deref(), Some("Loose JSON"));
+        assert_eq!(keys(&feed), ["guid:a", "guid:2", "guid:c", "guid:d"]);
+        let e = &feed.entries;
+        assert_eq!(e[0].categories, ["news", "local"]);
+        assert_eq!(e[0].published, date("2024-08-01T10:00:00Z"));
+        assert_eq!(e[1].authors, ["Bee"]);
+        assert_eq!(e[1].categories, ["x", "3"]);
+        assert_eq!(shown(&e[1]).as_deref(), Some("<p>B text</p>"));
+        assert_eq!(e[2].title.as_deref(), Some("42"));
+        assert_eq!(e[2].enclosures.len(), 1);
+        assert_eq!(e[2].enclosures[0].length, None);
+        assert_eq!(e[3].authors, ["Dee"]);
+    }
+
+    #[test]
+    fn rss_in_the_userland_namespace_and_rss_0_90_are_read() {
+        let feed = lenient("rss-userland.xml");
+        assert_eq!(feed.title.as_deref(), Some("Userland Namespace"));
+        assert_eq!(titles(&feed), [Some("Scripting News item")]);
+        assert_eq!(feed.entries[0].published, date("2004-01-05T12:00:00Z"));
+        assert_eq!(
+            shown(&feed.entries[0]).as_deref(),
+            Some("Text of the item.")
+        );
+
+        let feed = lenient("rss090.rdf");
+        assert_eq!(feed.title.as_deref(), Some("Netscape Era"));
+        assert_eq!(
+            keys(&feed),
+            [
+                "link:https://netscape.example.com/1",
+                "link:https://netscape.example.com/2"
+            ]
+        );
+    }
+
+    #[test]
+    fn rss_1_0_items_without_link_are_kept() {
+        let feed = lenient("rss1-no-link.rdf");
+        assert_eq!(
+            titles(&feed),
+            [
+                Some("About names the item"),
+                Some("Neither link nor about"),
+                Some("With a link")
+            ]
+        );
+        let e = &feed.entries;
+        assert_eq!(
+            e[0].link.as_deref(),
+            Some("https://rdf-nolink.example.org/notes/1")
+        );
+        assert_eq!(e[0].published, date("2024-02-01T08:30:00Z"));
+        assert_eq!(e[1].link, None);
+        assert!(e[1].key.starts_with("hash:"), "{}", e[1].key);
+        assert_eq!(shown(&e[1]).as_deref(), Some("Second note."));
+        assert_eq!(
+            e[2].link.as_deref(),
+            Some("https://rdf-nolink.example.org/notes/3.html")
+        );
+    }
+
+    #[test]
+    fn misspelled_namespaces_are_understood() {
+        let feed = lenient("rss-misspelled-ns.xml");
+        let e = &feed.entries[0];
+        assert_eq!(
+            shown(e).as_deref(),
+            Some("<p>The <b>full</b> text of the first post, much longer than its teaser.</p>")
+        );
+        assert_eq!(e.authors, ["Dee Creator"]);
+        assert_eq!(e.enclosures.len(), 1);
+        assert_eq!(e.enclosures[0].url, "https://sloppy.example.com/v.mp4");
+    }
+
+    #[test]
+    fn media_and_itunes_descriptions_are_content_when_nothing_else_is() {
+        let feed = lenient("youtube-media.xml");
+        assert_eq!(
+            shown(&feed.entries[0]).as_deref(),
+            Some("<p>Steel, cables &amp; patience.<br>Part one of three.</p>")
+        );
+        let feed = lenient("podcast-itunes.xml");
+        assert_eq!(
+            shown(&feed.entries[0]).as_deref(),
+            Some("We talk about tides &amp; moons with a guest.")
+        );
+    }
+
+    #[test]
+    fn unescaped_html_in_descriptions_is_read() {
+        let feed = lenient("rss-raw-html.xml");
+        let shown_all: Vec<Option<String>> = feed.entries.iter().map(shown).collect();
+        assert_eq!(
+            shown_all,
+            [
+                Some(
+                    "<p>Submitted by <a href=\"https://raw.example.com/u/ann\" rel=\"noopener noreferrer\">ann</a></p><p>Second <b>paragraph</b>.</p>"
+                        .to_owned()
+                ),
+                Some(
+                    "<p>Line one<br>line two<img src=\"https://raw.example.com/i.png\"></p>"
+                        .to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn recoverable_xml_errors_are_recovered() {
+        let feed = lenient("rss-not-wellformed.xml");
+        assert_eq!(feed.title.as_deref(), Some("Café & Bar"));
+        assert_eq!(
+            titles(&feed),
+            [Some("Fish & chips — today"), Some("A stray end tag")]
+        );
+        assert_eq!(
+            feed.entries[0].link.as_deref(),
+            Some("https://broken.example.com/1?x=1&y=2")
+        );
+        assert_eq!(
+            shown(&feed.entries[0]).as_deref(),
+            Some("Prices &lt; 5 € at the café")
+        );
+        assert_eq!(shown(&feed.entries[1]).as_deref(), Some("Still read."));
+        // Still no entity expansion: a DTD's entities are not used.
+        let doc = "<?xml version=\"1.0\"?><!DOCTYPE rss [<!ENTITY boom \"BOOM\">]>\
+                   <rss version=\"2.0\"><channel><title>t &boom;</title>\
+                   <item><title>a &boom;</title><guid>x</guid></item></channel></rss>";
+        let feed = parse(doc.as_bytes(), None, "https://example.com/");
+        assert!(
+            !feed.entries[0]
+                .title
+                .as_deref()
+                .unwrap_or("")
+                .contains("BOOM")
+        );
+    }
+
+    #[test]
+    fn rss_without_channel_is_read_or_named() {
+        let feed = lenient("rss-no-channel.xml");
+        assert_eq!(titles(&feed), [Some("Item straight under rss")]);
+        let err = parse_err(b"<?xml version=\"1.0\"?><rss version=\"2.0\"><title>x</title></rss>");
+        assert!(matches!(err, ParseError::RssWithoutChannel), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "not a feed: the <rss> element has no <channel> and no <item>"
+        );
+    }
+
+    #[test]
+    fn a_feed_whose_items_yield_nothing_is_an_error() {
+        let err = parse_err(
+            b"<rss version=\"2.0\"><channel><title>t</title><item></item><item> </item></channel></rss>",
+        );
+        assert!(
+            matches!(err, ParseError::NothingRead { items: 2 }),
+            "{err:?}"
+        );
+        // An empty channel is a feed with nothing yet, not an error.
+        let feed = parse(
+            b"<rss version=\"2.0\"><channel><title>t</title></channel></rss>",
+            None,
+            "https://example.com/",
+        );
+        assert!(feed.entries.is_empty());
+    }
+
+    #[test]
+    fn plain_text_titles_keep_their_angle_brackets() {
+        let feed = lenient("titles-angle-brackets.xml");
+        assert_eq!(
+            titles(&feed),
+            [
+                Some("History of the <blink> tag"),
+                Some("Escaped HTML title"),
+                Some("if a < b && c > d"),
+                Some("Café & more")
+            ]
+        );
+        let feed = lenient("atom-titles-types.xml");
+        assert_eq!(
+            titles(&feed),
+            [
+                Some("History of the <blink> tag &amp; </b>"),
+                Some("History of the bold tag")
+            ]
+        );
+    }
+
+    #[test]
+    fn xml_base_of_feed_and_entry_resolves_content() {
+        let feed = lenient("atom-xml-base.xml");
+        let shown_all: Vec<Option<String>> = feed.entries.iter().map(shown).collect();
+        assert_eq!(
+            shown_all,
+            [
+                Some(
+                    "<img src=\"https://cdn.example.org/site/img/one.png\"> <a href=\"https://cdn.example.org/about\" rel=\"noopener noreferrer\">about</a>"
+                        .to_owned()
+                ),
+                Some("<img src=\"https://cdn.example.org/site/posts/2024/two.png\">".to_owned()),
+                Some("<img src=\"https://media.example.net/a/b/three.png\">".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn items_sharing_a_link_stay_apart_and_a_repeated_guid_is_one() {
+        let feed = lenient("rss-shared-link.xml");
+        assert_eq!(
+            titles(&feed),
+            [
+                Some("Episode 1: Rivers"),
+                Some("Episode 2: Lakes"),
+                Some("Episode 3: Seas"),
+                Some("Guid repeated"),
+                Some("Own page")
+            ]
+        );
+        let e = &feed.entries;
+        assert!(
+            e[0].key
+                .starts_with("link:https://radio.example.com/morning#"),
+            "{}",
+            e[0].key
+        );
+        assert_ne!(e[0].key, e[1].key);
+        // A link several items share is no key for merging stories.
+        assert!(e[0].url_keys.is_empty());
+        assert_eq!(e[4].key, "link:https://radio.example.com/special");
+        // Stable: the same document gives the same keys.
+        assert_eq!(keys(&lenient("rss-shared-link.xml")), keys(&feed));
+    }
+
+    #[test]
+    fn implausible_dates_and_unsafe_text_are_made_safe() {
+        let doc = format!(
+            "<rss version=\"2.0\"><channel><title>t</title>\
+             <item><guid>1</guid><title>Bell\u{7}\u{1b}[31m red\u{85}</title><pubDate>Sat, 01 Jan 1966 00:00:00 GMT</pubDate>\
+               <author>x@example.com (A\u{1}nn)</author><category>c\u{fffe}</category></item>\
+             <item><guid>2</guid><title>{}</title><pubDate>Mon, 01 Jan 2културн</pubDate></item>\
+             <item><guid>3</guid><title>future</title><pubDate>Fri, 01 Jan 2100 00:00:00 GMT</pubDate>\
+               <description><![CDATA[<p>{}</p>]]></description></item>\
+             </channel></rss>",
+            "t".repeat(100_000),
+            "word ".repeat(300_000)
+        );
+        let feed = parse(doc.as_bytes(), None, "https://example.com/");
+        let e = &feed.entries;
+        assert_eq!(e[0].title.as_deref(), Some("Bell[31m red"));
+        assert_eq!(e[0].published, None);
+        assert_eq!(e[0].authors, ["Ann"]);
+        assert_eq!(e[0].categories, ["c"]);
+        assert_eq!(
+            e[1].title.as_deref().map(|t| t.chars().count()),
+            Some(crate::values::MAX_TITLE_CHARS)
+        );
+        assert_eq!(e[2].published, None);
+        let html = e[2].content_html.as_deref().unwrap_or_default();
+        assert!(
+            html.len() <= crate::values::DEFAULT_MAX_CONTENT + 200
+                && html.contains("Cut here by Tributary"),
+            "{}",
+            html.len()
+        );
     }
 
     // --- helpers --------------------------------------------------------

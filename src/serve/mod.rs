@@ -551,18 +551,17 @@ async fn render_output(
             // CPU work (about 10 µs an entry): off the async workers.
             let sanitizer = Arc::clone(&state.sanitizer);
             let (now, max_content) = (Utc::now(), s.max_content);
-            let entries =
-                match tokio::task::spawn_blocking(move || {
-                    sanitize_entries(&sanitizer, safe_entries(entries, now, max_content))
-                })
-                .await
-                {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!(error = %e, "sanitising a page of entries failed");
-                        return cannot_render();
-                    }
-                };
+            let entries = match tokio::task::spawn_blocking(move || {
+                sanitize_entries(&sanitizer, safe_entries(entries, now, max_content))
+            })
+            .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "sanitising a page of entries failed");
+                    return cannot_render();
+                }
+            };
             let base = match format {
                 Format::Html if path == "/feed" => format!("{}/", s.base_url),
                 Format::Html => format!("{}{path}", s.base_url),
@@ -726,7 +725,9 @@ pub fn safe_entries(
         if let Some(s) = u {
             make_legal(s);
         }
-        if u.as_ref().is_some_and(|s| s.is_empty() || s.len() > values::MAX_URL_BYTES) {
+        if u.as_ref()
+            .is_some_and(|s| s.is_empty() || s.len() > values::MAX_URL_BYTES)
+        {
             *u = None;
         }
     };
@@ -1156,11 +1157,17 @@ mod tests {
         assert_eq!(out.published, Some(year(2026)));
         assert_eq!(out.updated, year(2026));
         let title = out.title.unwrap();
-        assert!(title.starts_with("abttt") && title.ends_with('…'), "{title}");
+        assert!(
+            title.starts_with("abttt") && title.ends_with('…'),
+            "{title}"
+        );
         assert_eq!(title.chars().count(), crate::values::MAX_TITLE_CHARS);
         assert_eq!(out.authors, ["Ann"]);
         let html = out.content_html.unwrap();
-        assert!(html.len() < 1200 && html.contains("Cut here by Tributary"), "{html}");
+        assert!(
+            html.len() < 1200 && html.contains("Cut here by Tributary"),
+            "{html}"
+        );
         // Plausible values pass untouched; no date is invented.
         let mut e = entry(2, "<p>ok</p>");
         e.published = None;
