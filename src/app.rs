@@ -114,6 +114,7 @@ pub async fn pipeline(config: &Config, store: Store) -> Result<Pipeline, AppErro
         ArticleSettings {
             extract: config.extract.clone(),
             sites: Arc::new(config.sites.clone()),
+            max_content: config.retention.max_content_size,
         },
         store,
     ))
@@ -148,8 +149,7 @@ pub fn serve_settings(config: &Config) -> ServeSettings {
             .collect(),
         hub: config.server.websub_hub.as_ref().map(|u| u.to_string()),
         db_cap: config.retention.max_database_size,
-        // TODO(i18): `[retention] max_content_size` once the config rework lands.
-        max_content: crate::values::DEFAULT_MAX_CONTENT,
+        max_content: config.retention.max_content_size,
     }
 }
 

@@ -141,10 +141,13 @@ async fn steps(
     stop: &CancellationToken,
     report: &mut Report,
 ) -> Result<bool, StoreError> {
+    // Each feed's newest few are kept whatever their age and the size cap
+    // (`min_entries_per_feed`): a feed that was read stays visible.
+    let keep = policy.min_entries_per_feed.unwrap_or(0);
     if let Some(age) = policy.max_age {
         let cutoff = now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
         loop {
-            let p = store.purge_older_than(cutoff, BATCH, now).await?;
+            let p = store.purge_older_than(cutoff, keep, BATCH, now).await?;
             report.by_age += p;
             if !go_on(stop).await {
                 return Ok(false);
@@ -194,7 +197,7 @@ async fn steps(
             let excess = (size.used_bytes - target) as f64 / size.used_bytes as f64;
             let mut todo = ((entries as f64 * excess).ceil() as usize).max(1);
             while todo > 0 {
-                let p = store.purge_oldest(todo.min(BATCH), now).await?;
+                let p = store.purge_oldest(keep, todo.min(BATCH), now).await?;
                 report.by_size += p;
                 if !go_on(stop).await {
                     return Ok(false);
@@ -391,6 +394,7 @@ mod tests {
     const NO_LIMITS: RetentionPolicy = RetentionPolicy {
         max_age: None,
         max_entries_per_feed: None,
+        min_entries_per_feed: None,
         max_database_size: None,
         tombstone_max_age: None,
         max_tombstones: None,
@@ -470,6 +474,35 @@ mod tests {
             ..NO_LIMITS
         };
         check(roomy, &a, &b, &["a1", "a2", "a3", "a4"], &["b1", "b2"]);
+        // Each feed's newest few stay whatever their age: b's only
+        // entries are old, and are kept.
+        let keep_two = RetentionPolicy {
+            max_age: days(3),
+            min_entries_per_feed: Some(2),
+            ..NO_LIMITS
+        };
+        check(keep_two, &a, &b, &["a1", "a2"], &["b1", "b2"]);
+        let keep_one = RetentionPolicy {
+            max_age: days(1),
+            min_entries_per_feed: Some(1),
+            ..NO_LIMITS
+        };
+        check(keep_one, &a, &b, &["a1"], &["b1"]);
+        // The count limit still applies to them.
+        let capped = RetentionPolicy {
+            max_age: days(1),
+            max_entries_per_feed: Some(1),
+            min_entries_per_feed: Some(3),
+            ..NO_LIMITS
+        };
+        check(capped, &a, &b, &["a1"], &["b1"]);
+        // A size cap no database meets leaves them too.
+        let tiny = RetentionPolicy {
+            max_database_size: Some(1),
+            min_entries_per_feed: Some(1),
+            ..NO_LIMITS
+        };
+        check(tiny, &a, &b, &["a1"], &["b1"]);
     }
 
     #[test]

@@ -304,6 +304,9 @@ pub struct RetentionPolicy {
     pub max_age: Option<Duration>,
     /// Each feed keeps at most this many of its newest entries.
     pub max_entries_per_feed: Option<usize>,
+    /// Each feed keeps at least this many of its newest entries: the age
+    /// and size limits apply only beyond them.
+    pub min_entries_per_feed: Option<usize>,
     /// The oldest entries of all feeds are purged until the database's
     /// used pages fit in this many bytes.
     pub max_database_size: Option<u64>,

@@ -119,6 +119,9 @@ const DEFAULT_EXTRACT_CONCURRENCY: usize = 4;
 const DAY: u64 = 24 * 60 * 60;
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(180 * DAY);
 const DEFAULT_MAX_ENTRIES_PER_FEED: usize = 1_000;
+const DEFAULT_MIN_ENTRIES_PER_FEED: usize = 10;
+/// Below this, a content cap would cut ordinary posts.
+const MIN_MAX_CONTENT_SIZE: u64 = 1024;
 const DEFAULT_MAX_DATABASE_SIZE: u64 = 1_000_000_000;
 const DEFAULT_TOMBSTONE_MAX_AGE: Duration = Duration::from_secs(365 * DAY);
 const DEFAULT_MAX_TOMBSTONES: usize = 500_000;
@@ -350,6 +353,13 @@ pub struct RetentionConfig {
     /// Each feed keeps only this many of its newest entries, so one
     /// firehose cannot crowd out the rest.
     pub max_entries_per_feed: Option<usize>,
+    /// Each feed keeps at least this many of its newest entries whatever
+    /// their age and the size cap, so a feed that was read stays visible
+    /// (a blog whose posts are all older than `max_age`).
+    pub min_entries_per_feed: Option<usize>,
+    /// An entry's stored and served content is cut to this many bytes,
+    /// with a visible note, so one huge item cannot bloat every page.
+    pub max_content_size: usize,
     /// The oldest entries of all feeds are purged while the database's
     /// used pages exceed this many bytes; at least 1MB.
     pub max_database_size: Option<u64>,
@@ -369,6 +379,7 @@ impl RetentionConfig {
         RetentionPolicy {
             max_age: self.max_age,
             max_entries_per_feed: self.max_entries_per_feed,
+            min_entries_per_feed: self.min_entries_per_feed,
             max_database_size: self.max_database_size,
             tombstone_max_age: self.tombstone_max_age,
             max_tombstones: self.max_tombstones,
@@ -565,6 +576,8 @@ fn defaults(path: Option<&Path>, state_dir: Option<&str>) -> Config {
         retention: RetentionConfig {
             max_age: Some(DEFAULT_MAX_AGE),
             max_entries_per_feed: Some(DEFAULT_MAX_ENTRIES_PER_FEED),
+            min_entries_per_feed: Some(DEFAULT_MIN_ENTRIES_PER_FEED),
+            max_content_size: crate::values::DEFAULT_MAX_CONTENT,
             max_database_size: Some(DEFAULT_MAX_DATABASE_SIZE),
             tombstone_max_age: Some(DEFAULT_TOMBSTONE_MAX_AGE),
             max_tombstones: Some(DEFAULT_MAX_TOMBSTONES),

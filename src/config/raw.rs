@@ -109,6 +109,8 @@ raw_table! {
     pub(super) struct RawRetention {
         max_age: Duration = duration,
         max_entries_per_feed: i64 = integer,
+        min_entries_per_feed: i64 = integer,
+        max_content_size: u64 = size,
         max_database_size: u64 = size,
         tombstone_max_age: Duration = duration,
         max_tombstones: i64 = integer,

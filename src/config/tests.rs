@@ -1585,6 +1585,7 @@ fn retention_keys_are_read_and_zero_turns_a_limit_off() {
             RetentionPolicy {
                 max_age,
                 max_entries_per_feed,
+                min_entries_per_feed: Some(10),
                 max_database_size,
                 tombstone_max_age,
                 max_tombstones,
@@ -1622,11 +1623,31 @@ fn retention_keys_are_read_and_zero_turns_a_limit_off() {
                 ..defaults
             },
         ),
+        (
+            "min_entries_per_feed = 3",
+            RetentionPolicy {
+                min_entries_per_feed: Some(3),
+                ..defaults
+            },
+        ),
+        (
+            "min_entries_per_feed = 0",
+            RetentionPolicy {
+                min_entries_per_feed: None,
+                ..defaults
+            },
+        ),
     ];
     for (body, expected) in cases {
         let r = ok(&format!("[retention]\n{body}\n")).retention;
         assert_eq!(r.policy(), expected, "{body}");
     }
+    let r = ok("[retention]\nmax_content_size = \"64KB\"\n").retention;
+    assert_eq!(r.max_content_size, 64_000);
+    assert_eq!(
+        ok("").retention.max_content_size,
+        crate::values::DEFAULT_MAX_CONTENT
+    );
     let r = ok("[retention]\nhousekeeping_interval = \"6h\"\n").retention;
     assert_eq!(r.housekeeping_interval, Duration::from_secs(6 * 3600));
 }

@@ -360,6 +360,26 @@ impl Reader {
                 Some(DEFAULT_MAX_ENTRIES_PER_FEED),
             );
         }
+        if !matches!(raw.min_entries_per_feed, Field::Invalid) {
+            retention.min_entries_per_feed = self.limit(
+                "retention.min_entries_per_feed",
+                &raw.min_entries_per_feed,
+                Some(DEFAULT_MIN_ENTRIES_PER_FEED),
+            );
+        }
+        match raw.max_content_size {
+            Field::Set(n, line) if n < MIN_MAX_CONTENT_SIZE => self.problem_at_line(
+                "retention.max_content_size",
+                line,
+                format!(
+                    "must be at least 1KB, got {n} bytes: a smaller cap would cut ordinary posts"
+                ),
+            ),
+            Field::Set(n, _) => {
+                retention.max_content_size = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            _ => {}
+        }
         match raw.max_database_size {
             Field::Set(n, line) if n != 0 && n < MIN_MAX_DATABASE_SIZE => self.problem_at_line(
                 "retention.max_database_size",

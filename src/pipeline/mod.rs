@@ -101,6 +101,9 @@ pub struct PollSummary {
 pub struct ArticleSettings {
     pub extract: ExtractConfig,
     pub sites: Arc<Vec<SiteRule>>,
+    /// `[retention] max_content_size`: feed content longer than this is
+    /// cut when parsed (see [`crate::values::cap_html`]).
+    pub max_content: usize,
 }
 
 /// Everything a poll needs, built once at start-up and shared.
@@ -349,6 +352,7 @@ impl Pipeline {
         // Parsing and sanitising are CPU work: keep them off the async
         // workers so a huge feed cannot stall the HTTP server.
         let sanitizer = Arc::clone(&self.sanitizer);
+        let max_content = self.articles.max_content;
         let doc_status = doc.status;
         let validators = doc.validators.clone();
         let freshness = doc.freshness;
@@ -361,11 +365,12 @@ impl Pipeline {
         let cpu = self.cpu.acquire().await;
         let page = (doc.body.clone(), doc.charset.clone(), doc.final_url.clone());
         let parsed = tokio::task::spawn_blocking(move || {
-            parse::parse_feed(
+            parse::parse_feed_with(
                 &doc.body,
                 doc.charset.as_deref(),
                 &doc.final_url,
                 &sanitizer,
+                max_content,
             )
         })
         .await

@@ -1203,7 +1203,7 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
 /// `type="html"`/`"xhtml"`), or, where it cannot say (RSS, JSON Feed),
 /// where it looks like HTML: a closing tag, a `<br>` or an entity left
 /// after XML decoding. An Atom `type="text"` title, or an RSS title like
-/// "History of the <blink> tag", keeps its angle brackets.
+/// "History of the `<blink>` tag", keeps its angle brackets.
 fn plain_title(text: &Text, feed_type: &FeedType) -> Option<String> {
     let declared_plain =
         *feed_type == FeedType::Atom && text.content_type.subty().as_str() == "plain";

@@ -907,24 +907,28 @@ impl Store {
     // ---- retention and housekeeping: each call is one short transaction,
     // so polls commit between them (see `crate::housekeeping`).
 
-    /// Purges up to `batch` entries whose output time is before `cutoff`.
+    /// Purges up to `batch` entries whose output time is before `cutoff`,
+    /// except each feed's newest `keep` entries.
     pub async fn purge_older_than(
         &self,
         cutoff: DateTime<Utc>,
+        keep: usize,
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
-        self.write(move |c| sqlite::purge_older_than(c, cutoff, batch, now))
+        self.write(move |c| sqlite::purge_older_than(c, cutoff, keep, batch, now))
             .await
     }
 
-    /// Purges up to `batch` of the oldest entries across all feeds.
+    /// Purges up to `batch` of the oldest entries across all feeds, except
+    /// each feed's newest `keep` entries.
     pub async fn purge_oldest(
         &self,
+        keep: usize,
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
-        self.write(move |c| sqlite::purge_oldest(c, batch, now))
+        self.write(move |c| sqlite::purge_oldest(c, keep, batch, now))
             .await
     }
 

@@ -2144,35 +2144,60 @@ fn purge_ids(conn: &mut Connection, ids: Vec<i64>, now: DateTime<Utc>) -> rusqli
     Ok(purged)
 }
 
+/// Entries among the newest `:keep` of any feed that carries them: the
+/// age and size limits never purge these, so a feed that was read stays
+/// visible whatever the age of its posts. A CTE for the queries below.
+const KEPT_NEWEST: &str = "kept(id) AS (
+    SELECT entry_id FROM (
+        SELECT s.entry_id, row_number() OVER (
+            PARTITION BY s.feed_id ORDER BY e.sort_at DESC, e.id DESC) AS n
+        FROM entry_source s JOIN entry e ON e.id = s.entry_id)
+    WHERE n <= :keep)";
+
 /// Purges up to `batch` of the oldest entries whose output time is before
-/// `cutoff`.
+/// `cutoff`, except each feed's newest `keep`.
 pub(super) fn purge_older_than(
     conn: &mut Connection,
     cutoff: DateTime<Utc>,
+    keep: usize,
     batch: usize,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Purged> {
     let ids: Vec<i64> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT id FROM entry WHERE sort_at < ?1 ORDER BY sort_at, id LIMIT ?2",
-        )?;
-        stmt.query_map(params![ts(cutoff), limit(batch)], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
+        let mut stmt = conn.prepare_cached(&format!(
+            "WITH {KEPT_NEWEST}
+             SELECT id FROM entry WHERE sort_at < :cutoff AND id NOT IN kept
+             ORDER BY sort_at, id LIMIT :batch"
+        ))?;
+        stmt.query_map(
+            rusqlite::named_params! {
+                ":cutoff": ts(cutoff), ":keep": limit(keep), ":batch": limit(batch)
+            },
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?
     };
     purge_ids(conn, ids, now)
 }
 
 /// Purges up to `batch` of the oldest entries of all feeds (for the size
-/// cap).
+/// cap), except each feed's newest `keep`.
 pub(super) fn purge_oldest(
     conn: &mut Connection,
+    keep: usize,
     batch: usize,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Purged> {
     let ids: Vec<i64> = {
-        let mut stmt = conn.prepare_cached("SELECT id FROM entry ORDER BY sort_at, id LIMIT ?1")?;
-        stmt.query_map([limit(batch)], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
+        let mut stmt = conn.prepare_cached(&format!(
+            "WITH {KEPT_NEWEST}
+             SELECT id FROM entry WHERE id NOT IN kept ORDER BY sort_at, id LIMIT :batch"
+        ))?;
+        stmt.query_map(
+            rusqlite::named_params! { ":keep": limit(keep), ":batch": limit(batch) },
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?
     };
     purge_ids(conn, ids, now)
 }

@@ -110,7 +110,11 @@ async fn entries_older_than_max_age_are_purged() {
             ),
         ),
     );
-    let env = env_with("max_age = \"30d\"", &feed_table(&server.url("/f.xml"), ""));
+    // One entry is kept whatever its age; "new" is that one anyway.
+    let env = env_with(
+        "max_age = \"30d\"\nmin_entries_per_feed = 1",
+        &feed_table(&server.url("/f.xml"), ""),
+    );
     run_ok(&env, &["poll"]);
     let out = run_ok(&env, &["purge"]);
     assert!(
@@ -332,4 +336,53 @@ async fn the_daemon_runs_housekeeping_shortly_after_start() {
     assert!(status.success(), "{err}");
     assert!(err.contains("housekeeping done"), "{err}");
     assert_eq!(titles(&env).await, ["Item a", "Item b"]);
+}
+
+/// Issue 18: a new subscription to a blog whose posts are all older than
+/// `max_age` used to show them until the first housekeeping purged them
+/// all. Each feed's newest `min_entries_per_feed` (10 by default) stay,
+/// in the running daemon, whatever their age; the rest still go.
+#[tokio::test]
+async fn a_feed_whose_posts_are_all_old_stays_visible_after_housekeeping() {
+    let server = FeedServer::start().await;
+    let items: Vec<(String, i64)> = (0..12).map(|i| (format!("o{i:02}"), 400 + i)).collect();
+    let items: Vec<(&str, i64)> = items.iter().map(|(g, a)| (g.as_str(), *a)).collect();
+    server.set(
+        "/old.xml",
+        Reply::feed("application/rss+xml", dated_rss(&items, 40)),
+    );
+    // The default max_age (180 days) and min_entries_per_feed (10).
+    let env = TestEnv::with_config(
+        &[("adaptive", "false")],
+        "[extract]\nfull_text = false\n\n[retention]\nhousekeeping_interval = \"1s\"\n",
+        &feed_table(&server.url("/old.xml"), ""),
+    );
+    let daemon = env.spawn_daemon().await;
+    let base = env.base_url();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = crate::support::http()
+            .get(format!("{base}/status"))
+            .send()
+            .await
+            .expect("GET /status")
+            .text()
+            .await
+            .expect("body");
+        if page.contains("10 entries") && page.contains("2 tombstones") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not housekept as expected:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several more housekeeping runs change nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, err) = daemon.stop();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("housekeeping done"), "{err}");
+    let want: Vec<String> = (0..10).map(|i| format!("Item o{i:02}")).collect();
+    assert_eq!(titles(&env).await, want);
 }
