@@ -160,8 +160,16 @@ mod tests {
         // The database file holds the rows: they were checkpointed.
         let db_pages = std::fs::metadata(&path).unwrap().len() / 4096;
         assert!(db_pages > 10_000, "database has {db_pages} pages");
+        // The checkpointer thread usually keeps the WAL near
+        // CHECKPOINT_PAGES, but on a loaded machine it may not get a core
+        // in time; the bound that always holds is the writer's own restart
+        // past RESTART_PAGES, plus the one ~1,000-page commit that crossed
+        // it. (The other test waits for the thread itself.)
         let wal = wal_pages(&path);
-        assert!(wal < 12_000, "WAL grew to {wal} pages");
+        assert!(
+            wal < RESTART_PAGES as u64 + 1_100,
+            "WAL grew to {wal} pages"
+        );
     }
 
     /// Stopping the checkpointer before closing the writer leaves the
