@@ -9,6 +9,7 @@ mod discover;
 mod faults;
 mod feeds;
 mod fulltext;
+mod lenient;
 mod ops;
 mod outputs;
 mod polite;
