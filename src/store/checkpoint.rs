@@ -125,11 +125,10 @@ mod tests {
         std::fs::metadata(wal).map(|m| m.len() / 4096).unwrap_or(0)
     }
 
-    /// The writer's commits are copied into the database by the
-    /// checkpointer thread, and the WAL restarts instead of growing while
-    /// the writer keeps committing.
-    #[test]
-    fn checkpointer_keeps_the_wal_bounded() {
+    /// One run of the scenario below: ~80 MiB in 4 MiB commits with the
+    /// checkpointer installed. Returns the rows, the database's pages and
+    /// the WAL's high-water mark in pages.
+    fn commit_80_mib() -> (i64, u64, u64) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let conn = Connection::open(&path).unwrap();
@@ -140,8 +139,7 @@ mod tests {
         .unwrap();
         // Without the hook nothing would checkpoint at all.
         install(&conn, &path).unwrap();
-        // ~80 MiB in 4 MiB commits: without checkpoints the WAL would hold
-        // all of it.
+        // Without checkpoints the WAL would hold all of it.
         for _ in 0..20 {
             let tx = conn.unchecked_transaction().unwrap();
             for _ in 0..250 {
@@ -156,20 +154,32 @@ mod tests {
         let copied: i64 = conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(copied, 5000);
-        // The database file holds the rows: they were checkpointed.
         let db_pages = std::fs::metadata(&path).unwrap().len() / 4096;
-        assert!(db_pages > 10_000, "database has {db_pages} pages");
-        // The checkpointer thread usually keeps the WAL near
-        // CHECKPOINT_PAGES, but on a loaded machine it may not get a core
-        // in time; the bound that always holds is the writer's own restart
-        // past RESTART_PAGES, plus the one ~1,000-page commit that crossed
-        // it. (The other test waits for the thread itself.)
-        let wal = wal_pages(&path);
-        assert!(
-            wal < RESTART_PAGES as u64 + 1_100,
-            "WAL grew to {wal} pages"
-        );
+        (copied, db_pages, wal_pages(&path))
+    }
+
+    /// The writer's commits are copied into the database by the
+    /// checkpointer thread, and the WAL restarts instead of growing while
+    /// the writer keeps committing.
+    ///
+    /// Whether the checkpointer gets a core between the writer's commits
+    /// is up to the machine: at a load of 11 on 2 cores one run in four
+    /// saw it copy nothing until the end. A checkpointer that works keeps
+    /// the WAL bounded in at least one of three runs; a broken one in none.
+    #[test]
+    fn checkpointer_keeps_the_wal_bounded() {
+        let mut wals = Vec::new();
+        for _ in 0..3 {
+            let (copied, db_pages, wal) = commit_80_mib();
+            assert_eq!(copied, 5000);
+            // The database file holds the rows: they were checkpointed.
+            assert!(db_pages > 10_000, "database has {db_pages} pages");
+            if wal < 12_000 {
+                return;
+            }
+            wals.push(wal);
+        }
+        panic!("WAL grew to {wals:?} pages in three runs");
     }
 
     /// Stopping the checkpointer before closing the writer leaves the
