@@ -1696,12 +1696,12 @@ fn linked_stories(
 /// Merges `story` with every story the evidence links it to, transitively,
 /// into the earliest first seen of them, which keeps its id. Returns the
 /// story `story` is now part of (itself when nothing merged or it was the
-/// earliest) and whether anything merged. Whatever order copies and
+/// earliest) and how many stories merged away. Whatever order copies and
 /// articles arrive in, the stories end as the groups `dedup::group` makes
 /// of the same entries.
-fn unite(tx: &Connection, story: i64) -> rusqlite::Result<(i64, bool)> {
+fn unite(tx: &Connection, story: i64) -> rusqlite::Result<(i64, usize)> {
     let mut me = story;
-    let mut merged = false;
+    let mut merged = 0;
     // Each round merges at least one story away; the bound is a guard.
     for _ in 0..64 {
         let evidence = evidence_of(tx, me)?;
@@ -1722,7 +1722,7 @@ fn unite(tx: &Connection, story: i64) -> rusqlite::Result<(i64, bool)> {
             merge_stories(tx, id, target)?;
         }
         me = target;
-        merged = true;
+        merged += linked.len() - 1;
     }
     Ok((me, merged))
 }
@@ -1868,8 +1868,8 @@ pub(super) fn dedup_pass_step(
             [id],
             |r| r.get(0),
         )?;
-        if exists && unite(&tx, id)?.1 {
-            merged += 1;
+        if exists {
+            merged += unite(&tx, id)?.1;
         }
     }
     if merged > 0 {
@@ -2026,7 +2026,7 @@ pub(super) fn record_article(conn: &mut Connection, rec: &ArticleRecord) -> rusq
                 store_print(&tx, rec.entry_id, p, final_url)?;
             }
             let (story, changed) = unite(&tx, rec.entry_id)?;
-            if changed {
+            if changed > 0 {
                 bump_revision(&tx, rec.at)?;
             }
             merged = story != rec.entry_id;
@@ -3149,6 +3149,232 @@ mod tests {
             title: Some(title.to_owned()),
             ..entry(key, body.to_owned())
         }
+    }
+
+    fn linked(key: &str, title: &str, link: &str, body: &str) -> ParsedEntry {
+        ParsedEntry {
+            link: Some(link.to_owned()),
+            url_keys: dedup::canonical_candidates(Some(link), None, None),
+            ..titled(key, title, body)
+        }
+    }
+
+    /// Two listings of one article in one feed are one story, and each
+    /// copy is compared with its own last version: polling them again is
+    /// no update, though their texts differ.
+    #[test]
+    fn copies_in_one_feed_are_one_story_and_never_update_each_other() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let [id] = subscribe(&mut conn, ["https://roundup.example/feed"], now);
+        let items = vec![
+            linked(
+                "guid:1",
+                "Storm hits the coast",
+                "https://news.example/storm?utm_source=roundup",
+                "<p>first blurb</p>",
+            ),
+            linked(
+                "guid:2",
+                "Storm hits the coast",
+                "https://news.example/storm",
+                "<p>second blurb</p>",
+            ),
+            linked(
+                "guid:3",
+                "Other story",
+                "https://news.example/other",
+                "<p>x</p>",
+            ),
+        ];
+        let report = record_poll(&mut conn, &fetched_entries(id, items.clone(), now)).unwrap();
+        assert_eq!((report.new, report.merged), (2, 1));
+        assert_eq!(count(&conn, "SELECT count(*) FROM entry"), 2);
+        let rev = revision(&conn).unwrap().rev;
+        for n in 1..4 {
+            let later = now + chrono::Duration::seconds(60 * n);
+            let report =
+                record_poll(&mut conn, &fetched_entries(id, items.clone(), later)).unwrap();
+            assert_eq!((report.new, report.updated, report.merged), (0, 0, 0));
+        }
+        assert_eq!(revision(&conn).unwrap().rev, rev, "nothing changed");
+        // A real edit of either copy is one.
+        let mut edited = items.clone();
+        edited[1].content_html = Some("<p>second blurb, corrected</p>".into());
+        let later = now + chrono::Duration::seconds(600);
+        let report = record_poll(&mut conn, &fetched_entries(id, edited, later)).unwrap();
+        assert_eq!(report.updated, 1);
+        // The story keeps its first copy's link while it has others.
+        let link: String = query_one(
+            &conn,
+            "SELECT link FROM entry ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+        assert_eq!(link, "https://news.example/storm?utm_source=roundup");
+    }
+
+    /// A database from before: two copies of one article in one feed, and
+    /// a copy in another feed, stored as three stories (an older version
+    /// never merged inside a feed). The pass merges them once, in steps,
+    /// under the first-seen id, and says when it ran.
+    #[test]
+    fn the_reexamination_pass_merges_stored_duplicates_once() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let [a, b] = subscribe(
+            &mut conn,
+            ["https://a.example/feed", "https://b.example/feed"],
+            now,
+        );
+        // Stored as an older version would: no URL key matched at poll
+        // time (keys are added below, as they were stored then).
+        let unkeyed = |e: ParsedEntry| ParsedEntry {
+            url_keys: Vec::new(),
+            ..e
+        };
+        let first = vec![
+            unkeyed(linked(
+                "guid:1",
+                "Storm hits the coast",
+                "https://news.example/storm",
+                "<p>a</p>",
+            )),
+            unkeyed(linked(
+                "guid:2",
+                "Storm hits the coast",
+                "https://news.example/storm?utm_medium=rss",
+                "<p>b</p>",
+            )),
+            unkeyed(linked(
+                "guid:3",
+                "Other story",
+                "https://news.example/other",
+                "<p>c</p>",
+            )),
+        ];
+        record_poll(&mut conn, &fetched_entries(a, first, now)).unwrap();
+        let later = now + chrono::Duration::seconds(60);
+        let copy = vec![unkeyed(linked(
+            "guid:9",
+            "Storm hits the coast | B",
+            "https://www.news.example/storm/",
+            "<p>d</p>",
+        ))];
+        record_poll(&mut conn, &fetched_entries(b, copy, later)).unwrap();
+        conn.execute_batch(
+            "UPDATE entry_source SET title = NULL, published_at = NULL, content_hash = NULL;",
+        )
+        .unwrap();
+        {
+            let rows: Vec<(i64, String)> = {
+                let mut stmt = conn
+                    .prepare("SELECT entry_id, link FROM entry_source")
+                    .unwrap();
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap()
+            };
+            for (entry, link) in rows {
+                add_url_keys(
+                    &conn,
+                    entry,
+                    &dedup::canonical_candidates(Some(&link), None, None),
+                )
+                .unwrap();
+            }
+        }
+        assert_eq!(count(&conn, "SELECT count(*) FROM entry"), 4);
+        let first_uid: String = query_one(
+            &conn,
+            "SELECT e.uid FROM entry e JOIN entry_source s ON s.entry_id = e.id
+             WHERE s.entry_key = 'guid:1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+        let rev = revision(&conn).unwrap().rev;
+        assert_eq!(status(&mut conn, 0).unwrap().dedup_pass, DedupPass::Pending);
+
+        let mut steps = 0;
+        let mut merged = 0;
+        while let Some(n) = dedup_pass_step(&mut conn, 2, later).unwrap() {
+            steps += 1;
+            merged += n;
+            assert!(steps < 10);
+        }
+        // Entry 1 takes in 2 and 4 in the first step; 3 is left for the
+        // second, which finds no more.
+        assert_eq!((steps, merged), (2, 2));
+        assert_eq!(count(&conn, "SELECT count(*) FROM entry"), 2);
+        let sources: i64 = query_one(
+            &conn,
+            "SELECT count(*) FROM entry_source s JOIN entry e ON e.id = s.entry_id
+             WHERE e.uid = ?1",
+            [&first_uid],
+            |r| r.get(0),
+        )
+        .unwrap();
+        assert_eq!(sources, 3, "the story keeps its first-seen id");
+        assert!(revision(&conn).unwrap().rev > rev);
+        assert_eq!(
+            status(&mut conn, 0).unwrap().dedup_pass,
+            DedupPass::Done(from_ts(ts(later)))
+        );
+        // Once.
+        assert_eq!(dedup_pass_step(&mut conn, 2, later).unwrap(), None);
+    }
+
+    /// An entry that joined an earlier story while its page was fetched
+    /// has no article row left: its result is dropped, not an error.
+    #[test]
+    fn an_article_of_an_entry_merged_meanwhile_is_dropped() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let [id] = subscribe(&mut conn, ["https://a.example/feed"], now);
+        let mut rec = fetched_entries(
+            id,
+            vec![linked("guid:1", "T", "https://news.example/t", "<p>a</p>")],
+            now,
+        );
+        rec.full_text = true;
+        record_poll(&mut conn, &rec).unwrap();
+        let entry_id = count(&conn, "SELECT id FROM entry");
+        conn.execute("DELETE FROM article", []).unwrap();
+        let merged = record_article(
+            &mut conn,
+            &ArticleRecord {
+                entry_id,
+                at: now,
+                outcome: ArticleOutcome::Failed { error: "x".into() },
+                retry_at: None,
+            },
+        )
+        .unwrap();
+        assert!(!merged);
+        conn.execute("DELETE FROM entry", []).unwrap();
+        let merged = record_article(
+            &mut conn,
+            &ArticleRecord {
+                entry_id,
+                at: now,
+                outcome: ArticleOutcome::Extracted {
+                    final_url: "https://news.example/t".into(),
+                    canonical_url: None,
+                    html: String::new(),
+                    text: String::new(),
+                    word_count: 0,
+                    use_for_output: false,
+                    url_keys: vec!["https://news.example/t".into()],
+                    print: None,
+                },
+                retry_at: None,
+            },
+        )
+        .unwrap();
+        assert!(!merged);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::support::{FeedServer, Reply, TestEnv, feed_table, read_atom, stdout};
+use crate::support::{FeedServer, Reply, TestEnv, feed_table, http, read_atom, stderr, stdout};
 
 fn one_item_feed(site: &str, guid: &str, title: &str, link: &str, teaser: &str) -> String {
     format!(
@@ -278,4 +278,231 @@ async fn a_wire_story_on_two_sites_becomes_one_entry_but_different_stories_stay_
             .as_ref()
             .is_some_and(|t| t.content.starts_with("Power board"))
     }));
+}
+
+const STORM: [&str; 5] = [
+    "A storm with gusts of more than one hundred and twenty kilometres an hour swept across the northern coast overnight, bringing down power lines and trees and forcing the closure of the main coastal road between the two ferry ports.",
+    "About forty thousand homes were without electricity on Tuesday morning, the grid operator said, adding that crews had been sent from neighbouring regions and that most customers should be reconnected by the evening.",
+    "The harbour master said all ferry crossings to the islands had been cancelled until at least Wednesday, leaving hundreds of travellers stranded, and that two fishing boats had been damaged at their moorings in the old port.",
+    "The weather service lifted its red warning at dawn but kept an amber warning for high waves in place until midnight, and urged people to stay away from sea walls and promenades while the tide remained high.",
+    "Local councils opened three schools as shelters for families whose homes had been damaged, and the regional government said it would release emergency funds to repair roofs and sea defences once the damage had been assessed.",
+];
+
+const SHOW: [&str; 3] = [
+    "The Morning Show is the station's flagship programme of news, conversation and music, broadcast live every weekday from six until nine from our studio in the old harbour building.",
+    "Each episode brings the stories of the day with reporters across the region, interviews with the people behind the headlines, and listeners' calls on the questions that matter to them.",
+    "Every episode is available to stream for thirty days after broadcast, and the most popular interviews are collected in a weekly podcast published every Saturday morning with a look ahead to the week.",
+];
+
+fn rss(title: &str, site: &str, items: &[(&str, &str, &str, &str)]) -> String {
+    let items: String = items
+        .iter()
+        .map(|(guid, title, link, date)| {
+            format!(
+                "<item><guid>{guid}</guid><title>{title}</title><link>{link}</link>\
+                 <description>Teaser.</description><pubDate>{date}</pubDate></item>\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>{title}</title><link>{site}</link><description>d</description>
+{items}</channel></rss>"#
+    )
+}
+
+/// One `tributary poll` of feeds carrying copies of one story inside one
+/// feed and across feeds (tracking parameters, an AMP page, a partner's
+/// edited copy on another site), next to entries that must stay apart (a
+/// show's episodes linking the show's page, two same-titled reports, a
+/// different story): the daemon's `/feed.atom` shows each story once,
+/// with every copy linked and every feed named.
+#[tokio::test]
+async fn one_poll_shows_each_story_once_with_every_copy_linked() {
+    let server = FeedServer::start().await;
+    let wire = |p: &str| server.url(&format!("/wire/{p}"));
+    let partner = |p: &str| other_site(&server.url(&format!("/partner/{p}")));
+    // The wire's article and its AMP page (canonical: the article).
+    server.set(
+        "/wire/storm",
+        Reply::feed(
+            "text/html",
+            page("Wire", "Storm batters the coast", &STORM, ""),
+        ),
+    );
+    server.set(
+        "/wire/amp/storm",
+        Reply::feed(
+            "text/html",
+            page(
+                "Wire",
+                "Storm batters the coast",
+                &STORM,
+                &format!(
+                    r#"<link rel="canonical" href="{}"><p>Advertisement</p>"#,
+                    wire("storm")
+                ),
+            ),
+        ),
+    );
+    // The partner's lightly edited copy: a dateline, one paragraph cut,
+    // a correction note, its own template and URL.
+    let mut edited: Vec<String> = STORM[..4].iter().map(|p| p.to_string()).collect();
+    edited[0] = format!("NORTH SHIELDS — {}", edited[0]);
+    edited.push(
+        "Correction: an earlier version of this story gave the wrong day for the ferry cancellations."
+            .into(),
+    );
+    let edited: Vec<&str> = edited.iter().map(String::as_str).collect();
+    server.set(
+        "/partner/news/coast-storm",
+        Reply::feed(
+            "text/html",
+            page(
+                "Partner Post",
+                "Storm batters coast, 40,000 without power",
+                &edited,
+                "",
+            ),
+        ),
+    );
+    server.set(
+        "/wire/drought",
+        Reply::feed(
+            "text/html",
+            page("Wire", "Hosepipe ban announced", &WIRE, ""),
+        ),
+    );
+    // A radio show's page: every episode links it.
+    server.set(
+        "/radio/show",
+        Reply::feed("text/html", page("Radio", "The Morning Show", &SHOW, "")),
+    );
+    let mon = "Mon, 23 Nov 2026 09:00:00 GMT";
+    let mon_late = "Mon, 23 Nov 2026 09:05:00 GMT";
+    let tue = "Tue, 24 Nov 2026 09:00:00 GMT";
+    let wed = "Wed, 25 Nov 2026 09:00:00 GMT";
+    // A roundup listing the article twice (with and without utm_*) and
+    // its AMP page, and another story.
+    let roundup = rss(
+        "Roundup",
+        &server.url("/roundup/"),
+        &[
+            (
+                "r1",
+                "Storm batters the coast",
+                &format!("{}?utm_source=roundup&amp;utm_medium=rss", wire("storm")),
+                mon,
+            ),
+            ("r2", "Storm batters the coast", &wire("storm"), mon_late),
+            (
+                "r3",
+                "Storm batters the coast (AMP)",
+                &wire("amp/storm"),
+                mon,
+            ),
+            ("r4", "Hosepipe ban announced", &wire("drought"), mon),
+        ],
+    );
+    let partner_feed = rss(
+        "Partner Post",
+        &partner(""),
+        &[(
+            "p1",
+            "Storm batters coast, 40,000 without power | Partner Post",
+            &partner("news/coast-storm"),
+            tue,
+        )],
+    );
+    let radio = rss(
+        "Radio",
+        &server.url("/radio/"),
+        &[
+            (
+                "ep1",
+                "Morning Show: the storm",
+                &server.url("/radio/show"),
+                mon,
+            ),
+            (
+                "ep2",
+                "Morning Show: the ban",
+                &server.url("/radio/show"),
+                tue,
+            ),
+            (
+                "ep3",
+                "Morning Show: the budget",
+                &server.url("/radio/show"),
+                wed,
+            ),
+        ],
+    );
+    server.set("/roundup.xml", Reply::feed("application/rss+xml", roundup));
+    server.set("/radio.xml", Reply::feed("application/rss+xml", radio));
+    server.set(
+        "/partner.xml",
+        Reply::feed("application/rss+xml", partner_feed),
+    );
+    let feeds = [
+        feed_table(&server.url("/roundup.xml"), ""),
+        feed_table(&other_site(&server.url("/partner.xml")), ""),
+        feed_table(&server.url("/radio.xml"), ""),
+    ]
+    .concat();
+    let env = TestEnv::with_config(&[], "", &feeds);
+    let out = env.cli(&["poll"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let daemon = env.spawn_daemon().await;
+    let xml = http()
+        .get(format!("{}/feed.atom?limit=500", env.base_url()))
+        .send()
+        .await
+        .expect("GET /feed.atom")
+        .text()
+        .await
+        .expect("body");
+    let feed = feed_rs::parser::parse(xml.as_bytes()).expect("Atom parses");
+    daemon.stop();
+    let titled = |prefix: &str| -> Vec<&feed_rs::model::Entry> {
+        feed.entries
+            .iter()
+            .filter(|e| {
+                e.title
+                    .as_ref()
+                    .is_some_and(|t| t.content.starts_with(prefix))
+            })
+            .collect()
+    };
+    let storm = titled("Storm batters");
+    assert_eq!(storm.len(), 1, "the storm story once: {xml}");
+    let links: HashSet<&str> = storm[0].links.iter().map(|l| l.href.as_str()).collect();
+    for copy in [
+        format!("{}?utm_source=roundup&utm_medium=rss", wire("storm")),
+        wire("storm"),
+        wire("amp/storm"),
+        partner("news/coast-storm"),
+    ] {
+        assert!(links.contains(copy.as_str()), "{copy} linked: {xml}");
+    }
+    // Every feed that carried it is named: the one polled first as its
+    // source, the other through rel="via".
+    let at = xml.find("Storm batters").expect("storm entry");
+    let entry_xml = &xml[at..at + xml[at..].find("</entry>").expect("entry end")];
+    let source = &entry_xml[entry_xml.find("<source>").expect("atom:source")..];
+    let via: Vec<&str> = storm[0]
+        .links
+        .iter()
+        .filter(|l| l.rel.as_deref() == Some("via"))
+        .map(|l| l.href.as_str())
+        .collect();
+    let (roundup_site, partner_site) = (server.url("/roundup/"), partner(""));
+    assert!(
+        (source.contains("/roundup.xml") && via == [partner_site.as_str()])
+            || (source.contains("/partner.xml") && via == [roundup_site.as_str()]),
+        "source {source}, via {via:?}: {xml}"
+    );
+    assert_eq!(titled("Hosepipe ban").len(), 1, "{xml}");
+    assert_eq!(titled("Morning Show").len(), 3, "each episode stays: {xml}");
+    assert_eq!(feed.entries.len(), 5, "{xml}");
 }
