@@ -1728,8 +1728,8 @@ fn unite(tx: &Connection, story: i64) -> rusqlite::Result<(i64, usize)> {
 }
 
 /// The earlier `into` absorbs `from`: its copies, URL keys, prints and
-/// candidate keys move over; its article replaces the story's text when
-/// it says more (or is still to be fetched where the story has none);
+/// candidate keys move over; its article replaces the story's fetched
+/// text when it says more, and becomes the story's when it has none;
 /// `from` is deleted. The story keeps its id.
 fn merge_stories(tx: &Connection, from: i64, into: i64) -> rusqlite::Result<()> {
     exec(
@@ -1754,18 +1754,32 @@ fn merge_stories(tx: &Connection, from: i64, into: i64) -> rusqlite::Result<()> 
          SELECT lsh_key, ?2 FROM entry_lsh WHERE entry_id = ?1",
         params![from, into],
     )?;
-    let article = |id: i64| -> rusqlite::Result<Option<(bool, i64)>> {
+    let article = |id: i64| -> rusqlite::Result<Option<(String, bool, i64)>> {
         query_one(
             tx,
-            "SELECT used, coalesce(word_count, 0) FROM article WHERE entry_id = ?1",
+            "SELECT status, used, coalesce(word_count, 0) FROM article WHERE entry_id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
     };
     match (article(from)?, article(into)?) {
-        (Some((true, from_words)), into_article)
-            if into_article.is_none_or(|(used, words)| !used || words < from_words) =>
+        // The story has no page to fetch: it takes `from`'s, fetched or not.
+        (Some(_), None) => {
+            exec(
+                tx,
+                "UPDATE article SET entry_id = ?2 WHERE entry_id = ?1",
+                params![from, into],
+            )?;
+            if article(into)?.is_some_and(|(_, used, _)| used) {
+                queue_for_index(tx, into, true)?;
+            }
+        }
+        // A fetched article that says more replaces the story's text. One
+        // still to be fetched is kept: its page may be evidence (its
+        // canonical URL, its text) that links further copies.
+        (Some((_, true, from_words)), Some((status, used, words)))
+            if status != "pending" && (!used || words < from_words) =>
         {
             exec(
                 tx,
@@ -1778,13 +1792,6 @@ fn merge_stories(tx: &Connection, from: i64, into: i64) -> rusqlite::Result<()> 
                 params![from, into],
             )?;
             queue_for_index(tx, into, true)?;
-        }
-        (Some(_), None) => {
-            exec(
-                tx,
-                "UPDATE article SET entry_id = ?2 WHERE entry_id = ?1",
-                params![from, into],
-            )?;
         }
         _ => {}
     }
