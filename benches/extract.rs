@@ -1,16 +1,31 @@
-//! Extraction benchmark: quality (F1 against human ground truth) and speed
+//! Extraction benchmark: quality (F1 against a reference text) and speed
 //! (pages per second, one thread, pages in memory) of our pipeline and of
-//! bare dom_smoothie, the extractor it builds on.
+//! bare dom_smoothie, the extractor it builds on, over one or more corpora.
 //!
 //! ```text
-//! cargo bench --bench extract [-- [CORPUS_DIR] [--out PREDICTIONS.json] [--rounds N]]
+//! cargo bench --bench extract [-- [CORPUS_DIR ...] [--out PREDICTIONS.json] [--rounds N]]
 //! ```
 //!
-//! `CORPUS_DIR` holds `ground-truth-dev.json` (`{id: {"articleBody", "url"}}`)
-//! and `html/<id>.html.gz`; it defaults to `../shared/corpus/extraction`
-//! beside the crate. Predictions are written as `{id: {"articleBody": text}}`
-//! (the shape `score.py` reads) to `target/extract-predictions.json` and
-//! `target/extract-predictions-bare.json` unless `--out` names a file.
+//! Two corpus layouts are read:
+//!
+//! - the article-extraction benchmark (`ground-truth-dev.json`,
+//!   `{id: {"articleBody", "url"}}`, and `html/<id>.html.gz`): human-made
+//!   ground truth;
+//! - Mozilla Readability's test pages (`pages/<name>/source.html` and
+//!   `expected.html`): another tool's judgement, so its figures catch large
+//!   losses rather than rank extractors. Its pages under 8 KB are synthetic
+//!   one-rule cases and get a row of their own.
+//!
+//! Without a directory both `../shared/corpus/extraction` and
+//! `../shared/corpus/readability-tests` beside the crate are run.
+//! Predictions are written as `{id: {"articleBody": text}}` (the shape
+//! `score.py` reads) to `target/extract-predictions[-CORPUS].json` and
+//! `…-bare.json`; `--out` names the file for the first corpus.
+//!
+//! Besides F1/P/R and pages/s, each row counts pages with **empty** output
+//! (no word at all) and pages where we keep **less than half** the words
+//! dom_smoothie alone keeps (`<½ bare`): the two shapes of a lost article
+//! that an average hides.
 //!
 //! The metric is the benchmark's own, reimplemented here so the table needs
 //! no Python: `\w+` tokens, multisets of 4-token shingles, per-page precision
@@ -29,6 +44,8 @@ struct Page {
     url: Option<url::Url>,
     html: String,
     truth: String,
+    /// Which row of the table the page counts in.
+    group: &'static str,
 }
 
 struct Scores {
@@ -37,8 +54,14 @@ struct Scores {
     recall: f64,
 }
 
+/// Readability's tests run every page as this address.
+const READABILITY_TEST_URL: &str = "http://fakehost/test/page.html";
+
+/// Readability test pages smaller than this are synthetic one-rule cases.
+const SYNTHETIC_BYTES: usize = 8 * 1024;
+
 fn main() -> anyhow::Result<()> {
-    let mut corpus: Option<PathBuf> = None;
+    let mut corpora: Vec<PathBuf> = Vec::new();
     let mut out: Option<PathBuf> = None;
     let mut rounds = 3usize;
     let mut args = std::env::args().skip(1);
@@ -54,17 +77,17 @@ fn main() -> anyhow::Result<()> {
                     .context("--rounds needs a number")?;
             }
             _ if arg.starts_with('-') => bail!("unknown option {arg}"),
-            _ => corpus = Some(PathBuf::from(arg)),
+            _ => corpora.push(PathBuf::from(arg)),
         }
     }
-    let corpus = corpus.unwrap_or_else(|| {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/corpus/extraction"
-        ))
-    });
-    let pages = load(&corpus)?;
-    eprintln!("{} pages loaded from {}", pages.len(), corpus.display());
+    if corpora.is_empty() {
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+        corpora = vec![shared.join("extraction"), shared.join("readability-tests")];
+    }
+    let target = PathBuf::from(
+        std::env::var_os("CARGO_TARGET_DIR")
+            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
+    );
 
     let extractor = Extractor::new();
     let ours = |page: &Page| {
@@ -92,40 +115,99 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default()
     };
 
-    let target = PathBuf::from(
-        std::env::var_os("CARGO_TARGET_DIR")
-            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
-    );
-    let ours_out = out
-        .clone()
-        .unwrap_or_else(|| target.join("extract-predictions.json"));
-    let bare_out = target.join("extract-predictions-bare.json");
-
     println!(
-        "{:<22} {:>6} {:>9} {:>7} {:>9}",
-        "system", "F1", "precision", "recall", "pages/s"
+        "{:<34} {:<18} {:>6} {:>9} {:>7} {:>6} {:>8} {:>8}",
+        "corpus (pages)", "system", "F1", "precision", "recall", "empty", "<½ bare", "pages/s"
     );
-    for (name, run, path) in [
-        (
-            "tributary (ours)",
-            &ours as &dyn Fn(&Page) -> String,
-            &ours_out,
-        ),
-        ("dom_smoothie 0.19", &bare, &bare_out),
-    ] {
-        let (preds, pages_per_sec) = measure(&pages, run, rounds);
-        let scores = score(&pages, &preds);
-        write_predictions(path, &pages, &preds)?;
-        println!(
-            "{:<22} {:>6.3} {:>9.3} {:>7.3} {:>9.0}",
-            name, scores.f1, scores.precision, scores.recall, pages_per_sec
+    for (i, corpus) in corpora.iter().enumerate() {
+        let pages = load(corpus)?;
+        let name = corpus
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "corpus".into());
+        eprintln!("{} pages loaded from {}", pages.len(), corpus.display());
+        let suffix = if i == 0 {
+            String::new()
+        } else {
+            format!("-{name}")
+        };
+        let ours_out = match (&out, i) {
+            (Some(path), 0) => path.clone(),
+            _ => target.join(format!("extract-predictions{suffix}.json")),
+        };
+        let bare_out = target.join(format!("extract-predictions{suffix}-bare.json"));
+
+        let (bare_preds, bare_speed) = measure(&pages, &bare, rounds);
+        let (our_preds, our_speed) = measure(&pages, &ours, rounds);
+        write_predictions(&ours_out, &pages, &our_preds)?;
+        write_predictions(&bare_out, &pages, &bare_preds)?;
+
+        let mut groups: Vec<&'static str> = Vec::new();
+        for p in &pages {
+            if !groups.contains(&p.group) {
+                groups.push(p.group);
+            }
+        }
+        for group in groups {
+            let idx: Vec<usize> = (0..pages.len())
+                .filter(|&k| pages[k].group == group)
+                .collect();
+            let label = if group.is_empty() {
+                format!("{name} ({})", idx.len())
+            } else {
+                format!("{name}/{group} ({})", idx.len())
+            };
+            for (system, preds, speed) in [
+                ("tributary (ours)", &our_preds, our_speed),
+                ("dom_smoothie 0.19", &bare_preds, bare_speed),
+            ] {
+                let pick = |v: &[String]| idx.iter().map(|&k| v[k].clone()).collect::<Vec<_>>();
+                let sub_pages: Vec<&Page> = idx.iter().map(|&k| &pages[k]).collect();
+                let sub_preds = pick(preds);
+                let scores = score(&sub_pages, &sub_preds);
+                let empty: Vec<&str> = idx
+                    .iter()
+                    .filter(|&&k| tokens(&preds[k]).is_empty())
+                    .map(|&k| pages[k].id.as_str())
+                    .collect();
+                let short: Vec<&str> = idx
+                    .iter()
+                    .filter(|&&k| {
+                        let (a, b) = (tokens(&preds[k]).len(), tokens(&bare_preds[k]).len());
+                        a * 2 < b
+                    })
+                    .map(|&k| pages[k].id.as_str())
+                    .collect();
+                let is_bare = std::ptr::eq(preds, &bare_preds);
+                println!(
+                    "{:<34} {:<18} {:>6.3} {:>9.3} {:>7.3} {:>6} {:>8} {:>8.0}",
+                    label,
+                    system,
+                    scores.f1,
+                    scores.precision,
+                    scores.recall,
+                    empty.len(),
+                    if is_bare {
+                        "-".to_owned()
+                    } else {
+                        short.len().to_string()
+                    },
+                    speed
+                );
+                if !empty.is_empty() {
+                    eprintln!("  {system} {label}: empty: {}", empty.join(" "));
+                }
+                if !is_bare && !short.is_empty() {
+                    eprintln!("  {system} {label}: < half of bare: {}", short.join(" "));
+                }
+            }
+        }
+        eprintln!(
+            "predictions: {} and {}",
+            ours_out.display(),
+            bare_out.display()
         );
     }
-    eprintln!(
-        "predictions: {} and {}",
-        ours_out.display(),
-        bare_out.display()
-    );
     Ok(())
 }
 
@@ -146,6 +228,19 @@ fn measure(pages: &[Page], run: &dyn Fn(&Page) -> String, rounds: usize) -> (Vec
 }
 
 fn load(corpus: &Path) -> anyhow::Result<Vec<Page>> {
+    if corpus.join("ground-truth-dev.json").exists() {
+        load_benchmark(corpus)
+    } else if corpus.join("pages").is_dir() {
+        load_readability(corpus)
+    } else {
+        bail!(
+            "{}: neither ground-truth-dev.json nor pages/ found",
+            corpus.display()
+        )
+    }
+}
+
+fn load_benchmark(corpus: &Path) -> anyhow::Result<Vec<Page>> {
     let gt_path = corpus.join("ground-truth-dev.json");
     let text = std::fs::read_to_string(&gt_path)
         .with_context(|| format!("reading {}", gt_path.display()))?;
@@ -172,6 +267,47 @@ fn load(corpus: &Path) -> anyhow::Result<Vec<Page>> {
         pages.push(Page {
             id,
             url,
+            html,
+            truth,
+            group: "",
+        });
+    }
+    Ok(pages)
+}
+
+fn load_readability(corpus: &Path) -> anyhow::Result<Vec<Page>> {
+    let dir = corpus.join("pages");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("source.html").exists() && p.join("expected.html").exists())
+        .collect();
+    names.sort();
+    let url = url::Url::parse(READABILITY_TEST_URL).ok();
+    let mut pages = Vec::with_capacity(names.len());
+    for path in names {
+        let read = |f: &str| {
+            let p = path.join(f);
+            std::fs::read(&p)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .with_context(|| format!("reading {}", p.display()))
+        };
+        let html = read("source.html")?;
+        let expected = read("expected.html")?;
+        let truth = dom_query::Document::from(expected.as_str())
+            .formatted_text()
+            .to_string();
+        pages.push(Page {
+            id: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            url: url.clone(),
+            group: if html.len() < SYNTHETIC_BYTES {
+                "synthetic"
+            } else {
+                "real"
+            },
             html,
             truth,
         });
@@ -219,7 +355,7 @@ fn shingles(text: &str) -> HashMap<Vec<&str>, usize> {
     out
 }
 
-fn score(pages: &[Page], preds: &[String]) -> Scores {
+fn score(pages: &[&Page], preds: &[String]) -> Scores {
     let (mut ps, mut rs) = (Vec::new(), Vec::new());
     for (page, pred) in pages.iter().zip(preds) {
         let (a, b) = (shingles(&page.truth), shingles(pred));
