@@ -7,21 +7,34 @@
 //!
 //! - [`prepare`] runs on the whole page before detection: it resolves lazy
 //!   images and removes elements whose `class`/`id` name a kind of
-//!   boilerplate (share, newsletter, comments, cookie banner, ad, byline, …)
-//!   unless they hold a large share of the page's prose, and marks captions
-//!   so the text rendering can leave them out (dom_smoothie drops classes).
+//!   boilerplate (share, newsletter, comments, cookie banner, ad, byline, …),
+//!   and marks captions so the text rendering can leave them out
+//!   (dom_smoothie drops classes). Class words are evidence, not a verdict:
+//!   an element that is, contains or carries the declared article body
+//!   (`itemprop="articleBody"`, an `article` with most of the prose, text of
+//!   the JSON-LD `articleBody`) is never removed, nor one that holds a large
+//!   share of the prose, alone or together with the other elements named by
+//!   the same class token (a page builder's `…-widget-container`s, an
+//!   article's `section-and-ad` sections). It also measures the page
+//!   ([`PageProse`]) so the extractor can tell when a result lost the
+//!   article.
 //! - [`finish`] runs on the extracted article: it removes, by structure
 //!   rather than by words of any one language, inline related-article blocks
 //!   (a short block that is one link to another page of the same site, after
 //!   at most a short label), lists of same-site links, and the leading and
 //!   trailing runs of title copies, bylines, dates, breadcrumbs and labels.
 //!
+//! [`finish`] never removes more than half of what it was given: rules are
+//! applied in order of confidence while their total stays under that
+//! budget, so cleaning may shrink an article but never empty it.
+//!
 //! Everything here is a plain function over a parsed DOM: no I/O, no
 //! allocation proportional to anything but the page, no panics on input.
 
+use dom_query::{Document, NodeId, NodeRef};
 use std::borrow::Cow;
-
-use dom_query::{Document, NodeRef};
+// Keyed by node ids, built per page: a fast hasher (no untrusted keys).
+use foldhash::{HashMap, HashSet};
 use url::Url;
 
 use super::sanitize::collapse_whitespace as collapse;
@@ -35,6 +48,33 @@ pub const CAPTION_CLASS: &str = "tributary-caption";
 /// a class like `has-share-buttons` than a share bar.
 const MAX_PROSE_SHARE: f32 = 0.4;
 
+/// The same, for [`Strength::Weak`] words, which name a slot or a layout
+/// (`widget`, `ad`, `print`, `subscriber…`) rather than what is in it: an
+/// ad slot or a print button holds no prose, so one that holds this share
+/// of the page's prose is content placed in such a slot.
+const MAX_WEAK_PROSE_SHARE: f32 = 0.15;
+
+/// Inside the declared article body, a named element is kept when it holds
+/// this share of the body's prose (strong words) …
+const MAX_IN_BODY_SHARE: f32 = 0.4;
+/// … or this share (weak words): a paywall's `subscriber-preview` wrapper
+/// around the paragraphs is the article, a share bar beside them is not.
+const MAX_WEAK_IN_BODY_SHARE: f32 = 0.1;
+
+/// A declared article body (`itemprop="articleBody"`) counts when it holds
+/// at least this share of the page's prose (microdata on a teaser card in a
+/// sidebar does not).
+const MIN_DECLARED_SHARE: f32 = 0.05;
+
+/// A member of a group of alike-named elements that holds most of the
+/// prose is kept with it when it holds at least this much prose itself (a
+/// heading does; an empty ad slot or a menu of links does not).
+const MIN_GROUP_MEMBER_CHARS: usize = 10;
+
+/// Paragraphs shorter than this (characters of prose) do not count towards
+/// the paragraph-density estimate of the main text.
+const MIN_PARAGRAPH_CHARS: usize = 25;
+
 /// Longest inline related-article block, in characters of text.
 const MAX_RELATED_CHARS: usize = 220;
 
@@ -44,11 +84,21 @@ const MAX_LABEL_CHARS: usize = 40;
 /// How many blocks at each end of the article are examined for junk.
 const EDGE_BLOCKS: usize = 12;
 
+/// How sure a junk word is about what the element holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strength {
+    /// Names the content itself: comments, share bar, cookie banner, related.
+    Strong,
+    /// Names a slot or a layout that also holds articles: widget, ad, print,
+    /// paywall, subscriber…, promo, sponsor, social.
+    Weak,
+}
+
 /// What kind of boilerplate a `class`/`id` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Remove the element (unless it holds much of the page's prose).
-    Junk,
+    /// Remove the element (unless it holds or carries the article).
+    Junk(Strength),
     /// Small metadata (byline, date, tags): removed only when short.
     Meta,
     /// Image caption or credit: kept in HTML, left out of the text.
@@ -56,7 +106,10 @@ enum Kind {
 }
 
 /// Name parts (after splitting `class`/`id` on non-alphanumerics) that
-/// name boilerplate outright.
+/// name boilerplate outright. A part is a whole word between separators:
+/// `ad` matches `section-and-ad` and `ad-slot`, never `adverb` or `head`;
+/// [`WEAK_WORDS`] and [`JUNK_PREFIXES`] say which of these are weak
+/// evidence.
 const JUNK_WORDS: &[&str] = &[
     "share",
     "sharing",
@@ -109,19 +162,37 @@ const JUNK_WORDS: &[&str] = &[
     "reprints",
 ];
 
-/// Prefixes of name parts that name boilerplate (`sharedaddy`, `relatedposts`).
-const JUNK_PREFIXES: &[&str] = &[
-    "share",
+/// Words of [`JUNK_WORDS`] that name a slot rather than its content.
+const WEAK_WORDS: &[&str] = &[
     "social",
-    "newsletter",
-    "subscri",
-    "related",
-    "comment",
-    "cookie",
+    "ad",
+    "ads",
     "advert",
+    "adverts",
+    "promo",
     "sponsor",
-    "breadcrumb",
-    "recommend",
+    "sponsored",
+    "widget",
+    "print",
+    "paywall",
+];
+
+/// Prefixes of name parts that name boilerplate (`sharedaddy`,
+/// `relatedposts`), and whether the evidence is weak: `subscri…` names a
+/// sign-up box (`subscribe-form`) as often as the paywalled article
+/// (`subscriber-premium`, `subscriber-preview`).
+const JUNK_PREFIXES: &[(&str, Strength)] = &[
+    ("share", Strength::Strong),
+    ("social", Strength::Weak),
+    ("newsletter", Strength::Strong),
+    ("subscri", Strength::Weak),
+    ("related", Strength::Strong),
+    ("comment", Strength::Strong),
+    ("cookie", Strength::Strong),
+    ("advert", Strength::Weak),
+    ("sponsor", Strength::Weak),
+    ("breadcrumb", Strength::Strong),
+    ("recommend", Strength::Strong),
 ];
 
 /// Name parts of small metadata elements.
@@ -160,44 +231,69 @@ const AUTHOR_BOX_PARTS: &[&str] = &["bio", "box", "info", "about", "profile", "c
 /// Longest text, in characters, of a [`Kind::Meta`] element that is removed.
 const MAX_META_CHARS: usize = 160;
 
-/// Classifies an element by its `class` and `id`.
-fn classify(node: &NodeRef<'_>) -> Option<Kind> {
+/// Most parts an `id` may have to be read as a name (see [`classify`]).
+const MAX_ID_PARTS: usize = 3;
+
+/// Classifies an element by its `class` and `id`; for junk, also the
+/// whitespace-separated name token that said so (elements sharing it are
+/// judged together).
+fn classify(node: &NodeRef<'_>) -> Option<(Kind, String)> {
     let class = node.attr("class");
     let id = node.attr("id");
     if class.is_none() && id.is_none() {
         return None;
     }
-    let mut names = String::new();
-    for value in [class, id].into_iter().flatten() {
-        names.push(' ');
-        names.push_str(&value.to_ascii_lowercase());
+    let class = class.map(|c| c.to_ascii_lowercase()).unwrap_or_default();
+    let id = id.map(|c| c.to_ascii_lowercase()).unwrap_or_default();
+    if class.contains(CAPTION_CLASS) {
+        return Some((Kind::Caption, String::new()));
     }
-    if names.contains(CAPTION_CLASS) {
-        return Some(Kind::Caption);
-    }
-    let parts: Vec<&str> = names
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|p| !p.is_empty())
-        .collect();
     let mut kind = None;
-    for (i, part) in parts.iter().enumerate() {
-        if JUNK_WORDS.contains(part) || JUNK_PREFIXES.iter().any(|p| part.starts_with(p)) {
-            return Some(Kind::Junk);
+    let tokens = class
+        .split_ascii_whitespace()
+        .map(|t| (t, false))
+        .chain(id.split_ascii_whitespace().map(|t| (t, true)));
+    for (token, is_id) in tokens {
+        let parts: Vec<&str> = token
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|p| !p.is_empty())
+            .collect();
+        // An id of many parts is a slug of a heading or a generated name
+        // ("sharing-with-a-single-developer", "gigya-share-btns-2_gig_…"),
+        // not a name for what the element is.
+        if is_id && parts.len() > MAX_ID_PARTS {
+            continue;
         }
-        if part.starts_with("author")
-            && parts
-                .get(i + 1)
-                .is_some_and(|next| AUTHOR_BOX_PARTS.contains(next))
-        {
-            return Some(Kind::Junk);
-        }
-        if CAPTION_WORDS.contains(part) || part.ends_with("caption") {
-            kind = Some(Kind::Caption);
-        } else if kind.is_none() && META_WORDS.contains(part) {
-            kind = Some(Kind::Meta);
+        for (i, part) in parts.iter().enumerate() {
+            let strength = if JUNK_WORDS.contains(part) {
+                Some(if WEAK_WORDS.contains(part) {
+                    Strength::Weak
+                } else {
+                    Strength::Strong
+                })
+            } else if part.starts_with("author")
+                && parts
+                    .get(i + 1)
+                    .is_some_and(|next| AUTHOR_BOX_PARTS.contains(next))
+            {
+                Some(Strength::Strong)
+            } else {
+                JUNK_PREFIXES
+                    .iter()
+                    .find(|(p, _)| part.starts_with(p))
+                    .map(|(_, s)| *s)
+            };
+            if let Some(strength) = strength {
+                return Some((Kind::Junk(strength), token.to_owned()));
+            }
+            if CAPTION_WORDS.contains(part) || part.ends_with("caption") {
+                kind = Some(Kind::Caption);
+            } else if kind.is_none() && META_WORDS.contains(part) {
+                kind = Some(Kind::Meta);
+            }
         }
     }
-    kind
+    kind.map(|k| (k, String::new()))
 }
 
 /// Elements never removed by class: the document skeleton and the elements
@@ -206,16 +302,84 @@ fn is_protected(name: &str) -> bool {
     matches!(name, "html" | "body" | "main" | "article")
 }
 
+/// Which of [`prepare`]'s rules run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// Everything: class/id words included.
+    All,
+    /// Lazy images, captions and form controls only: no class/id words.
+    /// The extractor's fallback when the full rules lost the article.
+    Structural,
+}
+
+/// What [`prepare`] measured on the page: the yardsticks a result is
+/// checked against.
+#[derive(Debug, Clone, Default)]
+pub struct PageProse {
+    /// Characters of prose (text outside links) in the whole body, before
+    /// anything was removed.
+    pub total: usize,
+    /// Prose of the page's main run of paragraphs after the rules ran (the
+    /// paragraph-density estimate, see [`densest`]).
+    pub main: usize,
+    /// Prose of the declared article body (`itemprop="articleBody"`), 0
+    /// without one.
+    pub declared: usize,
+    /// The declared article body's HTML after the rules ran, when there is
+    /// one: a candidate of its own when the detector took more than it.
+    pub declared_html: Option<String>,
+    /// The JSON-LD `articleBody` text (the longest, whitespace collapsed),
+    /// when the page has one.
+    pub schema_body: Option<String>,
+}
+
+/// A junk-named element waiting for the verdict.
+struct Suspect<'a> {
+    node: NodeRef<'a>,
+    token: String,
+    strength: Strength,
+    prose: usize,
+    /// The prose of the declared body the element sits inside.
+    in_body: Option<usize>,
+}
+
 /// Pre-extraction pass over the whole page.
-pub fn prepare(doc: &Document, base: Option<&Url>) {
+pub fn prepare(doc: &Document, base: Option<&Url>, rules: Rules) -> PageProse {
     let _ = base;
+    let schema_body = schema_article_body(doc);
     let Some(body) = doc.body() else {
-        return;
+        return PageProse {
+            schema_body,
+            ..PageProse::default()
+        };
     };
-    let total_prose = prose_chars(&body).max(1);
+    let prose = prose_map(&body);
+    let prose_of = |n: &NodeRef<'_>| prose.get(&n.id).copied().unwrap_or(0);
+    let total = prose_of(&body).max(1);
+    let bodies = declared_bodies(&body, total, &prose_of);
+    let declared_node = bodies
+        .iter()
+        .filter(|b| b.attr("itemprop").is_some())
+        .max_by_key(|b| prose_of(b))
+        .copied();
+    let declared = declared_node.as_ref().map_or(0, &prose_of);
+    // The bodies and every element containing one: never removed.
+    let mut guarded: HashSet<NodeId> = HashSet::default();
+    for b in &bodies {
+        guarded.insert(b.id);
+        for a in b.ancestors_it(None) {
+            if !guarded.insert(a.id) {
+                break;
+            }
+        }
+    }
+    let body_ids: HashSet<NodeId> = bodies.iter().map(|b| b.id).collect();
+    let schema_probe = schema_body.as_deref().map(fold);
+
     let mut doomed = Vec::new();
-    let mut stack = vec![body];
-    while let Some(node) = stack.pop() {
+    let mut suspects: Vec<Suspect<'_>> = Vec::new();
+    let mut stack = vec![(body, None::<usize>)];
+    while let Some((node, mut in_body)) = stack.pop() {
         let name = node.node_name().unwrap_or_default();
         match name.as_ref() {
             "img" => {
@@ -236,41 +400,332 @@ pub fn prepare(doc: &Document, base: Option<&Url>) {
             }
             _ => {}
         }
-        let small =
-            |node: &NodeRef<'_>| (prose_chars(node) as f32) < MAX_PROSE_SHARE * total_prose as f32;
+        if body_ids.contains(&node.id) {
+            in_body = Some(prose_of(&node).max(1));
+        }
+        let is_guarded = guarded.contains(&node.id);
+        let small = |node: &NodeRef<'_>| (prose_of(node) as f32) < MAX_PROSE_SHARE * total as f32;
         let doom = match name.as_ref() {
+            _ if is_guarded => false,
+            // Hidden from readers: not the article (dom_smoothie drops
+            // these too; the density detector must not count them).
+            _ if is_hidden(&node) => true,
             // A form wrapping the whole page (ASP.NET does that) is kept.
             "form" => small(&node),
             "button" | "select" | "textarea" | "input" | "nav" | "dialog" => true,
             n if is_protected(n) => false,
             _ => match classify(&node) {
-                Some(Kind::Junk) => small(&node),
-                Some(Kind::Meta) => {
+                Some((Kind::Junk(strength), token)) if rules == Rules::All => {
+                    suspects.push(Suspect {
+                        node,
+                        token,
+                        strength,
+                        prose: prose_of(&node),
+                        in_body,
+                    });
+                    false
+                }
+                Some((Kind::Meta, _)) => {
                     text_chars(&node) <= MAX_META_CHARS && !has_block_of(&node, &["p"])
                 }
-                Some(Kind::Caption) => {
+                Some((Kind::Caption, _)) => {
                     if name.as_ref() != "figure" {
                         node.add_class(CAPTION_CLASS);
                     }
                     continue;
                 }
-                None => false,
+                _ => false,
             },
         };
         if doom {
             doomed.push(node);
             continue;
         }
-        stack.extend(node.element_children());
+        stack.extend(node.element_children().into_iter().map(|c| (c, in_body)));
+    }
+
+    // Class words are evidence: weigh each suspect by the prose it would
+    // take away, alone and with the others named by the same token.
+    let mut groups: HashMap<&str, (usize, usize)> = HashMap::default();
+    for s in &suspects {
+        let g = groups.entry(s.token.as_str()).or_default();
+        g.0 += 1;
+        g.1 += s.prose;
+    }
+    for s in &suspects {
+        let (share, in_body_share) = match s.strength {
+            Strength::Strong => (MAX_PROSE_SHARE, MAX_IN_BODY_SHARE),
+            Strength::Weak => (MAX_WEAK_PROSE_SHARE, MAX_WEAK_IN_BODY_SHARE),
+        };
+        let limit = share * total as f32;
+        let (members, group_prose) = groups.get(s.token.as_str()).copied().unwrap_or((1, 0));
+        let keep = s.prose as f32 >= limit
+            || (members > 1 && group_prose as f32 >= limit && s.prose >= MIN_GROUP_MEMBER_CHARS)
+            || (s.prose >= MIN_GROUP_MEMBER_CHARS
+                && alike_siblings_prose(&s.node, &prose_of) as f32 >= limit)
+            || s.in_body
+                .is_some_and(|b| s.prose as f32 >= in_body_share * b as f32)
+            || schema_probe
+                .as_deref()
+                .is_some_and(|schema| carries_schema_text(&s.node, schema));
+        if !keep {
+            doomed.push(s.node);
+        }
     }
     for node in doomed {
         node.remove_from_parent();
     }
+    let main = densest(&body).map_or(0, |(_, chars)| chars);
+    PageProse {
+        total,
+        main,
+        declared,
+        declared_html: declared_node.map(|n| n.html().to_string()),
+        schema_body,
+    }
+}
+
+/// The prose of `node` and its siblings of the same tag and class, when it
+/// has any (sections of one article, each with its own slug for an id);
+/// 0 when it has none.
+fn alike_siblings_prose(node: &NodeRef<'_>, prose_of: &dyn Fn(&NodeRef<'_>) -> usize) -> usize {
+    let Some(parent) = node.parent() else {
+        return 0;
+    };
+    let (name, class) = (node.node_name(), node.attr("class"));
+    if class.as_ref().is_none_or(|c| c.trim().is_empty()) {
+        return 0;
+    }
+    let alike: Vec<_> = parent
+        .element_children()
+        .into_iter()
+        .filter(|s| s.node_name() == name && s.attr("class") == class)
+        .collect();
+    if alike.len() < 2 {
+        return 0;
+    }
+    alike.iter().map(prose_of).sum()
+}
+
+/// Whether an element is hidden from readers by its own markup.
+fn is_hidden(node: &NodeRef<'_>) -> bool {
+    if node.has_attr("hidden") {
+        return true;
+    }
+    node.attr("style").is_some_and(|style| {
+        let style: String = style
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect();
+        style.contains("display:none") || style.contains("visibility:hidden")
+    })
+}
+
+/// The page's declared article bodies: `itemprop="articleBody"` elements
+/// holding a fair share of the prose (the largest, and any at least half
+/// its size), and an `article` holding most of it.
+fn declared_bodies<'a>(
+    body: &NodeRef<'a>,
+    total: usize,
+    prose_of: &dyn Fn(&NodeRef<'_>) -> usize,
+) -> Vec<NodeRef<'a>> {
+    let mut props = Vec::new();
+    let mut out = Vec::new();
+    for d in body.descendants_it().filter(NodeRef::is_element) {
+        let declared = d.attr("itemprop").is_some_and(|v| {
+            v.split_ascii_whitespace()
+                .any(|t| t.eq_ignore_ascii_case("articleBody"))
+        });
+        if declared {
+            props.push((d, prose_of(&d)));
+        } else if d.has_name("article") && prose_of(&d) * 2 >= total {
+            out.push(d);
+        }
+    }
+    let largest = props.iter().map(|(_, p)| *p).max().unwrap_or(0);
+    out.extend(
+        props
+            .into_iter()
+            .filter(|(_, p)| {
+                *p * 2 >= largest && *p as f32 >= MIN_DECLARED_SHARE * total as f32 && *p > 0
+            })
+            .map(|(d, _)| d),
+    );
+    out
+}
+
+/// Whether a suspect holds a paragraph of the JSON-LD `articleBody` (folded
+/// text, see [`fold`]): it is, contains or is part of the article.
+fn carries_schema_text(node: &NodeRef<'_>, schema: &str) -> bool {
+    node.descendants_it()
+        .filter(|d| d.is_element() && d.has_name("p"))
+        .map(|p| fold(&p.text()))
+        .find(|t| t.chars().count() >= 60)
+        .is_some_and(|t| {
+            let probe: String = t.chars().take(60).collect();
+            schema.contains(&probe)
+        })
+}
+
+/// The longest `articleBody` string in the page's JSON-LD, whitespace
+/// collapsed; `None` when there is none with text.
+fn schema_article_body(doc: &Document) -> Option<String> {
+    let mut best: Option<String> = None;
+    for script in doc.select(r#"script[type="application/ld+json"]"#).nodes() {
+        let text = script.text();
+        if !text.contains("articleBody") {
+            continue;
+        }
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(text.trim()) else {
+            continue;
+        };
+        let mut stack = vec![&value];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        if k == "articleBody"
+                            && let Some(body) = v.as_str()
+                            && best.as_ref().is_none_or(|b| body.len() > b.len())
+                        {
+                            best = Some(body.to_owned());
+                        }
+                        stack.push(v);
+                    }
+                }
+                serde_json::Value::Array(items) => stack.extend(items),
+                _ => {}
+            }
+        }
+    }
+    best.map(|b| collapse(&b)).filter(|b| !b.is_empty())
+}
+
+/// Prose characters (text outside links, scripts and styles) of every
+/// element under `root`, in one pass over the tree.
+fn prose_map(root: &NodeRef<'_>) -> HashMap<NodeId, usize> {
+    // Pre-order with parent indices; children always come after their
+    // parent, so one reverse sweep adds every element into its parent.
+    let mut order: Vec<(NodeId, Option<usize>, bool)> = Vec::new();
+    let mut own: Vec<usize> = Vec::new();
+    let mut stack = vec![(*root, None)];
+    while let Some((node, parent)) = stack.pop() {
+        let idx = order.len();
+        let mut chars = 0;
+        for child in node.children_it(false) {
+            if child.is_text() {
+                chars += child.text().chars().filter(|c| !c.is_whitespace()).count();
+            } else if child.is_element() {
+                stack.push((child, Some(idx)));
+            }
+        }
+        let counts = !(node.has_name("a") || node.has_name("script") || node.has_name("style"));
+        order.push((node.id, parent, counts));
+        own.push(chars);
+    }
+    for i in (0..order.len()).rev() {
+        if let (Some(p), true) = (order[i].1, order[i].2) {
+            own[p] += own[i];
+        }
+    }
+    order
+        .into_iter()
+        .zip(own)
+        .map(|((id, _, _), chars)| (id, chars))
+        .collect()
+}
+
+/// The paragraph-density detector: each paragraph's prose counts for its
+/// parent in full and for its grandparent by half; the best element wins.
+/// An article split into sibling sections (a heading and paragraphs in a
+/// wrapper of their own, the wrappers alike) is taken whole: when the
+/// winner, or one of its two nearest ancestors, has siblings of the same
+/// tag and class that hold paragraphs too, their common parent is the
+/// article. Returns the element and the prose of the paragraphs it holds.
+pub fn densest<'a>(root: &NodeRef<'a>) -> Option<(NodeRef<'a>, usize)> {
+    let mut scores: HashMap<NodeId, (NodeRef<'a>, usize)> = HashMap::default();
+    let mut paragraphs: Vec<(NodeRef<'a>, usize)> = Vec::new();
+    for p in root
+        .descendants_it()
+        .filter(|d| d.is_element() && d.has_name("p"))
+    {
+        let chars = prose_chars(&p);
+        if chars < MIN_PARAGRAPH_CHARS {
+            continue;
+        }
+        let parent = p.parent().filter(NodeRef::is_element);
+        let grand = parent.and_then(|n| n.parent()).filter(NodeRef::is_element);
+        if let Some(n) = parent {
+            scores.entry(n.id).or_insert((n, 0)).1 += chars * 2;
+        }
+        if let Some(n) = grand {
+            scores.entry(n.id).or_insert((n, 0)).1 += chars;
+        }
+        paragraphs.push((p, chars));
+    }
+    let mut ranked: Vec<(NodeRef<'a>, usize)> = scores.into_values().collect();
+    ranked.sort_by_key(|(n, score)| (std::cmp::Reverse(*score), n.id));
+    // Candidates are a paragraph's parent or grandparent, widened at most
+    // three levels: no ancestor further up is ever asked about.
+    let under = |x: &NodeRef<'_>| -> usize {
+        paragraphs
+            .iter()
+            .filter(|(p, _)| p.ancestors_it(Some(6)).any(|a| a.id == x.id))
+            .map(|(_, c)| c)
+            .sum()
+    };
+    // The few best-scoring elements, each widened to its sections and
+    // scored by what the widening added; the best of those wins.
+    let mut best: Option<(NodeRef<'a>, usize)> = None;
+    for (candidate, score) in ranked.into_iter().take(DENSEST_CANDIDATES) {
+        let (node, factor) = widen_to_sections(candidate, root, &under);
+        let value = (score as f32 * factor) as usize;
+        if best.as_ref().is_none_or(|(_, v)| value > *v) {
+            best = Some((node, value));
+        }
+    }
+    let (node, _) = best?;
+    Some((node, under(&node)))
+}
+
+/// How many of the best-scoring elements [`densest`] widens and compares.
+const DENSEST_CANDIDATES: usize = 5;
+
+/// `node`, or the parent of the alike sections it (or one of its two
+/// nearest ancestors) is one of, with how much more paragraph prose that
+/// holds.
+fn widen_to_sections<'a>(
+    node: NodeRef<'a>,
+    root: &NodeRef<'a>,
+    under: &dyn Fn(&NodeRef<'_>) -> usize,
+) -> (NodeRef<'a>, f32) {
+    let mut level = node;
+    for _ in 0..3 {
+        let Some(parent) = level.parent().filter(|p| {
+            p.is_element() && !p.has_name("body") && !p.has_name("html") && p.id != root.id
+        }) else {
+            break;
+        };
+        let (name, class) = (level.node_name(), level.attr("class"));
+        let alike: usize = parent
+            .element_children()
+            .iter()
+            .filter(|s| s.id != level.id && s.node_name() == name && s.attr("class") == class)
+            .map(under)
+            .sum();
+        let own = under(&level).max(1);
+        if alike > 0 && alike * 5 >= own {
+            return (parent, (own + alike) as f32 / own as f32);
+        }
+        level = parent;
+    }
+    (node, 1.0)
 }
 
 /// Characters of text under `node` outside links: the prose. Menus,
 /// related lists and tag clouds are mostly links; an article is not.
-fn prose_chars(node: &NodeRef<'_>) -> usize {
+pub(crate) fn prose_chars(node: &NodeRef<'_>) -> usize {
     let mut total = 0;
     let mut stack = vec![*node];
     while let Some(n) = stack.pop() {
@@ -425,18 +880,203 @@ pub struct FinishContext<'a> {
     pub byline: Option<&'a str>,
 }
 
-/// Post-extraction pass over the article subtree.
+/// Post-extraction pass over the article subtree. Each rule's removals
+/// are measured before they are made; a rule that would take the total
+/// past half of the subtree's text is skipped ("fewer rules"), so the
+/// article shrinks but is never emptied.
 pub fn finish(root: &NodeRef<'_>, ctx: &FinishContext<'_>) {
-    remove_link_lists(root, ctx.base);
-    let blocks = leaf_blocks(root);
-    for block in &blocks {
-        if is_related_block(block, ctx.base) {
-            block.remove_from_parent();
+    let mut budget = Budget::half_of(root);
+    budget.apply(&link_lists(root, ctx.base));
+    let related: Vec<_> = leaf_blocks(root)
+        .into_iter()
+        .filter(|b| is_related_block(b, ctx.base))
+        .collect();
+    budget.apply(&related);
+    let blocks: Vec<_> = leaf_blocks(root);
+    // An author bio closing the article is removed even past the budget
+    // (a short article's bio can be longer than it), but never the
+    // article's first third.
+    let bio = author_bio(&blocks, ctx);
+    let bio_chars: usize = bio.iter().map(text_chars).sum();
+    if !bio.is_empty() && bio_chars * 3 <= text_chars(root) * 2 {
+        for b in &bio {
+            b.remove_from_parent();
         }
     }
     let blocks: Vec<_> = leaf_blocks(root);
-    trim_edges(&blocks, ctx);
+    budget.apply(&edge_junk(&blocks, ctx));
     remove_empty(root);
+}
+
+/// Most blocks an author bio at the end of an article spans.
+const MAX_BIO_BLOCKS: usize = 4;
+
+/// An author bio at the end of the article: a block among the last few
+/// that opens with the name of one of the entry's authors (or the page's
+/// byline) and is a sentence about them, with what follows it.
+fn author_bio<'a>(blocks: &[NodeRef<'a>], ctx: &FinishContext<'_>) -> Vec<NodeRef<'a>> {
+    let names: Vec<String> = ctx
+        .authors
+        .iter()
+        .map(|a| fold(a))
+        .chain(ctx.byline.map(fold))
+        .filter(|n| n.chars().count() >= 5)
+        .collect();
+    if names.is_empty() || blocks.len() < 2 {
+        return Vec::new();
+    }
+    let from = blocks.len().saturating_sub(MAX_BIO_BLOCKS).max(1);
+    for (i, block) in blocks.iter().enumerate().skip(from) {
+        let text = norm_text(block);
+        if word_count(&text) < 8 || !ends_sentence(&text) {
+            continue;
+        }
+        let folded = fold(&text);
+        if names.iter().any(|n| folded.starts_with(n.as_str())) {
+            return blocks[i..].to_vec();
+        }
+    }
+    Vec::new()
+}
+
+/// The structural rules over a feed entry's own HTML, for when no article
+/// replaces it: inline related links ("Read also: …"), blocks of share
+/// and comment links, a closing line that links back to the entry itself
+/// (WordPress's "The post … appeared first on …"), and a leading copy of
+/// the title. `link` is the entry's address ("this page" and "this site"),
+/// `title` its title. Returns the cleaned HTML, or `None` when no rule
+/// applied or the rules would remove more than half of the text: the
+/// content is then served as it is (never emptied). Sanitising still runs
+/// after this, on whatever it returns.
+pub fn feed_content(html: &str, link: Option<&Url>, title: Option<&str>) -> Option<String> {
+    if html.trim().is_empty() {
+        return None;
+    }
+    let doc = Document::fragment(html);
+    let root = doc.root();
+    let mut budget = Budget::half_of(&root);
+    if budget.left == 0 {
+        return None;
+    }
+    let blocks = leaf_blocks(&root);
+    let mut doomed: Vec<NodeRef<'_>> = blocks
+        .iter()
+        .filter(|b| is_related_block(b, link) || is_share_block(b, link))
+        .copied()
+        .collect();
+    if let Some(first) = blocks.first()
+        && is_title_copy(&norm_text(first), &[title])
+        && !doomed.iter().any(|d| d.id == first.id)
+    {
+        doomed.push(*first);
+    }
+    if let Some(last) = blocks.last()
+        && is_self_link_footer(last, link)
+        && !doomed.iter().any(|d| d.id == last.id)
+    {
+        doomed.push(*last);
+    }
+    if doomed.is_empty() || !budget.apply(&doomed) {
+        return None;
+    }
+    remove_empty(&root);
+    let out = root.inner_html().to_string();
+    (!out.trim().is_empty()).then_some(out)
+}
+
+/// A short block of links that all share this page or point into it
+/// (`#comments`, `#respond`): "Tweet · Share · 3 comments".
+fn is_share_block(block: &NodeRef<'_>, page: Option<&Url>) -> bool {
+    let Some(page) = page else {
+        return false;
+    };
+    let text = norm_text(block);
+    let total = text.chars().filter(|c| !c.is_whitespace()).count();
+    if word_count(&text) > 12 {
+        return false;
+    }
+    let (link_chars, hrefs) = link_stats(block);
+    !hrefs.is_empty()
+        && link_chars * 10 >= total * 7
+        && hrefs.iter().all(|h| is_share_or_self_link(h, page))
+}
+
+/// Whether `href` points at `page` itself (an anchor in it) or is a share
+/// link: a URL that carries the page's address in its query.
+fn is_share_or_self_link(href: &str, page: &Url) -> bool {
+    let Ok(url) = page.join(href.trim()) else {
+        return false;
+    };
+    if same_page(&url, page) {
+        return url.fragment().is_some();
+    }
+    let (Some(host), path) = (page.host_str(), page.path().trim_end_matches('/')) else {
+        return false;
+    };
+    let needle = match page.port() {
+        Some(port) => format!("{}:{port}{path}", site_of(host)),
+        None => format!("{}{path}", site_of(host)),
+    };
+    url.query_pairs().any(|(_, v)| v.contains(&needle))
+}
+
+/// Same scheme-less address: host (without `www.`), path (without a
+/// trailing slash) and query.
+fn same_page(a: &Url, b: &Url) -> bool {
+    a.host_str().map(site_of) == b.host_str().map(site_of)
+        && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
+        && a.query() == b.query()
+}
+
+/// The closing line of a syndicated post: short, mostly links, one of them
+/// to the entry itself and all of them to its site ("The post <a>…</a>
+/// appeared first on <a>…</a>.", in any language).
+fn is_self_link_footer(block: &NodeRef<'_>, page: Option<&Url>) -> bool {
+    let Some(page) = page else {
+        return false;
+    };
+    let text = norm_text(block);
+    let total = text.chars().filter(|c| !c.is_whitespace()).count();
+    if word_count(&text) > 40 || total == 0 {
+        return false;
+    }
+    let (link_chars, hrefs) = link_stats(block);
+    let urls: Vec<Url> = hrefs
+        .iter()
+        .filter_map(|h| page.join(h.trim()).ok())
+        .collect();
+    link_chars * 10 >= total * 3
+        && urls.iter().any(|u| same_page(u, page))
+        && urls
+            .iter()
+            .all(|u| u.host_str().map(site_of) == page.host_str().map(site_of))
+}
+
+/// How much text the rules of [`finish`] may still remove.
+struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    fn half_of(root: &NodeRef<'_>) -> Self {
+        Budget {
+            left: text_chars(root) / 2,
+        }
+    }
+
+    /// Removes `nodes` if their text fits in what is left; returns whether
+    /// it did.
+    fn apply(&mut self, nodes: &[NodeRef<'_>]) -> bool {
+        let cost: usize = nodes.iter().map(text_chars).sum();
+        if cost > self.left {
+            return false;
+        }
+        self.left -= cost;
+        for n in nodes {
+            n.remove_from_parent();
+        }
+        true
+    }
 }
 
 /// Elements whose end is the end of a paragraph of text.
@@ -618,7 +1258,7 @@ fn is_related_block(block: &NodeRef<'_>, base: Option<&Url>) -> bool {
     let [href] = hrefs.as_slice() else {
         return false;
     };
-    if !is_same_site_page(href, base) || link_chars * 2 < total {
+    if !is_same_site_page(href, base) {
         return false;
     }
     // The text outside the link: a label before it, punctuation after.
@@ -639,18 +1279,37 @@ fn is_related_block(block: &NodeRef<'_>, base: Option<&Url>) -> bool {
     let after = text.get(pos + link_text.len()..).unwrap_or_default().trim();
     let label_ok = before.chars().count() <= MAX_LABEL_CHARS && word_count(before) <= 5;
     let after_ok = word_count(after) == 0 || (after.chars().count() <= 3);
-    label_ok && after_ok && word_count(&link_text) >= 2
+    if !label_ok || !after_ok {
+        return false;
+    }
+    // A label ending in a separator ("Read also:", "Lihat juga -") makes
+    // even a one-word link ("Archive") a related link; without one, the
+    // link must be most of the block and read like a headline.
+    let labelled = word_count(before) > 0 && before.ends_with(LABEL_SEPARATORS);
+    labelled && word_count(&link_text) >= 1
+        || link_chars * 2 >= total && word_count(&link_text) >= 2
 }
+
+/// Characters a label before a related link ends with.
+const LABEL_SEPARATORS: &[char] = &[':', '-', '–', '—', '»', '›', '|', '>', '→', '：'];
 
 /// Lists whose items are each essentially one link to another page of this
 /// site ("More stories", "Trending", tag lists), and a short label block
 /// just before such a list.
-fn remove_link_lists(root: &NodeRef<'_>, base: Option<&Url>) {
+fn link_lists<'a>(root: &NodeRef<'a>, base: Option<&Url>) -> Vec<NodeRef<'a>> {
+    let mut out = Vec::new();
     let lists: Vec<_> = root
         .descendants_it()
         .filter(|d| d.is_element() && (d.has_name("ul") || d.has_name("ol")))
         .collect();
     for list in lists {
+        // A list inside one already found goes with it.
+        if out
+            .iter()
+            .any(|o: &NodeRef<'_>| list.ancestors_it(None).any(|a| a.id == o.id))
+        {
+            continue;
+        }
         let items: Vec<_> = list.element_children();
         if items.len() < 2 {
             continue;
@@ -669,11 +1328,12 @@ fn remove_link_lists(root: &NodeRef<'_>, base: Option<&Url>) {
         if let Some(label) = list.prev_element_sibling() {
             let text = norm_text(&label);
             if is_label(&text) {
-                label.remove_from_parent();
+                out.push(label);
             }
         }
-        list.remove_from_parent();
+        out.push(list);
     }
+    out
 }
 
 /// A short line with no sentence in it: "Trending", "More from UK",
@@ -750,9 +1410,9 @@ fn is_byline(text: &str, ctx: &FinishContext<'_>) -> bool {
     false
 }
 
-/// Removes the leading and trailing runs of blocks that are not article
+/// The leading and trailing runs of blocks that are not article
 /// text: title copies, bylines, dates, breadcrumbs, lone links and labels.
-fn trim_edges(blocks: &[NodeRef<'_>], ctx: &FinishContext<'_>) {
+fn edge_junk<'a>(blocks: &[NodeRef<'a>], ctx: &FinishContext<'_>) -> Vec<NodeRef<'a>> {
     let is_edge_junk = |block: &NodeRef<'_>, leading: bool| -> bool {
         if is_caption(block) {
             return false;
@@ -782,20 +1442,21 @@ fn trim_edges(blocks: &[NodeRef<'_>], ctx: &FinishContext<'_>) {
             is_label(&text)
         }
     };
-    let mut removed = 0;
-    for block in blocks.iter().take(EDGE_BLOCKS) {
-        if !is_edge_junk(block, true) {
-            break;
-        }
-        block.remove_from_parent();
-        removed += 1;
-    }
-    for block in blocks.iter().skip(removed).rev().take(EDGE_BLOCKS) {
-        if !is_edge_junk(block, false) {
-            break;
-        }
-        block.remove_from_parent();
-    }
+    let leading = blocks
+        .iter()
+        .take(EDGE_BLOCKS)
+        .take_while(|b| is_edge_junk(b, true))
+        .count();
+    let trailing = blocks
+        .iter()
+        .skip(leading)
+        .rev()
+        .take(EDGE_BLOCKS)
+        .take_while(|b| is_edge_junk(b, false))
+        .count();
+    let mut out: Vec<_> = blocks.iter().take(leading).copied().collect();
+    out.extend(blocks.iter().rev().take(trailing).copied());
+    out
 }
 
 /// Removes elements left with neither text nor media.
@@ -957,18 +1618,19 @@ mod tests {
             .select("div, span")
             .nodes()
             .iter()
-            .map(classify)
+            .map(|n| classify(n).map(|(k, _)| k))
             .collect();
+        let junk = Some(Kind::Junk(Strength::Strong));
         assert_eq!(
             kinds,
             [
-                Some(Kind::Junk),
-                Some(Kind::Junk),
-                Some(Kind::Junk),
+                junk,
+                junk,
+                junk,
                 Some(Kind::Meta),
                 Some(Kind::Caption),
-                Some(Kind::Junk),
-                Some(Kind::Junk),
+                junk,
+                junk,
                 None,
                 None,
                 None,
@@ -976,14 +1638,264 @@ mod tests {
         );
     }
 
+    /// Junk words match whole name parts; the rule's reach, spelled out.
+    #[test]
+    fn junk_words_match_whole_name_parts() {
+        let weak = Some(Kind::Junk(Strength::Weak));
+        let strong = Some(Kind::Junk(Strength::Strong));
+        for (class, want, token) in [
+            ("section-and-ad", weak, "section-and-ad"),
+            ("ad-slot top", weak, "ad-slot"),
+            ("story adverb", None, ""),
+            ("header head", None, ""),
+            (
+                "main-content subscriber-premium",
+                weak,
+                "subscriber-premium",
+            ),
+            ("subscribe-box", strong, "subscribe-box"),
+            (
+                "elementor-widget-container",
+                weak,
+                "elementor-widget-container",
+            ),
+            ("widgetized", None, ""),
+            ("post sharedaddy", strong, "sharedaddy"),
+            ("commentary", strong, "commentary"),
+            ("shadow loading", None, ""),
+        ] {
+            let doc = Document::fragment(format!(r#"<div class="{class}"></div>"#));
+            let node = doc.select("div").nodes()[0];
+            let got = classify(&node);
+            assert_eq!(got.as_ref().map(|(k, _)| *k), want, "{class}");
+            if want.is_some() {
+                assert_eq!(got.map(|(_, t)| t).as_deref(), Some(token), "{class}");
+            }
+        }
+    }
+
     #[test]
     fn prepare_keeps_a_wrapper_that_holds_the_article() {
         let doc = Document::from(format!(
             r#"<html><body><div class="widget post-body">{P1}{P2}</div><div class="widget"><a href="/x">menu</a></div></body></html>"#
         ));
-        prepare(&doc, None);
+        prepare(&doc, None, Rules::All);
         assert!(doc.select(".post-body").exists());
         assert_eq!(doc.select(".widget").length(), 1);
+    }
+
+    /// Five paragraphs of prose, each wrapped by `wrap` (`{}` = the paragraph).
+    fn paragraphs(wrap: &str) -> String {
+        (1..=5)
+            .map(|i| {
+                wrap.replace(
+                    "{}",
+                    &format!(
+                        "<p>Paragraph {i} of the story, with enough words in it to be prose \
+                         rather than a label, and a second clause to make it longer.</p>"
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn page(body: &str) -> Document {
+        Document::from(format!(
+            "<html><head></head><body><div class=\"site-nav\"><a href=\"/\">Home</a></div>{body}\
+             <div class=\"comments\"><p>A reader's comment that is long enough to be prose.</p></div>\
+             </body></html>"
+        ))
+    }
+
+    fn kept_paragraphs(doc: &Document) -> usize {
+        doc.select("p")
+            .nodes()
+            .iter()
+            .filter(|p| p.text().contains("of the story"))
+            .count()
+    }
+
+    #[test]
+    fn prepare_never_removes_the_declared_article_body() {
+        // A paywall's wrapper named like a sign-up box, declared as the body.
+        let doc = page(&format!(
+            r#"<div class="subscriber-premium" itemprop="articleBody"><div class="subscriber-preview">{}</div></div>"#,
+            paragraphs("{}")
+        ));
+        prepare(&doc, None, Rules::All);
+        assert_eq!(kept_paragraphs(&doc), 5);
+        assert!(!doc.select(".comments").exists(), "other junk still goes");
+        // A strong word too ("share"), on the body and inside it.
+        let doc = page(&format!(
+            r#"<div class="share-wrap"><div itemprop="articleBody"><div class="related-text">{}</div><div class="share-bar"><a href="https://x.example/share">Share</a></div></div></div>"#,
+            paragraphs("{}")
+        ));
+        prepare(&doc, None, Rules::All);
+        assert_eq!(kept_paragraphs(&doc), 5);
+        assert!(
+            !doc.select(".share-bar").exists(),
+            "a small share bar inside goes"
+        );
+    }
+
+    #[test]
+    fn elements_named_alike_are_weighed_together() {
+        for wrap in [
+            // Each paragraph in its own paywall wrapper.
+            r#"<div class="subscriber-preview">{}</div>"#,
+            // Sections that also hold an ad slot.
+            r#"<div class="section-and-ad">{}<div class="ad-slot"></div></div>"#,
+            // Page-builder widgets.
+            r#"<div class="pb-widget"><div class="pb-widget-container">{}</div></div>"#,
+            // A strong word, each section a share of the prose.
+            r#"<div class="related-part">{}</div>"#,
+        ] {
+            let doc = page(&paragraphs(wrap));
+            prepare(&doc, None, Rules::All);
+            assert_eq!(kept_paragraphs(&doc), 5, "{wrap}");
+            assert!(!doc.select(".ad-slot").exists(), "{wrap}");
+        }
+        // One small element with a junk name still goes.
+        let doc = page(&format!(
+            r#"<div class="body">{}</div><div class="subscribe-box"><p>Subscribe for unlimited access, from one dollar a week.</p></div>"#,
+            paragraphs("{}")
+        ));
+        prepare(&doc, None, Rules::All);
+        assert_eq!(kept_paragraphs(&doc), 5);
+        assert!(!doc.select(".subscribe-box").exists());
+    }
+
+    #[test]
+    fn json_ld_article_body_protects_the_elements_that_carry_it() {
+        let prose = paragraphs("{}");
+        let text = Document::fragment(prose.as_str()).root().text().to_string();
+        let json = serde_json::json!({
+            "@context": "https://schema.org",
+            "@graph": [{"@type": "NewsArticle", "articleBody": text}]
+        });
+        // Five wrappers, each under a sixth of the prose: the group rule
+        // does not apply (the tokens differ), the schema text does.
+        let body: String = (1..=5)
+            .map(|i| {
+                format!(
+                    r#"<div class="promo-block-{i}"><p>Paragraph {i} of the story, with enough words in it to be prose rather than a label, and a second clause to make it longer.</p></div>"#
+                )
+            })
+            .collect();
+        let doc = Document::from(format!(
+            r#"<html><head><script type="application/ld+json">{json}</script></head><body>{body}<div class="promo-box"><p>Buy the print edition today and save a third on the cover price.</p></div></body></html>"#
+        ));
+        let page = prepare(&doc, None, Rules::All);
+        assert_eq!(kept_paragraphs(&doc), 5);
+        assert!(!doc.select(".promo-box").exists());
+        assert!(
+            page.schema_body
+                .is_some_and(|b| b.contains("Paragraph 3 of the story"))
+        );
+        // Without it, the small weak-named blocks go one by one.
+        let doc = Document::from(format!("<html><body>{body}</body></html>"));
+        prepare(&doc, None, Rules::All);
+        assert!(kept_paragraphs(&doc) >= 1);
+    }
+
+    #[test]
+    fn structural_rules_leave_class_words_alone() {
+        let doc = page(&paragraphs("{}"));
+        prepare(&doc, None, Rules::Structural);
+        assert!(doc.select(".comments").exists());
+        assert!(!doc.select("nav, button").exists());
+    }
+
+    #[test]
+    fn densest_keeps_sibling_sections_together() {
+        let sections: String = (1..=4)
+            .map(|i| {
+                format!(
+                    "<section class=\"part\" id=\"s{i}\"><h2>Part {i}</h2><div class=\"t\">{}</div></section>",
+                    paragraphs("{}")
+                )
+            })
+            .collect();
+        let doc = Document::from(format!(
+            "<html><body><div id=\"story\">{sections}</div><div id=\"bio\"><div>{}</div></div></body></html>",
+            paragraphs("{}").repeat(2)
+        ));
+        let body = doc.body().unwrap();
+        let (node, chars) = densest(&body).unwrap();
+        assert_eq!(node.attr("id").as_deref(), Some("story"));
+        assert_eq!(chars, prose_chars(&node) - "Part1Part2Part3Part4".len());
+    }
+
+    #[test]
+    fn finish_never_removes_more_than_half() {
+        // Same-site link lists that are most of the "article" (a link
+        // digest) stay; so do related-looking lines that are most of it.
+        let list = r#"<ul><li><a href="/a/1">First linked story of the week</a></li><li><a href="/a/2">Second linked story of the week</a></li><li><a href="/a/3">Third linked story of the week</a></li></ul>"#;
+        let html = format!("<p>This week's links.</p>{list}");
+        check(
+            &html,
+            "This week's links. First linked story of the week Second linked story of the week Third linked story of the week",
+        );
+        check(
+            &format!("{P1}{list}{P2}"),
+            &format!("{} {}", &TEXT[..54], &TEXT[55..]),
+        );
+    }
+
+    #[test]
+    fn a_label_and_a_one_word_same_site_link_is_a_related_link() {
+        for block in [
+            r#"<p><strong>Read also:</strong> <a href="/2024/07/11/archive/">Archive</a></p>"#,
+            r#"<p>Lihat juga — <a href="https://news.example/x/">Arsip</a></p>"#,
+        ] {
+            check(&format!("{P1}{block}{P2}"), TEXT);
+        }
+        for block in [
+            // No label: a one-word link alone is not a headline.
+            r#"<p><a href="/2024/07/11/archive/">Archive</a></p>"#,
+            // A label without a separator reads as a sentence.
+            r#"<p>Photos by <a href="/staff/jo/">Jo</a></p>"#,
+            // Another site.
+            r#"<p>Read also: <a href="https://other.example/x/">Archive</a></p>"#,
+        ] {
+            let html = format!("{P1}{P2}{block}{P1}");
+            let doc = Document::fragment(html.as_str());
+            let want = collapse(&crate::pipeline::extract::text_of(&doc.root()));
+            check(&html, &want);
+        }
+    }
+
+    #[test]
+    fn feed_content_loses_related_share_and_footer_lines_never_its_text() {
+        let link = Url::parse("https://blog.example/2024/07/12/a-post/").unwrap();
+        let clean = |html: &str| {
+            let out = feed_content(html, Some(&link), Some("A post about things"));
+            let doc = Document::fragment(out.as_deref().unwrap_or(html));
+            collapse(&crate::pipeline::extract::text_of(&doc.root()))
+        };
+        let body = format!("{P1}{P2}");
+        let junk = [
+            r#"<p><strong>Read also:</strong> <a href="/2024/07/11/archive/">Archive</a></p>"#,
+            r#"<p>Baca juga: <a href="https://blog.example/2024/07/10/older-post/">An older post on this blog</a></p>"#,
+            r#"<p>The post <a href="https://blog.example/2024/07/12/a-post/">A post about things</a> appeared first on <a href="https://blog.example">Example Blog</a>.</p>"#,
+            r#"<p><a href="https://blog.example/2024/07/12/a-post/#comments">3 comments</a> | <a href="https://twitter.com/intent/tweet?url=https%3A%2F%2Fblog.example%2F2024%2F07%2F12%2Fa-post%2F">Tweet</a></p>"#,
+        ];
+        for j in junk {
+            assert_eq!(clean(&format!("{body}{j}")), TEXT, "{j}");
+        }
+        // The footer only at the end; the others anywhere.
+        for j in [junk[0], junk[1], junk[3]] {
+            assert_eq!(clean(&format!("{P1}{j}{P2}")), TEXT, "{j}");
+        }
+        assert_eq!(clean(&format!("<h2>A post about things</h2>{body}")), TEXT);
+        // Nothing to do: None, the content is served as it is.
+        assert_eq!(feed_content(&body, Some(&link), None), None);
+        // Never emptied: a teaser that is only a related-looking line stays.
+        let only = junk[1];
+        assert_eq!(feed_content(only, Some(&link), None), None);
+        // Prose that links to the post itself stays.
+        let teaser = r#"<p>In this post I look at why the river floods every spring and what the town could do about it, <a href="https://blog.example/2024/07/12/a-post/">continue reading</a>.</p>"#;
+        assert_eq!(feed_content(teaser, Some(&link), None), None);
     }
 
     #[test]
@@ -998,7 +1910,7 @@ mod tests {
             <amp-img id="f" src="/f.jpg" width="1" height="1"></amp-img>
             </body></html>"#,
         );
-        prepare(&doc, None);
+        prepare(&doc, None, Rules::All);
         let src = |id: &str| {
             doc.select(&format!("#{id}"))
                 .attr("src")

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use dom_query::{Document, Matcher, NodeRef};
 use url::Url;
 
-use super::clean::{self, FinishContext};
+use super::clean::{self, FinishContext, Rules};
 use super::sanitize::Sanitizer;
 
 /// Pages with more elements than this are not scored by dom_smoothie (its
@@ -145,50 +145,200 @@ impl Extractor {
             }
         }
 
-        clean::prepare(&doc, opts.url);
-        let (body, meta) = if kept.is_empty() {
-            detect(doc, html, opts.url)?
+        let page = clean::prepare(&doc, opts.url, Rules::All);
+        let finish = |body: Document, meta: &Meta, from_smoothie: bool| {
+            let title = meta.title.as_deref().filter(|t| !t.trim().is_empty());
+            Candidate::finish(
+                body,
+                from_smoothie,
+                &FinishContext {
+                    base: opts.url,
+                    titles: &[opts.entry_title, title],
+                    authors: opts.entry_authors,
+                    byline: meta.byline.as_deref(),
+                },
+            )
+        };
+        let (best, meta) = if kept.is_empty() {
+            let first = smoothie(doc, opts.url);
+            let meta = first.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+            let mut first = first.map(|(body, meta)| finish(body, &meta, true));
+            // The page declares its article body and the detector took
+            // much more around it (a sign-up box, a notice, a bio beside
+            // it): the declared body is the article.
+            if let Some(declared) = page.declared_html.as_deref()
+                && first
+                    .as_ref()
+                    .is_some_and(|c| c.score as f32 > DECLARED_SLACK * page.declared as f32)
+            {
+                let own = finish(Document::fragment(declared), &meta, false);
+                if own.score * 2 >= page.declared {
+                    first = Some(own);
+                }
+            }
+            // Cleaning may shrink the article, never lose it: a result much
+            // shorter than the page's main run of paragraphs (or its
+            // declared body) means a rule or the detector took the wrong
+            // thing; fall back step by step and keep the first result that
+            // holds the main prose, else the one holding the most.
+            // The yardsticks: the page's main run of paragraphs, which may
+            // also be a listing or a comment thread beside a shorter
+            // article, so only a result under a quarter of it counts as
+            // lost; and half its declared body, when it has one. A result
+            // that meets either is kept.
+            let reference = if page.declared > 0 {
+                (page.declared / 2).min(page.main / 4)
+            } else {
+                page.main / 4
+            };
+            let accepts = |c: &Candidate| c.score > 0 && c.score >= reference;
+            let mut tried: Vec<Candidate> = Vec::new();
+            let mut steps = 0..FALLBACK_STEPS;
+            let mut next = first;
+            let chosen = loop {
+                if let Some(c) = next.take() {
+                    if accepts(&c) {
+                        break Some(c);
+                    }
+                    tried.push(c);
+                }
+                let Some(step) = steps.next() else {
+                    break None;
+                };
+                next = match step {
+                    // Fewer rules: dom_smoothie on the page without the
+                    // class/id words.
+                    0 => prepared(html, opts.url, Rules::Structural)
+                        .and_then(|(doc, _)| smoothie(doc, opts.url))
+                        .map(|(body, m)| finish(body, &m, true)),
+                    // The body the page declares (schema.org microdata).
+                    1 => page
+                        .declared_html
+                        .as_deref()
+                        .map(|d| finish(Document::fragment(d), &meta, false)),
+                    // The paragraph-density detector, with and without them.
+                    2 => density(html, opts.url, Rules::All).map(|b| finish(b, &meta, false)),
+                    3 => {
+                        density(html, opts.url, Rules::Structural).map(|b| finish(b, &meta, false))
+                    }
+                    // schema.org's articleBody, as the page declares it.
+                    _ => page
+                        .schema_body
+                        .as_deref()
+                        .map(|text| finish(paragraphs_of(text), &meta, false)),
+                };
+            };
+            let best = chosen.or_else(|| {
+                // Nothing holds the main prose: the most prose wins, the
+                // earlier (more cleaned) result on a tie.
+                let mut best: Option<Candidate> = None;
+                for c in tried {
+                    if best.as_ref().is_none_or(|b| c.score > b.score) {
+                        best = Some(c);
+                    }
+                }
+                best
+            });
+            (best, meta)
         } else {
-            (Document::fragment(kept), Meta::default())
+            let meta = Meta::default();
+            (Some(finish(Document::fragment(kept), &meta, false)), meta)
+        };
+        let Some(best) = best.filter(|c| !c.text.is_empty()) else {
+            return Err(ExtractError::NotReadable);
         };
         let title = meta.title.filter(|t| !t.trim().is_empty());
-        // dom_smoothie leaves the article in its own document under a
-        // marked root; the other paths give a fragment.
-        let marked = body.select_single(SMOOTHIE_ROOT);
-        let root = match marked.nodes().first() {
-            Some(node) if meta.from_smoothie => *node,
-            _ => body.root(),
-        };
-        clean::finish(
-            &root,
-            &FinishContext {
-                base: opts.url,
-                titles: &[opts.entry_title, title.as_deref()],
-                authors: opts.entry_authors,
-                byline: meta.byline.as_deref(),
-            },
-        );
-        // The text comes from the cleaned tree rather than a re-parse of the
-        // sanitised HTML: the sanitiser only drops elements that have no
-        // reader-visible text (script, style, iframe, …), which
-        // `text_of` skips too.
-        let text = text_of(&root);
-        if text.is_empty() {
-            return Err(ExtractError::NotReadable);
-        }
         let html = self
             .sanitizer
-            .clean_html(&root.inner_html(), opts.url)
+            .clean_html(&best.html, opts.url)
             .ok_or(ExtractError::NotReadable)?;
         Ok(Article {
-            word_count: count_words(&text),
+            word_count: count_words(&best.text),
             html,
-            text,
+            text: best.text,
             title,
             canonical_url,
             published: meta.published.as_deref().and_then(parse_date),
         })
     }
+}
+
+/// A result holding more than this times the declared article body's
+/// prose is replaced by the declared body.
+const DECLARED_SLACK: f32 = 1.3;
+
+/// Fallback steps after the first result: fewer rules, the declared body,
+/// the density detector with and without class words, the JSON-LD
+/// `articleBody`.
+const FALLBACK_STEPS: usize = 5;
+
+/// One cleaned result, before sanitising.
+struct Candidate {
+    /// The cleaned article's inner HTML.
+    html: String,
+    /// Its text ([`text_of`]).
+    text: String,
+    /// Its prose: characters of text outside links.
+    score: usize,
+}
+
+impl Candidate {
+    /// Runs [`clean::finish`] over a detector's result and measures it.
+    fn finish(body: Document, from_smoothie: bool, ctx: &FinishContext<'_>) -> Candidate {
+        // dom_smoothie leaves the article in its own document under a
+        // marked root; the other paths give a fragment.
+        let marked = body.select_single(SMOOTHIE_ROOT);
+        let root = match marked.nodes().first() {
+            Some(node) if from_smoothie => *node,
+            _ => body.root(),
+        };
+        clean::finish(&root, ctx);
+        // The text comes from the cleaned tree rather than a re-parse of the
+        // sanitised HTML: the sanitiser only drops elements that have no
+        // reader-visible text (script, style, iframe, …), which `text_of`
+        // skips too.
+        Candidate {
+            text: text_of(&root),
+            score: clean::prose_chars(&root),
+            html: root.inner_html().to_string(),
+        }
+    }
+}
+
+/// A fresh parse of the page with `rules` applied.
+fn prepared(html: &str, url: Option<&Url>, rules: Rules) -> Option<(Document, clean::PageProse)> {
+    let doc = Document::from(html);
+    let page = clean::prepare(&doc, url, rules);
+    Some((doc, page))
+}
+
+/// The paragraph-density detector's pick on a fresh copy prepared with
+/// `rules`, as a fragment.
+fn density(html: &str, url: Option<&Url>, rules: Rules) -> Option<Document> {
+    let doc = Document::from(html);
+    doc.select("script, style, noscript, template").remove();
+    clean::prepare(&doc, url, rules);
+    let body = doc.body()?;
+    let (node, _) = clean::densest(&body)?;
+    Some(Document::fragment(node.html()))
+}
+
+/// Plain text (schema.org's `articleBody`) as paragraphs.
+fn paragraphs_of(text: &str) -> Document {
+    let mut html = String::with_capacity(text.len() + 64);
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        html.push_str("<p>");
+        for c in line.chars() {
+            match c {
+                '&' => html.push_str("&amp;"),
+                '<' => html.push_str("&lt;"),
+                '>' => html.push_str("&gt;"),
+                c => html.push(c),
+            }
+        }
+        html.push_str("</p>");
+    }
+    Document::fragment(html)
 }
 
 /// Whether elements under `root` nest more than `limit` deep. Linear in
@@ -212,10 +362,10 @@ fn nests_deeper_than(root: &NodeRef<'_>, limit: usize) -> bool {
 /// The element dom_smoothie puts the article in.
 const SMOOTHIE_ROOT: &str = "#readability-page-1";
 
-/// Main-content detection: dom_smoothie on the prepared page, else the
-/// fallback on a fresh copy. Returns the document holding the article and
-/// the page's metadata.
-fn detect(doc: Document, html: &str, url: Option<&Url>) -> Result<(Document, Meta), ExtractError> {
+/// Main-content detection by dom_smoothie on the prepared page. Returns
+/// the document holding the article and the page's metadata; `None` when
+/// it finds nothing (or panics).
+fn smoothie(doc: Document, url: Option<&Url>) -> Option<(Document, Meta)> {
     let cfg = dom_smoothie::Config {
         max_elements_to_parse: MAX_ELEMENTS,
         classes_to_preserve: vec![clean::CAPTION_CLASS.to_owned()],
@@ -240,57 +390,21 @@ fn detect(doc: Document, html: &str, url: Option<&Url>) -> Result<(Document, Met
         );
         None
     });
-    if let Some((doc, article)) = parsed {
-        let meta = Meta {
-            title: Some(article.title),
-            byline: article.byline,
-            published: article.published_time,
-            from_smoothie: true,
-        };
-        return Ok((doc, meta));
-    }
-    fallback(html, url)
-        .map(|doc| (doc, Meta::default()))
-        .ok_or(ExtractError::NotReadable)
-}
-
-/// When dom_smoothie finds nothing (or the page is too large for it): the
-/// element whose direct `<p>` children hold the most text, the oldest
-/// readability heuristic, on a freshly parsed and prepared copy.
-fn fallback(html: &str, url: Option<&Url>) -> Option<Document> {
-    let doc = Document::from(html);
-    doc.select("script, style, noscript, template").remove();
-    clean::prepare(&doc, url);
-    let mut best: Option<(usize, NodeRef<'_>)> = None;
-    let mut scores: Vec<(NodeRef<'_>, usize)> = Vec::new();
-    for p in doc.select("p").nodes() {
-        let chars = p.text().chars().filter(|c| !c.is_whitespace()).count();
-        if chars < 25 {
-            continue;
-        }
-        let Some(parent) = p.parent() else { continue };
-        match scores.iter_mut().find(|(n, _)| n.id == parent.id) {
-            Some((_, total)) => *total += chars,
-            None => scores.push((parent, chars)),
-        }
-    }
-    for (node, total) in scores {
-        if best.as_ref().is_none_or(|(b, _)| total > *b) {
-            best = Some((total, node));
-        }
-    }
-    let (_, node) = best?;
-    Some(Document::fragment(node.html()))
+    let (doc, article) = parsed?;
+    let meta = Meta {
+        title: Some(article.title),
+        byline: article.byline,
+        published: article.published_time,
+    };
+    Some((doc, meta))
 }
 
 /// Page metadata found by the detector.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Meta {
     title: Option<String>,
     byline: Option<String>,
     published: Option<String>,
-    /// The article is under [`SMOOTHIE_ROOT`] in the returned document.
-    from_smoothie: bool,
 }
 
 fn compile(host: &str, css: &str) -> Result<Matcher, ExtractError> {
