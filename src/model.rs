@@ -584,6 +584,10 @@ pub struct OutputEntry {
     pub content_html: Option<String>,
     /// See [`ParsedEntry::content_base`].
     pub content_base: Option<String>,
+    /// Whether `content_html` is a fetched article (cleaned and sanitised
+    /// when stored) rather than the feed's own content (cleaned by
+    /// `clean::feed_content` and sanitised on its way out).
+    pub content_is_article: bool,
     pub authors: Vec<String>,
     pub categories: Vec<String>,
     pub published: Option<DateTime<Utc>>,

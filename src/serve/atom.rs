@@ -182,6 +182,7 @@ mod tests {
             link: Some("https://example.com/a?x=1&y=2".into()),
             content_html: content.map(Into::into),
             content_base: None,
+            content_is_article: false,
             authors: vec!["Ann <ann@example.com>".into()],
             categories: vec!["rust & go".into()],
             published: None,

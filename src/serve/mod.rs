@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Cursor, OutputEntry, SourceInfo};
+use crate::pipeline::clean;
 use crate::pipeline::sanitize::Sanitizer;
 use crate::store::{EntryQuery, Store};
 
@@ -794,6 +795,13 @@ fn cannot_render() -> Response {
 /// nothing once sanitised is dropped, as it was when stored sanitised.
 /// An entry already sanitised with the same content is not sanitised
 /// again (see [`OutputSanitizer`]).
+///
+/// Feed content (not an article, which was cleaned when extracted) first
+/// goes through the cleaning rules that apply to it
+/// ([`clean::feed_content`]: inline related links, share and comment
+/// links, the "appeared first on" footer); sanitising runs last, on the
+/// cleaned HTML, or on the content as given if cleaning left nothing
+/// visible.
 pub fn sanitize_entries(
     sanitizer: &OutputSanitizer,
     mut entries: Vec<OutputEntry>,
@@ -803,9 +811,18 @@ pub fn sanitize_entries(
             continue;
         };
         let (base, link) = (e.content_base.as_deref(), e.link.as_deref());
-        let key = OutputSanitizer::key(e.cursor.id, &html, base, link);
-        e.content_html = sanitizer
-            .get_or_insert_with(key, || sanitizer.sanitizer.clean_stored(&html, base, link));
+        let title = e.title.as_deref();
+        let is_article = e.content_is_article;
+        let key = OutputSanitizer::key(e.cursor.id, &html, base, link, title, is_article);
+        e.content_html = sanitizer.get_or_insert_with(key, || {
+            let page = link.and_then(|l| url::Url::parse(l).ok());
+            let cleaned = (!is_article)
+                .then(|| clean::feed_content(&html, page.as_ref(), title))
+                .flatten();
+            cleaned
+                .and_then(|c| sanitizer.sanitizer.clean_stored(&c, base, link))
+                .or_else(|| sanitizer.sanitizer.clean_stored(&html, base, link))
+        });
     }
     entries
 }
@@ -828,11 +845,19 @@ type Sanitized = (HashMap<u64, Option<Arc<str>>>, usize);
 const SANITIZED_CACHE_BYTES: usize = 8 << 20;
 
 impl OutputSanitizer {
-    /// The entry, its stored content and what its URLs resolve against:
-    /// whatever changes the sanitised result changes the key.
-    fn key(id: i64, html: &str, base: Option<&str>, link: Option<&str>) -> u64 {
+    /// The entry, its stored content, what its URLs resolve against, and
+    /// what feed-content cleaning reads (title, whether it is an article):
+    /// whatever changes the result changes the key.
+    fn key(
+        id: i64,
+        html: &str,
+        base: Option<&str>,
+        link: Option<&str>,
+        title: Option<&str>,
+        is_article: bool,
+    ) -> u64 {
         let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
-        (id, html, base, link).hash(&mut h);
+        (id, html, base, link, title, is_article).hash(&mut h);
         h.finish()
     }
 
@@ -1055,6 +1080,7 @@ mod tests {
             link: Some("https://example.com/posts/1".into()),
             content_html: Some(html.into()),
             content_base: None,
+            content_is_article: false,
             authors: vec![],
             categories: vec![],
             published: None,
@@ -1175,5 +1201,26 @@ mod tests {
         let out = safe_entries(vec![e], now, 1000).remove(0);
         assert_eq!((out.published, out.updated), (None, year(2025)));
         assert_eq!(out.content_html.as_deref(), Some("<p>ok</p>"));
+    }
+
+    /// Feed content goes through `clean::feed_content` before the
+    /// sanitiser; an article (cleaned when extracted) does not; and the
+    /// cache tells the two apart.
+    #[test]
+    fn feed_content_is_cleaned_articles_are_not() {
+        let cache = OutputSanitizer::default();
+        let html = "<p>The story itself, long enough to be the larger part of the entry text.</p>\
+                    <p>Read also: <a href=\"https://example.com/posts/0\">Archive</a></p>";
+        let out = shown(&cache, vec![entry(3, html)]);
+        let got = out[0].as_deref().unwrap_or_default();
+        assert!(got.contains("The story itself"), "{got}");
+        assert!(!got.contains("Archive"), "{got}");
+        let mut article = entry(3, html);
+        article.content_is_article = true;
+        let out = shown(&cache, vec![article]);
+        assert!(
+            out[0].as_deref().is_some_and(|h| h.contains("Archive")),
+            "{out:?}"
+        );
     }
 }

@@ -2443,7 +2443,8 @@ pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec
         "SELECT e.id, e.sort_at, e.uid, e.title, e.link,
                 CASE WHEN a.used = 1 THEN a.html ELSE e.content_html END AS content,
                 e.authors, e.categories, e.enclosures, e.published_at, e.updated_at,
-                CASE WHEN a.used = 1 THEN NULL ELSE e.content_base END
+                CASE WHEN a.used = 1 THEN NULL ELSE e.content_base END,
+                coalesce(a.used, 0) = 1
          FROM entry e{index}
          LEFT JOIN article a ON a.entry_id = e.id
          WHERE 1"
@@ -2509,6 +2510,7 @@ pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec
             link: r.get(4)?,
             content_html: r.get(5)?,
             content_base: r.get(11)?,
+            content_is_article: r.get(12)?,
             authors: parse_list(&r.get::<_, String>(6)?),
             categories: parse_list(&r.get::<_, String>(7)?),
             enclosures: parse_list(&r.get::<_, String>(8)?),

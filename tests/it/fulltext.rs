@@ -314,3 +314,84 @@ async fn the_daemon_fetches_articles_in_the_background() {
     }
     drop(daemon);
 }
+
+/// Feed content shown as it is (full text off) goes through the same
+/// structural rules on its way out: inline related links, share and
+/// comment links, and the "appeared first on" line go; the prose stays;
+/// a teaser that is only such a line is not emptied; the store keeps the
+/// content as the feed gave it.
+#[tokio::test]
+async fn feed_content_is_cleaned_on_its_way_out_never_emptied() {
+    let server = FeedServer::start().await;
+    let post = server.url("/2024/07/12/breakwater/");
+    let site = server.url("/");
+    let content = format!(
+        "<p>{p0}</p>\
+         <p><strong>Read also:</strong> <a href=\"{site}2024/07/11/archive/\">Archive</a></p>\
+         <p>{p1}</p>\
+         <p><a href=\"{post}#comments\">3 comments</a> | <a href=\"https://twitter.com/intent/tweet?url={enc}\">Tweet</a></p>\
+         <p>The post <a href=\"{post}\">Breakwater finished early</a> appeared first on <a href=\"{site}\">Daily Example</a>.</p>",
+        p0 = PARAGRAPHS[0],
+        p1 = PARAGRAPHS[1],
+        enc = post.replace(':', "%3A").replace('/', "%2F"),
+    );
+    let only_related = format!(
+        "<p>Baca juga: <a href=\"{site}2024/07/10/older/\">An older story from this site</a></p>"
+    );
+    let item = |guid: &str, link: &str, html: &str| {
+        format!(
+            "<item><guid>{guid}</guid><title>Breakwater finished early</title><link>{link}</link>\
+             <description><![CDATA[{html}]]></description></item>"
+        )
+    };
+    server.set(
+        "/feed.xml",
+        Reply::feed(
+            "application/rss+xml",
+            format!(
+                r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Daily Example</title><link>{site}</link><description>d</description>{}{}</channel></rss>"#,
+                item("a", &post, &content),
+                item("b", &server.url("/2024/07/12/other/"), &only_related),
+            ),
+        ),
+    );
+    let env = TestEnv::with_config(
+        &[],
+        "",
+        &feed_table(&server.url("/feed.xml"), "full_text = false"),
+    );
+    env.cli(&["poll"]);
+    let (feed, _) = read_atom(&env.db_path()).await;
+    let body = |guid_link: &str| {
+        feed.entries
+            .iter()
+            .find(|e| e.links.iter().any(|l| l.href == guid_link))
+            .and_then(|e| e.content.as_ref())
+            .and_then(|c| c.body.clone())
+            .expect("content")
+    };
+    let html = body(&post);
+    assert!(html.contains(PARAGRAPHS[0]), "{html}");
+    assert!(html.contains(PARAGRAPHS[1]), "{html}");
+    for gone in [
+        "Read also",
+        "Archive",
+        "3 comments",
+        "Tweet",
+        "appeared first on",
+    ] {
+        assert!(!html.contains(gone), "{gone:?} survived:\n{html}");
+    }
+    let other = body(&server.url("/2024/07/12/other/"));
+    assert!(other.contains("An older story"), "not emptied: {other}");
+    // Stored as the feed gave it: a better rule applies to it later.
+    let conn = rusqlite::Connection::open(env.db_path()).expect("db");
+    let stored: String = conn
+        .query_row(
+            "SELECT content_html FROM entry WHERE link = ?1",
+            [&post],
+            |r| r.get(0),
+        )
+        .expect("stored");
+    assert!(stored.contains("appeared first on"), "{stored}");
+}
