@@ -1304,6 +1304,10 @@ fn upsert_entry(
                     for &(other, _) in &linked[1..] {
                         merge_stories(tx, other, story)?;
                     }
+                    if linked.len() > 1 {
+                        // Stories this poll's probe saw may be gone.
+                        probes.stored.forget();
+                    }
                     bump_revision(tx, now)?;
                     return Ok(Upsert::Merged);
                 }
@@ -1469,6 +1473,12 @@ impl<'a> StoredRows<'a> {
 
     fn written(&mut self, key: &str) {
         self.written.insert(key.to_owned());
+    }
+
+    /// Drops what was probed: a merge moved this feed's copies to another
+    /// story, so the next lookup probes again.
+    fn forget(&mut self) {
+        self.rows = None;
     }
 }
 
@@ -3222,6 +3232,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(link, "https://news.example/storm?utm_source=roundup");
+    }
+
+    /// A new entry that joins two stored stories moves copies this poll
+    /// has already looked up: a later entry of the poll that changed is
+    /// still found (regression: its story's old id was gone).
+    #[test]
+    fn a_poll_that_merges_stories_finds_its_later_entries_in_them() {
+        let mut conn = memory_db();
+        let now = Utc::now();
+        let [a, b] = subscribe(
+            &mut conn,
+            ["https://a.example/feed", "https://b.example/feed"],
+            now,
+        );
+        let title = "Storm hits the coast";
+        let w = linked("guid:w", title, "https://n.example/storm-copy", "<p>w</p>");
+        record_poll(&mut conn, &fetched_entries(b, vec![w], now)).unwrap();
+        let x = linked("guid:x", title, "https://n.example/storm", "<p>x</p>");
+        let later = now + chrono::Duration::seconds(60);
+        record_poll(&mut conn, &fetched_entries(a, vec![x.clone()], later)).unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM entry"), 2);
+        // Y is found under both links; X changed.
+        let mut y = linked("guid:y", title, "https://n.example/storm", "<p>y</p>");
+        y.url_keys.extend(dedup::canonical_candidates(
+            Some("https://n.example/storm-copy"),
+            None,
+            None,
+        ));
+        let x2 = ParsedEntry {
+            content_html: Some("<p>x, updated</p>".into()),
+            ..x
+        };
+        let even_later = later + chrono::Duration::seconds(60);
+        let report = record_poll(&mut conn, &fetched_entries(a, vec![y, x2], even_later)).unwrap();
+        assert_eq!((report.merged, report.updated), (1, 1));
+        assert_eq!(count(&conn, "SELECT count(*) FROM entry"), 1);
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM entry_source"),
+            3,
+            "w, x and y are one story"
+        );
     }
 
     /// A database from before: two copies of one article in one feed, and

@@ -452,6 +452,11 @@ async fn one_poll_shows_each_story_once_with_every_copy_linked() {
     let env = TestEnv::with_config(&[], "", &feeds);
     let out = env.cli(&["poll"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&env.cli(&["status"]))
+            .contains("re-examination of stored stories for duplicates pending"),
+        "the pass is the daemon's"
+    );
 
     let daemon = env.spawn_daemon().await;
     let xml = http()
@@ -463,6 +468,18 @@ async fn one_poll_shows_each_story_once_with_every_copy_linked() {
         .await
         .expect("body");
     let feed = feed_rs::parser::parse(xml.as_bytes()).expect("Atom parses");
+    // The daemon's one-time re-examination of stored stories has run (a
+    // fresh database has nothing to merge), and `status` says so.
+    let before = stdout(&env.cli(&["status"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = stdout(&env.cli(&["status"]));
+        if status.contains("stored stories re-examined for duplicates") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{before}\n{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     daemon.stop();
     let titled = |prefix: &str| -> Vec<&feed_rs::model::Entry> {
         feed.entries
