@@ -340,6 +340,16 @@ impl Workers {
         ));
         let indexer = tokio::spawn(crate::indexer::run(store.clone(), token.clone()));
         let reexamine = tokio::spawn(reexamine_stories(store.clone(), token.clone()));
+        let mut tasks = vec![scheduler, articles, housekeeping, indexer, reexamine];
+        let push = crate::push::targets(config);
+        if !push.is_empty() {
+            tasks.push(tokio::spawn(crate::push::run(
+                push,
+                config.poll.user_agent.clone(),
+                store.clone(),
+                token.clone(),
+            )));
+        }
         let websub = config.server.websub_hub.clone().map(|hub| {
             tokio::spawn(crate::websub::run(
                 hub,
@@ -352,7 +362,7 @@ impl Workers {
         });
         Workers {
             token,
-            tasks: vec![scheduler, articles, housekeeping, indexer, reexamine],
+            tasks,
             websub,
             start_rev,
         }

@@ -51,6 +51,7 @@ pub mod netguard;
 pub mod opml;
 pub mod pipeline;
 pub mod progress;
+pub mod push;
 pub mod scheduler;
 pub mod serve;
 pub mod store;

@@ -155,6 +155,24 @@ pub struct OutputSpec {
     /// Entries per page of this output, 1 to `server.max_page_size`; None →
     /// `server.page_size`.
     pub limit: Option<usize>,
+    /// http(s) URLs that receive the output's new entries as JSON Feed
+    /// documents (see `crate::push`).
+    pub webhook: Vec<String>,
+    /// Signs each webhook delivery (HMAC-SHA256) when set.
+    pub webhook_secret: Option<Secret>,
+    /// ntfy topic URLs (`https://ntfy.sh/<topic>`) that get a short notice
+    /// of the output's new entries.
+    pub ntfy: Vec<String>,
+}
+
+/// A secret string: `Debug` never shows it, so no log line or panic can.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
 }
 
 /// Where a subscription came from. Config feeds are owned by the config file

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::raw::{Item, RawOutput};
 use super::read::{Field, Reader};
-use crate::model::OutputSpec;
+use crate::model::{OutputSpec, Secret};
 
 impl Reader {
     pub(super) fn validate_outputs(
@@ -72,6 +72,28 @@ impl Reader {
             let feeds = output.feeds.value().unwrap_or_default();
             let include = output.include.value();
             let exclude = output.exclude.value();
+            let webhook = output.webhook.value().unwrap_or_default();
+            let webhook_secret = match output.webhook_secret {
+                Field::Set(secret, line) if secret.is_empty() => {
+                    self.problem_at_line(
+                        &format!("output[{i}].webhook_secret"),
+                        line,
+                        "must not be empty: leave the key out to send unsigned deliveries",
+                    );
+                    None
+                }
+                Field::Set(_, line) if webhook.is_empty() => {
+                    self.problem_at_line(
+                        &format!("output[{i}].webhook_secret"),
+                        line,
+                        "a webhook_secret signs webhook deliveries: set webhook = [\"https://…\"] too",
+                    );
+                    None
+                }
+                Field::Set(secret, _) => Some(Secret(secret)),
+                _ => None,
+            };
+            let ntfy = output.ntfy.value().unwrap_or_default();
             outputs.push(OutputSpec {
                 name,
                 title,
@@ -80,6 +102,9 @@ impl Reader {
                 include,
                 exclude,
                 limit,
+                webhook,
+                webhook_secret,
+                ntfy,
             });
         }
         outputs

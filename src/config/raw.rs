@@ -158,6 +158,9 @@ raw_table! {
         include: String = parsed(parse_regex),
         exclude: String = parsed(parse_regex),
         limit: i64 = integer,
+        webhook: Vec<String> = string_list(|s| parse_http_url(s).map(|url| url.to_string())),
+        webhook_secret: String = string,
+        ntfy: Vec<String> = string_list(|s| parse_http_url(s).map(|url| url.to_string())),
     }
 }
 

@@ -282,6 +282,9 @@ name = "all"
                 // Spaces matter in a regex: kept as written.
                 exclude: Some(" sponsored ".into()),
                 limit: Some(100),
+                webhook: vec![],
+                webhook_secret: None,
+                ntfy: vec![],
             },
             OutputSpec {
                 name: "all".into(),
@@ -291,6 +294,9 @@ name = "all"
                 include: None,
                 exclude: None,
                 limit: None,
+                webhook: vec![],
+                webhook_secret: None,
+                ntfy: vec![],
             },
         ]
     );
@@ -1824,4 +1830,51 @@ fn request_option_problems_name_key_and_line() {
         m.contains("known keys are") || m.contains("did you mean"),
         "{m}"
     );
+}
+
+#[test]
+fn push_keys_are_read_and_checked() {
+    let config = ok(r#"
+[[output]]
+name = "rust"
+webhook = ["https://hooks.example.com/a", " https://hooks.example.com/b "]
+webhook_secret = "  spaced secret "
+ntfy = ["https://ntfy.sh/topic"]
+"#);
+    let output = &config.outputs[0];
+    assert_eq!(
+        output.webhook,
+        ["https://hooks.example.com/a", "https://hooks.example.com/b"]
+    );
+    assert_eq!(
+        output.webhook_secret,
+        Some(crate::model::Secret("  spaced secret ".into()))
+    );
+    assert_eq!(output.ntfy, ["https://ntfy.sh/topic"]);
+    assert!(!format!("{config:?}").contains("spaced secret"));
+
+    let m = check_err(
+        "[[output]]\nname = \"a\"\nwebhook_secret = \"s\"\n",
+        "output[0].webhook_secret",
+        3,
+    );
+    assert!(m.contains("set webhook"), "{m}");
+    let m = check_err(
+        "[[output]]\nname = \"a\"\nwebhook = [\"https://h.example/\"]\nwebhook_secret = \"\"\n",
+        "output[0].webhook_secret",
+        4,
+    );
+    assert!(m.contains("must not be empty"), "{m}");
+    let m = check_err(
+        "[[output]]\nname = \"a\"\nwebhook = [\"ftp://h.example/\"]\n",
+        "output[0].webhook[0]",
+        3,
+    );
+    assert!(m.contains("only http and https"), "{m}");
+    let m = check_err(
+        "[[output]]\nname = \"a\"\nntfy = \"https://ntfy.sh/t\"\n",
+        "output[0].ntfy",
+        3,
+    );
+    assert!(m.contains("write it as [\"https://ntfy.sh/t\"]"), "{m}");
 }

@@ -258,6 +258,33 @@ pub struct EntryQuery {
     /// Regular expressions on title or content: must match / must not.
     pub include: Option<String>,
     pub exclude: Option<String>,
+    /// Only entries stored after the one with this id, oldest first (what
+    /// a push delivers next), instead of the output order.
+    pub since_id: Option<i64>,
+}
+
+/// Where a push target (a named output's webhook or ntfy URL) stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushTarget {
+    /// Every entry of the output up to this id has been delivered (or
+    /// predates the target).
+    pub delivered_id: i64,
+    /// Failed attempts in a row at the next batch.
+    pub attempts: u32,
+    /// When to try the next batch again after a failure.
+    pub retry_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// How a push attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The target took every entry up to this id.
+    Delivered { up_to: i64 },
+    Failed {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
 }
 
 /// A handle to the database; cheap to clone.
@@ -897,6 +924,27 @@ impl Store {
     /// (`serve::sanitize_entries`) before rendering it anywhere.
     pub async fn entries(&self, q: EntryQuery) -> Result<Vec<OutputEntry>, StoreError> {
         Ok(self.reader().call(move |c| sqlite::entries(c, &q)).await?)
+    }
+
+    /// A push target's delivery state; a new target starts at the newest
+    /// entry stored.
+    pub async fn push_target(&self, output: &str, target: &str) -> Result<PushTarget, StoreError> {
+        let (output, target) = (output.to_owned(), target.to_owned());
+        self.write(move |c| sqlite::push_target(c, &output, &target))
+            .await
+    }
+
+    /// Records how a push attempt went, for the next attempt and across
+    /// restarts.
+    pub async fn record_push(
+        &self,
+        output: &str,
+        target: &str,
+        outcome: PushOutcome,
+    ) -> Result<(), StoreError> {
+        let (output, target) = (output.to_owned(), target.to_owned());
+        self.write(move |c| sqlite::record_push(c, &output, &target, &outcome))
+            .await
     }
 
     /// The current output revision. Runs on the reader connection.

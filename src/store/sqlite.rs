@@ -24,8 +24,8 @@ use crate::model::{
 };
 
 use super::{
-    AddOutcome, ArticleState, DbSize, DedupPass, EntryQuery, FeedDay, Purged, Revision,
-    StatusSnapshot, SyncReport,
+    AddOutcome, ArticleState, DbSize, DedupPass, EntryQuery, FeedDay, Purged, PushOutcome,
+    PushTarget, Revision, StatusSnapshot, SyncReport,
 };
 
 /// Schema history; append, never edit, once a version has shipped.
@@ -46,6 +46,7 @@ fn migrations() -> Migrations<'static> {
         // proxy) as JSON; NULL: none.
         M::up("ALTER TABLE feed ADD COLUMN request TEXT;"),
         M::up(include_str!("stories.sql")),
+        M::up(include_str!("push.sql")),
     ])
 }
 
@@ -2438,6 +2439,58 @@ pub(super) fn status(conn: &mut Connection, since_day: i64) -> rusqlite::Result<
 
 // ---------------------------------------------------------------- output
 
+/// A push target's state, created at the newest entry when it is new (a
+/// new webhook gets what arrives from now on, not the backlog).
+pub(super) fn push_target(
+    conn: &mut Connection,
+    output: &str,
+    target: &str,
+) -> rusqlite::Result<PushTarget> {
+    conn.execute(
+        "INSERT OR IGNORE INTO push_target (output, target, delivered_id)
+         VALUES (?1, ?2, (SELECT coalesce(max(id), 0) FROM entry))",
+        params![output, target],
+    )?;
+    query_one(
+        conn,
+        "SELECT delivered_id, attempts, retry_at, last_error FROM push_target
+         WHERE output = ?1 AND target = ?2",
+        params![output, target],
+        |r| {
+            Ok(PushTarget {
+                delivered_id: r.get(0)?,
+                attempts: r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+                retry_at: opt_ts(r.get(2)?),
+                last_error: r.get(3)?,
+            })
+        },
+    )
+}
+
+/// Records a push attempt: delivered up to `delivered_id` (attempts reset),
+/// or failed (`error`, retry at `retry_at`).
+pub(super) fn record_push(
+    conn: &mut Connection,
+    output: &str,
+    target: &str,
+    outcome: &PushOutcome,
+) -> rusqlite::Result<()> {
+    match outcome {
+        PushOutcome::Delivered { up_to } => conn.execute(
+            "UPDATE push_target SET delivered_id = max(delivered_id, ?3), attempts = 0,
+                 retry_at = NULL, last_error = NULL
+             WHERE output = ?1 AND target = ?2",
+            params![output, target, up_to],
+        )?,
+        PushOutcome::Failed { error, retry_at } => conn.execute(
+            "UPDATE push_target SET attempts = attempts + 1, retry_at = ?3, last_error = ?4
+             WHERE output = ?1 AND target = ?2",
+            params![output, target, ts(*retry_at), error],
+        )?,
+    };
+    Ok(())
+}
+
 pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec<OutputEntry>> {
     // With a search, SQLite's own plan walks every FTS match, looks each
     // entry up and sorts them all: 130 ms for a word in most of 100,000
@@ -2464,6 +2517,10 @@ pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec
         sql.push_str(" AND (e.sort_at, e.id) < (?, ?)");
         args.push(Box::new(c.sort_at));
         args.push(Box::new(c.id));
+    }
+    if let Some(id) = q.since_id {
+        sql.push_str(" AND e.id > ?");
+        args.push(Box::new(id));
     }
     if !q.tags.is_empty() {
         sql.push_str(&format!(
@@ -2503,7 +2560,12 @@ pub(super) fn entries(conn: &Connection, q: &EntryQuery) -> rusqlite::Result<Vec
         sql.push_str(" AND NOT (regexp(?1001, coalesce(e.title, '')) OR regexp(?1001, coalesce(content, '')))");
         args.push(Box::new(re.clone()));
     }
-    sql.push_str(" ORDER BY e.sort_at DESC, e.id DESC LIMIT ?");
+    sql.push_str(if q.since_id.is_some() {
+        // Storage order, oldest first: what a push delivers next.
+        " ORDER BY e.id LIMIT ?"
+    } else {
+        " ORDER BY e.sort_at DESC, e.id DESC LIMIT ?"
+    });
     args.push(Box::new(i64::try_from(q.limit).unwrap_or(i64::MAX)));
     let sql = number_placeholders(&sql);
 

@@ -14,6 +14,7 @@ mod ops;
 mod outputs;
 mod polite;
 mod poll;
+mod push;
 mod request;
 mod retention;
 mod support;

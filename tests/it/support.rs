@@ -109,6 +109,8 @@ pub struct Seen {
 #[derive(Default)]
 struct ServerState {
     routes: HashMap<String, Reply>,
+    /// Replies given once each, in order, before the route's own.
+    queued: HashMap<String, std::collections::VecDeque<Reply>>,
     seen: Vec<Seen>,
 }
 
@@ -172,6 +174,18 @@ impl FeedServer {
             .insert(path.to_owned(), reply);
     }
 
+    /// Answers the next requests to `path` with `replies`, one each, then
+    /// with what `set` gave it.
+    pub fn queue(&self, path: &str, replies: Vec<Reply>) {
+        self.state
+            .lock()
+            .expect("server state")
+            .queued
+            .entry(path.to_owned())
+            .or_default()
+            .extend(replies);
+    }
+
     pub fn requests(&self, path: &str) -> Vec<Seen> {
         self.state
             .lock()
@@ -214,7 +228,10 @@ async fn handle(
             body,
             at: Instant::now(),
         });
-        st.routes.get(&path).cloned()
+        match st.queued.get_mut(&path).and_then(|q| q.pop_front()) {
+            Some(reply) => Some(reply),
+            None => st.routes.get(&path).cloned(),
+        }
     };
     let Some(reply) = reply else {
         return Response::builder()
