@@ -483,11 +483,19 @@ fn escape_entities(doc: &str) -> Cow<'_, str> {
         let terminated = rest.as_bytes().get(1 + name_len) == Some(&b';');
         let replacement = if terminated && name.starts_with('#') {
             let num = name.trim_start_matches('#');
-            let ok = match num.strip_prefix(['x', 'X']) {
-                Some(hex) => u32::from_str_radix(hex, 16).is_ok(),
-                None => num.parse::<u32>().is_ok(),
+            let code = match num.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => num.parse::<u32>().ok(),
             };
-            (!ok).then(|| "&amp;".to_owned())
+            match code.map(char::from_u32) {
+                None => Some("&amp;".to_owned()),
+                // A reference to a character XML forbids (`&#1;`, a
+                // surrogate) fails the document: U+FFFD stands in.
+                Some(c) if !c.is_some_and(crate::values::is_legal_char) => {
+                    Some("&#xFFFD;".to_owned())
+                }
+                Some(_) => None,
+            }
         } else if terminated && XML_ENTITIES.contains(&name) {
             None
         } else if terminated
@@ -569,6 +577,54 @@ fn balance_tags(doc: &str) -> String {
         out.push_str(&format!("</{n}>"));
     }
     out
+}
+
+/// JSON text with every `\u` escape of a lone surrogate (half of a
+/// UTF-16 pair, which serde_json rejects, failing the whole feed)
+/// replaced by `\uFFFD`. `None` when there is none.
+pub fn replace_lone_surrogates(doc: &str) -> Option<String> {
+    fn unit(s: &str) -> Option<u16> {
+        let hex = s.get(..4)?;
+        u16::from_str_radix(hex, 16).ok()
+    }
+    let bytes = doc.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(at) = memchr::memchr(b'\\', bytes.get(i..).unwrap_or_default()) {
+        let pos = i + at;
+        if bytes.get(pos + 1) != Some(&b'u') {
+            i = pos + 2; // another escape, `\\` included
+            continue;
+        }
+        let Some(u) = doc.get(pos + 2..).and_then(unit) else {
+            i = pos + 2;
+            continue;
+        };
+        let high = (0xD800..0xDC00).contains(&u);
+        let low = (0xDC00..0xE000).contains(&u);
+        let paired = high
+            && doc.get(pos + 6..pos + 8) == Some("\\u")
+            && doc
+                .get(pos + 8..)
+                .and_then(unit)
+                .is_some_and(|l| (0xDC00..0xE000).contains(&l));
+        if paired {
+            i = pos + 12;
+        } else if high || low {
+            out.push_str(doc.get(copied..pos).unwrap_or(""));
+            out.push_str("\\uFFFD");
+            copied = pos + 6;
+            i = pos + 6;
+        } else {
+            i = pos + 6;
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(doc.get(copied..).unwrap_or(""));
+    Some(out)
 }
 
 /// A JSON Feed with every field of the wrong type coerced to the type
@@ -818,6 +874,19 @@ mod tests {
         ] {
             assert_eq!(atom_text_constructs(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        assert_eq!(
+            replace_lone_surrogates(r#"{"a":"x\ud800y\uDC00z\ud83d\ude00\\ud800"}"#).as_deref(),
+            Some(r#"{"a":"x\uFFFDy\uFFFDz\ud83d\ude00\\ud800"}"#)
+        );
+        assert_eq!(replace_lone_surrogates(r#"{"a":"\u00e9"}"#), None);
+        assert_eq!(
+            escape_entities("a&#1;b&#xD800;c&#65;"),
+            "a&#xFFFD;b&#xFFFD;c&#65;"
+        );
     }
 
     #[test]

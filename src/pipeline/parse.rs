@@ -692,10 +692,16 @@ fn parse_leniently(doc: &str, base: Option<&Url>) -> Result<Feed, FeedRsError> {
 
     // A JSON Feed field of the wrong type (a number for an id, a string
     // for tags) makes feed-rs reject the whole feed: coerce field by field.
-    if matches!(err, FeedRsError::Failed(ParseFeedError::JsonSerde(_)))
-        && let Some(fixed) = super::lenient::coerce_json_feed(doc)
-    {
-        return try_parse(&fixed, base);
+    if matches!(err, FeedRsError::Failed(ParseFeedError::JsonSerde(_))) {
+        // A lone surrogate escape makes serde_json reject the document.
+        let unpaired = super::lenient::replace_lone_surrogates(doc);
+        let json = unpaired.as_deref().unwrap_or(doc);
+        if let Some(fixed) = super::lenient::coerce_json_feed(json) {
+            return try_parse(&fixed, base);
+        }
+        if unpaired.is_some() {
+            return try_parse(json, base);
+        }
     }
 
     // Not well-formed XML that a lenient reader recovers (a raw `&`, an
@@ -2577,6 +2583,22 @@ mod tests {
         assert_eq!(e[2].enclosures.len(), 1);
         assert_eq!(e[2].enclosures[0].length, None);
         assert_eq!(e[3].authors, ["Dee"]);
+    }
+
+    #[test]
+    fn lone_surrogates_and_illegal_references_do_not_fail_the_feed() {
+        let doc = r#"{"version":"https://jsonfeed.org/version/1.1","title":"S\ud800",
+            "items":[{"id":"1","title":"half \udc00 pair","content_text":"ok \ud83d\ude00"}]}"#;
+        let feed = parse(doc.as_bytes(), None, "https://example.com/");
+        assert_eq!(feed.entries[0].title.as_deref(), Some("half \u{fffd} pair"));
+        assert_eq!(feed.title.as_deref(), Some("S\u{fffd}"));
+        let doc = "<rss version=\"2.0\"><channel><title>t</title>\
+                   <item><guid>1</guid><title>bell &#7; and &#xD800;</title></item></channel></rss>";
+        let feed = parse(doc.as_bytes(), None, "https://example.com/");
+        assert_eq!(
+            feed.entries[0].title.as_deref(),
+            Some("bell \u{fffd} and \u{fffd}")
+        );
     }
 
     #[test]
