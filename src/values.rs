@@ -59,7 +59,20 @@ pub fn is_legal_char(c: char) -> bool {
 /// `s` without the characters [`is_legal_char`] rejects; borrows when
 /// there are none (nearly always).
 pub fn legal_text(s: &str) -> Cow<'_, str> {
-    if s.chars().all(is_legal_char) {
+    // Fast path over bytes (vectorised): every illegal character starts
+    // with a C0/DEL byte, 0xC2 (C1 controls), 0xEF (U+FDD0–U+FFFF) or a
+    // four-byte lead (the other planes' noncharacters); text without
+    // these bytes is legal without decoding a character.
+    let suspect = |b: u8| {
+        (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+            || b == 0x7F
+            || b == 0xC2
+            || b == 0xEF
+            || b >= 0xF0
+    };
+    // A fold without early exit, so the loop vectorises.
+    let any_suspect = s.bytes().fold(false, |seen, b| seen | suspect(b));
+    if !any_suspect || s.chars().all(is_legal_char) {
         Cow::Borrowed(s)
     } else {
         Cow::Owned(s.chars().filter(|&c| is_legal_char(c)).collect())

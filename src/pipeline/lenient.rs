@@ -353,6 +353,9 @@ fn wrap_raw_html(doc: &str) -> Cow<'_, str> {
     let Some(re) = START.as_ref() else {
         return Cow::Borrowed(doc);
     };
+    if !may_have_raw_html(doc) {
+        return Cow::Borrowed(doc);
+    }
     let mut out = String::new();
     let mut copied = 0;
     for c in re.captures_iter(doc) {
@@ -384,6 +387,53 @@ fn wrap_raw_html(doc: &str) -> Cow<'_, str> {
     }
     out.push_str(doc.get(copied..).unwrap_or(""));
     Cow::Owned(out)
+}
+
+/// Whether any HTML-bearing element may hold raw markup: a cheap,
+/// conservative scan (SIMD substring search, no regex) that lets the
+/// nearly every feed that escapes or CDATA-wraps its HTML skip
+/// [`wrap_raw_html`]'s regex. True whenever in doubt.
+fn may_have_raw_html(doc: &str) -> bool {
+    let bytes = doc.as_bytes();
+    for name in [&b"description"[..], b"encoded", b"summary"] {
+        for at in memchr::memmem::find_iter(bytes, name) {
+            // A start tag: `<name` or `<prefix:name`, not `</…`.
+            let before = bytes.get(..at).unwrap_or_default();
+            let lt = before.iter().rposition(|&b| b == b'<');
+            let Some(lt) = lt else { continue };
+            let prefix = before.get(lt + 1..).unwrap_or_default();
+            let is_start = prefix.is_empty()
+                || (prefix.last() == Some(&b':')
+                    && prefix.iter().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')
+                    }));
+            if !is_start {
+                continue;
+            }
+            let Some(gt) = memchr::memchr(b'>', bytes.get(at..).unwrap_or_default()) else {
+                return true;
+            };
+            if bytes.get(at + gt - 1) == Some(&b'/') {
+                continue; // empty element
+            }
+            let mut body = bytes.get(at + gt + 1..).unwrap_or_default();
+            while body.first().is_some_and(u8::is_ascii_whitespace) {
+                body = body.get(1..).unwrap_or_default();
+            }
+            if let Some(cdata) = body.strip_prefix(b"<![CDATA[") {
+                let Some(end) = memchr::memmem::find(cdata, b"]]>") else {
+                    return true;
+                };
+                body = cdata.get(end + 3..).unwrap_or_default();
+            }
+            // The next tag must be this element's end tag.
+            match memchr::memchr(b'<', body) {
+                Some(i) if body.get(i + 1) == Some(&b'/') => {}
+                _ => return true,
+            }
+        }
+    }
+    false
 }
 
 /// RSS 1.0 (and 0.90) items without `<link>`: feed-rs drops them. The
@@ -821,6 +871,30 @@ mod tests {
             "<rss><channel><item><title>a</title><p>x</p></item></channel></rss>"
         );
         assert_eq!(balance_tags("<a><b>t"), "<a><b>t</b></a>");
+    }
+
+    #[test]
+    fn the_raw_html_precheck_is_conservative() {
+        for raw in [
+            "<description><p>x</p></description>",
+            "<content:encoded>a <b>b</b></content:encoded>",
+            "<description type=\"x\"><br></description>",
+        ] {
+            assert!(may_have_raw_html(raw), "{raw}");
+            assert!(matches!(wrap_raw_html(raw), Cow::Owned(_)), "{raw}");
+        }
+        // Doubt is enough: CDATA followed by markup is looked at closely.
+        assert!(may_have_raw_html(
+            "<description><![CDATA[x]]><b>y</b></description>"
+        ));
+        for clean in [
+            "<description>&lt;p&gt;x</description>",
+            "<description><![CDATA[<p>x</p>]]></description>",
+            "<itunes:summary>plain</itunes:summary><description/>",
+            "<title>summary of the description</title>",
+        ] {
+            assert!(!may_have_raw_html(clean), "{clean}");
+        }
     }
 
     #[test]
