@@ -519,6 +519,7 @@ async fn fill(db: &Path, total: usize, vocab: &[String]) -> anyhow::Result<()> {
             interval: None,
             full_text: Some(false),
             request: Default::default(),
+            rules: Default::default(),
         })
         .collect();
     store.add_feeds(specs, FeedOrigin::Cli, now).await?;

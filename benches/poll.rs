@@ -262,6 +262,7 @@ fn subscribe(db: &Path, addr: SocketAddr, n: usize) {
                 interval: None,
                 full_text: None,
                 request: Default::default(),
+                rules: Default::default(),
             })
             .collect();
         store

@@ -230,6 +230,7 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
             interval: None,
             full_text: None,
             request: Default::default(),
+            rules: Default::default(),
         })
         .collect();
     store

@@ -99,6 +99,9 @@ pub enum FeedsCommand {
     Pause { url: String },
     /// Poll a paused (or gone) feed again
     Resume { url: String },
+    /// Apply each feed's keep/block rules to its stored entries: entries
+    /// they leave out are removed (unless another feed carries them too)
+    Refilter,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +186,7 @@ pub async fn execute(cli: &Cli, config: Config) -> anyhow::Result<()> {
         Command::Feeds(FeedsCommand::Pause { url }) => {
             feeds_set_status(&config, url, FeedStatus::Paused).await
         }
+        Command::Feeds(FeedsCommand::Refilter) => feeds_refilter(&config).await,
         Command::Feeds(FeedsCommand::Resume { url }) => {
             feeds_set_status(&config, url, FeedStatus::Active).await
         }
@@ -563,6 +567,7 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
             // Without the flag the feed follows `[extract] full_text`.
             full_text: args.no_full_text.then_some(false),
             request: request.clone(),
+            rules: Default::default(),
         })
         .collect();
     let outcome = store.add_feeds(specs, FeedOrigin::Cli, Utc::now()).await?;
@@ -655,6 +660,37 @@ async fn choose_feeds(
         }
     }
     Ok(chosen.into_iter().map(|f| f.url.clone()).collect())
+}
+
+async fn feeds_refilter(config: &Config) -> anyhow::Result<()> {
+    let store = open(config).await?;
+    let mut total = 0;
+    for feed in store.feeds().await? {
+        let rules = crate::pipeline::rules::Rules::new(&feed.spec.rules);
+        let rejected: Vec<String> = store
+            .feed_entries_for_rules(feed.id)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                !rules.allows(crate::pipeline::rules::Subject {
+                    title: e.title.as_deref(),
+                    content: e.content.as_deref(),
+                    authors: &e.authors,
+                    categories: &e.categories,
+                })
+            })
+            .map(|e| e.key)
+            .collect();
+        if rejected.is_empty() {
+            continue;
+        }
+        let removed = store.release_entries(feed.id, rejected, Utc::now()).await?;
+        total += removed;
+        println!("{}: {removed} entries left out by its rules", feed.spec.url);
+    }
+    store.close().await?;
+    println!("{total} entries removed");
+    Ok(())
 }
 
 fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {

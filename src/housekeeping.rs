@@ -304,6 +304,7 @@ mod tests {
                     interval: None,
                     full_text: None,
                     request: Default::default(),
+                    rules: Default::default(),
                 })
                 .collect();
             store.add_feeds(specs, FeedOrigin::Cli, now).await.unwrap();

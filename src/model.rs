@@ -28,6 +28,67 @@ pub struct FeedSpec {
     /// How this feed's requests differ from the defaults: its own
     /// User-Agent, headers, credentials or proxy.
     pub request: RequestOptions,
+    /// Which of its entries are stored (`keep` and `block`).
+    pub rules: EntryRules,
+}
+
+/// Which of a feed's entries are stored, from `[[feed]] keep` and
+/// `block`. Patterns are `regex` syntax, known to compile when they come
+/// from the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EntryRules {
+    /// When there are any, an entry is stored only if one matches.
+    pub keep: Vec<EntryRule>,
+    /// An entry that one of these matches is not stored; block wins.
+    pub block: Vec<EntryRule>,
+}
+
+/// A regular expression on one part of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryRule {
+    pub field: RuleField,
+    pub pattern: String,
+}
+
+/// The part of an entry a rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleField {
+    Title,
+    /// The content as the feed gave it (HTML source).
+    Content,
+    /// Any one of the authors.
+    Author,
+    /// Any one of the categories.
+    Categories,
+}
+
+impl RuleField {
+    pub const ALL: [(&'static str, RuleField); 4] = [
+        ("title", RuleField::Title),
+        ("content", RuleField::Content),
+        ("author", RuleField::Author),
+        ("categories", RuleField::Categories),
+    ];
+}
+
+impl EntryRules {
+    pub fn is_empty(&self) -> bool {
+        self.keep.is_empty() && self.block.is_empty()
+    }
+
+    /// The rules as the store keeps them: None when there are none.
+    pub fn to_json(&self) -> Option<String> {
+        (!self.is_empty()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// The rules the store kept; none when the column is empty or
+    /// unreadable.
+    pub fn from_json(json: Option<&str>) -> EntryRules {
+        json.and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Per-feed (or per-site) request options. The headers and credentials are

@@ -230,6 +230,7 @@ impl Builder {
                     // OPML has no way to say it; the global setting applies.
                     full_text: None,
                     request: Default::default(),
+                    rules: Default::default(),
                 });
             }
         }
@@ -646,6 +647,7 @@ mod tests {
             interval: None,
             full_text: None,
             request: Default::default(),
+            rules: Default::default(),
         }
     }
 

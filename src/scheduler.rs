@@ -819,6 +819,7 @@ mod tests {
                 interval: interval.map(Duration::from_secs),
                 full_text: None,
                 request: Default::default(),
+                rules: Default::default(),
             },
             origin: FeedOrigin::Config,
             status: FeedStatus::Active,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::raw::{Item, RawFeed, RawSite};
 use super::read::{Field, Reader};
 use super::values::format_duration;
-use crate::model::{FeedSpec, RequestOptions, SiteRule};
+use crate::model::{EntryRules, FeedSpec, RequestOptions, SiteRule};
 
 impl Reader {
     pub(super) fn validate_feeds(
@@ -90,6 +90,10 @@ impl Reader {
             let title = feed.title.value();
             let tags = feed.tags.value().unwrap_or_default();
             let full_text = feed.full_text.value();
+            let rules = EntryRules {
+                keep: feed.keep.value().unwrap_or_default(),
+                block: feed.block.value().unwrap_or_default(),
+            };
             feeds.push(FeedSpec {
                 url,
                 title,
@@ -97,6 +101,7 @@ impl Reader {
                 interval,
                 full_text,
                 request,
+                rules,
             });
         }
         feeds

@@ -20,6 +20,7 @@ use super::values::{
     parse_site_host, parse_websub_hub,
 };
 use super::{AllowRule, LogFormat};
+use crate::model::EntryRule;
 
 /// The keys of the top level: `database` and the tables.
 pub(super) const TOP_KEYS: &[&str] = &[
@@ -131,6 +132,8 @@ raw_table! {
         username: String = non_empty_string,
         password: String = string,
         proxy: String = parsed(parse_proxy),
+        keep: Vec<EntryRule> = rule_table,
+        block: Vec<EntryRule> = rule_table,
     }
 }
 

@@ -14,8 +14,9 @@ use toml::de::{DeTable, DeValue};
 use url::Url;
 
 use super::raw::SECTIONS;
-use super::values::{parse_duration, parse_header, parse_http_url, parse_size};
+use super::values::{parse_duration, parse_header, parse_http_url, parse_regex, parse_size};
 use super::{LogFormat, Problem};
+use crate::model::{EntryRule, RuleField};
 
 /// Maps byte offsets to 1-based line numbers.
 pub(super) struct LineIndex {
@@ -381,6 +382,46 @@ impl Reader {
         }
         if ok {
             Field::Set(headers, self.lines.line(value.span().start))
+        } else {
+            Field::Invalid
+        }
+    }
+
+    /// A table of entry rules, `field = "regex"` with field one of
+    /// `title`, `content`, `author`, `categories`; each bad one is
+    /// reported as `key.field`.
+    pub(super) fn rule_table(&mut self, key: &str, value: &Value<'_>) -> Field<Vec<EntryRule>> {
+        let table = match value.get_ref() {
+            DeValue::Table(table) => table,
+            other => {
+                let expected = "a table of part = \"regex\", e.g. keep = { title = \"(?i)rust\" }";
+                self.wrong_type(key, value.span(), expected, other);
+                return Field::Invalid;
+            }
+        };
+        let mut rules = Vec::new();
+        let mut ok = true;
+        for (name, item) in table.iter() {
+            let name = name.get_ref().as_ref();
+            let item_key = format!("{key}.{name}");
+            let Some(&(_, field)) = RuleField::ALL.iter().find(|(n, _)| *n == name) else {
+                self.problem(
+                    &item_key,
+                    item.span(),
+                    format!(
+                        "unknown part \"{name}\": rules read title, content, author or categories"
+                    ),
+                );
+                ok = false;
+                continue;
+            };
+            match self.parsed(&item_key, item, parse_regex) {
+                Field::Set(pattern, _) => rules.push(EntryRule { field, pattern }),
+                _ => ok = false,
+            }
+        }
+        if ok {
+            Field::Set(rules, self.lines.line(value.span().start))
         } else {
             Field::Invalid
         }

@@ -219,6 +219,7 @@ name = "all"
                 interval: Some(Duration::from_secs(1800)),
                 full_text: Some(true),
                 request: Default::default(),
+                rules: Default::default(),
             },
             FeedSpec {
                 url: "https://lwn.net/headlines/rss".into(),
@@ -227,6 +228,7 @@ name = "all"
                 interval: None,
                 full_text: None,
                 request: Default::default(),
+                rules: Default::default(),
             },
         ]
     );
@@ -1877,4 +1879,40 @@ ntfy = ["https://ntfy.sh/topic"]
         3,
     );
     assert!(m.contains("write it as [\"https://ntfy.sh/t\"]"), "{m}");
+}
+
+#[test]
+fn entry_rules_are_read_and_checked() {
+    use crate::model::{EntryRule, RuleField};
+    let config = ok(r#"
+[[feed]]
+url = "https://a.example/f"
+keep = { title = "(?i)rust", categories = "^lang$" }
+block = { author = "bot" }
+"#);
+    let rules = &config.feeds[0].rules;
+    // Any order: one matching rule is enough.
+    let mut keep = rules.keep.clone();
+    keep.sort_by_key(|r| r.pattern.clone());
+    assert_eq!(
+        keep,
+        [
+            EntryRule {
+                field: RuleField::Title,
+                pattern: "(?i)rust".into()
+            },
+            EntryRule {
+                field: RuleField::Categories,
+                pattern: "^lang$".into()
+            },
+        ]
+    );
+    assert_eq!(rules.block.len(), 1);
+    let feed = |extra: &str| format!("[[feed]]\nurl = \"https://a.example/f\"\n{extra}\n");
+    let m = check_err(&feed("keep = { tittle = \"x\" }"), "feed[0].keep.tittle", 3);
+    assert!(m.contains("title, content, author or categories"), "{m}");
+    let m = check_err(&feed("block = { title = \"(\" }"), "feed[0].block.title", 3);
+    assert!(m.contains("invalid regex"), "{m}");
+    let m = check_err(&feed("keep = \"rust\""), "feed[0].keep", 3);
+    assert!(m.contains("a table of part = \"regex\""), "{m}");
 }

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod fetch;
 pub mod lenient;
 pub mod parse;
+pub mod rules;
 pub mod sanitize;
 
 use std::sync::Arc;
@@ -210,7 +211,9 @@ impl Pipeline {
                 record.outcome = PollOutcome::Fetched {
                     status: doc_status,
                     validators,
-                    feed: parsed,
+                    // After learning the interval: the feed's rhythm is
+                    // all of its entries, stored or not.
+                    feed: keep_allowed(&feed.spec.rules, parsed),
                 };
                 PollStatus::Fetched { status: doc_status }
             }
@@ -612,6 +615,15 @@ enum Fetched {
         freshness: Option<Freshness>,
         permanent_redirect: Option<String>,
     },
+}
+
+/// `parsed` without the entries the feed's keep/block rules leave out.
+fn keep_allowed(rules: &crate::model::EntryRules, mut parsed: ParsedFeed) -> ParsedFeed {
+    if !rules.is_empty() {
+        let rules = rules::Rules::new(rules);
+        parsed.entries.retain(|e| rules.allows(e.into()));
+    }
+    parsed
 }
 
 /// A poll that did not produce a document, as data.

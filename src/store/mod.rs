@@ -263,6 +263,19 @@ pub struct EntryQuery {
     pub since_id: Option<i64>,
 }
 
+/// A stored entry as a feed's keep/block rules read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSubject {
+    pub entry_id: i64,
+    /// The feed's key for the entry.
+    pub key: String,
+    pub title: Option<String>,
+    /// As the feed gave it.
+    pub content: Option<String>,
+    pub authors: Vec<String>,
+    pub categories: Vec<String>,
+}
+
 /// Where a push target (a named output's webhook or ntfy URL) stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushTarget {
@@ -926,6 +939,29 @@ impl Store {
         Ok(self.reader().call(move |c| sqlite::entries(c, &q)).await?)
     }
 
+    /// A feed's stored entries, as its keep/block rules read them.
+    pub async fn feed_entries_for_rules(
+        &self,
+        feed_id: i64,
+    ) -> Result<Vec<RuleSubject>, StoreError> {
+        Ok(self
+            .reader()
+            .call(move |c| sqlite::feed_entries_for_rules(c, feed_id))
+            .await?)
+    }
+
+    /// Drops the feed's claim on the entries with these keys (and each
+    /// entry no other feed carries); how many were dropped.
+    pub async fn release_entries(
+        &self,
+        feed_id: i64,
+        keys: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        self.write(move |c| sqlite::release_entries(c, feed_id, &keys, now))
+            .await
+    }
+
     /// A push target's delivery state; a new target starts at the newest
     /// entry stored.
     pub async fn push_target(&self, output: &str, target: &str) -> Result<PushTarget, StoreError> {
@@ -1155,6 +1191,7 @@ pub(crate) async fn store_with_feeds(
             interval: None,
             full_text: None,
             request: Default::default(),
+            rules: Default::default(),
         })
         .collect();
     store

@@ -18,14 +18,14 @@ use crate::pipeline::dedup;
 use crate::pipeline::sanitize::search_words;
 
 use crate::model::{
-    ArticleJob, ArticleOutcome, ArticleRecord, Cursor, Enclosure, Feed, FeedOrigin, FeedSpec,
-    FeedStatus, OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport, RAW_HASH_PREFIX,
-    RequestOptions, SourceInfo, TextPrint, Validators, stable_hash,
+    ArticleJob, ArticleOutcome, ArticleRecord, Cursor, Enclosure, EntryRules, Feed, FeedOrigin,
+    FeedSpec, FeedStatus, OutputEntry, ParsedEntry, PollOutcome, PollRecord, PollReport,
+    RAW_HASH_PREFIX, RequestOptions, SourceInfo, TextPrint, Validators, stable_hash,
 };
 
 use super::{
     AddOutcome, ArticleState, DbSize, DedupPass, EntryQuery, FeedDay, Purged, PushOutcome,
-    PushTarget, Revision, StatusSnapshot, SyncReport,
+    PushTarget, Revision, RuleSubject, StatusSnapshot, SyncReport,
 };
 
 /// Schema history; append, never edit, once a version has shipped.
@@ -47,6 +47,8 @@ fn migrations() -> Migrations<'static> {
         M::up("ALTER TABLE feed ADD COLUMN request TEXT;"),
         M::up(include_str!("stories.sql")),
         M::up(include_str!("push.sql")),
+        // A feed's keep/block rules as JSON; NULL: none.
+        M::up("ALTER TABLE feed ADD COLUMN rules TEXT;"),
     ])
 }
 
@@ -367,8 +369,8 @@ fn insert_feed(
 ) -> rusqlite::Result<i64> {
     tx.execute(
         "INSERT INTO feed (url, title, interval_secs, origin, next_check_at, created_at,
-                           full_text, request)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+                           full_text, request, rules)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
         params![
             spec.url,
             spec.title,
@@ -377,6 +379,7 @@ fn insert_feed(
             ts(now),
             spec.full_text,
             spec.request.to_json(),
+            spec.rules.to_json(),
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -449,16 +452,17 @@ pub(super) fn sync_config_feeds(
             Some(spec) => {
                 let changed = tx.execute(
                     "UPDATE feed SET title = ?2, interval_secs = ?3, full_text = ?4,
-                         request = ?5, origin = 'config'
+                         request = ?5, rules = ?6, origin = 'config'
                      WHERE id = ?1 AND (title IS NOT ?2 OR interval_secs IS NOT ?3
                                         OR full_text IS NOT ?4 OR request IS NOT ?5
-                                        OR origin <> 'config')",
+                                        OR rules IS NOT ?6 OR origin <> 'config')",
                     params![
                         id,
                         spec.title,
                         spec.interval.map(|d| d.as_secs() as i64),
                         spec.full_text,
                         spec.request.to_json(),
+                        spec.rules.to_json(),
                     ],
                 )?;
                 let old_tags: Vec<String> = {
@@ -517,7 +521,7 @@ const FEED_COLUMNS: &str = "f.id, f.url, f.title, f.interval_secs, f.origin, f.s
     f.last_success_at, f.last_status, f.last_error, f.error_count,
     (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id),
     f.status, f.fetch_url, f.redirect_url, f.redirect_count, f.interval_secs_current,
-    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text, f.request";
+    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text, f.request, f.rules";
 
 fn secs(v: Option<i64>) -> Option<Duration> {
     v.map(|s| Duration::from_secs(s.max(0) as u64))
@@ -534,6 +538,7 @@ fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
             interval: secs(r.get(3)?),
             full_text: r.get(24)?,
             request: RequestOptions::from_json(r.get::<_, Option<String>>(25)?.as_deref()),
+            rules: EntryRules::from_json(r.get::<_, Option<String>>(26)?.as_deref()),
         },
         origin: FeedOrigin::parse(&origin).unwrap_or(FeedOrigin::Cli),
         site_title: r.get(5)?,
@@ -2439,6 +2444,69 @@ pub(super) fn status(conn: &mut Connection, since_day: i64) -> rusqlite::Result<
 
 // ---------------------------------------------------------------- output
 
+/// A feed's stored entries as its keep/block rules read them: id, the
+/// feed's key, title, content as given, authors, categories.
+pub(super) fn feed_entries_for_rules(
+    conn: &Connection,
+    feed_id: i64,
+) -> rusqlite::Result<Vec<RuleSubject>> {
+    let mut stmt = conn.prepare(
+        "SELECT e.id, s.entry_key, e.title, e.content_html, e.authors, e.categories
+         FROM entry_source s JOIN entry e ON e.id = s.entry_id WHERE s.feed_id = ?1",
+    )?;
+    let rows = stmt.query_map([feed_id], |r| {
+        let list = |json: Option<String>| -> Vec<String> {
+            json.and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default()
+        };
+        Ok(RuleSubject {
+            entry_id: r.get(0)?,
+            key: r.get(1)?,
+            title: r.get(2)?,
+            content: r.get(3)?,
+            authors: list(r.get(4)?),
+            categories: list(r.get(5)?),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Drops `feed_id`'s claim on the entries with these keys, and each entry
+/// no other feed carries. No tombstone: the feed's rules keep them out,
+/// and relaxing the rules lets them back in.
+pub(super) fn release_entries(
+    conn: &mut Connection,
+    feed_id: i64,
+    keys: &[String],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut removed = 0;
+    for key in keys {
+        let entry_id: Option<i64> = query_one(
+            &tx,
+            "SELECT entry_id FROM entry_source WHERE feed_id = ?1 AND entry_key = ?2",
+            params![feed_id, key],
+            |r| r.get(0),
+        )
+        .optional()?;
+        let Some(entry_id) = entry_id else { continue };
+        tx.prepare_cached("DELETE FROM entry_source WHERE feed_id = ?1 AND entry_key = ?2")?
+            .execute(params![feed_id, key])?;
+        tx.prepare_cached(
+            "DELETE FROM entry WHERE id = ?1
+               AND NOT EXISTS (SELECT 1 FROM entry_source WHERE entry_id = ?1)",
+        )?
+        .execute([entry_id])?;
+        removed += 1;
+    }
+    if removed > 0 {
+        bump_revision(&tx, now)?;
+    }
+    tx.commit()?;
+    Ok(removed)
+}
+
 /// A push target's state, created at the newest entry when it is new (a
 /// new webhook gets what arrives from now on, not the backlog).
 pub(super) fn push_target(
@@ -2829,6 +2897,7 @@ mod tests {
             interval: None,
             full_text,
             request: Default::default(),
+            rules: Default::default(),
         }
     }
 

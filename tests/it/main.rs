@@ -17,6 +17,7 @@ mod poll;
 mod push;
 mod request;
 mod retention;
+mod rules;
 mod support;
 mod systemd;
 mod validators;
