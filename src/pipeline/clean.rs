@@ -31,7 +31,7 @@
 //! Everything here is a plain function over a parsed DOM: no I/O, no
 //! allocation proportional to anything but the page, no panics on input.
 
-use dom_query::{Document, NodeId, NodeRef};
+use dom_query::{Document, NodeData, NodeId, NodeRef};
 use std::borrow::Cow;
 // Keyed by node ids, built per page: a fast hasher (no untrusted keys).
 use foldhash::{HashMap, HashSet};
@@ -615,12 +615,14 @@ fn prose_map(root: &NodeRef<'_>) -> HashMap<NodeId, usize> {
         let mut chars = 0;
         for child in node.children_it(false) {
             if child.is_text() {
-                chars += child.text().chars().filter(|c| !c.is_whitespace()).count();
-            } else if child.is_element() {
+                chars += own_text_chars(&child);
+            } else if child.is_element() && !is_not_text(&child) {
+                // Scripts and styles (often most of a page's bytes) are
+                // not read at all.
                 stack.push((child, Some(idx)));
             }
         }
-        let counts = !(node.has_name("a") || node.has_name("script") || node.has_name("style"));
+        let counts = !node.has_name("a");
         order.push((node.id, parent, counts));
         own.push(chars);
     }
@@ -634,6 +636,13 @@ fn prose_map(root: &NodeRef<'_>) -> HashMap<NodeId, usize> {
         .zip(own)
         .map(|((id, _, _), chars)| (id, chars))
         .collect()
+}
+
+/// Elements whose text is not text a reader sees.
+fn is_not_text(node: &NodeRef<'_>) -> bool {
+    ["script", "style", "noscript", "template", "svg", "math"]
+        .iter()
+        .any(|n| node.has_name(n))
 }
 
 /// The paragraph-density detector: each paragraph's prose counts for its
@@ -731,17 +740,23 @@ pub(crate) fn prose_chars(node: &NodeRef<'_>) -> usize {
     while let Some(n) = stack.pop() {
         for child in n.children_it(false) {
             if child.is_text() {
-                total += child.text().chars().filter(|c| !c.is_whitespace()).count();
-            } else if child.is_element()
-                && !child.has_name("a")
-                && !child.has_name("script")
-                && !child.has_name("style")
-            {
+                total += own_text_chars(&child);
+            } else if child.is_element() && !child.has_name("a") && !is_not_text(&child) {
                 stack.push(child);
             }
         }
     }
     total
+}
+
+/// Characters of non-whitespace text in a text node, read in place
+/// (`NodeRef::text` copies the text into a new buffer).
+fn own_text_chars(node: &NodeRef<'_>) -> usize {
+    node.query(|n| match &n.data {
+        NodeData::Text { contents } => contents.chars().filter(|c| !c.is_whitespace()).count(),
+        _ => 0,
+    })
+    .unwrap_or(0)
 }
 
 /// Characters of non-whitespace text under `node`.
