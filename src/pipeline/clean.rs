@@ -1715,11 +1715,23 @@ mod tests {
     }
 
     fn page(body: &str) -> Document {
+        page_with(body, "")
+    }
+
+    /// `body` on a page with `other` prose beside it (a neutral block).
+    fn page_with(body: &str, other: &str) -> Document {
         Document::from(format!(
             "<html><head></head><body><div class=\"site-nav\"><a href=\"/\">Home</a></div>{body}\
              <div class=\"comments\"><p>A reader's comment that is long enough to be prose.</p></div>\
-             </body></html>"
+             <div class=\"elsewhere\">{other}</div></body></html>"
         ))
+    }
+
+    /// `n` paragraphs of prose that are not the story.
+    fn other_prose(n: usize) -> String {
+        "<p>Some other text on the page, as long as one of its paragraphs is, \
+         and with a clause or two more to make it about as long.</p>"
+            .repeat(n)
     }
 
     fn kept_paragraphs(doc: &Document) -> usize {
@@ -1732,19 +1744,27 @@ mod tests {
 
     #[test]
     fn prepare_never_removes_the_declared_article_body() {
-        // A paywall's wrapper named like a sign-up box, declared as the body.
-        let doc = page(&format!(
-            r#"<div class="subscriber-premium" itemprop="articleBody"><div class="subscriber-preview">{}</div></div>"#,
-            paragraphs("{}")
-        ));
+        // A paywall's wrapper named like a sign-up box, declared as the
+        // body, on a page where it holds little of the prose (a long
+        // comment thread or listing beside it): the declaration guards it.
+        let doc = page_with(
+            &format!(
+                r#"<div class="subscriber-premium" itemprop="articleBody"><div class="subscriber-preview">{}</div></div>"#,
+                paragraphs("{}")
+            ),
+            &other_prose(40),
+        );
         prepare(&doc, None, Rules::All);
         assert_eq!(kept_paragraphs(&doc), 5);
         assert!(!doc.select(".comments").exists(), "other junk still goes");
         // A strong word too ("share"), on the body and inside it.
-        let doc = page(&format!(
-            r#"<div class="share-wrap"><div itemprop="articleBody"><div class="related-text">{}</div><div class="share-bar"><a href="https://x.example/share">Share</a></div></div></div>"#,
-            paragraphs("{}")
-        ));
+        let doc = page_with(
+            &format!(
+                r#"<div class="share-wrap"><div itemprop="articleBody"><div class="related-text">{}</div><div class="share-bar"><a href="https://x.example/share">Share</a></div></div></div>"#,
+                paragraphs("{}")
+            ),
+            &other_prose(40),
+        );
         prepare(&doc, None, Rules::All);
         assert_eq!(kept_paragraphs(&doc), 5);
         assert!(
@@ -1764,8 +1784,12 @@ mod tests {
             r#"<div class="pb-widget"><div class="pb-widget-container">{}</div></div>"#,
             // A strong word, each section a share of the prose.
             r#"<div class="related-part">{}</div>"#,
+            // Not siblings: each in a column of its own, named alike.
+            r#"<div class="col"><div class="pb-widget-container">{}</div></div>"#,
+            r#"<div class="col"><div class="related-part">{}</div></div>"#,
         ] {
-            let doc = page(&paragraphs(wrap));
+            // Each part holds an eighth of the prose: too little alone.
+            let doc = page_with(&paragraphs(wrap), &other_prose(2));
             prepare(&doc, None, Rules::All);
             assert_eq!(kept_paragraphs(&doc), 5, "{wrap}");
             assert!(!doc.select(".ad-slot").exists(), "{wrap}");
