@@ -29,7 +29,19 @@
 //! database and daemon each time, the same server) and ends with the
 //! spread and median of each figure.
 //!
-//! `cargo bench --bench poll [-- --feeds N --concurrency C --per-host H --runs N]`;
+//! **`tributary poll`** (`--poll`): each run also measures the one-shot
+//! command users run from cron or by hand, on a fresh database of the same
+//! feeds, beside the daemon: `tributary poll` once (the first cycle: it
+//! exits only with every feed stored and the search index complete, which
+//! the bench checks) and once more (every answer a `304`), each timed from
+//! spawn to exit, with its CPU time and peak RSS (GNU `time`).
+//!
+//! **nginx** (`--nginx`, needs `apt-get install nginx`): the feeds are
+//! written to files and served by nginx on 127.0.0.1 (one worker, `etag
+//! on`, so a matching `If-None-Match` gets a `304`) instead of the
+//! in-process server; cycles are then told from the database alone.
+//!
+//! `cargo bench --bench poll [-- --feeds N --concurrency C --per-host H --runs N --poll --nginx]`;
 //! `TRIBUTARY_BIN=path` benchmarks that daemon binary instead of this
 //! build's.
 //!
@@ -74,6 +86,10 @@ struct Opts {
     /// This machine's speed drifts from minute to minute, so one run says
     /// little; several give a spread and a median.
     runs: usize,
+    /// Also measure `tributary poll` (first and 304 cycle) each run.
+    poll: bool,
+    /// Serve the feeds from nginx instead of the in-process server.
+    nginx: bool,
 }
 
 impl Opts {
@@ -83,11 +99,21 @@ impl Opts {
             concurrency: 64,
             per_host: 64,
             runs: 1,
+            poll: false,
+            nginx: false,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let target = match a.as_str() {
+                "--poll" => {
+                    opts.poll = true;
+                    continue;
+                }
+                "--nginx" => {
+                    opts.nginx = true;
+                    continue;
+                }
                 "--feeds" => &mut opts.feeds,
                 "--concurrency" => &mut opts.concurrency,
                 "--per-host" => &mut opts.per_host,
@@ -396,7 +422,11 @@ fn main() {
         marking: AtomicBool::new(false),
         asked_again: AtomicU64::new(0),
     });
-    let addr = start_server(Arc::clone(&state));
+    let nginx = opts.nginx.then(|| Nginx::start(&state.feeds));
+    let addr = match &nginx {
+        Some(n) => n.addr,
+        None => start_server(Arc::clone(&state)),
+    };
     eprintln!(
         "rendered {n} feeds ({:.1} MiB, {:.1} KiB each) in {:.1?}; serving on {addr}",
         mib(body_bytes as u64),
@@ -410,18 +440,36 @@ fn main() {
     let b = std::env::var("TRIBUTARY_BIN_B").ok();
     let mut runs_a = Vec::with_capacity(opts.runs);
     let mut runs_b = Vec::with_capacity(opts.runs);
+    let mut polls_a = Vec::new();
+    let mut polls_b = Vec::new();
     for run in 1..=opts.runs {
         if opts.runs > 1 || b.is_some() {
             println!("\n## run {run} of {}, A\n", opts.runs);
+        }
+        if opts.poll {
+            settle();
+            polls_a.push(poll_once(&opts, &a, addr, ticks));
         }
         settle();
         state.reset();
         runs_a.push(run_once(&opts, &a, &state, addr, body_bytes, ticks));
         if let Some(b) = &b {
             println!("\n## run {run} of {}, B\n", opts.runs);
+            if opts.poll {
+                settle();
+                polls_b.push(poll_once(&opts, b, addr, ticks));
+            }
             settle();
             state.reset();
             runs_b.push(run_once(&opts, b, &state, addr, body_bytes, ticks));
+        }
+    }
+    drop(nginx);
+    if opts.poll {
+        poll_table("A", &polls_a, &runs_a);
+        if b.is_some() {
+            poll_table("B", &polls_b, &runs_b);
+            compare_polls(&polls_a, &polls_b);
         }
     }
     if let Some(b) = &b {
@@ -434,7 +482,8 @@ fn main() {
         summarise("B", &runs_b);
         compare(&runs_a, &runs_b);
     }
-    if runs_a.iter().chain(&runs_b).any(|r| !r.ok) {
+    if runs_a.iter().chain(&runs_b).any(|r| !r.ok) || polls_a.iter().chain(&polls_b).any(|p| !p.ok)
+    {
         std::process::exit(1);
     }
 }
@@ -580,8 +629,9 @@ fn run_once(
     // Every feed must have been served once before the cycle can be
     // done, and the count scans the whole feed table: checked only then,
     // so the monitor does not take CPU from the daemon it measures.
+    let counted = !opts.nginx;
     let first_done = wait_until(&mut child, "first cycle", || {
-        state.full.load(Ordering::SeqCst) >= n64
+        (!counted || state.full.load(Ordering::SeqCst) >= n64)
             && count(&conn, "last_success_at IS NOT NULL") >= n64
     });
     state.marking.store(true, Ordering::SeqCst);
@@ -593,7 +643,8 @@ fn run_once(
     let (db_first, wal_first) = db_size(&db);
 
     let second_done = wait_until(&mut child, "304 cycle", || {
-        state.asked_again.load(Ordering::SeqCst) >= n64 && count(&conn, "last_status = 304") >= n64
+        (!counted || state.asked_again.load(Ordering::SeqCst) >= n64)
+            && count(&conn, "last_status = 304") >= n64
     });
     let cpu_second = cpu_seconds(pid, ticks) - cpu_first;
     let full_second = state.full.load(Ordering::SeqCst) - full_first;
@@ -731,5 +782,264 @@ fn run_once(
         index_lag: lag.as_secs_f64(),
         rss_mib: rss as f64 / 1024.0,
         ok,
+    }
+}
+
+// ------------------------------------------------------------ nginx
+
+/// nginx serving the rendered feeds from files, on its own port, until
+/// dropped.
+struct Nginx {
+    addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(feeds: &[Served]) -> Nginx {
+        let dir = tempfile::tempdir().expect("nginx dir");
+        let root = dir.path().join("root/f");
+        std::fs::create_dir_all(&root).expect("nginx root");
+        for (i, f) in feeds.iter().enumerate() {
+            std::fs::write(root.join(format!("{i}.xml")), &f.body).expect("write feed file");
+        }
+        let port = free_port();
+        let d = dir.path().display();
+        // One worker, as a small server would run it; ETags on (nginx's
+        // default) so a matching If-None-Match is a 304.
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\nuser root;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  etag on;\n  keepalive_requests 1000000;\n\
+               types {{ application/rss+xml xml; }}\n\
+               client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
+               scgi_temp_path {d}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {d}/root; }}\n}}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start nginx (apt-get install nginx)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: see {d}/error.log"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------ tributary poll
+
+/// One `tributary poll` measurement: a fresh database polled twice.
+struct PollResult {
+    first_secs: f64,
+    first_cpu: f64,
+    second_secs: f64,
+    second_cpu: f64,
+    /// Peak RSS of either process, MiB.
+    rss_mib: f64,
+    n: usize,
+    ok: bool,
+}
+
+impl PollResult {
+    fn first_rate(&self) -> f64 {
+        self.n as f64 / self.first_secs
+    }
+    fn second_rate(&self) -> f64 {
+        self.n as f64 / self.second_secs
+    }
+}
+
+/// Runs `bin --config config poll` under GNU time: wall seconds, CPU
+/// seconds (user + system), peak RSS in KiB, success.
+fn timed_poll(bin: &str, config: &Path, dir: &Path, label: &str) -> (f64, f64, u64, bool) {
+    let time_file = dir.join(format!("{label}.time"));
+    let out = std::fs::File::create(dir.join(format!("{label}.out"))).expect("poll output file");
+    let err = std::fs::File::create(dir.join(format!("{label}.log"))).expect("poll log file");
+    let started = Instant::now();
+    let status = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M %U %S")
+        .arg("-o")
+        .arg(&time_file)
+        .arg(bin)
+        .arg("--config")
+        .arg(config)
+        .arg("poll")
+        .env_remove("RUST_LOG")
+        .env_remove("TRIBUTARY_CONFIG")
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .status()
+        .expect("run tributary poll under /usr/bin/time");
+    let secs = started.elapsed().as_secs_f64();
+    let t = std::fs::read_to_string(&time_file).unwrap_or_default();
+    let f: Vec<f64> = t
+        .lines()
+        .last()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (rss, cpu) = match f.as_slice() {
+        [rss, user, sys] => (*rss as u64, user + sys),
+        _ => (0, f64::NAN),
+    };
+    (secs, cpu, rss, status.success())
+}
+
+fn poll_once(opts: &Opts, bin: &str, addr: SocketAddr, _ticks: f64) -> PollResult {
+    let n = opts.feeds;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = write_config(dir.path(), opts);
+    let db = dir.path().join("tributary.db");
+    subscribe(&db, addr, n);
+    println!("# tributary poll: {bin} poll, {n} feeds ({addr})");
+    let (first_secs, first_cpu, rss1, ok1) = timed_poll(bin, &config, dir.path(), "first");
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open database read-only");
+    let entries: i64 = conn
+        .query_row("SELECT count(*) FROM entry", [], |r| r.get(0))
+        .unwrap_or(0);
+    // `poll` leaves the search index complete: nothing queued, every
+    // entry in it. (A build from before the queue has no such table.)
+    let queued: i64 = conn
+        .query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0))
+        .unwrap_or(0);
+    let stored = count(&conn, "last_status = 200");
+    drop(conn);
+    let (second_secs, second_cpu, rss2, ok2) = timed_poll(bin, &config, dir.path(), "second");
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open database read-only");
+    let not_modified = count(&conn, "last_status = 304");
+    drop(conn);
+    let expected = (n * ENTRIES_PER_FEED) as i64;
+    let ok = ok1
+        && ok2
+        && entries == expected
+        && queued == 0
+        && stored == n as u64
+        && not_modified == n as u64;
+    if !ok {
+        eprintln!(
+            "FAIL: poll exit ok {ok1}/{ok2}, {entries} entries (expected {expected}), \
+             {queued} queued for the index, {stored} stored 200, {not_modified} 304; see {}",
+            dir.path().display()
+        );
+        // Kept for a look.
+        let _ = dir.keep();
+    }
+    let r = PollResult {
+        first_secs,
+        first_cpu,
+        second_secs,
+        second_cpu,
+        rss_mib: rss1.max(rss2) as f64 / 1024.0,
+        n,
+        ok,
+    };
+    println!();
+    println!("| `tributary poll` | time | feeds/s | target | CPU | peak RSS |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| first (fetch, parse, store, index: {queued} left queued) | {:.2} s | {:.0} | >= 1500 | {:.1} s | {:.1} MiB |",
+        r.first_secs,
+        r.first_rate(),
+        r.first_cpu,
+        rss1 as f64 / 1024.0
+    );
+    println!(
+        "| second (all 304) | {:.2} s | {:.0} | >= 8000 | {:.1} s | {:.1} MiB |",
+        r.second_secs,
+        r.second_rate(),
+        r.second_cpu,
+        rss2 as f64 / 1024.0
+    );
+    println!();
+    r
+}
+
+/// `tributary poll` beside the daemon, median of the runs.
+fn poll_table(label: &str, polls: &[PollResult], daemon: &[RunResult]) {
+    let med = |v: Vec<f64>| median(v);
+    println!(
+        "\n## `tributary poll` and the daemon, {label}, median of {} runs\n",
+        polls.len()
+    );
+    println!("| figure | `tributary poll` | daemon (`run`) | target (poll) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| first cycle, feeds/s | {:.0} | {:.0} (index deferred) | >= 1500, index complete at exit |",
+        med(polls.iter().map(PollResult::first_rate).collect()),
+        med(daemon.iter().map(|r| r.first_rate).collect())
+    );
+    println!(
+        "| first cycle, CPU s | {:.1} | {:.1} | |",
+        med(polls.iter().map(|p| p.first_cpu).collect()),
+        med(daemon.iter().map(|r| r.first_cpu).collect())
+    );
+    println!(
+        "| 304 cycle, feeds/s | {:.0} | {:.0} | >= 8000 |",
+        med(polls.iter().map(PollResult::second_rate).collect()),
+        med(daemon.iter().map(|r| r.second_rate).collect())
+    );
+    println!(
+        "| 304 cycle, CPU s | {:.1} | {:.1} | |",
+        med(polls.iter().map(|p| p.second_cpu).collect()),
+        med(daemon.iter().map(|r| r.second_cpu).collect())
+    );
+    println!(
+        "| peak RSS, MiB | {:.1} | {:.1} | <= 100 |",
+        med(polls.iter().map(|p| p.rss_mib).collect()),
+        med(daemon.iter().map(|r| r.rss_mib).collect())
+    );
+}
+
+/// B's `tributary poll` figures over A's, pair by pair.
+fn compare_polls(a: &[PollResult], b: &[PollResult]) {
+    type Figure = fn(&PollResult) -> f64;
+    let rows: [(&str, Figure); 5] = [
+        ("poll first cycle, feeds/s", PollResult::first_rate),
+        ("poll first cycle, CPU s", |p| p.first_cpu),
+        ("poll 304 cycle, feeds/s", PollResult::second_rate),
+        ("poll 304 cycle, CPU s", |p| p.second_cpu),
+        ("poll peak RSS, MiB", |p| p.rss_mib),
+    ];
+    println!("\n## `tributary poll`, B / A, pair by pair\n");
+    println!("| figure | each pair | median |");
+    println!("|---|---|---|");
+    for (name, f) in rows {
+        let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| f(b) / f(a)).collect();
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!("| {name} | {} | {:.3} |", each.join(" "), median(ratios));
     }
 }

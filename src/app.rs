@@ -24,7 +24,7 @@ use crate::hosts::{HostLimiter, HostLimits};
 use crate::netguard::Guard;
 use crate::pipeline::fetch::{FetchError, FetchSettings, Fetcher};
 use crate::pipeline::{ArticleSettings, Pipeline};
-use crate::scheduler::SchedulePolicy;
+use crate::policy::SchedulePolicy;
 use crate::serve::{NamedOutput, ServeSettings};
 use crate::store::{EntryQuery, Store, StoreError};
 
@@ -83,6 +83,17 @@ pub fn schedule_policy(config: &Config) -> SchedulePolicy {
         max_interval: config.poll.max_interval,
         max_backoff: config.poll.max_backoff,
         adaptive: config.poll.adaptive,
+    }
+}
+
+/// The dispatch loop's caps, for the daemon and `tributary poll` alike.
+pub fn dispatch_limits(config: &Config) -> crate::dispatch::Limits {
+    crate::dispatch::Limits {
+        concurrency: config.poll.concurrency,
+        article_concurrency: config.extract.concurrency,
+        timeout: config.poll.timeout,
+        // In-flight polls get one fetch timeout plus a little to finish.
+        grace: config.poll.timeout + Duration::from_secs(5),
     }
 }
 
@@ -313,21 +324,11 @@ impl Workers {
         shutdown: &CancellationToken,
     ) -> Workers {
         let token = shutdown.child_token();
-        let scheduler = tokio::spawn(crate::scheduler::run(
+        let scheduler = tokio::spawn(crate::dispatch::run(
             store.clone(),
             Arc::clone(&pipeline),
-            config.poll.concurrency,
-            config.poll.timeout,
-            // In-flight polls get one fetch timeout plus a little to finish.
-            config.poll.timeout + Duration::from_secs(5),
-            token.clone(),
-        ));
-        let articles = tokio::spawn(crate::scheduler::run_articles(
-            store.clone(),
-            Arc::clone(&pipeline),
-            config.extract.concurrency,
-            config.poll.timeout,
-            config.poll.timeout + Duration::from_secs(5),
+            dispatch_limits(config),
+            crate::dispatch::Work::Schedule,
             token.clone(),
         ));
         // Retention limits come from the config, so housekeeping restarts
@@ -340,7 +341,7 @@ impl Workers {
         ));
         let indexer = tokio::spawn(crate::indexer::run(store.clone(), token.clone()));
         let reexamine = tokio::spawn(reexamine_stories(store.clone(), token.clone()));
-        let mut tasks = vec![scheduler, articles, housekeeping, indexer, reexamine];
+        let mut tasks = vec![scheduler, housekeeping, indexer, reexamine];
         let push = crate::push::targets(config);
         if !push.is_empty() {
             tasks.push(tokio::spawn(crate::push::run(

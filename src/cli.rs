@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use futures_util::StreamExt;
 
 use crate::app;
 use crate::config::Config;
@@ -352,9 +351,12 @@ async fn open(config: &Config) -> anyhow::Result<Store> {
     Ok(app::open_store(config).await?)
 }
 
+/// One pass of the daemon's dispatch loop over the active feeds (or the
+/// named ones), then the articles they queued, then the search index; a
+/// table of what each poll did, and a summary.
 async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     let store = open(config).await?;
-    let pipeline = app::pipeline(config, store.clone()).await?;
+    let pipeline = std::sync::Arc::new(app::pipeline(config, store.clone()).await?);
     let mut feeds = store.feeds().await?;
     if only.is_empty() {
         // Paused and gone feeds are polled only when named.
@@ -379,15 +381,34 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let pipeline = &pipeline;
+    let order: std::collections::HashMap<i64, usize> =
+        feeds.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+    let urls: Vec<String> = feeds.iter().map(|f| f.spec.url.clone()).collect();
     let mut progress =
         crate::progress::Progress::stderr("polling", "feeds", Some(feeds.len() as u64));
-    let mut results: Vec<(usize, _)> = futures_util::stream::iter(feeds.iter().enumerate())
-        .map(|(i, feed)| async move { (i, pipeline.poll(feed, None, None).await) })
-        .buffer_unordered(config.poll.concurrency)
-        .inspect(|_| progress.inc(1))
-        .collect()
-        .await;
+    let (done, mut polled) = tokio::sync::mpsc::unbounded_channel();
+    let pass = crate::dispatch::run(
+        store.clone(),
+        std::sync::Arc::clone(&pipeline),
+        app::dispatch_limits(config),
+        crate::dispatch::Work::Once { feeds, done },
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let collect = async {
+        let mut results = Vec::with_capacity(urls.len());
+        let mut articles = ArticleTally::default();
+        while let Some(done) = polled.recv().await {
+            match done {
+                crate::dispatch::Polled::Feed(id, result) => {
+                    progress.inc(1);
+                    results.push((order.get(&id).copied().unwrap_or(usize::MAX), result));
+                }
+                crate::dispatch::Polled::Article(result) => articles.add(result),
+            }
+        }
+        (results, articles)
+    };
+    let ((), (mut results, articles)) = tokio::join!(pass, collect);
     progress.finish();
     results.sort_by_key(|(i, _)| *i);
 
@@ -395,7 +416,8 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     let (mut new, mut updated, mut failed, mut merged) = (0, 0, 0, 0);
     writeln!(out, "{:<8} {:>5} {:>7}  FEED", "STATUS", "NEW", "UPDATED")?;
     for (i, result) in results {
-        let s = result.with_context(|| format!("cannot record poll of {}", feeds[i].spec.url))?;
+        let url = urls.get(i).map_or("a feed", String::as_str);
+        let s = result.with_context(|| format!("cannot record poll of {url}"))?;
         new += s.new;
         updated += s.updated;
         merged += s.merged;
@@ -427,7 +449,7 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     writeln!(
         out,
         "{} feeds polled: {new} new, {updated} updated, {failed} failed",
-        feeds.len()
+        urls.len()
     )?;
     if merged > 0 {
         writeln!(
@@ -436,7 +458,7 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
         )?;
     }
     drop(out);
-    fetch_articles(config, &store, pipeline).await?;
+    articles.print()?;
     // The daemon's indexer would catch up later; a one-shot command leaves
     // the search index complete.
     store
@@ -447,49 +469,53 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Gives every queued article one attempt, so `poll` leaves full text in
-/// place like the daemon does. Failures keep their retry time for later.
-async fn fetch_articles(
-    config: &Config,
-    store: &Store,
-    pipeline: &crate::pipeline::Pipeline,
-) -> anyhow::Result<()> {
-    use crate::model::ArticleOutcome;
-    let mut attempted = std::collections::HashSet::new();
-    let (mut extracted, mut failed, mut deferred, mut merged) = (0usize, 0usize, 0usize, 0usize);
-    loop {
-        let jobs: Vec<_> = store
-            .due_articles(Utc::now(), 256)
-            .await?
-            .into_iter()
-            .filter(|j| attempted.insert(j.entry_id))
-            .collect();
-        if jobs.is_empty() {
-            break;
-        }
-        let records: Vec<_> = futures_util::stream::iter(jobs)
-            .map(|job| async move { pipeline.fetch_article(&job).await })
-            .buffer_unordered(config.extract.concurrency)
-            .collect()
-            .await;
-        for record in records {
-            match &record.outcome {
-                ArticleOutcome::Extracted { .. } => extracted += 1,
-                ArticleOutcome::Failed { .. } => failed += 1,
-                ArticleOutcome::Deferred => deferred += 1,
+/// What `poll` did with the article pages due during its pass: each got
+/// one attempt, so `poll` leaves full text in place like the daemon does;
+/// failures keep their retry time for later.
+#[derive(Default)]
+struct ArticleTally {
+    extracted: usize,
+    failed: usize,
+    deferred: usize,
+    merged: usize,
+    error: Option<crate::store::StoreError>,
+}
+
+impl ArticleTally {
+    fn add(&mut self, result: Result<(&'static str, bool), crate::store::StoreError>) {
+        match result {
+            Ok((outcome, merged)) => {
+                match outcome {
+                    "extracted" => self.extracted += 1,
+                    "failed" => self.failed += 1,
+                    _ => self.deferred += 1,
+                }
+                self.merged += usize::from(merged);
             }
-            if store.record_article(record).await? {
-                merged += 1;
+            Err(e) => {
+                self.error.get_or_insert(e);
             }
         }
     }
-    if !attempted.is_empty() {
-        println!("full text: {extracted} extracted, {failed} failed, {deferred} deferred");
-        if merged > 0 {
-            println!("{merged} articles were stories another feed had already brought: merged");
+
+    fn print(self) -> anyhow::Result<()> {
+        if let Some(e) = self.error {
+            return Err(e).context("cannot record an article");
         }
+        if self.extracted + self.failed + self.deferred > 0 {
+            println!(
+                "full text: {} extracted, {} failed, {} deferred",
+                self.extracted, self.failed, self.deferred
+            );
+            if self.merged > 0 {
+                println!(
+                    "{} articles were stories another feed had already brought: merged",
+                    self.merged
+                );
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn validate_feed_url(url: &str) -> anyhow::Result<String> {

@@ -28,6 +28,9 @@ pub struct HostLimits {
 #[derive(Debug, Default)]
 struct HostState {
     in_flight: usize,
+    /// How long a request to this host holds its permit, smoothed: with
+    /// the concurrency, how fast the host's queue can drain.
+    hold: Option<Duration>,
     /// The earliest a new request may start (spacing).
     next_start: Option<Instant>,
     /// A 429's Retry-After: no request before then.
@@ -45,7 +48,10 @@ impl HostState {
 /// Why a host cannot take a request right now, and when to ask again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Busy {
-    /// Its concurrency or spacing is used up; try again at this time.
+    /// Its requests in flight are at the limit: try again once one ends
+    /// ([`HostLimiter::released`]).
+    Full,
+    /// Its spacing is used up; try again at this time.
     Throttled(Instant),
     /// It asked us to stay away until this time.
     Blocked(Instant),
@@ -62,6 +68,7 @@ pub struct HostLimiter {
 pub struct HostPermit {
     limiter: Arc<HostLimiter>,
     host: String,
+    taken: Instant,
 }
 
 impl HostPermit {
@@ -72,8 +79,11 @@ impl HostPermit {
 
 impl Drop for HostPermit {
     fn drop(&mut self) {
+        let held = self.taken.elapsed();
         if let Some(s) = self.limiter.lock().get_mut(&self.host) {
             s.in_flight = s.in_flight.saturating_sub(1);
+            // An exponential average over about the last eight requests.
+            s.hold = Some(s.hold.map_or(held, |h| (h * 7 + held) / 8));
         }
         self.limiter.released.notify_waiters();
     }
@@ -111,17 +121,14 @@ impl HostLimiter {
             return Err(Busy::Throttled(at));
         }
         if state.in_flight >= self.limits.concurrency {
-            // No better estimate than one spacing (or a second) from now;
-            // a release wakes waiters earlier.
-            return Err(Busy::Throttled(
-                now + self.limits.spacing.max(Duration::from_secs(1)),
-            ));
+            return Err(Busy::Full);
         }
         state.in_flight += 1;
         state.next_start = (!self.limits.spacing.is_zero()).then(|| now + self.limits.spacing);
         Ok(HostPermit {
             limiter: Arc::clone(self),
             host: host.to_owned(),
+            taken: now,
         })
     }
 
@@ -140,12 +147,31 @@ impl HostLimiter {
                         () = released => {}
                     }
                 }
+                Err(Busy::Full) => released.await,
             }
         }
     }
 
     pub fn spacing(&self) -> Duration {
         self.limits.spacing
+    }
+
+    /// Resolves once a permit (to any host) is released after this call;
+    /// `enable` it before looking at the hosts so no release is missed.
+    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
+    }
+
+    /// How far apart one host's requests start when it has a queue: its
+    /// spacing, or the time a request holds its permit shared by the
+    /// requests it may have in flight, whichever is longer. Before a
+    /// request to it has ended, the spacing alone.
+    pub fn pace(&self, host: &str) -> Duration {
+        let hold = self.lock().get(host).and_then(|s| s.hold);
+        let per_slot = hold.map_or(Duration::ZERO, |h| {
+            h / u32::try_from(self.limits.concurrency).unwrap_or(u32::MAX)
+        });
+        self.limits.spacing.max(per_slot)
     }
 
     /// Simultaneous requests allowed per host.
@@ -193,10 +219,7 @@ mod tests {
         let l = limiter(1, 0);
         let now = Instant::now();
         let a = l.try_acquire("a.example", now).expect("first");
-        assert!(matches!(
-            l.try_acquire("a.example", now),
-            Err(Busy::Throttled(_))
-        ));
+        assert_eq!(l.try_acquire("a.example", now).err(), Some(Busy::Full));
         let _b = l
             .try_acquire("b.example", now)
             .expect("another host is free");
@@ -241,6 +264,37 @@ mod tests {
         );
         assert_eq!(l.acquire("a.example").await.err(), Some(until));
         assert!(l.try_acquire("a.example", until).is_ok());
+    }
+
+    /// A host's pace is its spacing, or how long its requests take shared
+    /// among its concurrent slots when that is longer.
+    #[tokio::test(start_paused = true)]
+    async fn pace_follows_spacing_and_request_time() {
+        let l = limiter(2, 1000);
+        assert_eq!(l.pace("a.example"), Duration::from_secs(1));
+        let p = l.try_acquire("a.example", Instant::now()).expect("first");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        drop(p);
+        assert_eq!(l.pace("a.example"), Duration::from_secs(3));
+        let fast = limiter(4, 0);
+        assert_eq!(fast.pace("a.example"), Duration::ZERO);
+    }
+
+    /// A waiter for a full host wakes when a request to it ends, not a
+    /// second later.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_for_a_full_host_wakes_on_release() {
+        let l = limiter(1, 0);
+        let first = l.try_acquire("a.example", Instant::now()).expect("first");
+        let t0 = Instant::now();
+        let waiter = tokio::spawn({
+            let l = Arc::clone(&l);
+            async move { l.acquire("a.example").await.map(|_| Instant::now()) }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(first);
+        let got = waiter.await.expect("join").expect("permit");
+        assert_eq!(got - t0, Duration::from_millis(30));
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! - [`values`]: what makes a value safe to store and serve (plausible
 //!   dates, legal characters, length and size caps), shared by the parse
 //!   stage and the renderers.
-//! - [`scheduler`]: when each feed is polled (interval, jitter, backoff) and
-//!   the loop that dispatches due feeds under a concurrency cap.
+//! - [`policy`]: when each feed is polled next (interval, hints, jitter,
+//!   backoff, Retry-After); pure.
+//! - [`dispatch`]: the one dispatch loop (the daemon's schedule and
+//!   `tributary poll` alike): per-host queues of feeds and article pages
+//!   under the concurrency caps.
 //! - [`pipeline`]: one poll — [`pipeline::fetch`] (HTTP),
 //!   [`pipeline::parse`] (bytes → entries), [`pipeline::sanitize`] (allow-list
 //!   HTML, absolute URLs) — recorded in the store in one transaction; and
@@ -42,6 +45,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod hosts;
 pub mod housekeeping;
 pub mod indexer;
@@ -50,9 +54,9 @@ pub mod model;
 pub mod netguard;
 pub mod opml;
 pub mod pipeline;
+pub mod policy;
 pub mod progress;
 pub mod push;
-pub mod scheduler;
 pub mod serve;
 pub mod store;
 pub mod systemd;

@@ -296,17 +296,19 @@ impl Fetcher {
         }
     }
 
-    /// GETs a web page (an article), waiting for its host's turn, under
-    /// the same rules as feeds. Only HTML is accepted: anything else is
-    /// `NotHtml` before its body is read.
+    /// GETs a web page (an article) under the same rules as feeds, with
+    /// the caller's `permit` for its host or waiting for the host's turn.
+    /// Only HTML is accepted: anything else is `NotHtml` before its body
+    /// is read.
     pub async fn fetch_page(
         &self,
         url: &str,
+        permit: Option<HostPermit>,
         request: Option<Request<'_>>,
     ) -> Result<FetchedDoc, FetchError> {
         let limit = self.settings.timeout;
         let none = Validators::default();
-        let fetch = self.fetch_inner(url, &none, None, PAGE_ACCEPT, request);
+        let fetch = self.fetch_inner(url, &none, permit, PAGE_ACCEPT, request);
         match tokio::time::timeout(limit, fetch).await {
             Ok(Ok(FetchOutcome::Fetched(doc))) => Ok(doc),
             // Without validators a server has no business answering 304.

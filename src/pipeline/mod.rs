@@ -27,7 +27,7 @@ use crate::model::{
     ArticleJob, ArticleOutcome, ArticleRecord, Feed, FetchOutcome, FetchedDoc, Freshness,
     ParsedFeed, PollOutcome, PollRecord, Schedule, SiteRule, TextPrint, Validators,
 };
-use crate::scheduler::{PollFacts, SchedulePolicy, learn_interval, parse_retry_after};
+use crate::policy::{PollFacts, SchedulePolicy, learn_interval, parse_retry_after};
 use crate::store::{Store, StoreError};
 
 use extract::Extractor;
@@ -474,7 +474,13 @@ impl Pipeline {
     /// Fetches, extracts and cleans one article. Never fails: a failure is
     /// an outcome, with a retry time while attempts remain and the error
     /// is worth retrying.
-    pub async fn fetch_article(&self, job: &ArticleJob) -> ArticleRecord {
+    /// `permit` is a slot for the page's host when the caller holds one;
+    /// without one, the fetch waits for its host's turn.
+    pub async fn fetch_article(
+        &self,
+        job: &ArticleJob,
+        permit: Option<HostPermit>,
+    ) -> ArticleRecord {
         let at = Utc::now();
         let attempt = job.attempts + 1;
         // The most specific `[[site]]` rule with request options for the
@@ -491,7 +497,7 @@ impl Pipeline {
             options: &rule.request,
             secrets,
         });
-        let (outcome, retryable) = match self.fetcher.fetch_page(&job.url, request).await {
+        let (outcome, retryable) = match self.fetcher.fetch_page(&job.url, permit, request).await {
             Ok(doc) => match self.extract(job, doc).await {
                 Ok(outcome) => (outcome, false),
                 Err(error) => (ArticleOutcome::Failed { error }, false),

@@ -827,6 +827,31 @@ impl Store {
             .await
     }
 
+    /// Moves leased articles to when they should be tried (their host's
+    /// turn, the end of a 429), or renews their lease: one transaction per
+    /// distinct time, in one writer round trip.
+    pub async fn defer_articles(
+        &self,
+        defers: Vec<(i64, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let mut by_time: std::collections::BTreeMap<i64, (DateTime<Utc>, Vec<i64>)> =
+            std::collections::BTreeMap::new();
+        for (id, at) in defers {
+            by_time
+                .entry(at.timestamp())
+                .or_insert_with(|| (at, Vec::new()))
+                .1
+                .push(id);
+        }
+        self.write(move |c| {
+            for (at, ids) in by_time.into_values() {
+                sqlite::lease_articles(c, &ids, at)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Records one article attempt in one transaction; true when the entry
     /// turned out to be a story another feed brought first, and was merged
     /// into it.

@@ -41,7 +41,7 @@ async fn cache_control_max_age_holds_the_next_check_back() {
 }
 
 #[tokio::test]
-async fn expires_ttl_and_sy_update_period_are_honoured_up_to_max_interval() {
+async fn expires_and_ttl_are_honoured_up_to_max_interval_and_sy_update_period_is_not_a_floor() {
     let server = FeedServer::start().await;
     let expires = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(5400));
     server.set(
@@ -84,10 +84,298 @@ async fn expires_ttl_and_sy_update_period_are_honoured_up_to_max_interval() {
     let f = env.feed(&server.url("/ttl.xml")).await;
     assert_eq!(f.schedule_reason.as_deref(), Some("ttl"));
     assert_eq!(planned_wait(&f), 7200);
-    // A week is asked for; the configured ceiling wins.
+    // A week is asked for in sy:updatePeriod: no floor (WordPress says
+    // "hourly" of every site); the interval stands.
     let f = env.feed(&server.url("/sy.xml")).await;
-    assert_eq!(f.schedule_reason.as_deref(), Some("sy:updatePeriod"));
-    assert_eq!(planned_wait(&f), 86400);
+    assert_eq!(f.schedule_reason.as_deref(), Some("interval"));
+    assert!(planned_wait(&f) <= 2, "{}", planned_wait(&f));
+}
+
+/// WordPress writes `<sy:updatePeriod>hourly</sy:updatePeriod>` into every
+/// feed whatever the site's cadence: it is no floor. A feed with its own
+/// `interval`, and one on the default interval, are both polled at the
+/// configured 5 s by the daemon, with or without publishing history.
+#[tokio::test]
+async fn wordpress_sy_update_period_does_not_hold_the_configured_interval_back() {
+    let server = FeedServer::start().await;
+    let wordpress = |dated: bool| {
+        let date = if dated {
+            "<pubDate>Tue, 10 Nov 2026 10:00:00 GMT</pubDate>"
+        } else {
+            ""
+        };
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\" \
+             xmlns:sy=\"http://purl.org/rss/1.0/modules/syndication/\"><channel>\
+             <title>A WordPress site</title><link>https://wp.example/</link>\
+             <description>d</description>\
+             <sy:updatePeriod>\n\thourly\t</sy:updatePeriod>\
+             <sy:updateFrequency>\n\t1\t</sy:updateFrequency>\
+             <item><guid>1</guid><title>One</title>{date}</item></channel></rss>"
+        )
+    };
+    server.set(
+        "/fixed.xml",
+        Reply::feed("application/rss+xml", wordpress(true)),
+    );
+    server.set(
+        "/default.xml",
+        Reply::feed("application/rss+xml", wordpress(false)),
+    );
+    let env = TestEnv::with_poll(
+        &[("interval", "\"5s\"")],
+        &[
+            feed_table(&server.url("/fixed.xml"), "interval = \"5s\""),
+            feed_table(&server.url("/default.xml"), ""),
+        ]
+        .concat(),
+    );
+    // `tributary poll` plans the next check at the interval ...
+    assert!(env.cli(&["poll"]).status.success());
+    for (path, reason) in [("/fixed.xml", "fixed"), ("/default.xml", "interval")] {
+        let f = env.feed(&server.url(path)).await;
+        assert_eq!(f.schedule_reason.as_deref(), Some(reason), "{path}");
+        assert!(
+            (4..=6).contains(&planned_wait(&f)),
+            "{path}: {}",
+            planned_wait(&f)
+        );
+    }
+    // ... and the daemon keeps to it.
+    let daemon = env.spawn_daemon().await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    drop(daemon);
+    for path in ["/fixed.xml", "/default.xml"] {
+        let polls = server.requests(path).len();
+        assert!(
+            polls >= 3,
+            "{path}: polled {polls} times in 12 s at a 5 s interval"
+        );
+    }
+}
+
+/// A feed with one entry whose article page is `page` on `server`, which
+/// serves that page too.
+fn feed_with_story(server: &FeedServer, feed: &str, page: &str) {
+    let doc = format!(
+        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>\
+         <link>{base}</link><description>d</description>\
+         <item><guid>{page}</guid><title>Story {page}</title><link>{story}</link>\
+         <description>teaser</description></item></channel></rss>",
+        base = server.url("/"),
+        story = server.url(page),
+    );
+    server.set(feed, Reply::feed("application/rss+xml", doc));
+    server.set(
+        page,
+        Reply::feed(
+            "text/html; charset=utf-8",
+            format!(
+                "<html><head><title>Story</title></head><body><article>\
+                 <h1>Story {page}</h1><p>{}</p></article></body></html>",
+                "A paragraph of the article that says more than the teaser. ".repeat(20)
+            ),
+        ),
+    );
+}
+
+/// Many feeds on one host (a YouTube or Substack subscriber's list), each
+/// with an article page there, with the default per-host limits — one
+/// request at a time, a second apart: that host's queue of feeds and
+/// articles drains at its own pace, a request about a second after the one
+/// before (never a long stall, never a burst), while feeds on other hosts
+/// are polled on time and their articles fetched, none of them waiting
+/// behind that queue.
+#[tokio::test]
+async fn feeds_sharing_a_host_drain_at_its_pace_and_hold_back_no_other_host() {
+    const CROWD: usize = 200;
+    const WATCH: Duration = Duration::from_secs(20);
+    let crowded = FeedServer::start().await;
+    let mut tables = String::new();
+    let mut crowd_paths = Vec::new();
+    for i in 0..CROWD {
+        let (feed, page) = (format!("/c{i}.xml"), format!("/a{i}"));
+        feed_with_story(&crowded, &feed, &page);
+        // Due again long before the host has had time for every other
+        // feed: each must still wait its turn, not jump the queue.
+        tables.push_str(&feed_table(&crowded.url(&feed), "interval = \"2s\""));
+        crowd_paths.push(feed);
+        crowd_paths.push(page);
+    }
+    // Other hosts (other loopback addresses): two feeds each, polled
+    // every 3 s, each with an article page on its own host.
+    let mut others = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let server = FeedServer::start_on(ip).await;
+        for j in 0..2 {
+            feed_with_story(&server, &format!("/f{j}.xml"), &format!("/story-{j}"));
+            tables.push_str(&feed_table(
+                &server.url(&format!("/f{j}.xml")),
+                "interval = \"3s\"",
+            ));
+        }
+        others.push(server);
+    }
+    let env = TestEnv::with_config(
+        &[
+            ("interval", "\"1h\""),
+            ("concurrency", "8"),
+            ("per_host_concurrency", "1"),
+            ("per_host_spacing", "\"1s\""),
+        ],
+        "[extract]\nfull_text = true\n",
+        &tables,
+    );
+    let started = std::time::Instant::now();
+    let daemon = env.spawn_daemon().await;
+    tokio::time::sleep(WATCH).await;
+    let ended = std::time::Instant::now();
+    let (_, log) = daemon.stop();
+    let log_tail: String = {
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    };
+
+    // The crowded host: one request about every second from its first
+    // on, feeds and articles alike.
+    let mut starts = Vec::new();
+    for path in &crowd_paths {
+        let seen = crowded.requests(path);
+        assert!(seen.len() <= 1, "{path} asked {} times", seen.len());
+        starts.extend(seen.iter().map(|s| s.at));
+    }
+    starts.sort();
+    let first = *starts.first().expect("the crowded host was polled");
+    assert!(
+        first - started < Duration::from_secs(5),
+        "{:?}",
+        first - started
+    );
+    for (k, at) in starts.iter().enumerate() {
+        let late = (*at - first).as_secs_f64() - k as f64;
+        assert!(
+            late < 2.5,
+            "the crowded host's request #{k} started {:.1} s after its turn",
+            late
+        );
+    }
+    for w in starts.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(900),
+            "two requests to one host {:?} apart",
+            w[1] - w[0]
+        );
+    }
+    let expected = (ended - first).as_secs_f64() - 3.0;
+    assert!(
+        starts.len() as f64 >= expected,
+        "{} requests to the crowded host in {:.0} s",
+        starts.len(),
+        (ended - first).as_secs_f64()
+    );
+
+    // The other hosts: every feed polled from the start and every ~3 s,
+    // and its article fetched soon after the feed's first poll.
+    for server in &others {
+        for j in 0..2 {
+            let polls: Vec<std::time::Instant> = server
+                .requests(&format!("/f{j}.xml"))
+                .iter()
+                .map(|s| s.at)
+                .collect();
+            let Some(&first) = polls.first() else {
+                panic!(
+                    "{} never polled; daemon log:\n{log_tail}",
+                    server.url(&format!("/f{j}.xml"))
+                );
+            };
+            assert!(
+                first - started < Duration::from_secs(5),
+                "first poll {:?}",
+                first - started
+            );
+            let mut times = polls.clone();
+            times.push(ended);
+            for w in times.windows(2) {
+                assert!(
+                    w[1] - w[0] < Duration::from_secs(6),
+                    "{}: {:?} between polls (interval 3 s): {polls:?}",
+                    server.url(&format!("/f{j}.xml")),
+                    w[1] - w[0]
+                );
+            }
+            // Its host takes a request a second: its two feeds, then its
+            // two articles, then the feeds again.
+            let article = server.requests(&format!("/story-{j}"));
+            let Some(fetched) = article.first().map(|s| s.at) else {
+                panic!(
+                    "{} never fetched; daemon log:\n{log_tail}",
+                    server.url(&format!("/story-{j}"))
+                );
+            };
+            assert!(
+                fetched - first < Duration::from_secs(8),
+                "article fetched {:?} after its feed",
+                fetched - first
+            );
+        }
+    }
+}
+
+/// The same at a tenth of the spacing, so a whole round fits in the test:
+/// 200 feeds on one host at one request per 100 ms are all polled within
+/// about 20 s, each in its turn, none twice, and no request comes sooner
+/// than the spacing allows.
+#[tokio::test]
+async fn a_host_queue_drains_at_its_own_pace_not_in_whole_seconds() {
+    const CROWD: usize = 200;
+    let spacing = Duration::from_millis(100);
+    let server = FeedServer::start().await;
+    let mut tables = String::new();
+    for i in 0..CROWD {
+        let path = format!("/c{i}.xml");
+        server.set(&path, Reply::feed("application/rss+xml", item_feed()));
+        tables.push_str(&feed_table(&server.url(&path), ""));
+    }
+    let env = TestEnv::with_poll(
+        &[
+            ("interval", "\"1h\""),
+            ("concurrency", "8"),
+            ("per_host_concurrency", "1"),
+            ("per_host_spacing", "\"100ms\""),
+        ],
+        &tables,
+    );
+    let daemon = env.spawn_daemon().await;
+    let round = spacing * CROWD as u32;
+    let deadline = std::time::Instant::now() + round + Duration::from_secs(15);
+    let polled = |i: usize| !server.requests(&format!("/c{i}.xml")).is_empty();
+    while !(0..CROWD).all(polled) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, log) = daemon.stop();
+    let mut starts = Vec::new();
+    for i in 0..CROWD {
+        let seen = server.requests(&format!("/c{i}.xml"));
+        assert_eq!(seen.len(), 1, "/c{i}.xml asked {} times", seen.len());
+        starts.push(seen[0].at);
+    }
+    starts.sort();
+    for (k, at) in starts.iter().enumerate() {
+        let late = (*at - starts[0]).as_secs_f64() - k as f64 * spacing.as_secs_f64();
+        assert!(
+            late < 3.0,
+            "request #{k} came {late:.1} s after its turn; log:\n{log}"
+        );
+    }
+    // As the server sees them: a few milliseconds of jitter.
+    for w in starts.windows(2) {
+        assert!(
+            w[1] - w[0] >= spacing - Duration::from_millis(30),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
 }
 
 #[tokio::test]

@@ -125,6 +125,12 @@ pub struct FeedServer {
 
 impl FeedServer {
     pub async fn start() -> FeedServer {
+        FeedServer::start_on("127.0.0.1").await
+    }
+
+    /// A server on another loopback address (`127.0.0.2`, …): another
+    /// host to the poller, whose per-host limits key on the host name.
+    pub async fn start_on(ip: &'static str) -> FeedServer {
         let state = Arc::new(Mutex::new(ServerState::default()));
         let app = Router::new()
             .fallback(handle)
@@ -138,7 +144,7 @@ impl FeedServer {
                 .build()
                 .expect("feed server runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                let listener = tokio::net::TcpListener::bind((ip, 0))
                     .await
                     .expect("bind feed server");
                 let _ = addr_tx.send(listener.local_addr().expect("local addr"));
@@ -359,8 +365,12 @@ impl TestEnv {
         self.dir.path().join("tributary.db")
     }
 
+    /// The real binary: this build's, or `TRIBUTARY_TEST_BIN` (another
+    /// build, to see a new test fail on the code it guards against).
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+        let bin = std::env::var_os("TRIBUTARY_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tributary").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&self.config);
         cmd.env_remove("TRIBUTARY_CONFIG").env_remove("RUST_LOG");
         cmd
