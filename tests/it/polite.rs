@@ -364,17 +364,14 @@ async fn a_host_queue_drains_at_its_own_pace_not_in_whole_seconds() {
     for (k, at) in starts.iter().enumerate() {
         let late = (*at - starts[0]).as_secs_f64() - k as f64 * spacing.as_secs_f64();
         assert!(
-            late < 3.0,
+            late < 5.0,
             "request #{k} came {late:.1} s after its turn; log:\n{log}"
         );
     }
-    // As the server sees them: a few milliseconds of jitter.
+    // No burst. As the server sees them, on a loaded machine: tens of
+    // milliseconds of jitter around the spacing.
     for w in starts.windows(2) {
-        assert!(
-            w[1] - w[0] >= spacing - Duration::from_millis(30),
-            "{:?}",
-            w[1] - w[0]
-        );
+        assert!(w[1] - w[0] >= spacing / 2, "{:?}", w[1] - w[0]);
     }
 }
 
