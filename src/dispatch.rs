@@ -170,7 +170,6 @@ pub async fn run(
         finished: Arc::new(AtomicUsize::new(0)),
         articles_running: Arc::new(AtomicUsize::new(0)),
         next_renewal: Instant::now() + RENEW_EVERY,
-        final_look: false,
     };
     let slots = d.slots.clone();
     let poll_done = Arc::clone(&d.poll_done);
@@ -564,8 +563,6 @@ struct Dispatcher {
     finished: Arc<AtomicUsize>,
     articles_running: Arc<AtomicUsize>,
     next_renewal: Instant,
-    /// `tributary poll` has looked for articles once all polls ended.
-    final_look: bool,
 }
 
 impl Dispatcher {
@@ -577,11 +574,11 @@ impl Dispatcher {
         let polled = self.finished.load(Ordering::SeqCst);
         if let Feeds::Once { total, .. } = &self.feeds
             && polled >= *total
-            && !self.final_look
+            && self.articles.task.is_none()
+            && self.articles.empty_after < Some(*total)
         {
-            // Every poll is recorded: one more look catches the articles
-            // the last of them queued.
-            self.final_look = true;
+            // Every poll is recorded: look again (until a look finds
+            // nothing new) for the articles the last of them queued.
             self.articles.next_look = instant;
         }
         let (mut feeds_held, mut articles_held) = (0, 0);

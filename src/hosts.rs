@@ -75,6 +75,21 @@ impl HostPermit {
     pub fn host(&self) -> &str {
         &self.host
     }
+
+    /// The request starts now: the host's next may start no sooner than
+    /// one spacing from now. A permit taken by the dispatch loop starts
+    /// its request a moment later, on another task; counted from the
+    /// permit alone, two requests could start closer than the spacing.
+    pub fn starting(&self) {
+        let spacing = self.limiter.limits.spacing;
+        if spacing.is_zero() {
+            return;
+        }
+        let at = Instant::now() + spacing;
+        if let Some(s) = self.limiter.lock().get_mut(&self.host) {
+            s.next_start = Some(s.next_start.map_or(at, |t| t.max(at)));
+        }
+    }
 }
 
 impl Drop for HostPermit {
@@ -240,6 +255,23 @@ mod tests {
         assert!(
             l.try_acquire("a.example", t0 + Duration::from_secs(1))
                 .is_ok()
+        );
+    }
+
+    /// The dispatch loop takes a permit, and the request starts a moment
+    /// later on another task: the spacing counts from that start.
+    #[tokio::test(start_paused = true)]
+    async fn spacing_counts_from_when_the_request_starts() {
+        let l = limiter(1, 1000);
+        let t0 = Instant::now();
+        let p = l.try_acquire("a.example", t0).expect("first");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        p.starting();
+        drop(p);
+        assert_eq!(
+            l.try_acquire("a.example", t0 + Duration::from_secs(1))
+                .err(),
+            Some(Busy::Throttled(t0 + Duration::from_millis(1300)))
         );
     }
 

@@ -383,6 +383,9 @@ impl Fetcher {
             if let Some(request) = request {
                 builder = with_options(builder, &mut headers, request, &current);
             }
+            // The host's spacing counts from now, when the request really
+            // starts, not from when the permit was taken.
+            held.starting();
             let resp = builder.headers(headers).send().await.map_err(|e| {
                 let e = classify(e, self.settings.timeout);
                 record_request(current.as_str(), e.kind(), 0);
