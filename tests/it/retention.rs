@@ -310,22 +310,10 @@ async fn the_daemon_runs_housekeeping_shortly_after_start() {
     let base = env.base_url();
     // Polled (every second) and trimmed to two, which stay two while the
     // feed keeps offering all four.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let page = crate::support::http()
-            .get(format!("{base}/status"))
-            .send()
-            .await
-            .expect("GET /status")
-            .text()
-            .await
-            .expect("body");
-        if page.contains("2 entries") && page.contains("2 tombstones") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not trimmed:\n{page}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_status(&base, 20, "not trimmed", |page| {
+        page.contains("2 entries") && page.contains("2 tombstones")
+    })
+    .await;
     let polls = server.requests("/f.xml").len();
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.requests("/f.xml").len() < polls + 2 {
@@ -359,7 +347,23 @@ async fn a_feed_whose_posts_are_all_old_stays_visible_after_housekeeping() {
     );
     let daemon = env.spawn_daemon().await;
     let base = env.base_url();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_for_status(&base, 30, "not housekept as expected", |page| {
+        page.contains("10 entries") && page.contains("2 tombstones")
+    })
+    .await;
+    // Several more housekeeping runs change nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, err) = daemon.stop();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("housekeeping done"), "{err}");
+    let want: Vec<String> = (0..10).map(|i| format!("Item o{i:02}")).collect();
+    assert_eq!(titles(&env).await, want);
+}
+
+/// Polls the daemon's `/status` page until `done` holds for it, failing
+/// with `what` and the last page after `secs` seconds.
+async fn wait_for_status(base: &str, secs: u64, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let page = crate::support::http()
             .get(format!("{base}/status"))
@@ -369,20 +373,10 @@ async fn a_feed_whose_posts_are_all_old_stays_visible_after_housekeeping() {
             .text()
             .await
             .expect("body");
-        if page.contains("10 entries") && page.contains("2 tombstones") {
-            break;
+        if done(&page) {
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not housekept as expected:\n{page}"
-        );
+        assert!(Instant::now() < deadline, "{what}:\n{page}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Several more housekeeping runs change nothing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (status, err) = daemon.stop();
-    assert!(status.success(), "{err}");
-    assert!(err.contains("housekeeping done"), "{err}");
-    let want: Vec<String> = (0..10).map(|i| format!("Item o{i:02}")).collect();
-    assert_eq!(titles(&env).await, want);
 }
