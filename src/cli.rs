@@ -16,7 +16,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app;
 use crate::config::Config;
-use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus, RequestOptions};
+use crate::model::{
+    EntryRule, EntryRules, Feed, FeedOrigin, FeedSpec, FeedStatus, RequestOptions, RuleField,
+};
 use crate::pipeline::PollStatus;
 use crate::store::{AddOutcome, Store};
 
@@ -140,6 +142,15 @@ pub struct AddArgs {
     /// When URL is a web page offering several feeds, subscribe to all
     #[arg(long)]
     pub all: bool,
+    /// Store only entries a keep rule matches: "PART=REGEX" with PART
+    /// title, content, author or categories, or a bare REGEX for the title
+    /// or the content; repeat for several (one matching is enough)
+    #[arg(long = "keep", value_name = "[PART=]REGEX")]
+    pub keep: Vec<String>,
+    /// Never store entries a block rule matches (same form as --keep);
+    /// block wins over keep
+    #[arg(long = "block", value_name = "[PART=]REGEX")]
+    pub block: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -564,8 +575,47 @@ fn request_options(args: &AddArgs) -> anyhow::Result<RequestOptions> {
     })
 }
 
+/// The keep/block rules of `feeds add`: each flag `PART=REGEX` is one
+/// rule, as `keep = { PART = "REGEX" }` in the config; a bare `REGEX` is
+/// two, on the title and on the content (as an output's `include` reads
+/// them). Regexes are checked as the config's are.
+fn entry_rules(args: &AddArgs) -> anyhow::Result<EntryRules> {
+    fn parse(flag: &str, values: &[String]) -> anyhow::Result<Vec<EntryRule>> {
+        let mut rules = Vec::new();
+        for value in values {
+            let part = value.split_once('=').and_then(|(part, pattern)| {
+                RuleField::ALL
+                    .iter()
+                    .find(|(name, _)| *name == part.trim())
+                    .map(|&(_, field)| (field, pattern))
+            });
+            let (fields, pattern) = match part {
+                Some((field, pattern)) => (vec![field], pattern),
+                None => (vec![RuleField::Title, RuleField::Content], value.as_str()),
+            };
+            let pattern = crate::config::parse_regex(pattern)
+                .map_err(|message| anyhow::anyhow!("--{flag} {value:?}: {message}"))?;
+            for field in fields {
+                let rule = EntryRule {
+                    field,
+                    pattern: pattern.clone(),
+                };
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
+        }
+        Ok(rules)
+    }
+    Ok(EntryRules {
+        keep: parse("keep", &args.keep)?,
+        block: parse("block", &args.block)?,
+    })
+}
+
 async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
     let url = validate_feed_url(&args.url)?;
+    let rules = entry_rules(args)?;
     let mut tags: Vec<String> = args
         .tags
         .iter()
@@ -593,7 +643,7 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
             // Without the flag the feed follows `[extract] full_text`.
             full_text: args.no_full_text.then_some(false),
             request: request.clone(),
-            rules: Default::default(),
+            rules: rules.clone(),
         })
         .collect();
     let outcome = store.add_feeds(specs, FeedOrigin::Cli, Utc::now()).await?;
@@ -813,6 +863,12 @@ async fn feeds_list(config: &Config) -> anyhow::Result<()> {
             }
             writeln!(out, "         request: {}", parts.join(" · "))?;
         }
+        // Rules are no secret: they say why entries are missing.
+        for (word, rules) in [("keep", &f.spec.rules.keep), ("block", &f.spec.rules.block)] {
+            if !rules.is_empty() {
+                writeln!(out, "         {word}: {}", describe_rules(rules))?;
+            }
+        }
         if let Some(moved) = &f.fetch_url {
             writeln!(
                 out,
@@ -834,6 +890,21 @@ async fn feeds_list(config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Rules as `feeds list` shows them: `title ~ (?i)rust · author ~ Bot`.
+fn describe_rules(rules: &[EntryRule]) -> String {
+    let parts: Vec<String> = rules
+        .iter()
+        .map(|rule| {
+            let part = RuleField::ALL
+                .iter()
+                .find(|(_, field)| *field == rule.field)
+                .map_or("?", |(name, _)| name);
+            format!("{part} ~ {}", rule.pattern)
+        })
+        .collect();
+    parts.join(" · ")
 }
 
 /// Pauses or resumes a subscription; resuming also revives a gone feed.

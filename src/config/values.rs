@@ -141,7 +141,7 @@ pub(super) fn parse_output_name(s: &str) -> Result<String, String> {
 /// An `include` or `exclude` regular expression, kept as written (spaces
 /// matter in a regex, so it is not trimmed); compiling it here means a typo
 /// is a config error, not a filter that silently never matches.
-pub(super) fn parse_regex(s: &str) -> Result<String, String> {
+pub fn parse_regex(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err(
             "must not be empty: an empty regex matches every entry; leave the key out instead"

@@ -135,3 +135,84 @@ async fn rules_decide_what_is_stored_and_refilter_applies_new_ones() {
     let said = stdout(&env.cli(&["feeds", "refilter"]));
     assert!(said.contains("0 entries removed"), "{said}");
 }
+
+/// `feeds add --keep/--block` stores the same rules a `[[feed]]` table
+/// holds: a bare regex reads the title or the content, `PART=REGEX` one
+/// part; `feeds list` shows them; a bad regex is refused before anything
+/// is subscribed.
+#[tokio::test]
+async fn feeds_add_flags_set_keep_and_block_rules() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/flags.xml",
+        feed(&[
+            item(
+                "a",
+                "Rust 2.0 released",
+                "ada@x (Ada)",
+                "lang",
+                "<p>Faster.</p>",
+            ),
+            item(
+                "b",
+                "Go news",
+                "bob@x (Bob)",
+                "lang",
+                "<p>All about rust too.</p>",
+            ),
+            item(
+                "c",
+                "Rust course",
+                "ada@x (Ada)",
+                "sponsored",
+                "<p>Buy.</p>",
+            ),
+            item(
+                "d",
+                "Weekly digest",
+                "d@x (DigestBot)",
+                "misc",
+                "<p>Links.</p>",
+            ),
+            item("e", "Zig news", "zed@x (Zed)", "lang", "<p>Comptime.</p>"),
+        ]),
+    );
+    let url = server.url("/flags.xml");
+    let env = TestEnv::new("");
+
+    let out = env.cli(&["feeds", "add", &url, "--keep", "title=(?i)rust["]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--keep \"title=(?i)rust[\"") && err.contains("invalid regex"),
+        "{err}"
+    );
+    assert!(!stdout(&env.cli(&["feeds", "list"])).contains(&url));
+
+    let out = env.cli(&[
+        "feeds",
+        "add",
+        &url,
+        "--keep",
+        "(?i)rust",
+        "--keep",
+        "author=Zed",
+        "--block",
+        "categories=^sponsored$",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = stdout(&env.cli(&["feeds", "list"]));
+    assert!(
+        list.contains("keep: title ~ (?i)rust · content ~ (?i)rust · author ~ Zed"),
+        "{list}"
+    );
+    assert!(list.contains("block: categories ~ ^sponsored$"), "{list}");
+
+    let out = env.cli(&["poll"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // a: title; b: content; c: blocked; d: no rule keeps it; e: author.
+    assert_eq!(
+        titles(&env).await,
+        ["Go news", "Rust 2.0 released", "Zig news"]
+    );
+}
