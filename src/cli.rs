@@ -91,7 +91,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum FeedsCommand {
     /// Subscribe to a feed
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Show every subscription with its polling state
     List,
     /// Unsubscribe; entries only this feed carried are deleted
