@@ -308,8 +308,7 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
         .join(", ");
 
     let before: u64 = thread_cpu().values().sum();
-    let indexed = store
-        .index_all(tributary::indexer::BATCH)
+    let indexed = tributary::indexer::index_all(&store, tributary::indexer::BATCH)
         .await
         .expect("indexed");
     assert_eq!(indexed, stored, "every new entry was queued");

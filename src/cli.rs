@@ -472,8 +472,7 @@ async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     articles.print()?;
     // The daemon's indexer would catch up later; a one-shot command leaves
     // the search index complete.
-    store
-        .index_all(crate::indexer::BATCH)
+    crate::indexer::index_all(&store, crate::indexer::BATCH)
         .await
         .context("cannot update the search index")?;
     store.close().await?;

@@ -17,12 +17,18 @@
 //!
 //! The queue is in the database, so entries queued before a crash or a
 //! stop are indexed after the next start.
+//!
+//! This module also decides what an entry is indexed under ([`index_step`]):
+//! its title and the distinct words of what the outputs show
+//! (`sanitize::search_words`), made here, on a blocking thread, so the
+//! store's backends only read the queue and write what they are given.
 
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{PollLoad, Store, StoreError};
+use crate::pipeline::sanitize::search_words;
+use crate::store::{IndexStep, PollLoad, SearchDoc, Store, StoreError};
 
 /// Entries indexed per transaction: some 20 ms of the writer. Each
 /// transaction flushes a new segment of the index, which later merges
@@ -52,6 +58,45 @@ const RETRY: Duration = Duration::from_secs(5);
 
 /// A backlog at least this large is logged at info once it is indexed.
 const NOTABLE: usize = 10_000;
+
+/// Indexes up to `max` queued entries, oldest first: the store reads them
+/// as the outputs now show them, their words are made here (away from the
+/// writer), and the store writes them in one transaction, skipping any
+/// entry that changed meanwhile (it stays queued).
+pub async fn index_step(store: &Store, max: usize) -> Result<IndexStep, StoreError> {
+    let batch = store.search_batch(max).await?;
+    if batch.is_empty() {
+        return Ok(IndexStep::default());
+    }
+    let docs = tokio::task::spawn_blocking(move || {
+        batch
+            .into_iter()
+            .map(|s| SearchDoc {
+                entry_id: s.entry_id,
+                generation: s.generation,
+                title: s.title.unwrap_or_default(),
+                words: search_words(s.html.as_deref().unwrap_or_default()),
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| StoreError::Closed)?;
+    store.write_search(docs).await
+}
+
+/// Indexes every queued entry, in batches of `batch`, so polls and readers
+/// still get the writer in between; returns how many it indexed. For
+/// one-shot commands, which leave nothing behind.
+pub async fn index_all(store: &Store, batch: usize) -> Result<usize, StoreError> {
+    let mut total = 0;
+    loop {
+        let step = index_step(store, batch).await?;
+        total += step.indexed;
+        if !step.more {
+            return Ok(total);
+        }
+    }
+}
 
 /// Whether to index now, given how hard polls are being stored and how
 /// long the queue has been waiting.
@@ -88,7 +133,7 @@ pub async fn run(store: Store, token: CancellationToken) {
                 () = tokio::time::sleep(RECHECK) => continue,
             }
         }
-        match store.index_pending(BATCH).await {
+        match index_step(&store, BATCH).await {
             Ok(step) => {
                 run_indexed += step.indexed;
                 metrics::counter!("tributary_search_indexed_total").increment(step.indexed as u64);

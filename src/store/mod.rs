@@ -17,9 +17,10 @@
 mod backup;
 mod checkpoint;
 mod sqlite;
+mod stories;
 
 pub use backup::{BackupError, BackupProgress, BackupReport, backup};
-pub use sqlite::{IndexStep, entry_uid};
+pub use sqlite::entry_uid;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -156,6 +157,37 @@ impl Default for Revision {
             search_changed_at: DateTime::UNIX_EPOCH,
         }
     }
+}
+
+/// An entry queued for the search index, as the outputs now show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchSource {
+    pub entry_id: i64,
+    /// How often the entry was queued again while it waited: the index
+    /// takes words read at this count only.
+    pub generation: i64,
+    pub title: Option<String>,
+    /// The used article's HTML, else the feed's content as given.
+    pub html: Option<String>,
+}
+
+/// What an entry is indexed under: its title and the words of its
+/// content, made from a [`SearchSource`] of that `generation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchDoc {
+    pub entry_id: i64,
+    pub generation: i64,
+    pub title: String,
+    pub words: String,
+}
+
+/// What one batch of search indexing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexStep {
+    /// Entries indexed (or reindexed).
+    pub indexed: usize,
+    /// Whether more entries wait.
+    pub more: bool,
 }
 
 /// Where an entry's article stands (for tests and status views).
@@ -936,25 +968,24 @@ impl Store {
         self.index_work.notified().await;
     }
 
-    /// Indexes up to `max` queued entries, oldest first, in one
-    /// transaction. See [`sqlite::index_pending`].
-    pub async fn index_pending(&self, max: usize) -> Result<IndexStep, StoreError> {
-        self.write(move |c| sqlite::index_pending(c, max, Utc::now()))
-            .await
+    /// Up to `max` entries queued for the search index, oldest first, as
+    /// the outputs now show them; the indexer makes their words
+    /// (`crate::indexer`) and hands them to [`Store::write_search`]. Runs
+    /// on a reader connection.
+    pub async fn search_batch(&self, max: usize) -> Result<Vec<SearchSource>, StoreError> {
+        Ok(self
+            .reader()
+            .call(move |c| sqlite::pending_for_index(c, max))
+            .await?)
     }
 
-    /// Indexes every queued entry, in batches of `batch`, so polls and
-    /// readers still get the writer in between; returns how many it
-    /// indexed. For one-shot commands, which leave nothing behind.
-    pub async fn index_all(&self, batch: usize) -> Result<usize, StoreError> {
-        let mut total = 0;
-        loop {
-            let step = self.index_pending(batch).await?;
-            total += step.indexed;
-            if !step.more {
-                return Ok(total);
-            }
-        }
+    /// Indexes `docs` in one transaction and takes them off the queue,
+    /// except those whose entry changed (or went) since
+    /// [`Store::search_batch`] read it: they stay queued for the next
+    /// batch.
+    pub async fn write_search(&self, docs: Vec<SearchDoc>) -> Result<IndexStep, StoreError> {
+        self.write(move |c| sqlite::write_index(c, &docs, Utc::now()))
+            .await
     }
 
     /// Entries for an output, newest first. Runs on the reader connection.

@@ -455,7 +455,12 @@ async fn a_search_is_revalidated_when_the_index_catches_up() {
     let store = tributary::store::Store::open(&env.db_path())
         .await
         .expect("open store");
-    assert_eq!(store.index_all(500).await.expect("index"), 7);
+    assert_eq!(
+        tributary::indexer::index_all(&store, 500)
+            .await
+            .expect("index"),
+        7
+    );
     store.close().await.expect("close");
 
     for (name, value) in [("if-none-match", &etag), ("if-modified-since", &date)] {

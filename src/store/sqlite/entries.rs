@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{Enclosure, ParsedEntry, RAW_HASH_PREFIX, stable_hash};
-use crate::pipeline::dedup;
+use crate::store::stories::Evidence;
 
 use super::search::queue_for_index;
 use super::stories::{linked_stories, merge_stories, story_copies};
@@ -197,11 +197,7 @@ pub(super) fn upsert_entry(
             // listings that agree; in this feed or another) becomes one
             // more source of it, and joins any other story it links.
             if may_merge {
-                let evidence = dedup::Evidence {
-                    url_keys: e.url_keys.clone(),
-                    listings: vec![dedup::Listing::new(e.title.as_deref(), published)],
-                    prints: Vec::new(),
-                };
+                let evidence = Evidence::of_listing(&e.url_keys, e.title.as_deref(), published);
                 let linked = linked_stories(tx, &evidence, None, now_s)?;
                 if let Some(&(story, _)) = linked.first() {
                     exec(

@@ -47,8 +47,7 @@ pub(super) use retention::{
     trim_history, trim_tombstones,
 };
 pub(super) use rules::{feed_entries_for_rules, release_entries};
-pub use search::IndexStep;
-pub(super) use search::{index_pending, merge_search_index};
+pub(super) use search::{merge_search_index, pending_for_index, write_index};
 pub(super) use status::status;
 pub(super) use stories::{DEDUP_PASS_BATCH, dedup_pass_step};
 
@@ -73,6 +72,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/push.sql")),
         // A feed's keep/block rules as JSON; NULL: none.
         M::up("ALTER TABLE feed ADD COLUMN rules TEXT;"),
+        M::up(include_str!("migrations/search_gen.sql")),
     ])
 }
 

@@ -3,20 +3,21 @@
 //! query.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::pipeline::sanitize::search_words;
+use crate::store::{IndexStep, SearchDoc, SearchSource};
 
-use super::{exec, limit, ts};
+use super::{exec, limit, query_one, ts};
 
-/// Queues an entry for the search indexer ([`index_pending`]). Every path
+/// Queues an entry for the search indexer ([`write_index`]). Every path
 /// that adds an entry or changes what it is indexed under comes here
 /// instead of indexing in its own transaction: tokenising and merging
 /// terms was about a sixth of the daemon's CPU while polls arrived flat
 /// out, and a queue lets that wait until the writer has time to spare.
 /// `indexed` says whether the index may already hold the entry; a row
 /// already queued keeps what it said, since the index still holds what it
-/// held when that row was queued.
+/// held when that row was queued, and counts one more change (`gen`), so
+/// words read before it are not taken for the entry as it now reads.
 pub(super) fn queue_for_index(
     tx: &Connection,
     entry_id: i64,
@@ -24,73 +25,76 @@ pub(super) fn queue_for_index(
 ) -> rusqlite::Result<()> {
     exec(
         tx,
-        "INSERT OR IGNORE INTO search_pending (entry_id, reindex) VALUES (?1, ?2)",
+        "INSERT INTO search_pending (entry_id, reindex) VALUES (?1, ?2)
+         ON CONFLICT (entry_id) DO UPDATE SET gen = gen + 1",
         params![entry_id, indexed],
     )?;
     Ok(())
 }
 
-/// What one [`index_pending`] call did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct IndexStep {
-    /// Entries indexed (or reindexed).
-    pub indexed: usize,
-    /// Whether more entries wait.
-    pub more: bool,
+/// Up to `max` queued entries, oldest first, as the outputs show them now:
+/// the title, and the article's HTML when the article is used, else the
+/// feed's content. A read: the words are made from it away from the
+/// writer, and [`write_index`] indexes them.
+pub(in crate::store) fn pending_for_index(
+    conn: &Connection,
+    max: usize,
+) -> rusqlite::Result<Vec<SearchSource>> {
+    let mut pending = conn.prepare_cached(
+        "SELECT p.entry_id, p.gen, e.title, coalesce(a.html, e.content_html)
+         FROM search_pending p
+         JOIN entry e ON e.id = p.entry_id
+         LEFT JOIN article a ON a.entry_id = p.entry_id AND a.used = 1
+         ORDER BY p.entry_id
+         LIMIT ?1",
+    )?;
+    let rows = pending.query_map([limit(max)], |r| {
+        Ok(SearchSource {
+            entry_id: r.get(0)?,
+            generation: r.get(1)?,
+            title: r.get(2)?,
+            html: r.get(3)?,
+        })
+    })?;
+    rows.collect()
 }
 
-/// Indexes up to `max` queued entries, oldest first, in one transaction,
-/// and takes them off the queue. An entry is indexed under its title and
-/// the words ([`search_words`]) of what the outputs show as its content:
-/// the article text when the article is used, else the feed's content.
-/// Reading that here, rather than carrying words from the poll, means an
-/// entry changed again while queued is indexed once, as it now is.
-pub(in crate::store) fn index_pending(
+/// Indexes `docs` in one transaction and takes them off the queue. A doc
+/// whose entry was queued again since it was read (changed meanwhile) or
+/// is gone is skipped: its queue row stays, and the next batch reads the
+/// entry as it then is. So an entry changed again while queued is indexed
+/// once, as it now reads.
+pub(in crate::store) fn write_index(
     conn: &mut Connection,
-    max: usize,
+    docs: &[SearchDoc],
     now: DateTime<Utc>,
 ) -> rusqlite::Result<IndexStep> {
     let tx = conn.transaction()?;
     let mut indexed = 0;
-    let mut last = None;
-    {
-        let mut pending = tx.prepare_cached(
-            "SELECT p.entry_id, p.reindex, e.title, coalesce(a.html, e.content_html)
-             FROM search_pending p
-             JOIN entry e ON e.id = p.entry_id
-             LEFT JOIN article a ON a.entry_id = p.entry_id AND a.used = 1
-             ORDER BY p.entry_id
-             LIMIT ?1",
-        )?;
-        let mut rows = pending.query([max as i64])?;
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let reindex: bool = row.get(1)?;
-            let title: Option<String> = row.get(2)?;
-            let html: Option<String> = row.get(3)?;
-            if reindex {
-                exec(&tx, "DELETE FROM entry_fts WHERE rowid = ?1", [id])?;
-            }
+    for doc in docs {
+        let reindex: Option<bool> = query_one(
+            &tx,
+            "DELETE FROM search_pending WHERE entry_id = ?1 AND gen = ?2 RETURNING reindex",
+            params![doc.entry_id, doc.generation],
+            |r| r.get(0),
+        )
+        .optional()?;
+        let Some(reindex) = reindex else { continue };
+        if reindex {
             exec(
                 &tx,
-                "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
-                params![
-                    id,
-                    title.unwrap_or_default(),
-                    search_words(html.as_deref().unwrap_or_default())
-                ],
+                "DELETE FROM entry_fts WHERE rowid = ?1",
+                [doc.entry_id],
             )?;
-            indexed += 1;
-            last = Some(id);
         }
-    }
-    if let Some(last) = last {
-        // Every queued id up to `last` was read above, in this transaction.
         exec(
             &tx,
-            "DELETE FROM search_pending WHERE entry_id <= ?1",
-            [last],
+            "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
+            params![doc.entry_id, doc.title, doc.words],
         )?;
+        indexed += 1;
+    }
+    if indexed > 0 {
         // Searches now find more: their cached pages and validators expire.
         exec(
             &tx,

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::TextPrint;
-use crate::pipeline::dedup;
+use crate::store::stories::{
+    self, ArticleFacts, ArticleMerge, Evidence, LSH_KEYS_PER_PRINT, PRINT_VERSION, PrintRow,
+    StoryRows, TEXT_WINDOW_SECS,
+};
 
 use super::search::queue_for_index;
 use super::{bump_revision, exec, numbered, opt_ts, query_one, ts};
@@ -21,27 +24,22 @@ pub(super) fn story_copies(tx: &Connection, story: i64) -> rusqlite::Result<i64>
     )
 }
 
-/// What a stored story says of itself for `dedup::same_story`: every URL
-/// key of its copies, every copy's listing (a copy stored before copies
-/// kept their own is listed as the story), and every member's print of
-/// the current analysis version.
-fn evidence_of(tx: &Connection, story: i64) -> rusqlite::Result<dedup::Evidence> {
-    let mut ev = dedup::Evidence::default();
+/// What a stored story says of itself for the dedup rule, as rows: every
+/// URL key of its copies, every copy's listing (a copy stored before
+/// copies kept their own is listed as the story), and every member's print
+/// of the current analysis version.
+fn evidence_of(tx: &Connection, story: i64) -> rusqlite::Result<Evidence> {
+    let mut rows = StoryRows::default();
     let mut stmt = tx.prepare_cached("SELECT url_key FROM entry_url WHERE entry_id = ?1")?;
-    ev.url_keys = stmt
+    rows.url_keys = stmt
         .query_map([story], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = tx.prepare_cached(
         "SELECT coalesce(s.title, e.title), coalesce(s.published_at, e.published_at)
          FROM entry_source s JOIN entry e ON e.id = s.entry_id WHERE s.entry_id = ?1",
     )?;
-    ev.listings = stmt
-        .query_map([story], |r| {
-            Ok(dedup::Listing::new(
-                r.get::<_, Option<String>>(0)?.as_deref(),
-                r.get(1)?,
-            ))
-        })?
+    rows.listings = stmt
+        .query_map([story], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     // A print stored before prints kept their site is its entry's page.
     let mut stmt = tx.prepare_cached(
@@ -50,82 +48,56 @@ fn evidence_of(tx: &Connection, story: i64) -> rusqlite::Result<dedup::Evidence>
                  LEFT JOIN article a ON a.entry_id = o.id WHERE o.id = p.origin)
          FROM entry_print p WHERE p.entry_id = ?1 AND p.version = ?2",
     )?;
-    let rows = stmt.query_map(params![story, i64::from(dedup::VERSION)], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, Vec<u8>>(2)?,
-            r.get::<_, Option<i64>>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, Option<String>>(5)?,
-        ))
-    })?;
-    for row in rows {
-        let (words, simhash, minhash, published, site, page) = row?;
-        if let Some(sketch) = dedup::Sketch::from_bytes(&minhash) {
-            let text = dedup::Candidate {
-                fingerprint: dedup::Fingerprint {
-                    simhash: simhash as u64,
-                    words: u32::try_from(words).unwrap_or(0),
-                },
-                sketch,
-                published,
-            };
-            ev.prints.push(match site {
-                Some(site) => dedup::Print { text, site },
-                None => dedup::Print::new(text, page.as_deref()),
-            });
-        }
-    }
-    Ok(ev)
+    rows.prints = stmt
+        .query_map(params![story, PRINT_VERSION], |r| {
+            Ok(PrintRow {
+                words: r.get(0)?,
+                simhash: r.get(1)?,
+                minhash: r.get(2)?,
+                published: r.get(3)?,
+                site: r.get(4)?,
+                page: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Evidence::of_rows(rows))
 }
 
-/// The stories other than `me` that `dedup::same_story` says are one story
-/// with `evidence`, with their first-seen times, earliest first.
+/// The stories other than `me` that are one story with `evidence`
+/// ([`stories::same_story`]), with their first-seen times, earliest first.
 /// Candidates are stories sharing a URL key, and stories first seen within
-/// `dedup::MAX_PUBLISHED_GAP_SECS` of `around` sharing a locality-sensitive
-/// key with one of its prints; the pure decision is made here, the SQL
-/// only finds candidates.
+/// [`TEXT_WINDOW_SECS`] of `around` sharing a locality-sensitive key with
+/// one of its prints; the SQL only finds candidates, the rule decides.
 pub(super) fn linked_stories(
     tx: &Connection,
-    evidence: &dedup::Evidence,
+    evidence: &Evidence,
     me: Option<i64>,
     around: i64,
 ) -> rusqlite::Result<Vec<(i64, i64)>> {
     let mut candidates: Vec<i64> = Vec::new();
-    if !evidence.url_keys.is_empty() {
+    let url_keys = evidence.url_keys();
+    if !url_keys.is_empty() {
         let sql = format!(
             "SELECT DISTINCT entry_id FROM entry_url WHERE url_key IN ({}) AND entry_id IS NOT ?1",
-            numbered(2, evidence.url_keys.len())
+            numbered(2, url_keys.len())
         );
         let args = std::iter::once(&me as &dyn rusqlite::ToSql)
-            .chain(evidence.url_keys.iter().map(|k| k as &dyn rusqlite::ToSql));
+            .chain(url_keys.iter().map(|k| k as &dyn rusqlite::ToSql));
         let mut stmt = tx.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?;
         for row in rows {
             candidates.push(row?);
         }
     }
-    let lsh: Vec<i64> = {
-        let mut keys: Vec<i64> = evidence
-            .prints
-            .iter()
-            .flat_map(|p| p.text.sketch.lsh_keys())
-            .map(|k| k as i64)
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
-    };
-    for chunk in lsh.chunks(dedup::LSH_BANDS) {
+    let lsh = evidence.lsh_keys();
+    for chunk in lsh.chunks(LSH_KEYS_PER_PRINT) {
         let sql = format!(
             "SELECT DISTINCT l.entry_id FROM entry_lsh l JOIN entry x ON x.id = l.entry_id
              WHERE l.lsh_key IN ({}) AND l.entry_id IS NOT ?1
                AND x.first_seen_at BETWEEN ?2 - ?3 AND ?2 + ?3",
             numbered(4, chunk.len())
         );
-        let window = dedup::MAX_PUBLISHED_GAP_SECS;
-        let head: [&dyn rusqlite::ToSql; 3] = [&me, &around, &window];
+        let head: [&dyn rusqlite::ToSql; 3] = [&me, &around, &TEXT_WINDOW_SECS];
         let args = head
             .into_iter()
             .chain(chunk.iter().map(|k| k as &dyn rusqlite::ToSql));
@@ -140,58 +112,53 @@ pub(super) fn linked_stories(
     let mut linked = Vec::new();
     for id in candidates {
         let other = evidence_of(tx, id)?;
-        if dedup::same_story(evidence, &other).is_some() {
-            let first_seen: i64 = query_one(
-                tx,
-                "SELECT first_seen_at FROM entry WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
-            linked.push((id, first_seen));
+        if stories::same_story(evidence, &other) {
+            linked.push((id, first_seen(tx, id)?));
         }
     }
-    linked.sort_unstable_by_key(|&(id, seen)| (seen, id));
+    stories::earliest_first(&mut linked);
     Ok(linked)
 }
 
+fn first_seen(tx: &Connection, story: i64) -> rusqlite::Result<i64> {
+    query_one(
+        tx,
+        "SELECT first_seen_at FROM entry WHERE id = ?1",
+        [story],
+        |r| r.get(0),
+    )
+}
+
 /// Merges `story` with every story the evidence links it to, transitively,
-/// into the earliest first seen of them, which keeps its id. Returns the
-/// story `story` is now part of (itself when nothing merged or it was the
-/// earliest) and how many stories merged away. Whatever order copies and
-/// articles arrive in, the stories end as the groups `dedup::group` makes
-/// of the same entries.
+/// into the earliest first seen of them ([`stories::merge_order`]), which
+/// keeps its id. Returns the story `story` is now part of (itself when
+/// nothing merged or it was the earliest) and how many stories merged
+/// away. Whatever order copies and articles arrive in, the stories end as
+/// the groups `dedup::group` makes of the same entries.
 pub(super) fn unite(tx: &Connection, story: i64) -> rusqlite::Result<(i64, usize)> {
     let mut me = story;
     let mut merged = 0;
     // Each round merges at least one story away; the bound is a guard.
     for _ in 0..64 {
         let evidence = evidence_of(tx, me)?;
-        let first_seen: i64 = query_one(
-            tx,
-            "SELECT first_seen_at FROM entry WHERE id = ?1",
-            [me],
-            |r| r.get(0),
-        )?;
-        let mut linked = linked_stories(tx, &evidence, Some(me), first_seen)?;
+        let seen = first_seen(tx, me)?;
+        let linked = linked_stories(tx, &evidence, Some(me), seen)?;
         if linked.is_empty() {
             break;
         }
-        linked.push((me, first_seen));
-        linked.sort_unstable_by_key(|&(id, seen)| (seen, id));
-        let target = linked[0].0;
-        for &(id, _) in &linked[1..] {
+        let (target, from) = stories::merge_order((me, seen), &linked);
+        for &id in &from {
             merge_stories(tx, id, target)?;
         }
         me = target;
-        merged += linked.len() - 1;
+        merged += from.len();
     }
     Ok((me, merged))
 }
 
 /// The earlier `into` absorbs `from`: its copies, URL keys, prints and
-/// candidate keys move over; its article replaces the story's fetched
-/// text when it says more, and becomes the story's when it has none;
-/// `from` is deleted. The story keeps its id.
+/// candidate keys move over; the articles as [`stories::article_merge`]
+/// says; `from` is deleted. The story keeps its id.
 pub(super) fn merge_stories(tx: &Connection, from: i64, into: i64) -> rusqlite::Result<()> {
     exec(
         tx,
@@ -215,33 +182,33 @@ pub(super) fn merge_stories(tx: &Connection, from: i64, into: i64) -> rusqlite::
          SELECT lsh_key, ?2 FROM entry_lsh WHERE entry_id = ?1",
         params![from, into],
     )?;
-    let article = |id: i64| -> rusqlite::Result<Option<(String, bool, i64)>> {
+    let article = |id: i64| -> rusqlite::Result<Option<ArticleFacts>> {
         query_one(
             tx,
             "SELECT status, used, coalesce(word_count, 0) FROM article WHERE entry_id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                Ok(ArticleFacts {
+                    status: r.get(0)?,
+                    used: r.get(1)?,
+                    words: r.get(2)?,
+                })
+            },
         )
         .optional()
     };
-    match (article(from)?, article(into)?) {
-        // The story has no page to fetch: it takes `from`'s, fetched or not.
-        (Some(_), None) => {
+    match stories::article_merge(article(from)?.as_ref(), article(into)?.as_ref()) {
+        ArticleMerge::Move => {
             exec(
                 tx,
                 "UPDATE article SET entry_id = ?2 WHERE entry_id = ?1",
                 params![from, into],
             )?;
-            if article(into)?.is_some_and(|(_, used, _)| used) {
+            if article(into)?.is_some_and(|a| a.used) {
                 queue_for_index(tx, into, true)?;
             }
         }
-        // A fetched article that says more replaces the story's text. One
-        // still to be fetched is kept: its page may be evidence (its
-        // canonical URL, its text) that links further copies.
-        (Some((_, true, from_words)), Some((status, used, words)))
-            if status != "pending" && (!used || words < from_words) =>
-        {
+        ArticleMerge::Replace => {
             exec(
                 tx,
                 "INSERT OR REPLACE INTO article (entry_id, feed_id, url, status, attempts,
@@ -254,7 +221,7 @@ pub(super) fn merge_stories(tx: &Connection, from: i64, into: i64) -> rusqlite::
             )?;
             queue_for_index(tx, into, true)?;
         }
-        _ => {}
+        ArticleMerge::Keep => {}
     }
     exec(tx, "DELETE FROM entry WHERE id = ?1", [from])?;
     Ok(())
@@ -281,7 +248,7 @@ pub(super) fn store_print(
          VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             entry_id,
-            dedup::site_of(page_url).unwrap_or_default(),
+            stories::site_of(page_url),
             i64::from(print.version),
             i64::from(print.words),
             print.simhash as i64,

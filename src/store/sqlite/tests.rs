@@ -12,7 +12,7 @@ use crate::model::{
 };
 use crate::pipeline::dedup;
 use crate::pipeline::sanitize::search_words;
-use crate::store::{DedupPass, EntryQuery};
+use crate::store::{DedupPass, EntryQuery, IndexStep, SearchDoc, SearchSource};
 
 use super::articles::*;
 use super::entries::*;
@@ -275,6 +275,29 @@ fn fetched(feed_id: i64, keys: &[&str], now: DateTime<Utc>) -> PollRecord {
         })
         .collect();
     fetched_entries(feed_id, entries, now)
+}
+
+/// One indexer batch as `crate::indexer::index_step` runs it: read, make
+/// the words, write.
+fn index_pending(
+    conn: &mut Connection,
+    max: usize,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<IndexStep> {
+    let docs = words_of(pending_for_index(conn, max)?);
+    write_index(conn, &docs, now)
+}
+
+fn words_of(batch: Vec<SearchSource>) -> Vec<SearchDoc> {
+    batch
+        .into_iter()
+        .map(|s| SearchDoc {
+            entry_id: s.entry_id,
+            generation: s.generation,
+            title: s.title.unwrap_or_default(),
+            words: search_words(s.html.as_deref().unwrap_or_default()),
+        })
+        .collect()
 }
 
 fn count(conn: &Connection, sql: &str) -> i64 {
@@ -895,6 +918,54 @@ fn entries_are_searchable_once_the_indexer_has_run_as_they_now_read() {
     assert!(search(&conn, "seaweed").is_empty());
     let indexed = count(&conn, "SELECT count(*) FROM entry_fts_docsize");
     assert_eq!(indexed, 2);
+}
+
+/// The indexer reads a batch, makes its words away from the writer, then
+/// writes them: an entry a poll changed in between is not indexed with the
+/// words read before; it stays queued and the next batch indexes it as it
+/// now reads. An entry deleted in between is skipped.
+#[test]
+fn an_entry_changed_while_its_words_are_made_is_indexed_as_it_now_reads() {
+    let mut conn = memory_db();
+    let now = Utc::now();
+    let [id] = subscribe(&mut conn, ["https://a.example/"], now);
+    let first = vec![
+        titled("guid:1", "Harbour", "<p>Lighthouse keepers</p>"),
+        titled("guid:2", "Gone", "<p>seaweed</p>"),
+    ];
+    record_poll(&mut conn, &fetched_entries(id, first, now)).unwrap();
+    let read = words_of(pending_for_index(&conn, 10).unwrap());
+    assert_eq!(read.len(), 2);
+    // Meanwhile a poll changes the first entry and the second is deleted.
+    let later = now + chrono::Duration::seconds(10);
+    let changed = vec![titled("guid:1", "Harbour", "<p>Breakwater news</p>")];
+    record_poll(&mut conn, &fetched_entries(id, changed, later)).unwrap();
+    conn.execute(
+        "DELETE FROM entry WHERE id = (SELECT entry_id FROM entry_source WHERE entry_key = 'guid:2')",
+        [],
+    )
+    .unwrap();
+    let step = write_index(&mut conn, &read, now).unwrap();
+    assert_eq!(
+        step,
+        IndexStep {
+            indexed: 0,
+            more: true
+        }
+    );
+    assert!(search(&conn, "lighthouse").is_empty());
+    assert_eq!(search_backlog(&conn).unwrap(), 1);
+    let step = index_pending(&mut conn, 10, now).unwrap();
+    assert_eq!(
+        step,
+        IndexStep {
+            indexed: 1,
+            more: false
+        }
+    );
+    assert_eq!(search(&conn, "breakwater"), ["Harbour"]);
+    assert!(search(&conn, "lighthouse").is_empty());
+    assert!(search(&conn, "seaweed").is_empty());
 }
 
 #[test]
