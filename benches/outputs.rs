@@ -520,6 +520,7 @@ async fn fill(db: &Path, total: usize, vocab: &[String]) -> anyhow::Result<()> {
             full_text: Some(false),
             request: Default::default(),
             rules: Default::default(),
+            page: None,
         })
         .collect();
     store.add_feeds(specs, FeedOrigin::Cli, now).await?;

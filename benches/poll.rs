@@ -289,6 +289,7 @@ fn subscribe(db: &Path, addr: SocketAddr, n: usize) {
                 full_text: None,
                 request: Default::default(),
                 rules: Default::default(),
+                page: None,
             })
             .collect();
         store

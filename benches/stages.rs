@@ -231,6 +231,7 @@ async fn store_round(parsed: &[ParsedFeed], in_flight: usize) -> StoreRound {
             full_text: None,
             request: Default::default(),
             rules: Default::default(),
+            page: None,
         })
         .collect();
     store

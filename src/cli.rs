@@ -17,7 +17,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::app;
 use crate::config::Config;
 use crate::model::{
-    EntryRule, EntryRules, Feed, FeedOrigin, FeedSpec, FeedStatus, RequestOptions, RuleField,
+    EntryRule, EntryRules, Feed, FeedOrigin, FeedSpec, FeedStatus, PageRule, RequestOptions,
+    RuleField,
 };
 use crate::pipeline::PollStatus;
 use crate::store::{AddOutcome, Store};
@@ -103,6 +104,76 @@ pub enum FeedsCommand {
     /// Apply each feed's keep/block rules to its stored entries: entries
     /// they leave out are removed (unless another feed carries them too)
     Refilter,
+    /// Show what a feed, or a web page read with CSS selectors, gives:
+    /// its entries' titles, links, dates and ids. Subscribes to nothing
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    pub url: String,
+    /// Read URL as a page without a feed: the CSS selector of each item
+    #[arg(long, value_name = "SELECTOR")]
+    pub item: Option<String>,
+    /// The selector of an item's title (default: its link's text)
+    #[arg(
+        long,
+        visible_alias = "item-title",
+        value_name = "SELECTOR",
+        requires = "item"
+    )]
+    pub title: Option<String>,
+    /// The selector of an item's link (default: its first `a[href]`)
+    #[arg(
+        long,
+        visible_alias = "item-link",
+        value_name = "SELECTOR",
+        requires = "item"
+    )]
+    pub link: Option<String>,
+    /// The selector of an item's date (default: its first `<time>`)
+    #[arg(
+        long,
+        visible_alias = "item-date",
+        value_name = "SELECTOR",
+        requires = "item"
+    )]
+    pub date: Option<String>,
+    /// The selector of an item's summary (default: its first paragraph)
+    #[arg(
+        long,
+        visible_alias = "item-summary",
+        value_name = "SELECTOR",
+        requires = "item"
+    )]
+    pub summary: Option<String>,
+    /// The selector of an item's full text, when the page has it
+    #[arg(
+        long,
+        visible_alias = "item-content",
+        value_name = "SELECTOR",
+        requires = "item"
+    )]
+    pub content: Option<String>,
+    /// The selector of an item's author (default: its `rel="author"`)
+    #[arg(
+        long,
+        visible_alias = "item-author",
+        value_name = "SELECTOR",
+        requires = "item"
+    )]
+    pub author: Option<String>,
+    /// The selector of an item's picture
+    #[arg(
+        long,
+        visible_alias = "item-image",
+        value_name = "SELECTOR",
+        requires = "item"
+    )]
+    pub image: Option<String>,
+    /// How many entries to show
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub show: usize,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +213,34 @@ pub struct AddArgs {
     /// When URL is a web page offering several feeds, subscribe to all
     #[arg(long)]
     pub all: bool,
+    /// Read URL as a web page without a feed, with CSS selectors: --item
+    /// and the --item-* flags (`feeds test` shows what they find)
+    #[arg(long, requires = "item", conflicts_with_all = ["pick", "all"])]
+    pub page: bool,
+    /// With --page: the CSS selector of each item on the page
+    #[arg(long, value_name = "SELECTOR", requires = "page")]
+    pub item: Option<String>,
+    /// With --page: the selector of an item's title (default: its link's text)
+    #[arg(long, value_name = "SELECTOR", requires = "item")]
+    pub item_title: Option<String>,
+    /// With --page: the selector of an item's link (default: its first `a[href]`)
+    #[arg(long, value_name = "SELECTOR", requires = "item")]
+    pub item_link: Option<String>,
+    /// With --page: the selector of an item's date (default: its first `<time>`)
+    #[arg(long, value_name = "SELECTOR", requires = "item")]
+    pub item_date: Option<String>,
+    /// With --page: the selector of an item's summary (default: its first paragraph)
+    #[arg(long, value_name = "SELECTOR", requires = "item")]
+    pub item_summary: Option<String>,
+    /// With --page: the selector of an item's full text
+    #[arg(long, value_name = "SELECTOR", requires = "item")]
+    pub item_content: Option<String>,
+    /// With --page: the selector of an item's author (default: its `rel="author"`)
+    #[arg(long, value_name = "SELECTOR", requires = "item")]
+    pub item_author: Option<String>,
+    /// With --page: the selector of an item's picture
+    #[arg(long, value_name = "SELECTOR", requires = "item")]
+    pub item_image: Option<String>,
     /// Store only entries a keep rule matches: "PART=REGEX" with PART
     /// title, content, author or categories, or a bare REGEX for the title
     /// or the content; repeat for several (one matching is enough)
@@ -197,6 +296,7 @@ pub async fn execute(cli: &Cli, config: Config) -> anyhow::Result<()> {
             feeds_set_status(&config, url, FeedStatus::Paused).await
         }
         Command::Feeds(FeedsCommand::Refilter) => feeds_refilter(&config).await,
+        Command::Feeds(FeedsCommand::Test(args)) => feeds_test(&config, args).await,
         Command::Feeds(FeedsCommand::Resume { url }) => {
             feeds_set_status(&config, url, FeedStatus::Active).await
         }
@@ -612,9 +712,33 @@ fn entry_rules(args: &AddArgs) -> anyhow::Result<EntryRules> {
     })
 }
 
+/// A page rule from selector flags, `(part, flag, value)`, each checked
+/// as the config's are; None without an item selector.
+fn page_rule(parts: &[(&str, &str, &Option<String>)]) -> anyhow::Result<Option<PageRule>> {
+    let mut rule = PageRule::default();
+    for (part, flag, value) in parts {
+        if let Some(value) = value {
+            let selector = crate::config::parse_selector(value)
+                .map_err(|message| anyhow::anyhow!("--{flag}: {message}"))?;
+            rule.set(part, selector);
+        }
+    }
+    Ok((!rule.item.is_empty()).then_some(rule))
+}
+
 async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
     let url = validate_feed_url(&args.url)?;
     let rules = entry_rules(args)?;
+    let page = page_rule(&[
+        ("item", "item", &args.item),
+        ("title", "item-title", &args.item_title),
+        ("link", "item-link", &args.item_link),
+        ("date", "item-date", &args.item_date),
+        ("summary", "item-summary", &args.item_summary),
+        ("content", "item-content", &args.item_content),
+        ("author", "item-author", &args.item_author),
+        ("image", "item-image", &args.item_image),
+    ])?;
     let mut tags: Vec<String> = args
         .tags
         .iter()
@@ -625,7 +749,11 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
     tags.dedup();
     let request = request_options(args)?;
     let store = open(config).await?;
-    let feeds = match choose_feeds(config, &store, &url, &request, args).await {
+    let chosen = match &page {
+        Some(rule) => check_page(config, &store, &url, rule, &request).await,
+        None => choose_feeds(config, &store, &url, &request, args).await,
+    };
+    let feeds = match chosen {
         Ok(feeds) => feeds,
         Err(e) => {
             store.close().await?;
@@ -643,6 +771,7 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
             full_text: args.no_full_text.then_some(false),
             request: request.clone(),
             rules: rules.clone(),
+            page: page.clone(),
         })
         .collect();
     let outcome = store.add_feeds(specs, FeedOrigin::Cli, Utc::now()).await?;
@@ -661,6 +790,252 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
     }
     if added == 0 {
         bail!("{} is already subscribed", feeds.join(", "));
+    }
+    Ok(())
+}
+
+/// `feeds add --page`: the page is read with the rule first, so a rule
+/// that finds nothing is not subscribed; a page that cannot be fetched
+/// now is subscribed as given, with a warning (polls say what is wrong).
+async fn check_page(
+    config: &Config,
+    store: &Store,
+    url: &str,
+    rule: &PageRule,
+    request: &RequestOptions,
+) -> anyhow::Result<Vec<String>> {
+    use crate::pipeline::{Preview, PreviewError};
+    let pipeline = app::pipeline(config, store.clone()).await?;
+    if let Some(host) = crate::hosts::host_of(url) {
+        pipeline.trust_host(&host);
+    }
+    match pipeline.preview(url, Some(rule), request).await {
+        Ok(Preview::Page(parsed)) => {
+            println!(
+                "{url}: the selectors find {} entr{}",
+                parsed.entries.len(),
+                if parsed.entries.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            );
+        }
+        Ok(_) => {}
+        // The page answered, and the rule finds nothing on it.
+        Err(PreviewError::Read(e)) => bail!(
+            "{url}: {e}\nnothing was subscribed; `tributary feeds test {url} --item …` shows what selectors find"
+        ),
+        Err(PreviewError::Fetch(e)) => {
+            eprintln!("warning: cannot fetch {url} now ({e}); subscribing to it as given")
+        }
+    }
+    Ok(vec![url.to_owned()])
+}
+
+/// How to read `url` as a page without a feed with `rule`: the
+/// `feeds test` line, the `feeds add` line and the `[[feed]]` table.
+struct PageRuleExample {
+    test: String,
+    add: String,
+    table: String,
+}
+
+impl PageRuleExample {
+    fn new(url: &str, rule: &PageRule) -> PageRuleExample {
+        let mut flags = String::new();
+        let mut select = Vec::new();
+        for (part, selector) in rule.selectors() {
+            let flag = if part == "item" {
+                "--item".to_owned()
+            } else {
+                format!("--item-{part}")
+            };
+            flags.push_str(&format!(" {flag} {}", shell_quote(selector)));
+            select.push(format!("{part} = {}", toml_string(selector)));
+        }
+        let url_word = shell_quote(url);
+        PageRuleExample {
+            test: format!("tributary feeds test {url_word}{flags}"),
+            add: format!("tributary feeds add {url_word} --page{flags}"),
+            table: format!(
+                "[[feed]]\nurl = {}\npage = true\nselect = {{ {} }}",
+                toml_string(url),
+                select.join(", ")
+            ),
+        }
+    }
+
+    /// The `feeds add` line and the table, indented.
+    fn subscribe(&self) -> String {
+        format!(
+            "  {}\nor in the config:\n{}",
+            self.add,
+            indent(&self.table, "  ")
+        )
+    }
+
+    /// All three, indented.
+    fn all(&self) -> String {
+        format!("  {}\nthen subscribe with\n{}", self.test, self.subscribe())
+    }
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|l| format!("{by}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `s` as a TOML basic string (JSON's escapes are TOML's).
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// `tributary feeds test URL`: what a poll would read, without
+/// subscribing.
+async fn feeds_test(config: &Config, args: &TestArgs) -> anyhow::Result<()> {
+    use crate::pipeline::Preview;
+    let url = validate_feed_url(&args.url)?;
+    let rule = page_rule(&[
+        ("item", "item", &args.item),
+        ("title", "title", &args.title),
+        ("link", "link", &args.link),
+        ("date", "date", &args.date),
+        ("summary", "summary", &args.summary),
+        ("content", "content", &args.content),
+        ("author", "author", &args.author),
+        ("image", "image", &args.image),
+    ])?;
+    let store = open(config).await?;
+    let pipeline = app::pipeline(config, store.clone()).await?;
+    if let Some(host) = crate::hosts::host_of(&url) {
+        pipeline.trust_host(&host);
+    }
+    let preview = pipeline
+        .preview(&url, rule.as_ref(), &RequestOptions::default())
+        .await;
+    store.close().await?;
+    let preview = preview.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    match preview {
+        Preview::Feed(parsed) => {
+            writeln!(
+                out,
+                "{url} is a feed{}: {} entries",
+                parsed
+                    .title
+                    .as_deref()
+                    .map(|t| format!(" (\"{t}\")"))
+                    .unwrap_or_default(),
+                parsed.entries.len()
+            )?;
+            print_entries(&mut out, &parsed, args.show)?;
+        }
+        Preview::Page(parsed) => {
+            let Some(rule) = &rule else {
+                return Ok(());
+            };
+            writeln!(
+                out,
+                "{url} read with the item selector `{}`: {} entries",
+                rule.item,
+                parsed.entries.len()
+            )?;
+            print_entries(&mut out, &parsed, args.show)?;
+            writeln!(out, "\nsubscribe with")?;
+            writeln!(out, "{}", PageRuleExample::new(&url, rule).subscribe())?;
+        }
+        Preview::PageWithoutRule { feeds, suggestion } => {
+            if !feeds.is_empty() {
+                writeln!(
+                    out,
+                    "{url} is a web page; it links {} feed{}:",
+                    feeds.len(),
+                    if feeds.len() == 1 { "" } else { "s" }
+                )?;
+                for (i, feed) in feeds.iter().enumerate() {
+                    writeln!(out, "  {}. {} ({})", i + 1, feed.url, feed.kind.as_str())?;
+                }
+                writeln!(
+                    out,
+                    "`tributary feeds test {}` shows what the first one reads; `tributary feeds add {}` subscribes to it",
+                    feeds[0].url,
+                    shell_quote(&url)
+                )?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "{url} is a web page without a feed (it links none; `tributary feeds add` also tries the usual paths)."
+            )?;
+            let item = match &suggestion {
+                Some((selector, n)) => {
+                    writeln!(
+                        out,
+                        "It can be read as one with CSS selectors for its items: `{selector}` finds {n} linked items here. Try"
+                    )?;
+                    selector.clone()
+                }
+                None => {
+                    writeln!(
+                        out,
+                        "It can be read as one with CSS selectors for its items (each item's element, and optionally its title, link, date and summary within it), e.g."
+                    )?;
+                    "article".to_owned()
+                }
+            };
+            let example = PageRule {
+                item,
+                title: suggestion.is_none().then(|| "h2".to_owned()),
+                date: suggestion.is_none().then(|| "time".to_owned()),
+                ..PageRule::default()
+            };
+            writeln!(out, "{}", PageRuleExample::new(&url, &example).all())?;
+        }
+    }
+    Ok(())
+}
+
+/// The first `show` entries of a preview: title, link, date and id.
+fn print_entries(
+    out: &mut impl Write,
+    parsed: &crate::model::ParsedFeed,
+    show: usize,
+) -> anyhow::Result<()> {
+    for (i, entry) in parsed.entries.iter().take(show).enumerate() {
+        writeln!(
+            out,
+            "  {}. {}",
+            i + 1,
+            entry.title.as_deref().unwrap_or("(no title)")
+        )?;
+        writeln!(out, "     link: {}", entry.link.as_deref().unwrap_or("-"))?;
+        let date = entry.published.or(entry.updated).map_or_else(
+            || "none (the time it is first seen)".to_owned(),
+            |d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        writeln!(out, "     date: {date}")?;
+        writeln!(out, "     id:   {}", entry.key)?;
+    }
+    if parsed.entries.len() > show {
+        writeln!(
+            out,
+            "  … and {} more (--show N for more)",
+            parsed.entries.len() - show
+        )?;
     }
     Ok(())
 }
@@ -684,10 +1059,19 @@ async fn choose_feeds(
     let feeds = match pipeline.discover(url, request).await {
         Ok(Discovery::Feed) => return Ok(vec![url.to_owned()]),
         Ok(Discovery::Page { feeds }) => feeds,
-        Err(DiscoverError::NoFeed { url }) => bail!(
-            "no feed found on {url}: the page links none (<link rel=\"alternate\">), and none of {} answers with a feed. If the site has a feed elsewhere, add its URL",
-            crate::pipeline::discover::COMMON_PATHS.join(", ")
-        ),
+        Err(DiscoverError::NoFeed { url }) => {
+            let example = PageRule {
+                item: "article".to_owned(),
+                title: Some("h2".to_owned()),
+                date: Some("time".to_owned()),
+                ..PageRule::default()
+            };
+            bail!(
+                "no feed found on {url}: the page links none (<link rel=\"alternate\">), and none of {} answers with a feed. If the site has a feed elsewhere, add its URL.\nTo read the page itself as a feed, give CSS selectors for its items; see what they find with\n{}",
+                crate::pipeline::discover::COMMON_PATHS.join(", "),
+                PageRuleExample::new(&url, &example).all()
+            )
+        }
         Err(e) => {
             // Offline, or the feed is broken right now: subscribe as asked;
             // polls will report what is wrong.
@@ -861,6 +1245,14 @@ async fn feeds_list(config: &Config) -> anyhow::Result<()> {
                 parts.push("proxy".to_owned());
             }
             writeln!(out, "         request: {}", parts.join(" · "))?;
+        }
+        if let Some(page) = &f.spec.page {
+            let parts: Vec<String> = page
+                .selectors()
+                .iter()
+                .map(|(part, selector)| format!("{part} `{selector}`"))
+                .collect();
+            writeln!(out, "         page: {}", parts.join(" · "))?;
         }
         // Rules are no secret: they say why entries are missing.
         for (word, rules) in [("keep", &f.spec.rules.keep), ("block", &f.spec.rules.block)] {

@@ -305,6 +305,7 @@ mod tests {
                     full_text: None,
                     request: Default::default(),
                     rules: Default::default(),
+                    page: None,
                 })
                 .collect();
             store.add_feeds(specs, FeedOrigin::Cli, now).await.unwrap();

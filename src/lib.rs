@@ -16,7 +16,9 @@
 //!   `tributary poll` alike): per-host queues of feeds and article pages
 //!   under the concurrency caps.
 //! - [`pipeline`]: one poll — [`pipeline::fetch`] (HTTP),
-//!   [`pipeline::parse`] (bytes → entries), [`pipeline::sanitize`] (allow-list
+//!   [`pipeline::parse`] (bytes → entries) or [`pipeline::scrape`] (a page
+//!   without a feed, read with CSS selectors → entries),
+//!   [`pipeline::sanitize`] (allow-list
 //!   HTML, absolute URLs) — recorded in the store in one transaction; and
 //!   [`pipeline::extract`] (a web page → its article, via dom_smoothie and
 //!   our rules in [`pipeline::clean`]).

@@ -30,6 +30,91 @@ pub struct FeedSpec {
     pub request: RequestOptions,
     /// Which of its entries are stored (`keep` and `block`).
     pub rules: EntryRules,
+    /// Set for a web page without a feed, read as one by these selectors
+    /// (`page = true` with `[feed.select]`).
+    pub page: Option<PageRule>,
+}
+
+/// How a web page that has no feed is read as one: CSS selectors for its
+/// items and, within each item, their parts. Each selector is known to
+/// compile when it comes from the config or the command line; the parts
+/// that are unset have defaults (see `pipeline::scrape`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PageRule {
+    /// Each element it matches is one entry (nested matches belong to the
+    /// outermost).
+    pub item: String,
+    pub title: Option<String>,
+    pub link: Option<String>,
+    pub date: Option<String>,
+    pub summary: Option<String>,
+    pub content: Option<String>,
+    pub author: Option<String>,
+    pub image: Option<String>,
+}
+
+impl PageRule {
+    /// The parts a rule names, in the order they are documented; `item`
+    /// first.
+    pub const PARTS: [&'static str; 8] = [
+        "item", "title", "link", "date", "summary", "content", "author", "image",
+    ];
+
+    /// Each selector that is set, with the part it is for, in
+    /// [`PageRule::PARTS`] order.
+    pub fn selectors(&self) -> Vec<(&'static str, &str)> {
+        let optional = [
+            &self.title,
+            &self.link,
+            &self.date,
+            &self.summary,
+            &self.content,
+            &self.author,
+            &self.image,
+        ];
+        let mut out = vec![("item", self.item.as_str())];
+        for (part, value) in Self::PARTS[1..].iter().zip(optional) {
+            if let Some(value) = value {
+                out.push((part, value.as_str()));
+            }
+        }
+        out
+    }
+
+    /// Sets the selector for `part` (one of [`PageRule::PARTS`]); false
+    /// for an unknown part.
+    pub fn set(&mut self, part: &str, selector: String) -> bool {
+        let slot = match part {
+            "item" => {
+                self.item = selector;
+                return true;
+            }
+            "title" => &mut self.title,
+            "link" => &mut self.link,
+            "date" => &mut self.date,
+            "summary" => &mut self.summary,
+            "content" => &mut self.content,
+            "author" => &mut self.author,
+            "image" => &mut self.image,
+            _ => return false,
+        };
+        *slot = Some(selector);
+        true
+    }
+
+    /// The rule as the store keeps it.
+    pub fn to_json(&self) -> String {
+        // A struct of strings always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The rule the store kept; None when the column is empty or
+    /// unreadable (the feed then polls as a feed, and says what it got).
+    pub fn from_json(json: Option<&str>) -> Option<PageRule> {
+        json.and_then(|j| serde_json::from_str::<PageRule>(j).ok())
+            .filter(|rule| !rule.item.is_empty())
+    }
 }
 
 /// Which of a feed's entries are stored, from `[[feed]] keep` and

@@ -231,6 +231,7 @@ impl Builder {
                     full_text: None,
                     request: Default::default(),
                     rules: Default::default(),
+                    page: None,
                 });
             }
         }
@@ -583,13 +584,29 @@ fn write_feed(out: &mut String, feed: &FeedSpec, indent: &str) {
         .filter(|t| !t.trim().is_empty())
         .unwrap_or(&feed.url);
     out.push_str(indent);
-    out.push_str("<outline type=\"rss\" text=\"");
+    // A page read with selectors is no feed another reader could poll:
+    // it goes out as a link to the page (OPML 2.0 `type="link"`), never
+    // as an `xmlUrl` that would hand that reader HTML.
+    let (kind, url_attribute) = match feed.page {
+        Some(_) => ("link", "url"),
+        None => ("rss", "xmlUrl"),
+    };
+    out.push_str("<outline type=\"");
+    out.push_str(kind);
+    out.push_str("\" text=\"");
     escape_into(out, name);
     out.push_str("\" title=\"");
     escape_into(out, name);
-    out.push_str("\" xmlUrl=\"");
+    out.push_str("\" ");
+    out.push_str(url_attribute);
+    out.push_str("=\"");
     escape_into(out, &feed.url);
     out.push('"');
+    if feed.page.is_some() {
+        out.push_str(" htmlUrl=\"");
+        escape_into(out, &feed.url);
+        out.push('"');
+    }
 
     let mut category = String::new();
     let mut written: Vec<&str> = Vec::new();
@@ -648,6 +665,7 @@ mod tests {
             full_text: None,
             request: Default::default(),
             rules: Default::default(),
+            page: None,
         }
     }
 
@@ -932,6 +950,33 @@ mod tests {
                 spec("https://b.example/", Some("Late title"), &[]),
             ]
         );
+    }
+
+    #[test]
+    fn page_feeds_export_as_links_to_their_page_not_as_feeds() {
+        let page = FeedSpec {
+            page: Some(crate::model::PageRule {
+                item: "article".into(),
+                ..Default::default()
+            }),
+            ..spec("https://news.example/list", Some("News page"), &["news"])
+        };
+        let plain = spec("https://feed.example/rss", None, &[]);
+        let xml = export_at(&[page, plain.clone()], "Subs", Utc::now());
+        assert!(
+            xml.contains(
+                r#"<outline type="link" text="News page" title="News page" url="https://news.example/list" htmlUrl="https://news.example/list" category="/news"/>"#
+            ),
+            "{xml}"
+        );
+        assert!(
+            !xml.contains(r#"xmlUrl="https://news.example/list""#),
+            "{xml}"
+        );
+        // Read back, it is no feed: only the real one is imported.
+        let back = import(&xml).unwrap();
+        assert_eq!(back.feeds.len(), 1);
+        assert_eq!(back.feeds[0].url, plain.url);
     }
 
     #[test]

@@ -243,6 +243,7 @@ pub(crate) mod tests {
                 full_text: None,
                 request: Default::default(),
                 rules: Default::default(),
+                page: None,
             },
             origin: FeedOrigin::Config,
             status: FeedStatus::Active,

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::raw::{Item, RawFeed, RawSite};
+use super::raw::{Item, RawFeed, RawSelect, RawSite};
 use super::read::{Field, Reader};
 use super::values::format_duration;
-use crate::model::{EntryRules, FeedSpec, RequestOptions, SiteRule};
+use crate::model::{EntryRules, FeedSpec, PageRule, RequestOptions, SiteRule};
 
 impl Reader {
     pub(super) fn validate_feeds(
@@ -94,6 +94,7 @@ impl Reader {
                 keep: feed.keep.value().unwrap_or_default(),
                 block: feed.block.value().unwrap_or_default(),
             };
+            let page = self.page_rule(i, table_line, feed.page, feed.select);
             feeds.push(FeedSpec {
                 url,
                 title,
@@ -102,9 +103,65 @@ impl Reader {
                 full_text,
                 request,
                 rules,
+                page,
             });
         }
         feeds
+    }
+
+    /// The page rule of `feed[i]`: `page = true` needs `select.item`, and
+    /// `select` needs `page = true`.
+    fn page_rule(
+        &mut self,
+        i: usize,
+        table_line: usize,
+        page: Field<bool>,
+        select: Field<RawSelect>,
+    ) -> Option<PageRule> {
+        let example = "e.g. select = { item = \"article\", title = \"h2\" }";
+        match (page, select) {
+            (Field::Set(true, _), Field::Set(select, line)) => {
+                let item = match select.item {
+                    Field::Set(item, _) => item,
+                    Field::Missing => {
+                        self.problem_at_line(
+                            &format!("feed[{i}].select.item"),
+                            line,
+                            format!("missing: a page feed needs the CSS selector of its items, {example}"),
+                        );
+                        return None;
+                    }
+                    Field::Invalid => return None,
+                };
+                Some(PageRule {
+                    item,
+                    title: select.title.value(),
+                    link: select.link.value(),
+                    date: select.date.value(),
+                    summary: select.summary.value(),
+                    content: select.content.value(),
+                    author: select.author.value(),
+                    image: select.image.value(),
+                })
+            }
+            (Field::Set(true, line), Field::Missing) => {
+                self.problem_at_line(
+                    &format!("feed[{i}].select"),
+                    line,
+                    format!("missing: page = true reads the page with CSS selectors; add them, {example} (`tributary feeds test URL --item …` shows what they find)"),
+                );
+                None
+            }
+            (Field::Set(false, _) | Field::Missing, Field::Set(_, line)) => {
+                self.problem_at_line(
+                    &format!("feed[{i}].select"),
+                    line.max(table_line),
+                    "select reads a web page without a feed: set page = true too (or remove select to read the url as a feed)",
+                );
+                None
+            }
+            _ => None,
+        }
     }
 
     /// The request options of a `[[feed]]` or `[[site]]` (`prefix`); a

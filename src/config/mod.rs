@@ -43,7 +43,7 @@ use crate::model::{FeedSpec, OutputSpec, RetentionPolicy, SiteRule};
 use read::{LineIndex, Reader};
 pub use values::{
     format_bytes, format_duration, parse_duration, parse_header, parse_proxy, parse_regex,
-    parse_size,
+    parse_selector, parse_size,
 };
 
 // The tests reach the parts' items through `use super::*`.
@@ -53,8 +53,7 @@ use {
     read::closest,
     values::{
         MAX_OUTPUT_NAME_LEN, OUTPUT_NAME_HINT, SELECTOR_HINT, describe_regex_error,
-        describe_selector_error, parse_allow_rule, parse_output_name, parse_selector,
-        parse_site_host,
+        describe_selector_error, parse_allow_rule, parse_output_name, parse_site_host,
     },
 };
 #[cfg(test)]

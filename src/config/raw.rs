@@ -47,6 +47,7 @@ pub(super) const SECTIONS: &[(&str, &[&str])] = &[
     ("[extract]", RawExtract::KEYS),
     ("[retention]", RawRetention::KEYS),
     ("[[feed]]", RawFeed::KEYS),
+    ("[feed.select]", RawSelect::KEYS),
     ("[[site]]", RawSite::KEYS),
     ("[[output]]", RawOutput::KEYS),
 ];
@@ -134,6 +135,23 @@ raw_table! {
         proxy: String = parsed(parse_proxy),
         keep: Vec<EntryRule> = rule_table,
         block: Vec<EntryRule> = rule_table,
+        page: bool = boolean,
+        select: RawSelect = sub_table(RawSelect::read),
+    }
+}
+
+raw_table! {
+    /// A `[[feed]]`'s `select` table: how a page without a feed is read
+    /// (with `page = true`). Keep in step with `PageRule::PARTS`.
+    pub(super) struct RawSelect {
+        item: String = parsed(parse_selector),
+        title: String = parsed(parse_selector),
+        link: String = parsed(parse_selector),
+        date: String = parsed(parse_selector),
+        summary: String = parsed(parse_selector),
+        content: String = parsed(parse_selector),
+        author: String = parsed(parse_selector),
+        image: String = parsed(parse_selector),
     }
 }
 

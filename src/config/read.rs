@@ -427,6 +427,26 @@ impl Reader {
         }
     }
 
+    /// A table inside a table (`[feed.select]`, or `select = { … }`), its
+    /// keys read by `read` under `key` (`feed[2].select.item`).
+    pub(super) fn sub_table<T>(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+        read: impl FnOnce(&mut Reader, &str, &DeTable<'_>) -> (T, bool),
+    ) -> Field<T> {
+        match value.get_ref() {
+            DeValue::Table(table) => {
+                let line = self.lines.line(value.span().start);
+                Field::Set(read(self, key, table).0, line)
+            }
+            other => {
+                self.wrong_type(key, value.span(), "a table", other);
+                Field::Invalid
+            }
+        }
+    }
+
     /// An array of strings: trimmed, blanks rejected, duplicates dropped
     /// (the first one keeps its place).
     pub(super) fn tags(&mut self, key: &str, value: &Value<'_>) -> Field<Vec<String>> {

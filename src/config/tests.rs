@@ -220,6 +220,7 @@ name = "all"
                 full_text: Some(true),
                 request: Default::default(),
                 rules: Default::default(),
+                page: None,
             },
             FeedSpec {
                 url: "https://lwn.net/headlines/rss".into(),
@@ -229,6 +230,7 @@ name = "all"
                 full_text: None,
                 request: Default::default(),
                 rules: Default::default(),
+                page: None,
             },
         ]
     );
@@ -1915,4 +1917,82 @@ block = { author = "bot" }
     assert!(m.contains("invalid regex"), "{m}");
     let m = check_err(&feed("keep = \"rust\""), "feed[0].keep", 3);
     assert!(m.contains("a table of part = \"regex\""), "{m}");
+}
+
+#[test]
+fn page_feeds_read_their_selectors_and_report_each_mistake_with_key_and_line() {
+    let config = ok(r#"
+[[feed]]
+url = "https://news.example/"
+page = true
+[feed.select]
+item = "article.post"
+title = "h2"
+date = "time"
+summary = ".lede"
+image = "img.hero"
+
+[[feed]]
+url = "https://other.example/"
+page = true
+select = { item = "li", link = "a.permalink" }
+"#);
+    let page = config.feeds[0].page.as_ref().unwrap();
+    assert_eq!(page.item, "article.post");
+    assert_eq!(page.title.as_deref(), Some("h2"));
+    assert_eq!(page.date.as_deref(), Some("time"));
+    assert_eq!(page.summary.as_deref(), Some(".lede"));
+    assert_eq!(page.image.as_deref(), Some("img.hero"));
+    assert_eq!(page.link, None);
+    let inline = config.feeds[1].page.as_ref().unwrap();
+    assert_eq!(
+        (inline.item.as_str(), inline.link.as_deref()),
+        ("li", Some("a.permalink"))
+    );
+
+    // A selector that does not parse: its key and its line.
+    let message = check_err(
+        "[[feed]]\nurl = \"https://a.example/\"\npage = true\n[feed.select]\nitem = \"li\"\ntitle = \"h2[\"\n",
+        "feed[0].select.title",
+        6,
+    );
+    assert!(
+        message.contains("invalid CSS selector \"h2[\""),
+        "{message}"
+    );
+    check_err(
+        "[[feed]]\nurl = \"https://a.example/\"\npage = true\nselect = { item = \"a:nosuch\" }\n",
+        "feed[0].select.item",
+        4,
+    );
+    // page = true without selectors, and the other way round.
+    let message = check_err(
+        "[[feed]]\nurl = \"https://a.example/\"\npage = true\n",
+        "feed[0].select",
+        3,
+    );
+    assert!(message.contains("feeds test"), "{message}");
+    check_err(
+        "[[feed]]\nurl = \"https://a.example/\"\npage = true\nselect = { title = \"h2\" }\n",
+        "feed[0].select.item",
+        4,
+    );
+    check_err(
+        "[[feed]]\nurl = \"https://a.example/\"\nselect = { item = \"li\" }\n",
+        "feed[0].select",
+        3,
+    );
+    // A misspelt part, and a part written in the [[feed]] itself.
+    let message = check_err(
+        "[[feed]]\nurl = \"https://a.example/\"\npage = true\nselect = { item = \"li\", titl = \"h2\" }\n",
+        "feed[0].select.titl",
+        4,
+    );
+    assert!(message.contains("did you mean \"title\""), "{message}");
+    let message = check_err(
+        "[[feed]]\nurl = \"https://a.example/\"\nitem = \"li\"\n",
+        "feed[0].item",
+        3,
+    );
+    assert!(message.contains("[feed.select]"), "{message}");
 }

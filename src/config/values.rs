@@ -281,7 +281,7 @@ pub(super) fn parse_host_name(
 
 /// A CSS selector as the article cleaner will use it; compiling it here
 /// means a typo is a config error, not a rule that silently never matches.
-pub(super) fn parse_selector(s: &str) -> Result<String, String> {
+pub fn parse_selector(s: &str) -> Result<String, String> {
     match dom_query::Matcher::new(s) {
         Ok(_) => Ok(s.to_owned()),
         Err(e) => Err(format!(

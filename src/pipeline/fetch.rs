@@ -296,6 +296,27 @@ impl Fetcher {
         }
     }
 
+    /// GETs a web page read as a feed (a page rule): conditionally and
+    /// under the same bounds as a feed, but asking for HTML; anything else
+    /// is `NotHtml` before its body is read.
+    pub async fn fetch_page_feed(
+        &self,
+        url: &str,
+        validators: &Validators,
+        permit: Option<HostPermit>,
+        request: Option<Request<'_>>,
+    ) -> Result<FetchOutcome, FetchError> {
+        let limit = self.settings.timeout;
+        let fetch = self.fetch_inner(url, validators, permit, PAGE_ACCEPT, request);
+        match tokio::time::timeout(limit, fetch).await {
+            Ok(r) => r,
+            Err(_) => {
+                record_request(url, "timeout", 0);
+                Err(FetchError::Timeout(limit))
+            }
+        }
+    }
+
     /// GETs a web page (an article) under the same rules as feeds, with
     /// the caller's `permit` for its host or waiting for the host's turn.
     /// Only HTML is accepted: anything else is `NotHtml` before its body

@@ -15,6 +15,7 @@ pub mod lenient;
 pub mod parse;
 pub mod rules;
 pub mod sanitize;
+pub mod scrape;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,11 +332,19 @@ impl Pipeline {
                 options: &feed.spec.request,
                 secrets,
             });
-        let fetched = self
-            .fetcher
-            .fetch_feed(feed.effective_url(), &feed.validators, permit, request)
-            .await
-            .map_err(Failure::from_fetch);
+        let fetched = match &feed.spec.page {
+            Some(_) => {
+                self.fetcher
+                    .fetch_page_feed(feed.effective_url(), &feed.validators, permit, request)
+                    .await
+            }
+            None => {
+                self.fetcher
+                    .fetch_feed(feed.effective_url(), &feed.validators, permit, request)
+                    .await
+            }
+        }
+        .map_err(Failure::from_fetch);
         drop(request_slot);
         let fetched = fetched?;
         let doc = match fetched {
@@ -365,6 +374,26 @@ impl Pipeline {
             error,
             retry_after: None,
         };
+        if let Some(rule) = &feed.spec.page {
+            let rule = rule.clone();
+            let _cpu = self.cpu.acquire().await;
+            let parsed = tokio::task::spawn_blocking(move || {
+                scrape::scrape_doc(&doc, &rule, max_content, Utc::now())
+            })
+            .await
+            .map_err(|e| parse_error(format!("page reader crashed: {e}")))?
+            .map_err(|e| {
+                metrics::counter!("tributary_errors_total", "kind" => "parse").increment(1);
+                parse_error(e.to_string())
+            })?;
+            return Ok(Fetched::Doc {
+                doc_status,
+                validators,
+                freshness,
+                permanent_redirect,
+                parsed,
+            });
+        }
         let cpu = self.cpu.acquire().await;
         let page = (doc.body.clone(), doc.charset.clone(), doc.final_url.clone());
         let parsed = tokio::task::spawn_blocking(move || {
@@ -426,7 +455,7 @@ impl Pipeline {
         };
         let Some(candidate) = found.first() else {
             return Err(format!(
-                "{}; the page links no feed: subscribe with `tributary feeds add {url}`, which also tries the usual paths, or use the feed's own URL",
+                "{}; the page links no feed: subscribe with `tributary feeds add {url}`, which also tries the usual paths, or use the feed's own URL, or read the page itself with CSS selectors (page = true; `tributary feeds test {url}` shows how)",
                 parse::ParseError::HtmlPage
             ));
         };
@@ -463,6 +492,85 @@ impl Pipeline {
             permanent_redirect: Some(candidate.url.clone()),
             parsed,
         })
+    }
+
+    /// What `url` gives without subscribing to it, for `feeds test` and
+    /// `feeds add --page`: read with `rule` as a page, else as a feed,
+    /// else (a page without a rule) the feeds it links and an item
+    /// selector that finds something on it. `options` are the request
+    /// options; their secrets go only to `url`'s origin.
+    pub async fn preview(
+        &self,
+        url: &str,
+        rule: Option<&crate::model::PageRule>,
+        options: &crate::model::RequestOptions,
+    ) -> Result<Preview, PreviewError> {
+        let origin = url::Url::parse(url).map_err(|e| PreviewError::Fetch(e.to_string()))?;
+        let secrets = Secrets::Origin(origin);
+        let request = Request {
+            options,
+            secrets: &secrets,
+        };
+        let max_content = self.articles.max_content;
+        if let Some(rule) = rule {
+            let scraper =
+                scrape::Scraper::new(rule).map_err(|e| PreviewError::Read(e.to_string()))?;
+            let doc = self
+                .fetcher
+                .fetch_page(url, None, Some(request))
+                .await
+                .map_err(|e| PreviewError::Fetch(e.to_string()))?;
+            let _cpu = self.cpu.acquire().await;
+            return tokio::task::spawn_blocking(move || {
+                let page = url::Url::parse(&doc.final_url)
+                    .map_err(|e| PreviewError::Read(e.to_string()))?;
+                let html = parse::decode_html(&doc.body, doc.charset.as_deref(), Some(&page));
+                scraper
+                    .scrape(&html, &page, max_content, Utc::now())
+                    .map(Preview::Page)
+                    .map_err(|e| PreviewError::Read(e.to_string()))
+            })
+            .await
+            .map_err(|e| PreviewError::Read(format!("page reader crashed: {e}")))?;
+        }
+        let doc = match self
+            .fetcher
+            .fetch_feed(url, &Validators::default(), None, Some(request))
+            .await
+            .map_err(|e| PreviewError::Fetch(e.to_string()))?
+        {
+            FetchOutcome::Fetched(doc) => doc,
+            FetchOutcome::NotModified { .. } => {
+                return Err(PreviewError::Fetch(
+                    "HTTP 304 to an unconditional request".to_owned(),
+                ));
+            }
+        };
+        let sanitizer = Arc::clone(&self.sanitizer);
+        let _cpu = self.cpu.acquire().await;
+        tokio::task::spawn_blocking(move || {
+            match parse::parse_feed_with(
+                &doc.body,
+                doc.charset.as_deref(),
+                &doc.final_url,
+                &sanitizer,
+                max_content,
+            ) {
+                Ok(parsed) => Ok(Preview::Feed(parsed)),
+                Err(parse::ParseError::HtmlPage) => {
+                    let page = url::Url::parse(&doc.final_url)
+                        .map_err(|e| PreviewError::Read(e.to_string()))?;
+                    let html = parse::decode_html(&doc.body, doc.charset.as_deref(), Some(&page));
+                    Ok(Preview::PageWithoutRule {
+                        feeds: discover::candidates(&html, &page),
+                        suggestion: scrape::suggest(&html, &page),
+                    })
+                }
+                Err(e) => Err(PreviewError::Read(e.to_string())),
+            }
+        })
+        .await
+        .map_err(|e| PreviewError::Read(format!("parser crashed: {e}")))?
     }
 
     /// Lets this pipeline fetch from `host` even when it is not public:
@@ -605,6 +713,32 @@ impl Pipeline {
         .await
         .map_err(|e| format!("extractor crashed: {e}"))?
     }
+}
+
+/// What [`Pipeline::preview`] found at an address.
+#[derive(Debug)]
+pub enum Preview {
+    /// A feed, as a poll would read it.
+    Feed(ParsedFeed),
+    /// A page read with the rule given.
+    Page(ParsedFeed),
+    /// A page and no rule: the feeds it links (best first) and an item
+    /// selector that finds items on it, with how many.
+    PageWithoutRule {
+        feeds: Vec<discover::Candidate>,
+        suggestion: Option<(String, usize)>,
+    },
+}
+
+/// Why [`Pipeline::preview`] has nothing to show.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PreviewError {
+    /// The address could not be fetched (now).
+    #[error("{0}")]
+    Fetch(String),
+    /// It was fetched, and what it holds cannot be read as asked.
+    #[error("{0}")]
+    Read(String),
 }
 
 /// A successful fetch, parsed.

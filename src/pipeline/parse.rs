@@ -520,7 +520,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// lenient parser applies (which it applies to every date, running eight
 /// regular-expression replacements per entry before even trying: a tenth of
 /// the parse time in the polling benchmark).
-fn timestamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(super) fn timestamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let t = text.trim();
     chrono::DateTime::parse_from_rfc2822(t)
         .or_else(|_| chrono::DateTime::parse_from_rfc3339(t))
@@ -1533,6 +1533,39 @@ fn entry_key(
     hasher.write(b"\0");
     hasher.write(content.as_bytes());
     format!("hash:{:032x}", hasher.finish128().as_u128())
+}
+
+/// The key of an entry known by its link alone: `link:` and the
+/// normalised link, as [`entry_key`] makes it for a feed's guid-less
+/// entries, so a page and a feed of one site key a story alike.
+pub(super) fn link_key(link: &Url) -> String {
+    capped_key("link", &normalize_link(link))
+}
+
+/// The key of an entry with neither guid nor link: `hash:` and a hash of
+/// its title and text, as [`entry_key`] makes it.
+pub(super) fn text_key(title: Option<&str>, text: &str) -> String {
+    let mut hasher = stable_hasher();
+    hasher.write(title.unwrap_or_default().as_bytes());
+    hasher.write(b"\0");
+    hasher.write(text.as_bytes());
+    format!("hash:{:032x}", hasher.finish128().as_u128())
+}
+
+/// The key of an entry whose link other entries of its document share
+/// (a page whose items all link one section page): the link and a hash
+/// of `distinct`, what tells them apart. Never equal to a [`link_key`].
+pub(super) fn shared_key(link: &Url, distinct: &str) -> String {
+    let mut hasher = stable_hasher();
+    hasher.write(distinct.as_bytes());
+    capped_key(
+        "link",
+        &format!(
+            "{}#{:032x}",
+            normalize_link(link),
+            hasher.finish128().as_u128()
+        ),
+    )
 }
 
 /// The key of a guid-less entry whose link other entries of its document

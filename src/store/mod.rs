@@ -1248,6 +1248,7 @@ pub(crate) async fn store_with_feeds(
             full_text: None,
             request: Default::default(),
             rules: Default::default(),
+            page: None,
         })
         .collect();
     store

@@ -12,6 +12,7 @@ mod fulltext;
 mod lenient;
 mod ops;
 mod outputs;
+mod pages;
 mod polite;
 mod poll;
 mod push;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
-    EntryRules, Feed, FeedOrigin, FeedSpec, FeedStatus, RequestOptions, Validators,
+    EntryRules, Feed, FeedOrigin, FeedSpec, FeedStatus, PageRule, RequestOptions, Validators,
 };
 use crate::store::{AddOutcome, SyncReport};
 
@@ -32,8 +32,8 @@ fn insert_feed(
 ) -> rusqlite::Result<i64> {
     tx.execute(
         "INSERT INTO feed (url, title, interval_secs, origin, next_check_at, created_at,
-                           full_text, request, rules)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+                           full_text, request, rules, page)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
         params![
             spec.url,
             spec.title,
@@ -43,6 +43,7 @@ fn insert_feed(
             spec.full_text,
             spec.request.to_json(),
             spec.rules.to_json(),
+            spec.page.as_ref().map(PageRule::to_json),
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -115,10 +116,11 @@ pub(in crate::store) fn sync_config_feeds(
             Some(spec) => {
                 let changed = tx.execute(
                     "UPDATE feed SET title = ?2, interval_secs = ?3, full_text = ?4,
-                         request = ?5, rules = ?6, origin = 'config'
+                         request = ?5, rules = ?6, page = ?7, origin = 'config'
                      WHERE id = ?1 AND (title IS NOT ?2 OR interval_secs IS NOT ?3
                                         OR full_text IS NOT ?4 OR request IS NOT ?5
-                                        OR rules IS NOT ?6 OR origin <> 'config')",
+                                        OR rules IS NOT ?6 OR page IS NOT ?7
+                                        OR origin <> 'config')",
                     params![
                         id,
                         spec.title,
@@ -126,6 +128,7 @@ pub(in crate::store) fn sync_config_feeds(
                         spec.full_text,
                         spec.request.to_json(),
                         spec.rules.to_json(),
+                        spec.page.as_ref().map(PageRule::to_json),
                     ],
                 )?;
                 let old_tags: Vec<String> = {
@@ -185,7 +188,7 @@ pub(super) const FEED_COLUMNS: &str =
     f.last_success_at, f.last_status, f.last_error, f.error_count,
     (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id),
     f.status, f.fetch_url, f.redirect_url, f.redirect_count, f.interval_secs_current,
-    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text, f.request, f.rules";
+    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text, f.request, f.rules, f.page";
 
 fn secs(v: Option<i64>) -> Option<Duration> {
     v.map(|s| Duration::from_secs(s.max(0) as u64))
@@ -203,6 +206,7 @@ fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
             full_text: r.get(24)?,
             request: RequestOptions::from_json(r.get::<_, Option<String>>(25)?.as_deref()),
             rules: EntryRules::from_json(r.get::<_, Option<String>>(26)?.as_deref()),
+            page: PageRule::from_json(r.get::<_, Option<String>>(27)?.as_deref()),
         },
         origin: FeedOrigin::parse(&origin).unwrap_or(FeedOrigin::Cli),
         site_title: r.get(5)?,

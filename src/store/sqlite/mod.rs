@@ -73,6 +73,8 @@ fn migrations() -> Migrations<'static> {
         // A feed's keep/block rules as JSON; NULL: none.
         M::up("ALTER TABLE feed ADD COLUMN rules TEXT;"),
         M::up(include_str!("migrations/search_gen.sql")),
+        // A page feed's selectors (`PageRule`) as JSON; NULL: a feed.
+        M::up("ALTER TABLE feed ADD COLUMN page TEXT;"),
     ])
 }
 

@@ -177,6 +177,7 @@ fn spec(url: &str, full_text: Option<bool>) -> FeedSpec {
         full_text,
         request: Default::default(),
         rules: Default::default(),
+        page: None,
     }
 }
 
