@@ -267,6 +267,43 @@ fn request_options_round_trip_through_add_and_config_sync() {
     assert!(request_of(&conn).is_empty());
 }
 
+#[test]
+fn page_rules_round_trip_through_add_and_config_sync() {
+    let mut conn = memory_db();
+    let now = Utc::now();
+    let with = |title: Option<&str>| FeedSpec {
+        page: Some(crate::model::PageRule {
+            item: "article".into(),
+            title: title.map(str::to_owned),
+            ..Default::default()
+        }),
+        ..spec("https://p.example/", None)
+    };
+    add_feeds(&mut conn, &[with(None)], FeedOrigin::Cli, now, &mut |_| {}).unwrap();
+    let page_of = |conn: &Connection| {
+        feed_by_url(conn, "https://p.example/")
+            .unwrap()
+            .unwrap()
+            .spec
+            .page
+    };
+    assert_eq!(page_of(&conn), with(None).page);
+    // A changed selector is an update, the same rule is not, and none
+    // makes the address a feed again.
+    for (spec, updated) in [
+        (with(Some("h2")), 1),
+        (with(Some("h2")), 0),
+        (spec("https://p.example/", None), 1),
+    ] {
+        let report = sync_config_feeds(&mut conn, std::slice::from_ref(&spec), now).unwrap();
+        assert_eq!(report.updated, updated, "{:?}", spec.page);
+        assert_eq!(page_of(&conn), spec.page);
+    }
+    conn.execute("UPDATE feed SET page = '{\"title\": \"h2\"}'", [])
+        .unwrap();
+    assert_eq!(page_of(&conn), None, "a rule without an item is none");
+}
+
 fn fetched(feed_id: i64, keys: &[&str], now: DateTime<Utc>) -> PollRecord {
     let entries = keys
         .iter()
