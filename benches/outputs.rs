@@ -569,6 +569,7 @@ async fn fill(db: &Path, total: usize, vocab: &[String]) -> anyhow::Result<()> {
                 enclosures: Vec::new(),
                 url_keys: vec![link],
                 content_hash: None,
+                search_words: None,
             });
         }
         store

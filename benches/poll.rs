@@ -31,7 +31,10 @@
 //!
 //! **`tributary poll`** (`--poll`): each run also measures the one-shot
 //! command users run from cron or by hand, on a fresh database of the same
-//! feeds, beside the daemon: `tributary poll` once (the first cycle: it
+//! feeds, beside the daemon, with the default settings apart from the
+//! concurrency limits, full text off and retention off (no schedule
+//! settings: `poll` polls every feed whatever its schedule): `tributary
+//! poll` once (the first cycle: it
 //! exits only with every feed stored and the search index complete, which
 //! the bench checks) and once more (every answer a `304`), each timed from
 //! spawn to exit, with its CPU time and peak RSS (GNU `time`).
@@ -242,12 +245,29 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn write_config(dir: &Path, opts: &Opts) -> (PathBuf, String) {
+/// Which process the config is for: the daemon runs flat out (every feed
+/// due every second), `tributary poll` with the defaults for the rest.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Daemon,
+    Poll,
+}
+
+fn write_config(dir: &Path, opts: &Opts, mode: Mode) -> (PathBuf, String) {
+    // `tributary poll` polls every feed once whatever its schedule, so it
+    // gets the defaults apart from the limits under test; the daemon needs
+    // every feed due again at once for its 304 cycle.
+    let schedule = match mode {
+        Mode::Daemon => {
+            "interval = \"1s\"\n\
+             min_interval = \"1s\"\n\
+             adaptive = false\n\
+             timeout = \"30s\"\n"
+        }
+        Mode::Poll => "",
+    };
     let poll = format!(
-        "interval = \"1s\"\n\
-         min_interval = \"1s\"\n\
-         adaptive = false\n\
-         timeout = \"30s\"\n\
+        "{schedule}\
          concurrency = {}\n\
          per_host_concurrency = {}\n\
          per_host_spacing = \"0s\"\n",
@@ -583,7 +603,7 @@ fn run_once(
     let n = opts.feeds;
     let dir = tempfile::tempdir().expect("tempdir");
     eprintln!("working directory: {}", dir.path().display());
-    let (config, poll) = write_config(dir.path(), opts);
+    let (config, poll) = write_config(dir.path(), opts, Mode::Daemon);
     let db = dir.path().join("tributary.db");
     subscribe(&db, addr, n);
     let log_path = dir.path().join("daemon.log");
@@ -919,10 +939,16 @@ fn timed_poll(bin: &str, config: &Path, dir: &Path, label: &str) -> (f64, f64, u
 fn poll_once(opts: &Opts, bin: &str, addr: SocketAddr, _ticks: f64) -> PollResult {
     let n = opts.feeds;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (config, _) = write_config(dir.path(), opts);
+    let (config, poll) = write_config(dir.path(), opts, Mode::Poll);
     let db = dir.path().join("tributary.db");
     subscribe(&db, addr, n);
     println!("# tributary poll: {bin} poll, {n} feeds ({addr})");
+    println!("[poll] settings (the rest default):");
+    for line in poll.lines() {
+        println!("    {line}");
+    }
+    println!("    [extract] full_text = false");
+    println!("    [retention] max_age = \"0s\"");
     let (first_secs, first_cpu, rss1, ok1) = timed_poll(bin, &config, dir.path(), "first");
     let conn =
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -934,6 +960,11 @@ fn poll_once(opts: &Opts, bin: &str, addr: SocketAddr, _ticks: f64) -> PollResul
     // entry in it. (A build from before the queue has no such table.)
     let queued: i64 = conn
         .query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0))
+        .unwrap_or(0);
+    // Every entry in the index: the contentless index keeps one size row
+    // per document it holds.
+    let indexed: i64 = conn
+        .query_row("SELECT count(*) FROM entry_fts_docsize", [], |r| r.get(0))
         .unwrap_or(0);
     let stored = count(&conn, "last_status = 200");
     drop(conn);
@@ -948,12 +979,13 @@ fn poll_once(opts: &Opts, bin: &str, addr: SocketAddr, _ticks: f64) -> PollResul
         && ok2
         && entries == expected
         && queued == 0
+        && indexed == expected
         && stored == n as u64
         && not_modified == n as u64;
     if !ok {
         eprintln!(
             "FAIL: poll exit ok {ok1}/{ok2}, {entries} entries (expected {expected}), \
-             {queued} queued for the index, {stored} stored 200, {not_modified} 304; see {}",
+             {queued} queued for the index, {indexed} indexed, {stored} stored 200, {not_modified} 304; see {}",
             dir.path().display()
         );
         // Kept for a look.

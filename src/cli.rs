@@ -467,7 +467,13 @@ async fn open(config: &Config) -> anyhow::Result<Store> {
 /// table of what each poll did, and a summary.
 async fn poll(config: &Config, only: &[String]) -> anyhow::Result<()> {
     let store = open(config).await?;
-    let pipeline = std::sync::Arc::new(app::pipeline(config, store.clone()).await?);
+    // A one-shot pass leaves the search index complete: the entries it adds
+    // are indexed as they are stored rather than all after the last poll.
+    let pipeline = std::sync::Arc::new(
+        app::pipeline(config, store.clone())
+            .await?
+            .index_on_store(true),
+    );
     let mut feeds = store.feeds().await?;
     if only.is_empty() {
         // Paused and gone feeds are polled only when named.

@@ -341,6 +341,7 @@ mod tests {
                     enclosures: vec![],
                     url_keys: vec![],
                     content_hash: None,
+                    search_words: None,
                 })
                 .collect();
             self.store

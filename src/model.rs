@@ -557,6 +557,12 @@ pub struct ParsedEntry {
     /// [`ParsedEntry::compute_content_hash`], prepared by the parse stage so
     /// the store's single writer does not; `None` and the store computes it.
     pub content_hash: Option<String>,
+    /// The words the search index holds for `content_html`
+    /// (`pipeline::sanitize::search_words`), prepared by the parse stage
+    /// when the poll indexes the entries it adds as it stores them
+    /// (`tributary poll`, which must leave the index complete anyway).
+    /// `None`: the store queues new entries for the indexer instead.
+    pub search_words: Option<String>,
 }
 
 impl ParsedEntry {

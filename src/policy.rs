@@ -548,6 +548,7 @@ pub(crate) mod tests {
             enclosures: vec![],
             url_keys: vec![],
             content_hash: None,
+            search_words: None,
         }
     }
 

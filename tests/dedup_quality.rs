@@ -647,6 +647,7 @@ mod store {
             enclosures: Vec::new(),
             url_keys: dedup::link_candidates(link.as_ref()),
             content_hash: None,
+            search_words: None,
         }
     }
 

@@ -122,6 +122,10 @@ pub struct Pipeline {
     /// adds threads (and their allocator arenas) without adding speed,
     /// while fetched bodies wait cheaply in memory.
     cpu: Arc<tokio::sync::Semaphore>,
+    /// Whether the parse stage prepares each entry's search words, so the
+    /// store indexes the entries a poll adds in the poll's own transaction
+    /// (see [`Pipeline::index_on_store`]).
+    index_on_store: bool,
 }
 
 impl Pipeline {
@@ -142,7 +146,22 @@ impl Pipeline {
             cpu: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            index_on_store: false,
         }
+    }
+
+    /// Makes polls index the entries they add as they are stored, with
+    /// words the parse stage prepares, instead of queueing them for the
+    /// indexer. For `tributary poll`, which leaves the search index
+    /// complete when it exits: indexing there costs the one writer thread
+    /// only FTS5's insert, where the queue costs it the queue rows, reading
+    /// every entry back and extracting its words, all after the last poll.
+    /// The daemon keeps the queue, which lets indexing wait while polls
+    /// arrive flat out (see `indexer`).
+    #[must_use]
+    pub fn index_on_store(mut self, on: bool) -> Pipeline {
+        self.index_on_store = on;
+        self
     }
 
     pub fn articles_queued(&self) -> &Arc<tokio::sync::Notify> {
@@ -396,6 +415,7 @@ impl Pipeline {
         }
         let cpu = self.cpu.acquire().await;
         let page = (doc.body.clone(), doc.charset.clone(), doc.final_url.clone());
+        let words = self.index_on_store;
         let parsed = tokio::task::spawn_blocking(move || {
             parse::parse_feed_with(
                 &doc.body,
@@ -404,6 +424,7 @@ impl Pipeline {
                 &sanitizer,
                 max_content,
             )
+            .map(|feed| with_search_words(feed, words))
         })
         .await
         .map_err(|e| parse_error(format!("parser crashed: {e}")))?;
@@ -474,6 +495,7 @@ impl Pipeline {
         let (doc_status, validators, freshness) =
             (doc.status, doc.validators.clone(), doc.freshness);
         let _cpu = self.cpu.acquire().await;
+        let words = self.index_on_store;
         let parsed = tokio::task::spawn_blocking(move || {
             parse::parse_feed(
                 &doc.body,
@@ -481,6 +503,7 @@ impl Pipeline {
                 &doc.final_url,
                 &sanitizer,
             )
+            .map(|feed| with_search_words(feed, words))
         })
         .await
         .map_err(|e| format!("parser crashed: {e}"))?
@@ -762,6 +785,19 @@ fn keep_allowed(rules: &crate::model::EntryRules, mut parsed: ParsedFeed) -> Par
     if !rules.is_empty() {
         let rules = rules::Rules::new(rules);
         parsed.entries.retain(|e| rules.allows(e.into()));
+    }
+    parsed
+}
+
+/// `parsed` with each entry's search words prepared when `on` (see
+/// [`Pipeline::index_on_store`]); runs in the parse stage's blocking task.
+fn with_search_words(mut parsed: ParsedFeed, on: bool) -> ParsedFeed {
+    if on {
+        for e in &mut parsed.entries {
+            e.search_words = Some(sanitize::search_words(
+                e.content_html.as_deref().unwrap_or_default(),
+            ));
+        }
     }
     parsed
 }

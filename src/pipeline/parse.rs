@@ -1198,6 +1198,7 @@ fn map_entry(entry: &Entry, ctx: &FeedContext<'_>, seen: &HashSet<String>) -> Op
         updated,
         enclosures,
         content_hash: None,
+        search_words: None,
     };
     parsed.content_hash = Some(parsed.compute_content_hash());
     Some(parsed)

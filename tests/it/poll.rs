@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use crate::feeds::{atom, json_feed, rss};
-use crate::support::{FeedServer, Reply, TestEnv, feed_table, feedparser_check, read_atom, stdout};
+use crate::support::{
+    FeedServer, Reply, TestEnv, feed_table, feedparser_check, get_output, read_atom, stdout,
+};
 
 fn three_feeds(server: &FeedServer) -> String {
     server.set(
@@ -192,6 +194,71 @@ async fn changed_entry_is_updated_in_place_not_duplicated() {
     );
     assert!(xml.contains("new text") && !xml.contains("old text"));
     assert!(new.updated > old.updated, "updated time moves");
+}
+
+/// The entries `tributary poll` adds are searchable when it exits, and so
+/// is what a later `poll` changed: new entries are indexed as they are
+/// stored, changes through the queue, which `poll` drains before exiting.
+#[tokio::test]
+async fn poll_leaves_every_entry_searchable_as_it_now_reads() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/rss.xml",
+        Reply::feed(
+            "application/rss+xml",
+            rss(&[
+                ("r1", "Harbour", "<p>lighthouse keepers</p>"),
+                ("r2", "Other", "<p>ferries<script>hidden()</script></p>"),
+            ]),
+        ),
+    );
+    let env = TestEnv::new(&feed_table(&server.url("/rss.xml"), ""));
+    let found = |q: &'static str| {
+        let db = env.db_path();
+        async move {
+            let xml = get_output(&db, &format!("/feed.atom?q={q}"), &[])
+                .await
+                .text()
+                .await
+                .expect("body");
+            xml.matches("<entry>").count()
+        }
+    };
+    let queued = || {
+        let db = rusqlite::Connection::open(env.db_path()).expect("open db");
+        db.query_row("SELECT count(*) FROM search_pending", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect("count queue")
+    };
+    assert!(env.cli(&["poll"]).status.success());
+    assert_eq!(found("keepers").await, 1);
+    assert_eq!(found("harbour").await, 1);
+    assert_eq!(found("ferries").await, 1);
+    assert_eq!(found("hidden").await, 0, "scripts are not text");
+    assert_eq!(queued(), 0);
+
+    server.set(
+        "/rss.xml",
+        Reply::feed(
+            "application/rss+xml",
+            rss(&[
+                ("r1", "Harbour", "<p>breakwater news</p>"),
+                ("r2", "Other", "<p>ferries<script>hidden()</script></p>"),
+                ("r3", "Third", "<p>seaweed</p>"),
+            ]),
+        ),
+    );
+    let out = env.cli(&["poll"]);
+    assert!(
+        stdout(&out).contains("1 new, 1 updated"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(found("keepers").await, 0, "the old words go");
+    assert_eq!(found("breakwater").await, 1);
+    assert_eq!(found("seaweed").await, 1);
+    assert_eq!(queued(), 0);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::model::{Enclosure, ParsedEntry, RAW_HASH_PREFIX, stable_hash};
 use crate::store::stories::Evidence;
 
-use super::search::queue_for_index;
+use super::search::{add_to_index, queue_for_index};
 use super::stories::{linked_stories, merge_stories, story_copies};
 use super::{bump_revision, entry_uid, exec, json_list, numbered, query_one, ts};
 
@@ -255,7 +255,16 @@ pub(super) fn upsert_entry(
                     r.get(0)
                 })?
             };
-            queue_for_index(tx, entry_id, inserted != 1)?;
+            // The parse stage prepared the words when this poll indexes
+            // as it stores (`tributary poll`); an entry that was already
+            // there (a uid conflict) may be indexed under other words.
+            match &e.search_words {
+                Some(words) if inserted == 1 => {
+                    add_to_index(tx, entry_id, e.title.as_deref().unwrap_or_default(), words)?;
+                    probes.indexed = true;
+                }
+                _ => queue_for_index(tx, entry_id, inserted != 1)?,
+            }
             add_url_keys(tx, entry_id, &e.url_keys)?;
             // A later entry of this poll with one of these keys must look.
             probes.known.add(&e.url_keys);
@@ -283,6 +292,8 @@ pub(super) struct PollProbes<'a> {
     pub(super) stored: StoredRows<'a>,
     pub(super) known: KnownKeys<'a>,
     pub(super) tombstones: Tombstones,
+    /// Whether the poll added entries to the search index itself.
+    pub(super) indexed: bool,
 }
 
 /// What the store holds of one of this feed's entry keys.

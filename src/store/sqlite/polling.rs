@@ -11,6 +11,7 @@ use crate::model::{Feed, PollOutcome, PollRecord, PollReport};
 
 use super::entries::{KnownKeys, PollProbes, StoredRows, Tombstones, Upsert, upsert_entry};
 use super::feeds::query_feeds;
+use super::search::search_changed;
 use super::{bump_revision, exec, from_ts, opt_ts, query_one, ts};
 
 pub(in crate::store) fn due_feeds(
@@ -402,6 +403,7 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                 stored: StoredRows::of(rec.feed_id, &feed.entries),
                 known: KnownKeys::of(&feed.entries),
                 tombstones: Tombstones::of(rec.feed_id),
+                indexed: false,
             };
             for entry in &feed.entries {
                 match upsert_entry(
@@ -433,6 +435,9 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
             }
             if meta_changed || report.new > 0 || report.updated > 0 {
                 bump_revision(tx, rec.checked_at)?;
+            }
+            if probes.indexed {
+                search_changed(tx, rec.checked_at)?;
             }
         }
     }

@@ -87,31 +87,51 @@ pub(in crate::store) fn write_index(
                 [doc.entry_id],
             )?;
         }
-        exec(
-            &tx,
-            "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
-            params![doc.entry_id, doc.title, doc.words],
-        )?;
+        add_to_index(&tx, doc.entry_id, &doc.title, &doc.words)?;
         indexed += 1;
     }
     if indexed > 0 {
-        // Searches now find more: their cached pages and validators expire.
-        exec(
-            &tx,
-            "UPDATE meta SET value = value + 1 WHERE key = 'search_rev'",
-            [],
-        )?;
-        exec(
-            &tx,
-            "UPDATE meta SET value = max(value, ?1) WHERE key = 'search_changed_at'",
-            [ts(now)],
-        )?;
+        search_changed(&tx, now)?;
     }
     let more: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM search_pending)", [], |r| {
         r.get(0)
     })?;
     tx.commit()?;
     Ok(IndexStep { indexed, more })
+}
+
+/// Adds an entry the index does not hold to the search index, under its
+/// title and `words` (its content's `sanitize::search_words`). The one
+/// statement that adds to the index: [`write_index`] runs it for queued
+/// entries, and a poll whose parse stage prepared the words runs it for
+/// the entries it adds (`ParsedEntry::search_words`).
+pub(super) fn add_to_index(
+    tx: &Connection,
+    entry_id: i64,
+    title: &str,
+    words: &str,
+) -> rusqlite::Result<()> {
+    exec(
+        tx,
+        "INSERT INTO entry_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
+        params![entry_id, title, words],
+    )?;
+    Ok(())
+}
+
+/// Searches now find more: their cached pages and validators expire.
+pub(super) fn search_changed(tx: &Connection, now: DateTime<Utc>) -> rusqlite::Result<()> {
+    exec(
+        tx,
+        "UPDATE meta SET value = value + 1 WHERE key = 'search_rev'",
+        [],
+    )?;
+    exec(
+        tx,
+        "UPDATE meta SET value = max(value, ?1) WHERE key = 'search_changed_at'",
+        [ts(now)],
+    )?;
+    Ok(())
 }
 
 /// Entries waiting for the search indexer.

@@ -507,6 +507,7 @@ fn entry(key: &str, body: String) -> ParsedEntry {
         enclosures: vec![],
         url_keys: vec![],
         content_hash: None,
+        search_words: None,
     }
 }
 
@@ -1004,6 +1005,52 @@ fn an_entry_changed_while_its_words_are_made_is_indexed_as_it_now_reads() {
     assert_eq!(search(&conn, "breakwater"), ["Harbour"]);
     assert!(search(&conn, "lighthouse").is_empty());
     assert!(search(&conn, "seaweed").is_empty());
+}
+
+/// `tributary poll`'s path: entries whose words the parse stage prepared
+/// are searchable once the poll commits, with nothing queued, exactly as
+/// the indexer would have indexed them; a change to one is still queued,
+/// and the index is then as the queue's path leaves it.
+#[test]
+fn entries_with_prepared_words_are_indexed_by_their_poll() {
+    let mut conn = memory_db();
+    let now = Utc::now();
+    let [id] = subscribe(&mut conn, ["https://a.example/"], now);
+    let prepared = |key: &str, title: &str, body: &str| {
+        let mut e = titled(key, title, body);
+        e.search_words = Some(search_words(body));
+        e
+    };
+    let rev = |conn: &Connection| count(conn, "SELECT value FROM meta WHERE key = 'search_rev'");
+    let before = rev(&conn);
+    let first = vec![
+        prepared(
+            "guid:1",
+            "Harbour",
+            "<p>Lighthouse <b>keepers</b></p><script>hidden()</script>",
+        ),
+        prepared("guid:2", "Other", "<p>ferries</p>"),
+    ];
+    record_poll(&mut conn, &fetched_entries(id, first, now)).unwrap();
+    assert_eq!(search_backlog(&conn).unwrap(), 0, "nothing queued");
+    assert_eq!(search(&conn, "keepers"), ["Harbour"]);
+    assert_eq!(search(&conn, "harbour"), ["Harbour"]);
+    assert_eq!(search(&conn, "ferries"), ["Other"]);
+    assert!(search(&conn, "hidden").is_empty());
+    assert!(rev(&conn) > before, "cached searches expire");
+
+    // A change is queued and reindexed as it now reads.
+    let later = now + chrono::Duration::seconds(10);
+    let changed = vec![
+        prepared("guid:1", "Harbour", "<p>Breakwater news</p>"),
+        prepared("guid:2", "Other", "<p>ferries</p>"),
+    ];
+    record_poll(&mut conn, &fetched_entries(id, changed, later)).unwrap();
+    assert_eq!(search_backlog(&conn).unwrap(), 1);
+    index_pending(&mut conn, 10, later).unwrap();
+    assert!(search(&conn, "keepers").is_empty());
+    assert_eq!(search(&conn, "breakwater"), ["Harbour"]);
+    assert_eq!(count(&conn, "SELECT count(*) FROM entry_fts_docsize"), 2);
 }
 
 #[test]
