@@ -396,8 +396,10 @@ impl Pipeline {
         if let Some(rule) = &feed.spec.page {
             let rule = rule.clone();
             let _cpu = self.cpu.acquire().await;
+            let words = self.index_on_store;
             let parsed = tokio::task::spawn_blocking(move || {
                 scrape::scrape_doc(&doc, &rule, max_content, Utc::now())
+                    .map(|feed| with_search_words(feed, words))
             })
             .await
             .map_err(|e| parse_error(format!("page reader crashed: {e}")))?

@@ -248,6 +248,7 @@ impl Scraper {
                 enclosures: Vec::new(),
                 url_keys,
                 content_hash: None,
+                search_words: None,
             };
             entry.content_hash = Some(entry.compute_content_hash());
             entries.push(entry);

@@ -212,7 +212,26 @@ async fn poll_leaves_every_entry_searchable_as_it_now_reads() {
             ]),
         ),
     );
-    let env = TestEnv::new(&feed_table(&server.url("/rss.xml"), ""));
+    // A page read as a feed takes the same path.
+    server.set(
+        "/news.html",
+        Reply::feed(
+            "text/html; charset=utf-8",
+            "<!DOCTYPE html><html><head><title>Town news</title></head><body>\
+             <div class=\"news\"><h3><a href=\"/n/1\">Market day</a></h3>\
+             <p class=\"teaser\">Cheesemongers gather</p></div></body></html>",
+        ),
+    );
+    let env = TestEnv::new(
+        &[
+            feed_table(&server.url("/rss.xml"), ""),
+            feed_table(
+                &server.url("/news.html"),
+                "page = true\n[feed.select]\nitem = \"div.news\"\nsummary = \".teaser\"\n",
+            ),
+        ]
+        .concat(),
+    );
     let found = |q: &'static str| {
         let db = env.db_path();
         async move {
@@ -236,6 +255,7 @@ async fn poll_leaves_every_entry_searchable_as_it_now_reads() {
     assert_eq!(found("harbour").await, 1);
     assert_eq!(found("ferries").await, 1);
     assert_eq!(found("hidden").await, 0, "scripts are not text");
+    assert_eq!(found("cheesemongers").await, 1);
     assert_eq!(queued(), 0);
 
     server.set(
