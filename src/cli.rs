@@ -174,6 +174,8 @@ pub struct TestArgs {
     /// How many entries to show
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub show: usize,
+    #[command(flatten)]
+    pub request: RequestArgs,
 }
 
 #[derive(Debug, Args)]
@@ -189,23 +191,8 @@ pub struct AddArgs {
     /// text (overrides `[extract] full_text` for this feed)
     #[arg(long)]
     pub no_full_text: bool,
-    /// The User-Agent sent for this feed instead of `[poll] user_agent`
-    #[arg(long, value_name = "UA")]
-    pub user_agent: Option<String>,
-    /// An extra request header, "Name: value" (a Cookie, an API key); repeat
-    /// for several. Sent only to the feed's own origin
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
-    /// HTTP Basic user name, sent only to the feed's own origin
-    #[arg(long)]
-    pub username: Option<String>,
-    /// HTTP Basic password; prefer the environment variable, which other
-    /// users cannot read from the process list
-    #[arg(long, env = "TRIBUTARY_FEED_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// An http(s) proxy for this feed's requests
-    #[arg(long, value_name = "URL")]
-    pub proxy: Option<String>,
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// When URL is a web page offering several feeds, subscribe to the
     /// Nth one listed instead of the best
     #[arg(long, value_name = "N", conflicts_with = "all")]
@@ -250,6 +237,28 @@ pub struct AddArgs {
     /// block wins over keep
     #[arg(long = "block", value_name = "[PART=]REGEX")]
     pub block: Vec<String>,
+}
+
+/// A feed's own request options, for `feeds add` and `feeds test`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The User-Agent sent for this feed instead of `[poll] user_agent`
+    #[arg(long, value_name = "UA")]
+    pub user_agent: Option<String>,
+    /// An extra request header, "Name: value" (a Cookie, an API key); repeat
+    /// for several. Sent only to the feed's own origin
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// HTTP Basic user name, sent only to the feed's own origin
+    #[arg(long)]
+    pub username: Option<String>,
+    /// HTTP Basic password; prefer the environment variable, which other
+    /// users cannot read from the process list
+    #[arg(long, env = "TRIBUTARY_FEED_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// An http(s) proxy for this feed's requests
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -644,7 +653,7 @@ fn validate_feed_url(url: &str) -> anyhow::Result<String> {
 
 /// The request options of `feeds add`, checked by the same rules as the
 /// config's `[[feed]]` keys.
-fn request_options(args: &AddArgs) -> anyhow::Result<RequestOptions> {
+fn request_options(args: &RequestArgs) -> anyhow::Result<RequestOptions> {
     let mut headers = Vec::new();
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {
@@ -753,7 +762,7 @@ async fn feeds_add(config: &Config, args: &AddArgs) -> anyhow::Result<()> {
         .collect();
     tags.sort();
     tags.dedup();
-    let request = request_options(args)?;
+    let request = request_options(&args.request)?;
     let store = open(config).await?;
     let chosen = match &page {
         Some(rule) => check_page(config, &store, &url, rule, &request).await,
@@ -925,14 +934,13 @@ async fn feeds_test(config: &Config, args: &TestArgs) -> anyhow::Result<()> {
         ("author", "author", &args.author),
         ("image", "image", &args.image),
     ])?;
+    let request = request_options(&args.request)?;
     let store = open(config).await?;
     let pipeline = app::pipeline(config, store.clone()).await?;
     if let Some(host) = crate::hosts::host_of(&url) {
         pipeline.trust_host(&host);
     }
-    let preview = pipeline
-        .preview(&url, rule.as_ref(), &RequestOptions::default())
-        .await;
+    let preview = pipeline.preview(&url, rule.as_ref(), &request).await;
     store.close().await?;
     let preview = preview.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     let mut out = std::io::stdout().lock();

@@ -381,3 +381,104 @@ async fn no_feed_found_suggests_a_page_rule() {
     assert!(err.contains("--page --item"), "{err}");
     assert!(err.contains("page = true"), "{err}");
 }
+
+/// The daemon's path: `tributary run` polls a page feed on schedule,
+/// fetches each entry's article for full text like any feed's, and polls
+/// the page again conditionally.
+#[tokio::test]
+async fn the_daemon_polls_a_page_feed_and_fetches_its_articles() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/news/",
+        page(&[
+            item("/news/fair", "Autumn fair", Some("March 3rd, 2026")),
+            item("/news/bridge", "Bridge reopens", None),
+        ])
+        .with_etag("\"p1\""),
+    );
+    for (path, words) in [("/news/fair", "stalls"), ("/news/bridge", "cyclists")] {
+        let paragraph = format!(
+            "<p>The town's {words} came back this week, and everyone who had waited all year \
+             for them turned out in the square to see what was new and who was there.</p>"
+        );
+        server.set(
+            path,
+            Reply::feed(
+                "text/html; charset=utf-8",
+                format!(
+                    "<html><head><title>{path}</title></head><body><article><h1>{path}</h1>{}</article></body></html>",
+                    paragraph.repeat(6)
+                ),
+            ),
+        );
+    }
+    let env = TestEnv::with_config(
+        &[],
+        "[extract]\nfull_text = true\n",
+        &feed_table(&server.url("/news/"), SELECT),
+    );
+    let daemon = env.spawn_daemon().await;
+    let url = format!("{}/feed.atom", env.base_url());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let xml = crate::support::http()
+            .get(&url)
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body");
+        if xml.matches("<entry>").count() == 2 && xml.contains("stalls") && xml.contains("cyclists")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{xml}\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    while server.requests("/news/").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no second poll");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        server.requests("/news/")[1].headers["if-none-match"],
+        "\"p1\""
+    );
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// `feeds test` takes the request options `feeds add` takes, so a page
+/// behind a cookie can be tried before subscribing.
+#[tokio::test]
+async fn feeds_test_sends_the_request_options() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/members/",
+        page(&[item("/members/a", "Members only", None)]).requiring("cookie", "s=1"),
+    );
+    let env = TestEnv::new("");
+    let url = server.url("/members/");
+    let out = env.cli(&["feeds", "test", &url, "--item", "div.news"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    let out = env.cli(&[
+        "feeds",
+        "test",
+        &url,
+        "--item",
+        "div.news",
+        "--header",
+        "Cookie: s=1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("  1. Members only"),
+        "{}",
+        stdout(&out)
+    );
+}
