@@ -106,7 +106,7 @@ pub enum FeedsCommand {
     Refilter,
     /// Show what a feed, or a web page read with CSS selectors, gives:
     /// its entries' titles, links, dates and ids. Subscribes to nothing
-    Test(TestArgs),
+    Test(Box<TestArgs>),
 }
 
 #[derive(Debug, Args)]
