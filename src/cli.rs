@@ -322,7 +322,11 @@ fn check(config: &Config) -> anyhow::Result<()> {
         |p| p.display().to_string(),
     );
     println!("{path}: ok");
-    println!("  database: {}", config.database.display());
+    println!(
+        "  database: {} ({})",
+        config.database,
+        config.database.backend()
+    );
     println!("  listen:   {}", config.server.listen);
     println!(
         "  output:   {}/feed.atom",
@@ -335,6 +339,14 @@ fn check(config: &Config) -> anyhow::Result<()> {
         .and_then(|p| secrets_warning(config, p))
     {
         println!("warning: {warning}");
+    }
+    let missing = crate::store::Store::missing_for(&config.database);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the {} backend is not complete yet; it cannot do: {}. Use a SQLite file for `database` until it can",
+            config.database.backend(),
+            missing.join("; ")
+        );
     }
     Ok(())
 }
@@ -427,7 +439,11 @@ async fn watch_signals(
 /// config's feeds, so a backup writes nothing to the live file.
 async fn backup(config: &Config, file: &Path, force: bool) -> anyhow::Result<()> {
     use crate::progress::Progress;
-    let source = config.database.clone();
+    let Some(source) = config.database.sqlite_path().map(Path::to_path_buf) else {
+        anyhow::bail!(
+            "`tributary backup` copies a SQLite file; back a PostgreSQL database up with pg_dump"
+        );
+    };
     let dest = file.to_owned();
     let started = std::time::Instant::now();
     let report = tokio::task::spawn_blocking(move || {
@@ -441,7 +457,7 @@ async fn backup(config: &Config, file: &Path, force: bool) -> anyhow::Result<()>
     .context("the backup task failed")??;
     println!(
         "backed up {} to {}: {} in {:.2} s, integrity ok",
-        config.database.display(),
+        config.database,
         file.display(),
         human_size(report.bytes),
         started.elapsed().as_secs_f64()
@@ -1356,14 +1372,16 @@ async fn status(config: &Config) -> anyhow::Result<()> {
     let store = open(config).await?;
     let now = Utc::now();
     let snap = store.status(1, now).await?;
+    let store_backend = store.backend();
     store.close().await?;
     let settings = app::serve_settings(config);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "Tributary {} · {}",
+        "Tributary {} · {} ({})",
         env!("CARGO_PKG_VERSION"),
-        config.database.display()
+        config.database,
+        store_backend
     )?;
     let states: Vec<String> = crate::model::FEED_STATES
         .iter()

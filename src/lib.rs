@@ -47,6 +47,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod database;
 pub mod dispatch;
 pub mod hosts;
 pub mod housekeeping;

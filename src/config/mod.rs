@@ -39,6 +39,7 @@ use std::time::Duration;
 use toml::de::DeTable;
 use url::Url;
 
+use crate::database::Database;
 use crate::model::{FeedSpec, OutputSpec, RetentionPolicy, SiteRule};
 use read::{LineIndex, Reader};
 pub use values::{
@@ -142,9 +143,10 @@ const MIN_MAX_DATABASE_SIZE: u64 = 1_000_000;
 pub struct Config {
     /// File it was loaded from (None when built from a string in tests).
     pub path: Option<PathBuf>,
-    /// Resolved database path. Absolute unless the current directory could
-    /// not be determined.
-    pub database: PathBuf,
+    /// Where the data lives: a SQLite file (resolved path, absolute unless
+    /// the current directory could not be determined) or a PostgreSQL URL.
+    /// `TRIBUTARY_DATABASE` overrides the file's `database`.
+    pub database: Database,
     pub server: ServerConfig,
     pub poll: PollConfig,
     pub log: LogConfig,
@@ -474,7 +476,8 @@ impl Config {
     /// relative paths (None → current dir).
     pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
         let state_dir = std::env::var("STATE_DIRECTORY").ok();
-        from_toml_with_env(text, path, state_dir.as_deref())
+        let database = std::env::var(crate::database::ENV_VAR).ok();
+        from_toml_with_vars(text, path, state_dir.as_deref(), database.as_deref())
     }
 
     /// The config with all defaults and no feeds (what an empty file gives).
@@ -486,10 +489,22 @@ impl Config {
 
 /// [`Config::from_toml`] with the value of `STATE_DIRECTORY` passed in, so
 /// tests do not race on the process environment.
+#[cfg(test)]
 fn from_toml_with_env(
     text: &str,
     path: Option<&Path>,
     state_dir: Option<&str>,
+) -> Result<Config, ConfigError> {
+    from_toml_with_vars(text, path, state_dir, None)
+}
+
+/// [`Config::from_toml`] with the values of `STATE_DIRECTORY` and
+/// `TRIBUTARY_DATABASE` (which overrides the file's `database`) passed in.
+fn from_toml_with_vars(
+    text: &str,
+    path: Option<&Path>,
+    state_dir: Option<&str>,
+    database: Option<&str>,
 ) -> Result<Config, ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         path: path.map(Path::to_path_buf),
@@ -514,7 +529,17 @@ fn from_toml_with_env(
         problems: Vec::new(),
     };
     let raw = reader.read_root(root.get_ref());
-    let config = reader.validate(raw, path, state_dir);
+    let mut config = reader.validate(raw, path, state_dir);
+    if let Some(value) = database.filter(|v| !v.trim().is_empty()) {
+        match Database::parse(value, &base_dir(path)) {
+            Ok(db) => config.database = db,
+            Err(message) => reader.problems.push(Problem {
+                key: crate::database::ENV_VAR.to_owned(),
+                line: None,
+                message: format!("(environment variable) {message}"),
+            }),
+        }
+    }
     if reader.problems.is_empty() {
         Ok(config)
     } else {
@@ -540,7 +565,7 @@ fn defaults(path: Option<&Path>, state_dir: Option<&str>) -> Config {
     };
     Config {
         path: path.map(Path::to_path_buf),
-        database,
+        database: Database::Sqlite(database),
         server: ServerConfig {
             listen: DEFAULT_LISTEN,
             base_url: base_url_for(DEFAULT_LISTEN),

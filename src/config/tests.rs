@@ -44,7 +44,10 @@ fn empty_file_gives_every_default() {
         config.path.as_deref(),
         Some(Path::new("/etc/tributary/tributary.toml"))
     );
-    assert_eq!(config.database, Path::new("/etc/tributary/tributary.db"));
+    assert_eq!(
+        config.database.sqlite_path(),
+        Some(Path::new("/etc/tributary/tributary.db"))
+    );
     let server = &config.server;
     assert_eq!(server.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(server.base_url.as_str(), "http://127.0.0.1:8080/");
@@ -173,7 +176,10 @@ limit = 100
 [[output]]
 name = "all"
 "#);
-    assert_eq!(config.database, Path::new("/etc/tributary/data/feeds.db"));
+    assert_eq!(
+        config.database.sqlite_path(),
+        Some(Path::new("/etc/tributary/data/feeds.db"))
+    );
     assert_eq!(
         config.server,
         ServerConfig {
@@ -1301,13 +1307,77 @@ fn read_error_names_the_file() {
     );
 }
 
+/// `database` may name a PostgreSQL server; `TRIBUTARY_DATABASE` overrides
+/// the file either way; a bad URL is a problem on its line (or named by the
+/// variable) whose message never repeats the password.
+#[test]
+fn database_may_be_a_postgres_url_and_the_environment_overrides_it() {
+    use crate::database::Database;
+    let etc = Some(Path::new("/etc/tributary/tributary.toml"));
+    let load = |toml: &str, env: Option<&str>| from_toml_with_vars(toml, etc, None, env);
+    let config = load(
+        "database = \"postgres://feeds:hunter2@db.lan/tributary\"",
+        None,
+    )
+    .unwrap();
+    assert_eq!(config.database.backend(), "PostgreSQL");
+    assert_eq!(
+        config.database.to_string(),
+        "postgres://feeds:***@db.lan/tributary"
+    );
+    assert!(!format!("{config:?}").contains("hunter2"));
+    // The variable wins over the file, both ways.
+    let config = load(
+        "database = \"x.db\"",
+        Some("postgresql://feeds@db.lan/other"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.database.to_string(),
+        "postgresql://feeds@db.lan/other"
+    );
+    let config = load(
+        "database = \"postgres://feeds@db.lan/t\"",
+        Some("/srv/tributary.db"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.database,
+        Database::Sqlite(std::path::PathBuf::from("/srv/tributary.db"))
+    );
+    // An empty variable is unset.
+    let config = load("database = \"x.db\"", Some("")).unwrap();
+    assert_eq!(
+        config.database,
+        Database::Sqlite(std::path::PathBuf::from("/etc/tributary/x.db"))
+    );
+    // Bad URLs: a problem with the key and line, or the variable.
+    let err = load(
+        "# the database\ndatabase = \"postgres://u:hunter2@db.lan:notaport/t\"",
+        None,
+    );
+    let err = err.map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("tributary.toml:2: database: "), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let err = load("", Some("postgres://u:hunter2@/t"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TRIBUTARY_DATABASE"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
 #[test]
 fn database_location() {
     let etc = Some(Path::new("/etc/tributary/tributary.toml"));
     let db = |toml: &str, path: Option<&Path>, state: Option<&str>| match from_toml_with_env(
         toml, path, state,
     ) {
-        Ok(config) => config.database,
+        Ok(config) => config
+            .database
+            .sqlite_path()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
         Err(e) => panic!("{e}"),
     };
     // systemd's StateDirectory wins over the config directory for the
@@ -1473,7 +1543,10 @@ fn example_config_loads() {
     // and named outputs are opt-in.
     assert_eq!(config.sites, defaults.sites);
     assert_eq!(config.outputs, defaults.outputs);
-    assert_eq!(config.database, path.with_file_name("tributary.db"));
+    assert_eq!(
+        config.database.sqlite_path(),
+        Some(path.with_file_name("tributary.db").as_path())
+    );
     assert!(config.feeds.len() >= 2, "{:#?}", config.feeds);
     assert!(
         config

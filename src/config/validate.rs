@@ -23,9 +23,11 @@ impl Reader {
     ) -> Config {
         let mut config = defaults(path, state_dir);
 
-        if let Field::Set(database, _) = &raw.database {
-            // `join` keeps an absolute path as it is.
-            config.database = base_dir(path).join(database);
+        if let Field::Set(database, line) = &raw.database {
+            match Database::parse(database, &base_dir(path)) {
+                Ok(db) => config.database = db,
+                Err(message) => self.problem_at_line("database", *line, message),
+            }
         }
 
         let max_page_size = self.validate_server(&raw.server, &mut config.server);

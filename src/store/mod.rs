@@ -16,8 +16,11 @@
 
 mod backup;
 mod checkpoint;
+mod postgres;
 mod sqlite;
 mod stories;
+#[cfg(test)]
+pub(crate) mod suite;
 
 pub use backup::{BackupError, BackupProgress, BackupReport, backup};
 pub use sqlite::entry_uid;
@@ -29,6 +32,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rusqlite::{ErrorCode, OpenFlags};
 
+use crate::database::Database;
 use crate::model::{
     ArticleJob, ArticleRecord, Cursor, Feed, FeedOrigin, FeedSpec, FeedStatus, OutputEntry,
     PollRecord, PollReport,
@@ -73,6 +77,26 @@ pub enum StoreError {
     /// (the message of the one SQLite error, which cannot be cloned).
     #[error("database error: {0}")]
     Batch(String),
+    /// The PostgreSQL server cannot be reached, or refuses the login. The
+    /// URL is shown without its password.
+    #[error("cannot connect to PostgreSQL at {url}: {cause}")]
+    Connect { url: String, cause: String },
+    #[error("cannot bring the PostgreSQL database at {url} up to date: {cause}")]
+    PgMigrate { url: String, cause: String },
+    #[error("database error: {0}")]
+    Postgres(tokio_postgres::Error),
+    /// The backend does not do this yet (see [`Store::missing`]).
+    #[error("the {backend} backend cannot do `{what}` yet")]
+    Unsupported {
+        backend: &'static str,
+        what: &'static str,
+    },
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
 }
 
 impl StoreError {
@@ -332,9 +356,25 @@ pub enum PushOutcome {
     },
 }
 
-/// A handle to the database; cheap to clone.
+/// A handle to the database, whichever backend holds it; cheap to clone.
+/// Every method dispatches to the backend; the program never sees which.
 #[derive(Clone)]
 pub struct Store {
+    backend: Backend,
+}
+
+/// The backends. An enum rather than a trait object: the methods stay
+/// plain `async fn`s, without boxing their futures.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// The SQLite backend's async facade: one writer thread, reader threads,
+/// group commit of polls.
+#[derive(Clone)]
+struct SqliteStore {
     writer: tokio_rusqlite::Connection,
     /// Read-only connections for the HTTP outputs, used in turn: a slow
     /// search on one does not queue every other reader behind it.
@@ -549,10 +589,624 @@ const FULL_QUIET: Duration = Duration::from_secs(30);
 const READERS: usize = 2;
 
 impl Store {
+    /// Opens (creating if needed) and migrates the SQLite database at
+    /// `path`. A file that is not a database, or is read-only, is an error
+    /// here — never a silent empty database.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Sqlite(SqliteStore::open(path).await?),
+        })
+    }
+
+    /// Opens the database `database` names: a SQLite file ([`Store::open`])
+    /// or a PostgreSQL server, whose schema is brought up to date.
+    pub async fn connect(database: &Database) -> Result<Store, StoreError> {
+        match database {
+            Database::Sqlite(path) => Store::open(path).await,
+            Database::Postgres(url) => Ok(Store {
+                backend: Backend::Postgres(postgres::PgStore::connect(url).await?),
+            }),
+        }
+    }
+
+    /// Which backend holds the data ("SQLite", "PostgreSQL").
+    pub fn backend(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// What the backend cannot do yet; empty when it is complete. The
+    /// daemon refuses to start on a backend that lacks anything.
+    pub fn missing(&self) -> &'static [&'static str] {
+        match &self.backend {
+            Backend::Sqlite(_) => &[],
+            Backend::Postgres(_) => postgres::MISSING,
+        }
+    }
+
+    /// [`Store::missing`] of the backend `database` would open, without
+    /// opening it.
+    pub fn missing_for(database: &Database) -> &'static [&'static str] {
+        match database {
+            Database::Sqlite(_) => &[],
+            Database::Postgres(_) => postgres::MISSING,
+        }
+    }
+
+    /// Whether writes are failing because the disk is full.
+    pub fn is_full(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(s) => s.is_full(),
+            Backend::Postgres(_) => false,
+        }
+    }
+
+    /// [`Store::add_feeds`], calling `progress` with the number of feeds
+    /// handled so far as it goes.
+    pub async fn add_feeds_with_progress(
+        &self,
+        specs: Vec<FeedSpec>,
+        origin: FeedOrigin,
+        now: DateTime<Utc>,
+        progress: impl FnMut(usize) + Send + 'static,
+    ) -> Result<Vec<AddOutcome>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                s.add_feeds_with_progress(specs, origin, now, progress)
+                    .await
+            }
+            Backend::Postgres(p) => {
+                p.add_feeds_with_progress(specs, origin, now, progress)
+                    .await
+            }
+        }
+    }
+
+    /// Spreads feeds that fell due while the daemon was down over
+    /// `[now, now + window(feed))`, so a restart does not burst every host
+    /// at once; feeds never polled keep their place.
+    pub async fn spread_overdue(
+        &self,
+        now: DateTime<Utc>,
+        window: impl Fn(&Feed) -> Duration + Send + 'static,
+    ) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.spread_overdue(now, window).await,
+            Backend::Postgres(p) => p.spread_overdue(now, window).await,
+        }
+    }
+
+    /// How many group commits wrote how many polls so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        match &self.backend {
+            Backend::Sqlite(s) => s.commit_stats(),
+            Backend::Postgres(p) => p.commit_stats(),
+        }
+    }
+
+    /// How hard the daemon has been storing polls over about the last
+    /// second.
+    pub fn poll_load(&self) -> PollLoad {
+        match &self.backend {
+            Backend::Sqlite(s) => s.poll_load(),
+            Backend::Postgres(p) => p.poll_load(),
+        }
+    }
+
+    /// Returns once a write may have queued entries for the search index
+    /// since the last call returned (at once if one did meanwhile).
+    pub async fn index_work(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.index_work().await,
+            Backend::Postgres(p) => p.index_work().await,
+        }
+    }
+
+    /// Closes the connections, waiting for queued work to finish; after
+    /// this returns every accepted write is stored.
+    pub async fn close(self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Adds subscriptions in one transaction; existing URLs are left alone.
+    pub async fn add_feeds(
+        &self,
+        specs: Vec<FeedSpec>,
+        origin: FeedOrigin,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AddOutcome>, StoreError> {
+        self.add_feeds_with_progress(specs, origin, now, |_| {})
+            .await
+    }
+
+    /// Runs the re-examination to its end, yielding between steps, unless
+    /// `cancel` fires; returns the stories merged away.
+    pub async fn dedup_pass(
+        &self,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<usize, StoreError> {
+        let mut merged = 0;
+        while !cancel.is_cancelled() {
+            match self.dedup_pass_step(Utc::now()).await? {
+                Some(n) => merged += n,
+                None => break,
+            }
+            // Polls and articles queued on the writer go first.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(merged)
+    }
+
+    /// Checks every page of the database (`PRAGMA quick_check`), so a
+    /// damaged file stops the daemon at start-up with a clear message
+    /// instead of failing polls one by one. Linear in the file's size.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.check().await,
+            Backend::Postgres(p) => p.check().await,
+        }
+    }
+
+    pub async fn sync_config_feeds(
+        &self,
+        specs: Vec<FeedSpec>,
+        now: DateTime<Utc>,
+    ) -> Result<SyncReport, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.sync_config_feeds(specs, now).await,
+            Backend::Postgres(p) => p.sync_config_feeds(specs, now).await,
+        }
+    }
+
+    /// Removes a subscription and the entries only it carried; returns the
+    /// removed feed, or `None` when no feed has that URL.
+    pub async fn remove_feed(
+        &self,
+        url: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Feed>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.remove_feed(url, now).await,
+            Backend::Postgres(p) => p.remove_feed(url, now).await,
+        }
+    }
+
+    pub async fn feeds(&self) -> Result<Vec<Feed>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.feeds().await,
+            Backend::Postgres(p) => p.feeds().await,
+        }
+    }
+
+    pub async fn feed_by_url(&self, url: &str) -> Result<Option<Feed>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.feed_by_url(url).await,
+            Backend::Postgres(p) => p.feed_by_url(url).await,
+        }
+    }
+
+    pub async fn feed_by_id(&self, id: i64) -> Result<Option<Feed>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.feed_by_id(id).await,
+            Backend::Postgres(p) => p.feed_by_id(id).await,
+        }
+    }
+
+    /// Due feeds (most overdue first) leased until `lease_until`, in
+    /// one transaction, so the scheduler needs one writer round trip per
+    /// round rather than two.
+    pub async fn lease_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Feed>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.lease_due(now, limit, lease_until).await,
+            Backend::Postgres(p) => p.lease_due(now, limit, lease_until).await,
+        }
+    }
+
+    /// The earliest next check of any feed.
+    pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.next_due_at().await,
+            Backend::Postgres(p) => p.next_due_at().await,
+        }
+    }
+
+    /// Makes feeds whose poll an earlier process never finished due now;
+    /// see [`sqlite::release_leases`].
+    pub async fn release_leases(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.release_leases(now).await,
+            Backend::Postgres(p) => p.release_leases(now).await,
+        }
+    }
+
+    /// Moves leased feeds that were not polled this round to a later
+    /// check; see [`sqlite::defer`].
+    pub async fn defer(&self, defers: Vec<(i64, DateTime<Utc>)>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.defer(defers).await,
+            Backend::Postgres(p) => p.defer(defers).await,
+        }
+    }
+
+    /// Hosts still blocked by a 429's Retry-After, for start-up.
+    pub async fn host_blocks(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.host_blocks(now).await,
+            Backend::Postgres(p) => p.host_blocks(now).await,
+        }
+    }
+
+    /// Pauses or resumes a feed (resuming also revives a gone feed).
+    pub async fn set_status(
+        &self,
+        feed_id: i64,
+        status: FeedStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_status(feed_id, status, now).await,
+            Backend::Postgres(p) => p.set_status(feed_id, status, now).await,
+        }
+    }
+
+    pub async fn reschedule(&self, feed_id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.reschedule(feed_id, at).await,
+            Backend::Postgres(p) => p.reschedule(feed_id, at).await,
+        }
+    }
+
+    /// Articles due for an attempt.
+    pub async fn due_articles(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ArticleJob>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.due_articles(now, limit).await,
+            Backend::Postgres(p) => p.due_articles(now, limit).await,
+        }
+    }
+
+    pub async fn next_article_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.next_article_at().await,
+            Backend::Postgres(p) => p.next_article_at().await,
+        }
+    }
+
+    pub async fn lease_articles(
+        &self,
+        ids: Vec<i64>,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.lease_articles(ids, until).await,
+            Backend::Postgres(p) => p.lease_articles(ids, until).await,
+        }
+    }
+
+    /// Moves leased articles to when they should be tried (their host's
+    /// turn, the end of a 429), or renews their lease: one transaction per
+    /// distinct time, in one writer round trip.
+    pub async fn defer_articles(
+        &self,
+        defers: Vec<(i64, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.defer_articles(defers).await,
+            Backend::Postgres(p) => p.defer_articles(defers).await,
+        }
+    }
+
+    /// Records one article attempt in one transaction; true when the entry
+    /// turned out to be a story another feed brought first, and was merged
+    /// into it.
+    pub async fn record_article(&self, rec: ArticleRecord) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.record_article(rec).await,
+            Backend::Postgres(p) => p.record_article(rec).await,
+        }
+    }
+
+    pub async fn article_state(&self, entry_uid: &str) -> Result<Option<ArticleState>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.article_state(entry_uid).await,
+            Backend::Postgres(p) => p.article_state(entry_uid).await,
+        }
+    }
+
+    /// Records one poll (state, validators, entries) atomically.
+    ///
+    /// Group commit: a poll that finishes while the writer is busy joins
+    /// the next batch, and a batch is one transaction in which a failing
+    /// poll rolls back alone (see [`sqlite::record_polls`]). The first poll
+    /// into an empty queue starts the flush; the ones queued before it
+    /// runs ride along. An idle daemon writes each poll at once; during a
+    /// burst the flush first gathers polls for up to [`GATHER_WINDOW`], so
+    /// a busy daemon commits in large batches. Returns when this poll is
+    /// committed.
+    pub async fn record_poll(&self, rec: PollRecord) -> Result<PollReport, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.record_poll(rec).await,
+            Backend::Postgres(p) => p.record_poll(rec).await,
+        }
+    }
+
+    /// Up to `max` entries queued for the search index, oldest first, as
+    /// the outputs now show them; the indexer makes their words
+    /// (`crate::indexer`) and hands them to [`Store::write_search`]. Runs
+    /// on a reader connection.
+    pub async fn search_batch(&self, max: usize) -> Result<Vec<SearchSource>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.search_batch(max).await,
+            Backend::Postgres(p) => p.search_batch(max).await,
+        }
+    }
+
+    /// Indexes `docs` in one transaction and takes them off the queue,
+    /// except those whose entry changed (or went) since
+    /// [`Store::search_batch`] read it: they stay queued for the next
+    /// batch.
+    pub async fn write_search(&self, docs: Vec<SearchDoc>) -> Result<IndexStep, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write_search(docs).await,
+            Backend::Postgres(p) => p.write_search(docs).await,
+        }
+    }
+
+    /// Entries for an output, newest first. Runs on the reader connection.
+    /// Their feed content is untrusted, as the feed gave it: sanitise it
+    /// (`serve::sanitize_entries`) before rendering it anywhere.
+    pub async fn entries(&self, q: EntryQuery) -> Result<Vec<OutputEntry>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.entries(q).await,
+            Backend::Postgres(p) => p.entries(q).await,
+        }
+    }
+
+    /// A feed's stored entries, as its keep/block rules read them.
+    pub async fn feed_entries_for_rules(
+        &self,
+        feed_id: i64,
+    ) -> Result<Vec<RuleSubject>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.feed_entries_for_rules(feed_id).await,
+            Backend::Postgres(p) => p.feed_entries_for_rules(feed_id).await,
+        }
+    }
+
+    /// Drops the feed's claim on the entries with these keys (and each
+    /// entry no other feed carries); how many were dropped.
+    pub async fn release_entries(
+        &self,
+        feed_id: i64,
+        keys: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.release_entries(feed_id, keys, now).await,
+            Backend::Postgres(p) => p.release_entries(feed_id, keys, now).await,
+        }
+    }
+
+    /// A push target's delivery state; a new target starts at the newest
+    /// entry stored.
+    pub async fn push_target(&self, output: &str, target: &str) -> Result<PushTarget, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.push_target(output, target).await,
+            Backend::Postgres(p) => p.push_target(output, target).await,
+        }
+    }
+
+    /// Records how a push attempt went, for the next attempt and across
+    /// restarts.
+    pub async fn record_push(
+        &self,
+        output: &str,
+        target: &str,
+        outcome: PushOutcome,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.record_push(output, target, outcome).await,
+            Backend::Postgres(p) => p.record_push(output, target, outcome).await,
+        }
+    }
+
+    /// The current output revision. Runs on the reader connection.
+    pub async fn revision(&self) -> Result<Revision, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.revision().await,
+            Backend::Postgres(p) => p.revision().await,
+        }
+    }
+
+    /// Purges up to `batch` entries whose output time is before `cutoff`,
+    /// except each feed's newest `keep` entries.
+    pub async fn purge_older_than(
+        &self,
+        cutoff: DateTime<Utc>,
+        keep: usize,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.purge_older_than(cutoff, keep, batch, now).await,
+            Backend::Postgres(p) => p.purge_older_than(cutoff, keep, batch, now).await,
+        }
+    }
+
+    /// Purges up to `batch` of the oldest entries across all feeds, except
+    /// each feed's newest `keep` entries.
+    pub async fn purge_oldest(
+        &self,
+        keep: usize,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.purge_oldest(keep, batch, now).await,
+            Backend::Postgres(p) => p.purge_oldest(keep, batch, now).await,
+        }
+    }
+
+    /// Ids of the feeds carrying more than `max` entries.
+    pub async fn feeds_over(&self, max: usize) -> Result<Vec<i64>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.feeds_over(max).await,
+            Backend::Postgres(p) => p.feeds_over(max).await,
+        }
+    }
+
+    /// Purges up to `batch` of a feed's entries beyond its newest `keep`.
+    pub async fn purge_feed_excess(
+        &self,
+        feed_id: i64,
+        keep: usize,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.purge_feed_excess(feed_id, keep, batch, now).await,
+            Backend::Postgres(p) => p.purge_feed_excess(feed_id, keep, batch, now).await,
+        }
+    }
+
+    /// Drops up to `batch` tombstones last seen before `cutoff`.
+    pub async fn expire_tombstones(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.expire_tombstones(cutoff, batch).await,
+            Backend::Postgres(p) => p.expire_tombstones(cutoff, batch).await,
+        }
+    }
+
+    /// Drops up to `batch` of the longest-unseen tombstones beyond `max`.
+    pub async fn trim_tombstones(&self, max: usize, batch: usize) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.trim_tombstones(max, batch).await,
+            Backend::Postgres(p) => p.trim_tombstones(max, batch).await,
+        }
+    }
+
+    /// Forgets the poll history of days before `now`'s day minus `days`.
+    pub async fn trim_history(&self, days: i64, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.trim_history(days, now).await,
+            Backend::Postgres(p) => p.trim_history(days, now).await,
+        }
+    }
+
+    pub async fn entry_count(&self) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.entry_count().await,
+            Backend::Postgres(p) => p.entry_count().await,
+        }
+    }
+
+    pub async fn db_size(&self) -> Result<DbSize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.db_size().await,
+            Backend::Postgres(p) => p.db_size().await,
+        }
+    }
+
+    /// Returns up to `pages` free pages to the file system.
+    pub async fn incremental_vacuum(&self, pages: usize) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.incremental_vacuum(pages).await,
+            Backend::Postgres(p) => p.incremental_vacuum(pages).await,
+        }
+    }
+
+    /// One bounded step of merging the search index; whether it did work.
+    pub async fn merge_search_index(&self, pages: usize) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.merge_search_index(pages).await,
+            Backend::Postgres(p) => p.merge_search_index(pages).await,
+        }
+    }
+
+    /// `PRAGMA optimize` and a truncating WAL checkpoint.
+    pub async fn optimize_and_checkpoint(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.optimize_and_checkpoint().await,
+            Backend::Postgres(p) => p.optimize_and_checkpoint().await,
+        }
+    }
+
+    /// Rebuilds the file (`VACUUM`) with incremental auto-vacuum on. Holds
+    /// the writer for as long as it takes: for `purge --vacuum` only.
+    pub async fn full_vacuum(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.full_vacuum().await,
+            Backend::Postgres(p) => p.full_vacuum().await,
+        }
+    }
+
+    /// One step of the one-time re-examination of stored stories (one
+    /// short transaction over [`sqlite::DEDUP_PASS_BATCH`] entries, so
+    /// polls and serving go on between steps): `None` once the pass has
+    /// run, else how many stories it merged away in this step.
+    pub async fn dedup_pass_step(&self, now: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.dedup_pass_step(now).await,
+            Backend::Postgres(p) => p.dedup_pass_step(now).await,
+        }
+    }
+
+    /// Notes when housekeeping finished, for `status`.
+    pub async fn set_housekept(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_housekept(at).await,
+            Backend::Postgres(p) => p.set_housekept(at).await,
+        }
+    }
+
+    /// What `status` shows, with poll history from `days` days ago on.
+    /// Runs on the reader connection.
+    pub async fn status(
+        &self,
+        days: i64,
+        now: DateTime<Utc>,
+    ) -> Result<StatusSnapshot, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.status(days, now).await,
+            Backend::Postgres(p) => p.status(days, now).await,
+        }
+    }
+
+    /// A trivial query on both connections: the watchdog's sign that the
+    /// database threads answer.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.ping().await,
+            Backend::Postgres(p) => p.ping().await,
+        }
+    }
+}
+
+impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     /// A file that is not a database, or is read-only, is an error here —
     /// never a silent empty database.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |cause| StoreError::Open {
             path: path.to_owned(),
             cause,
@@ -617,7 +1271,7 @@ impl Store {
                 .await?;
             readers.push(reader);
         }
-        Ok(Store {
+        Ok(SqliteStore {
             writer,
             readers: readers.into(),
             next_reader: Arc::default(),
@@ -628,10 +1282,6 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The next reader connection, in turn.
     fn reader(&self) -> &tokio_rusqlite::Connection {
         let i = self
@@ -640,9 +1290,6 @@ impl Store {
         &self.readers[i % self.readers.len()]
     }
 
-    /// Checks every page of the database (`PRAGMA quick_check`), so a
-    /// damaged file stops the daemon at start-up with a clear message
-    /// instead of failing polls one by one. Linear in the file's size.
     pub async fn check(&self) -> Result<(), StoreError> {
         let problems = self
             .reader()
@@ -715,17 +1362,6 @@ impl Store {
             .await
     }
 
-    /// Adds subscriptions in one transaction; existing URLs are left alone.
-    pub async fn add_feeds(
-        &self,
-        specs: Vec<FeedSpec>,
-        origin: FeedOrigin,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<AddOutcome>, StoreError> {
-        self.add_feeds_with_progress(specs, origin, now, |_| {})
-            .await
-    }
-
     /// [`Store::add_feeds`], calling `progress` with the number of feeds
     /// handled so far (on the writer thread) as it goes.
     pub async fn add_feeds_with_progress(
@@ -739,8 +1375,6 @@ impl Store {
             .await
     }
 
-    /// Removes a subscription and the entries only it carried; returns the
-    /// removed feed, or `None` when no feed has that URL.
     pub async fn remove_feed(
         &self,
         url: &str,
@@ -766,9 +1400,6 @@ impl Store {
         Ok(self.writer.call(move |c| sqlite::feed_by_id(c, id)).await?)
     }
 
-    /// Due feeds (most overdue first) leased until `lease_until`, in
-    /// one transaction, so the scheduler needs one writer round trip per
-    /// round rather than two.
     pub async fn lease_due(
         &self,
         now: DateTime<Utc>,
@@ -779,7 +1410,6 @@ impl Store {
             .await
     }
 
-    /// The earliest next check of any feed.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self.writer.call(|c| sqlite::next_due_at(c)).await?)
     }
@@ -795,19 +1425,14 @@ impl Store {
             .await
     }
 
-    /// Makes feeds whose poll an earlier process never finished due now;
-    /// see [`sqlite::release_leases`].
     pub async fn release_leases(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.write(move |c| sqlite::release_leases(c, now)).await
     }
 
-    /// Moves leased feeds that were not polled this round to a later
-    /// check; see [`sqlite::defer`].
     pub async fn defer(&self, defers: Vec<(i64, DateTime<Utc>)>) -> Result<(), StoreError> {
         self.write(move |c| sqlite::defer(c, &defers)).await
     }
 
-    /// Hosts still blocked by a 429's Retry-After, for start-up.
     pub async fn host_blocks(
         &self,
         now: DateTime<Utc>,
@@ -818,7 +1443,6 @@ impl Store {
             .await?)
     }
 
-    /// Pauses or resumes a feed (resuming also revives a gone feed).
     pub async fn set_status(
         &self,
         feed_id: i64,
@@ -834,7 +1458,6 @@ impl Store {
             .await
     }
 
-    /// Articles due for an attempt.
     pub async fn due_articles(
         &self,
         now: DateTime<Utc>,
@@ -859,9 +1482,6 @@ impl Store {
             .await
     }
 
-    /// Moves leased articles to when they should be tried (their host's
-    /// turn, the end of a 429), or renews their lease: one transaction per
-    /// distinct time, in one writer round trip.
     pub async fn defer_articles(
         &self,
         defers: Vec<(i64, DateTime<Utc>)>,
@@ -884,9 +1504,6 @@ impl Store {
         .await
     }
 
-    /// Records one article attempt in one transaction; true when the entry
-    /// turned out to be a story another feed brought first, and was merged
-    /// into it.
     pub async fn record_article(&self, rec: ArticleRecord) -> Result<bool, StoreError> {
         let recorded = self.write(move |c| sqlite::record_article(c, &rec)).await;
         if recorded.is_ok() {
@@ -903,16 +1520,6 @@ impl Store {
             .await?)
     }
 
-    /// Records one poll (state, validators, entries) atomically.
-    ///
-    /// Group commit: a poll that finishes while the writer is busy joins
-    /// the next batch, and a batch is one transaction in which a failing
-    /// poll rolls back alone (see [`sqlite::record_polls`]). The first poll
-    /// into an empty queue starts the flush; the ones queued before it
-    /// runs ride along. An idle daemon writes each poll at once; during a
-    /// burst the flush first gathers polls for up to [`GATHER_WINDOW`], so
-    /// a busy daemon commits in large batches. Returns when this poll is
-    /// committed.
     pub async fn record_poll(&self, rec: PollRecord) -> Result<PollReport, StoreError> {
         let (reply, result) = tokio::sync::oneshot::channel();
         let start = {
@@ -968,10 +1575,6 @@ impl Store {
         self.index_work.notified().await;
     }
 
-    /// Up to `max` entries queued for the search index, oldest first, as
-    /// the outputs now show them; the indexer makes their words
-    /// (`crate::indexer`) and hands them to [`Store::write_search`]. Runs
-    /// on a reader connection.
     pub async fn search_batch(&self, max: usize) -> Result<Vec<SearchSource>, StoreError> {
         Ok(self
             .reader()
@@ -979,23 +1582,15 @@ impl Store {
             .await?)
     }
 
-    /// Indexes `docs` in one transaction and takes them off the queue,
-    /// except those whose entry changed (or went) since
-    /// [`Store::search_batch`] read it: they stay queued for the next
-    /// batch.
     pub async fn write_search(&self, docs: Vec<SearchDoc>) -> Result<IndexStep, StoreError> {
         self.write(move |c| sqlite::write_index(c, &docs, Utc::now()))
             .await
     }
 
-    /// Entries for an output, newest first. Runs on the reader connection.
-    /// Their feed content is untrusted, as the feed gave it: sanitise it
-    /// (`serve::sanitize_entries`) before rendering it anywhere.
     pub async fn entries(&self, q: EntryQuery) -> Result<Vec<OutputEntry>, StoreError> {
         Ok(self.reader().call(move |c| sqlite::entries(c, &q)).await?)
     }
 
-    /// A feed's stored entries, as its keep/block rules read them.
     pub async fn feed_entries_for_rules(
         &self,
         feed_id: i64,
@@ -1006,8 +1601,6 @@ impl Store {
             .await?)
     }
 
-    /// Drops the feed's claim on the entries with these keys (and each
-    /// entry no other feed carries); how many were dropped.
     pub async fn release_entries(
         &self,
         feed_id: i64,
@@ -1018,16 +1611,12 @@ impl Store {
             .await
     }
 
-    /// A push target's delivery state; a new target starts at the newest
-    /// entry stored.
     pub async fn push_target(&self, output: &str, target: &str) -> Result<PushTarget, StoreError> {
         let (output, target) = (output.to_owned(), target.to_owned());
         self.write(move |c| sqlite::push_target(c, &output, &target))
             .await
     }
 
-    /// Records how a push attempt went, for the next attempt and across
-    /// restarts.
     pub async fn record_push(
         &self,
         output: &str,
@@ -1039,7 +1628,6 @@ impl Store {
             .await
     }
 
-    /// The current output revision. Runs on the reader connection.
     pub async fn revision(&self) -> Result<Revision, StoreError> {
         Ok(self.reader().call(|c| sqlite::revision(c)).await?)
     }
@@ -1047,8 +1635,6 @@ impl Store {
     // ---- retention and housekeeping: each call is one short transaction,
     // so polls commit between them (see `crate::housekeeping`).
 
-    /// Purges up to `batch` entries whose output time is before `cutoff`,
-    /// except each feed's newest `keep` entries.
     pub async fn purge_older_than(
         &self,
         cutoff: DateTime<Utc>,
@@ -1060,8 +1646,6 @@ impl Store {
             .await
     }
 
-    /// Purges up to `batch` of the oldest entries across all feeds, except
-    /// each feed's newest `keep` entries.
     pub async fn purge_oldest(
         &self,
         keep: usize,
@@ -1072,7 +1656,6 @@ impl Store {
             .await
     }
 
-    /// Ids of the feeds carrying more than `max` entries.
     pub async fn feeds_over(&self, max: usize) -> Result<Vec<i64>, StoreError> {
         Ok(self
             .writer
@@ -1080,7 +1663,6 @@ impl Store {
             .await?)
     }
 
-    /// Purges up to `batch` of a feed's entries beyond its newest `keep`.
     pub async fn purge_feed_excess(
         &self,
         feed_id: i64,
@@ -1092,7 +1674,6 @@ impl Store {
             .await
     }
 
-    /// Drops up to `batch` tombstones last seen before `cutoff`.
     pub async fn expire_tombstones(
         &self,
         cutoff: DateTime<Utc>,
@@ -1102,13 +1683,11 @@ impl Store {
             .await
     }
 
-    /// Drops up to `batch` of the longest-unseen tombstones beyond `max`.
     pub async fn trim_tombstones(&self, max: usize, batch: usize) -> Result<usize, StoreError> {
         self.write(move |c| sqlite::trim_tombstones(c, max, batch))
             .await
     }
 
-    /// Forgets the poll history of days before `now`'s day minus `days`.
     pub async fn trim_history(&self, days: i64, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let before = sqlite::day_of(now) - days;
         self.write(move |c| sqlite::trim_history(c, before)).await
@@ -1122,63 +1701,33 @@ impl Store {
         Ok(self.writer.call(|c| sqlite::db_size(c)).await?)
     }
 
-    /// Returns up to `pages` free pages to the file system.
     pub async fn incremental_vacuum(&self, pages: usize) -> Result<(), StoreError> {
         self.write(move |c| sqlite::incremental_vacuum(c, pages))
             .await
     }
 
-    /// One bounded step of merging the search index; whether it did work.
     pub async fn merge_search_index(&self, pages: usize) -> Result<bool, StoreError> {
         self.write(move |c| sqlite::merge_search_index(c, pages))
             .await
     }
 
-    /// `PRAGMA optimize` and a truncating WAL checkpoint.
     pub async fn optimize_and_checkpoint(&self) -> Result<(), StoreError> {
         self.write(|c| sqlite::optimize_and_checkpoint(c)).await
     }
 
-    /// Rebuilds the file (`VACUUM`) with incremental auto-vacuum on. Holds
-    /// the writer for as long as it takes: for `purge --vacuum` only.
     pub async fn full_vacuum(&self) -> Result<(), StoreError> {
         Ok(self.writer.call(|c| sqlite::full_vacuum(c)).await?)
     }
 
-    /// One step of the one-time re-examination of stored stories (one
-    /// short transaction over [`sqlite::DEDUP_PASS_BATCH`] entries, so
-    /// polls and serving go on between steps): `None` once the pass has
-    /// run, else how many stories it merged away in this step.
     pub async fn dedup_pass_step(&self, now: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
         self.write(move |c| sqlite::dedup_pass_step(c, sqlite::DEDUP_PASS_BATCH, now))
             .await
     }
 
-    /// Runs the re-examination to its end, yielding between steps, unless
-    /// `cancel` fires; returns the stories merged away.
-    pub async fn dedup_pass(
-        &self,
-        cancel: &tokio_util::sync::CancellationToken,
-    ) -> Result<usize, StoreError> {
-        let mut merged = 0;
-        while !cancel.is_cancelled() {
-            match self.dedup_pass_step(Utc::now()).await? {
-                Some(n) => merged += n,
-                None => break,
-            }
-            // Polls and articles queued on the writer go first.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(merged)
-    }
-
-    /// Notes when housekeeping finished, for `status`.
     pub async fn set_housekept(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.write(move |c| sqlite::set_housekept(c, at)).await
     }
 
-    /// What `status` shows, with poll history from `days` days ago on.
-    /// Runs on the reader connection.
     pub async fn status(
         &self,
         days: i64,
@@ -1191,8 +1740,6 @@ impl Store {
             .await?)
     }
 
-    /// A trivial query on both connections: the watchdog's sign that the
-    /// database threads answer.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.reader().call(|c| sqlite::ping(c)).await?;
         self.writer.call(|c| sqlite::ping(c)).await?;

@@ -15,6 +15,7 @@ mod outputs;
 mod pages;
 mod polite;
 mod poll;
+mod postgres;
 mod push;
 mod request;
 mod retention;

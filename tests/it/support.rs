@@ -372,7 +372,9 @@ impl TestEnv {
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_tributary").into());
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&self.config);
-        cmd.env_remove("TRIBUTARY_CONFIG").env_remove("RUST_LOG");
+        cmd.env_remove("TRIBUTARY_CONFIG")
+            .env_remove("TRIBUTARY_DATABASE")
+            .env_remove("RUST_LOG");
         cmd
     }
 
@@ -546,6 +548,14 @@ impl Daemon {
 /// stderr. Fails the test if it is still running after 20 s.
 pub fn run_expecting_exit(env: &TestEnv) -> (std::process::ExitStatus, String) {
     env.start_daemon().wait_exit("start-up")
+}
+
+/// [`run_expecting_exit`] with environment variables set.
+pub fn run_expecting_exit_with(
+    env: &TestEnv,
+    envs: &[(&str, &str)],
+) -> (std::process::ExitStatus, String) {
+    env.spawn_daemon_with(envs).wait_exit("start-up")
 }
 
 impl Drop for Daemon {

@@ -1,0 +1,269 @@
+//! Where the data lives: a SQLite file (the default), or a PostgreSQL
+//! server named by a `postgres://` or `postgresql://` URL.
+//!
+//! A URL may carry a password (in its user part or as `?password=`); it is
+//! kept here and handed only to the driver. Everything that shows a
+//! [`Database`] — `Display`, `Debug`, logs, `check`, `status` — shows the
+//! URL with the password replaced by `***`. Pure: no I/O.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The environment variable that overrides the config's `database`, so a
+/// password need not be written in the config file.
+pub const ENV_VAR: &str = "TRIBUTARY_DATABASE";
+
+/// What `database` names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PostgresUrl),
+}
+
+impl Database {
+    /// Reads a `database` value: a `postgres://` or `postgresql://` URL is
+    /// a PostgreSQL server; anything else is a SQLite path, relative to
+    /// `base` when not absolute.
+    pub fn parse(value: &str, base: &Path) -> Result<Database, String> {
+        if PostgresUrl::is_url(value) {
+            return PostgresUrl::parse(value).map(Database::Postgres);
+        }
+        // `join` keeps an absolute path as it is.
+        Ok(Database::Sqlite(base.join(value)))
+    }
+
+    /// The backend's name, as `status` shows it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "SQLite",
+            Database::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// The SQLite file, when it is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(p) => Some(p),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            Database::Postgres(url) => f.debug_tuple("Postgres").field(url).finish(),
+        }
+    }
+}
+
+/// A PostgreSQL connection URL. `Display` and `Debug` show it with any
+/// password replaced by `***`; only [`PostgresUrl::driver_config`] sees
+/// the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    full: String,
+    shown: String,
+}
+
+impl PostgresUrl {
+    /// Whether `value` names PostgreSQL rather than a file.
+    pub fn is_url(value: &str) -> bool {
+        let lower = value.trim_start().to_ascii_lowercase();
+        lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+    }
+
+    /// Checks the URL as the driver reads it (host, port, options such as
+    /// `sslmode`, `connect_timeout`); the message never repeats the URL.
+    pub fn parse(value: &str) -> Result<PostgresUrl, String> {
+        let value = value.trim();
+        let parsed =
+            url::Url::parse(value).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+        if parsed.host_str().is_none_or(str::is_empty)
+            && !parsed.query_pairs().any(|(k, _)| k == "host")
+        {
+            return Err("a PostgreSQL URL needs a host: postgres://user@host/database".into());
+        }
+        // The driver reads the URL as `url` normalised it (a scheme in
+        // capitals, say, is still a scheme).
+        let value = parsed.as_str();
+        let config = tokio_postgres::Config::from_str(value)
+            .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+        if config.get_user().is_none_or(str::is_empty) {
+            return Err("a PostgreSQL URL needs a user name: postgres://user@host/database".into());
+        }
+        Ok(PostgresUrl {
+            full: value.to_owned(),
+            shown: redact(&parsed),
+        })
+    }
+
+    /// The driver's settings, password included: for the store only.
+    pub fn driver_config(&self) -> tokio_postgres::Config {
+        // Parsed once already in `parse`; a failure here cannot happen.
+        tokio_postgres::Config::from_str(&self.full).unwrap_or_default()
+    }
+
+    /// The database name in the URL (the user name when none is given, as
+    /// PostgreSQL itself defaults it).
+    pub fn dbname(&self) -> Option<String> {
+        let config = self.driver_config();
+        config.get_dbname().or(config.get_user()).map(str::to_owned)
+    }
+
+    /// The same server with `dbname` as the database (tests create and drop
+    /// databases through the one they are given).
+    pub fn with_dbname(&self, dbname: &str) -> PostgresUrl {
+        match url::Url::parse(&self.full) {
+            Ok(mut u) => {
+                u.set_path(&format!("/{dbname}"));
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .filter(|(k, _)| k != "dbname")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                if pairs.is_empty() {
+                    u.set_query(None);
+                } else {
+                    u.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                PostgresUrl {
+                    full: u.to_string(),
+                    shown: redact(&u),
+                }
+            }
+            Err(_) => self.clone(),
+        }
+    }
+}
+
+/// The URL with its password (user part and `password=` option) replaced.
+fn redact(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if shown.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = shown
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown.to_string()
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({})", self.shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_selects_postgres_and_anything_else_is_a_file() {
+        let base = Path::new("/etc/tributary");
+        for url in [
+            "postgres://feeds@db.lan/tributary",
+            "postgresql://feeds@db.lan:5433/tributary",
+            "POSTGRES://feeds@127.0.0.1/tributary?sslmode=disable",
+        ] {
+            let db = Database::parse(url, base).unwrap();
+            assert_eq!(db.backend(), "PostgreSQL", "{url}");
+        }
+        assert_eq!(
+            Database::parse("x.db", base).unwrap(),
+            Database::Sqlite(PathBuf::from("/etc/tributary/x.db"))
+        );
+        // A file whose name merely mentions postgres is a file.
+        assert_eq!(
+            Database::parse("/srv/postgres://x", base)
+                .unwrap()
+                .backend(),
+            "SQLite"
+        );
+        assert_eq!(
+            Database::parse("postgres.db", base).unwrap().backend(),
+            "SQLite"
+        );
+    }
+
+    #[test]
+    fn a_bad_url_is_an_error_that_does_not_repeat_it() {
+        for bad in [
+            "postgres://",
+            "postgres:///tributary",
+            "postgres://u:hunter2@db.lan/t?sslmode=sometimes",
+            "postgres://u:hunter2@db.lan:notaport/t",
+            "postgres://:hunter2@db.lan/t",
+        ] {
+            let err = PostgresUrl::parse(bad).unwrap_err();
+            assert!(!err.contains("hunter2"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_password_is_never_shown() {
+        for (url, shown) in [
+            (
+                "postgres://feeds:hunter2@db.lan/tributary",
+                "postgres://feeds:***@db.lan/tributary",
+            ),
+            (
+                "postgresql://feeds@db.lan/tributary?password=hunter2&sslmode=disable",
+                "postgresql://feeds@db.lan/tributary?password=***&sslmode=disable",
+            ),
+            (
+                "postgres://feeds:p%40ss%2Fhunter2@db.lan/t",
+                "postgres://feeds:***@db.lan/t",
+            ),
+            ("postgres://feeds@db.lan/t", "postgres://feeds@db.lan/t"),
+        ] {
+            let db = Database::parse(url, Path::new("/")).unwrap();
+            for text in [db.to_string(), format!("{db:?}"), format!("{db:#?}")] {
+                assert!(!text.contains("hunter2"), "{text}");
+                assert!(text.contains(shown), "{text} lacks {shown}");
+            }
+        }
+        // The driver still gets it.
+        let Database::Postgres(url) =
+            Database::parse("postgres://feeds:hunter2@db.lan/t", Path::new("/")).unwrap()
+        else {
+            panic!("not postgres")
+        };
+        assert_eq!(url.driver_config().get_password(), Some(&b"hunter2"[..]));
+        let other = url.with_dbname("scratch");
+        assert_eq!(other.dbname().as_deref(), Some("scratch"));
+        assert_eq!(other.driver_config().get_password(), Some(&b"hunter2"[..]));
+        assert_eq!(other.to_string(), "postgres://feeds:***@db.lan/scratch");
+    }
+}

@@ -1,0 +1,401 @@
+//! The PostgreSQL backend: every SQL statement the program runs on
+//! PostgreSQL lives in this folder, split by concern like the SQLite
+//! backend's; this file holds the connection pool, the migrations and
+//! what the backend cannot do yet.
+//!
+//! Several Tributary nodes may share one database, so every write that
+//! belongs together is one transaction and claims are row locks: due
+//! feeds are leased with `FOR UPDATE SKIP LOCKED`, and a lease is a time
+//! in the row (`next_check_at`), so a node that dies mid-poll leaves its
+//! feeds due again when their leases run out. The backend is not complete:
+//! the methods named in [`MISSING`] return [`StoreError::Unsupported`],
+//! and the daemon refuses to start on it until the list is empty.
+
+mod feeds;
+mod polling;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::database::PostgresUrl;
+use crate::model::{ArticleJob, ArticleRecord, OutputEntry, PollRecord, PollReport};
+
+use super::{
+    ArticleState, CommitStats, DbSize, EntryQuery, IndexStep, PollLoad, Purged, PushOutcome,
+    PushTarget, Revision, RuleSubject, SearchDoc, SearchSource, StatusSnapshot, StoreError,
+};
+
+mod embedded {
+    refinery::embed_migrations!("src/store/postgres/migrations");
+}
+
+/// What the PostgreSQL backend cannot do yet, by concern. `tributary run`
+/// and `check` name these and refuse to start while any is left.
+pub const MISSING: &[&str] = &[
+    "recording polls (entries, stories and their dedup)",
+    "the article queue (full-text fetching)",
+    "outputs (entries for the feeds and pages)",
+    "search (the tsvector index and its queue)",
+    "rules (re-filtering stored entries)",
+    "push delivery state",
+    "retention and housekeeping",
+    "status",
+];
+
+/// Connections in the pool: the dispatch loop, the article workers, the
+/// indexer and the HTTP server each hold one for a statement at a time.
+const POOL_SIZE: usize = 16;
+
+/// How long a caller waits for a free connection, or for a new one.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// The advisory lock migrations run under, so nodes starting together
+/// do not migrate at once ("TRIB" in ASCII).
+const MIGRATION_LOCK: i64 = 0x5452_4942;
+
+/// The error a method of the backend not written yet returns.
+fn missing(what: &'static str) -> StoreError {
+    StoreError::Unsupported {
+        backend: "PostgreSQL",
+        what,
+    }
+}
+
+/// A handle to a PostgreSQL database; cheap to clone.
+#[derive(Clone)]
+pub(super) struct PgStore {
+    pool: Pool,
+    url: PostgresUrl,
+    index_work: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` and brings its schema up to date.
+    /// An unreachable server or a refused login is an error here, naming
+    /// the URL (without its password).
+    pub(super) async fn connect(url: &PostgresUrl) -> Result<PgStore, StoreError> {
+        let mut config = url.driver_config();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Connect {
+                url: url.to_string(),
+                cause: e.to_string(),
+            })?;
+        let store = PgStore {
+            pool,
+            url: url.clone(),
+            index_work: Default::default(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A connection from the pool; failing to get one names the server.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Connect {
+            url: self.url.to_string(),
+            cause: match e {
+                deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+                other => other.to_string(),
+            },
+        })
+    }
+
+    /// Runs the migrations not yet applied, under an advisory lock.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let applied = embedded::migrations::runner()
+            .run_async(&mut **client)
+            .await
+            .map_err(|e| StoreError::PgMigrate {
+                url: self.url.to_string(),
+                cause: e.to_string(),
+            });
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        applied.map(|_| ())
+    }
+
+    pub(super) async fn check(&self) -> Result<(), StoreError> {
+        self.ping().await
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    pub(super) async fn revision(&self) -> Result<Revision, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT key, value FROM meta", &[]).await?;
+        let mut rev = Revision::default();
+        for row in rows {
+            let (k, v): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+            match k.as_str() {
+                "entries_rev" => rev.rev = v,
+                "entries_changed_at" => rev.changed_at = from_ts(v),
+                "search_rev" => rev.search = v,
+                "search_changed_at" => rev.search_changed_at = from_ts(v),
+                _ => {}
+            }
+        }
+        Ok(rev)
+    }
+
+    pub(super) fn commit_stats(&self) -> CommitStats {
+        CommitStats::default()
+    }
+
+    pub(super) fn poll_load(&self) -> PollLoad {
+        PollLoad::default()
+    }
+
+    pub(super) async fn index_work(&self) {
+        self.index_work.notified().await;
+    }
+
+    /// Closes the pool: connections in use close when they are returned.
+    pub(super) async fn close(self) -> Result<(), StoreError> {
+        self.pool.close();
+        Ok(())
+    }
+
+    pub(super) async fn due_articles(
+        &self,
+        _now: DateTime<Utc>,
+        _limit: usize,
+    ) -> Result<Vec<ArticleJob>, StoreError> {
+        Err(missing("due_articles"))
+    }
+
+    pub(super) async fn next_article_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Err(missing("next_article_at"))
+    }
+
+    pub(super) async fn lease_articles(
+        &self,
+        _ids: Vec<i64>,
+        _until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Err(missing("lease_articles"))
+    }
+
+    pub(super) async fn defer_articles(
+        &self,
+        _defers: Vec<(i64, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        Err(missing("defer_articles"))
+    }
+
+    pub(super) async fn record_article(&self, _rec: ArticleRecord) -> Result<bool, StoreError> {
+        Err(missing("record_article"))
+    }
+
+    pub(super) async fn article_state(
+        &self,
+        _entry_uid: &str,
+    ) -> Result<Option<ArticleState>, StoreError> {
+        Err(missing("article_state"))
+    }
+
+    pub(super) async fn record_poll(&self, _rec: PollRecord) -> Result<PollReport, StoreError> {
+        Err(missing("record_poll"))
+    }
+
+    pub(super) async fn search_batch(&self, _max: usize) -> Result<Vec<SearchSource>, StoreError> {
+        Err(missing("search_batch"))
+    }
+
+    pub(super) async fn write_search(
+        &self,
+        _docs: Vec<SearchDoc>,
+    ) -> Result<IndexStep, StoreError> {
+        Err(missing("write_search"))
+    }
+
+    pub(super) async fn entries(&self, _q: EntryQuery) -> Result<Vec<OutputEntry>, StoreError> {
+        Err(missing("entries"))
+    }
+
+    pub(super) async fn feed_entries_for_rules(
+        &self,
+        _feed_id: i64,
+    ) -> Result<Vec<RuleSubject>, StoreError> {
+        Err(missing("feed_entries_for_rules"))
+    }
+
+    pub(super) async fn release_entries(
+        &self,
+        _feed_id: i64,
+        _keys: Vec<String>,
+        _now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        Err(missing("release_entries"))
+    }
+
+    pub(super) async fn push_target(
+        &self,
+        _output: &str,
+        _target: &str,
+    ) -> Result<PushTarget, StoreError> {
+        Err(missing("push_target"))
+    }
+
+    pub(super) async fn record_push(
+        &self,
+        _output: &str,
+        _target: &str,
+        _outcome: PushOutcome,
+    ) -> Result<(), StoreError> {
+        Err(missing("record_push"))
+    }
+
+    pub(super) async fn purge_older_than(
+        &self,
+        _cutoff: DateTime<Utc>,
+        _keep: usize,
+        _batch: usize,
+        _now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        Err(missing("purge_older_than"))
+    }
+
+    pub(super) async fn purge_oldest(
+        &self,
+        _keep: usize,
+        _batch: usize,
+        _now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        Err(missing("purge_oldest"))
+    }
+
+    pub(super) async fn feeds_over(&self, _max: usize) -> Result<Vec<i64>, StoreError> {
+        Err(missing("feeds_over"))
+    }
+
+    pub(super) async fn purge_feed_excess(
+        &self,
+        _feed_id: i64,
+        _keep: usize,
+        _batch: usize,
+        _now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        Err(missing("purge_feed_excess"))
+    }
+
+    pub(super) async fn expire_tombstones(
+        &self,
+        _cutoff: DateTime<Utc>,
+        _batch: usize,
+    ) -> Result<usize, StoreError> {
+        Err(missing("expire_tombstones"))
+    }
+
+    pub(super) async fn trim_tombstones(
+        &self,
+        _max: usize,
+        _batch: usize,
+    ) -> Result<usize, StoreError> {
+        Err(missing("trim_tombstones"))
+    }
+
+    pub(super) async fn trim_history(
+        &self,
+        _days: i64,
+        _now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        Err(missing("trim_history"))
+    }
+
+    pub(super) async fn entry_count(&self) -> Result<u64, StoreError> {
+        Err(missing("entry_count"))
+    }
+
+    pub(super) async fn db_size(&self) -> Result<DbSize, StoreError> {
+        Err(missing("db_size"))
+    }
+
+    pub(super) async fn incremental_vacuum(&self, _pages: usize) -> Result<(), StoreError> {
+        Err(missing("incremental_vacuum"))
+    }
+
+    pub(super) async fn merge_search_index(&self, _pages: usize) -> Result<bool, StoreError> {
+        Err(missing("merge_search_index"))
+    }
+
+    pub(super) async fn optimize_and_checkpoint(&self) -> Result<(), StoreError> {
+        Err(missing("optimize_and_checkpoint"))
+    }
+
+    pub(super) async fn full_vacuum(&self) -> Result<(), StoreError> {
+        Err(missing("full_vacuum"))
+    }
+
+    pub(super) async fn dedup_pass_step(
+        &self,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<usize>, StoreError> {
+        Err(missing("dedup_pass_step"))
+    }
+
+    pub(super) async fn set_housekept(&self, _at: DateTime<Utc>) -> Result<(), StoreError> {
+        Err(missing("set_housekept"))
+    }
+
+    pub(super) async fn status(
+        &self,
+        _days: i64,
+        _now: DateTime<Utc>,
+    ) -> Result<StatusSnapshot, StoreError> {
+        Err(missing("status"))
+    }
+}
+
+/// Bumps the output revision in the caller's transaction: every node's
+/// render cache keys on it.
+async fn bump_revision(
+    tx: &deadpool_postgres::Transaction<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE meta SET value = CASE key WHEN 'entries_rev' THEN value + 1
+                                          ELSE greatest(value, $1) END
+         WHERE key IN ('entries_rev', 'entries_changed_at')",
+        &[&ts(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+fn from_ts(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn opt_ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
+    secs.map(from_ts)
+}

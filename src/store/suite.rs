@@ -1,0 +1,445 @@
+//! The store's tests that run against every backend: the same calls and
+//! the same assertions on a SQLite file and, when `TRIBUTARY_TEST_POSTGRES`
+//! names a PostgreSQL server (`postgres://postgres@127.0.0.1:5432/postgres`),
+//! on a fresh database created there for the test and dropped after it.
+//! Without the variable the PostgreSQL half is skipped, and says so; with
+//! `TRIBUTARY_REQUIRE_POSTGRES=1` (as `.ci/run` sets) a skip is a failure.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{AddOutcome, Store, StoreError, SyncReport};
+use crate::database::{Database, PostgresUrl};
+use crate::model::{FeedOrigin, FeedSpec, FeedStatus, RequestOptions};
+
+/// The server the PostgreSQL half runs on.
+const SERVER_VAR: &str = "TRIBUTARY_TEST_POSTGRES";
+/// Set to 1 to make a skipped PostgreSQL half fail.
+const REQUIRE_VAR: &str = "TRIBUTARY_REQUIRE_POSTGRES";
+
+/// A store of one backend for one test, with what to clean up after it.
+pub(crate) struct TestStore {
+    pub store: Store,
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    /// The server and the database created for this test.
+    scratch: Option<(PostgresUrl, String)>,
+}
+
+impl TestStore {
+    /// Closes the store and drops its scratch database.
+    pub async fn finish(self) {
+        self.store.close().await.expect("close");
+        if let Some((server, name)) = self.scratch {
+            let admin = admin(&server).await;
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await
+                .expect("drop the test database");
+        }
+    }
+}
+
+async fn admin(server: &PostgresUrl) -> tokio_postgres::Client {
+    let (client, connection) = server
+        .driver_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {SERVER_VAR} ({server}): {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// One store per backend: SQLite always, PostgreSQL when the server
+/// variable is set (else a line saying it was skipped).
+pub(crate) async fn backends(test: &str) -> Vec<TestStore> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = Store::open(&dir.path().join("t.db")).await.expect("open");
+    let mut out = vec![TestStore {
+        store: sqlite,
+        backend: "SQLite",
+        _dir: Some(dir),
+        scratch: None,
+    }];
+    match std::env::var(SERVER_VAR).ok().filter(|v| !v.is_empty()) {
+        Some(url) => {
+            let server = PostgresUrl::parse(&url)
+                .unwrap_or_else(|e| panic!("{SERVER_VAR} is not a PostgreSQL URL: {e}"));
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let name = format!(
+                "tributary_test_{}_{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed),
+                fastrand::u32(..)
+            );
+            admin(&server)
+                .await
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create the test database");
+            let store = Store::connect(&Database::Postgres(server.with_dbname(&name)))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            out.push(TestStore {
+                store,
+                backend: "PostgreSQL",
+                _dir: None,
+                scratch: Some((server, name)),
+            });
+        }
+        None if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") => {
+            panic!("{test}: {REQUIRE_VAR}=1 but {SERVER_VAR} is not set")
+        }
+        None => {
+            // Straight to stderr: the test harness captures `eprintln!`
+            // of passing tests, and a skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: PostgreSQL half SKIPPED ({SERVER_VAR} is not set; e.g. \
+                 {SERVER_VAR}=postgres://postgres@127.0.0.1:5432/postgres)"
+            );
+        }
+    }
+    out
+}
+
+fn spec(url: &str) -> FeedSpec {
+    FeedSpec {
+        url: url.to_owned(),
+        title: None,
+        tags: vec![],
+        interval: None,
+        full_text: None,
+        request: Default::default(),
+        rules: Default::default(),
+        page: None,
+    }
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default()
+}
+
+/// Subscriptions keep every setting through add, config sync and removal,
+/// and the output revision moves when what the outputs show changes.
+#[tokio::test]
+async fn subscriptions_round_trip_through_add_sync_and_remove() {
+    for t in backends("subscriptions_round_trip").await {
+        let s = &t.store;
+        let b = t.backend;
+        let now = at(0);
+        let rich = FeedSpec {
+            title: Some("Harbour <news> & \u{1F30A}".into()),
+            tags: vec!["sea".into(), "Alpha".into(), "sea".into()],
+            interval: Some(Duration::from_secs(900)),
+            full_text: Some(false),
+            request: RequestOptions {
+                user_agent: Some("FriendlyReader/2.0".into()),
+                headers: vec![("Cookie".into(), "a=1".into())],
+                username: Some("ada".into()),
+                password: Some("open sesame".into()),
+                proxy: Some("http://proxy.lan:3128/".into()),
+            },
+            page: Some(crate::model::PageRule {
+                item: "article".into(),
+                title: Some("h2".into()),
+                ..Default::default()
+            }),
+            ..spec("https://a.example/feed")
+        };
+        let added = s
+            .add_feeds(
+                vec![rich.clone(), spec("https://b.example/feed")],
+                FeedOrigin::Cli,
+                now,
+            )
+            .await
+            .expect("add");
+        assert_eq!(added, [AddOutcome::Added, AddOutcome::Added], "{b}");
+        let again = s
+            .add_feeds(vec![spec("https://a.example/feed")], FeedOrigin::Opml, now)
+            .await
+            .expect("add again");
+        assert_eq!(again, [AddOutcome::Exists], "{b}");
+
+        let feeds = s.feeds().await.expect("feeds");
+        assert_eq!(feeds.len(), 2, "{b}");
+        let a = &feeds[0];
+        assert_eq!(a.spec.url, rich.url, "{b}");
+        assert_eq!(a.spec.title, rich.title, "{b}");
+        assert_eq!(a.spec.tags, ["Alpha", "sea"], "{b}: sorted, once each");
+        assert_eq!(a.spec.interval, rich.interval, "{b}");
+        assert_eq!(a.spec.full_text, Some(false), "{b}");
+        assert_eq!(a.spec.request, rich.request, "{b}");
+        assert_eq!(a.spec.page, rich.page, "{b}");
+        assert_eq!(a.origin, FeedOrigin::Cli, "{b}");
+        assert_eq!(a.next_check_at, now, "{b}: a new feed is due at once");
+        assert_eq!(a.status, FeedStatus::Active, "{b}");
+        assert_eq!(a.entry_count, 0, "{b}");
+        assert!(feeds[1].spec.tags.is_empty(), "{b}");
+        assert!(feeds[0].id < feeds[1].id, "{b}: ids follow insertion");
+        let by_url = s.feed_by_url(&rich.url).await.expect("by url");
+        assert_eq!(by_url.as_ref().map(|f| f.id), Some(a.id), "{b}");
+        let by_id = s.feed_by_id(feeds[1].id).await.expect("by id");
+        assert_eq!(
+            by_id.map(|f| f.spec.url).as_deref(),
+            Some("https://b.example/feed"),
+            "{b}"
+        );
+        assert!(
+            s.feed_by_url("https://nope.example/")
+                .await
+                .expect("none")
+                .is_none()
+        );
+        assert!(s.feed_by_id(-1).await.expect("none").is_none());
+
+        // The config takes `a` over with other settings, adds `c`; `b`
+        // (from the CLI) stays.
+        let rev = s.revision().await.expect("revision").rev;
+        let c = FeedSpec {
+            tags: vec!["x".into()],
+            ..spec("https://c.example/feed")
+        };
+        let mut a2 = rich.clone();
+        a2.title = Some("Renamed".into());
+        a2.full_text = None;
+        a2.page = None;
+        let report = s
+            .sync_config_feeds(vec![a2.clone(), c.clone()], at(10))
+            .await
+            .expect("sync");
+        assert_eq!(
+            report,
+            SyncReport {
+                added: 1,
+                updated: 1,
+                removed: 0
+            },
+            "{b}"
+        );
+        assert!(s.revision().await.expect("revision").rev > rev, "{b}");
+        let a = s.feed_by_url(&a2.url).await.expect("a").expect("a");
+        assert_eq!(a.origin, FeedOrigin::Config, "{b}");
+        assert_eq!(a.spec.title.as_deref(), Some("Renamed"), "{b}");
+        assert_eq!(a.spec.full_text, None, "{b}");
+        assert_eq!(a.spec.page, None, "{b}: a page feed again a feed");
+        // The same config again changes nothing.
+        let rev = s.revision().await.expect("revision").rev;
+        let report = s
+            .sync_config_feeds(vec![a2.clone(), c.clone()], at(20))
+            .await
+            .expect("sync");
+        assert_eq!(report, SyncReport::default(), "{b}");
+        assert_eq!(s.revision().await.expect("revision").rev, rev, "{b}");
+        // Tags alone are a change; a feed left out of the config goes.
+        let c2 = FeedSpec {
+            tags: vec!["y".into()],
+            ..c.clone()
+        };
+        let report = s.sync_config_feeds(vec![c2], at(30)).await.expect("sync");
+        assert_eq!(
+            report,
+            SyncReport {
+                added: 0,
+                updated: 1,
+                removed: 1
+            },
+            "{b}"
+        );
+        let urls: Vec<String> = s
+            .feeds()
+            .await
+            .expect("feeds")
+            .into_iter()
+            .map(|f| f.spec.url)
+            .collect();
+        assert_eq!(
+            urls,
+            ["https://b.example/feed", "https://c.example/feed"],
+            "{b}"
+        );
+
+        let removed = s
+            .remove_feed("https://b.example/feed", at(40))
+            .await
+            .expect("remove");
+        assert_eq!(
+            removed.map(|f| f.spec.url).as_deref(),
+            Some("https://b.example/feed"),
+            "{b}"
+        );
+        assert!(
+            s.remove_feed("https://b.example/feed", at(40))
+                .await
+                .expect("remove")
+                .is_none(),
+            "{b}"
+        );
+        assert_eq!(s.feeds().await.expect("feeds").len(), 1, "{b}");
+        t.finish().await;
+    }
+}
+
+/// Due feeds are leased most overdue first and leave the due list until
+/// the lease ends; deferring, rescheduling, pausing and resuming move them.
+#[tokio::test]
+async fn leases_take_due_feeds_off_the_due_list_until_they_end() {
+    for t in backends("leases_take_due_feeds").await {
+        let s = &t.store;
+        let b = t.backend;
+        let specs = (0..5)
+            .map(|i| spec(&format!("https://{i}.example/feed")))
+            .collect();
+        s.add_feeds(specs, FeedOrigin::Cli, at(0))
+            .await
+            .expect("add");
+        let ids: Vec<i64> = s
+            .feeds()
+            .await
+            .expect("feeds")
+            .iter()
+            .map(|f| f.id)
+            .collect();
+        // Most overdue first: feed 4 has been due longest.
+        s.reschedule(ids[4], at(-100)).await.expect("reschedule");
+        let now = at(10);
+        let until = at(100);
+        let leased = s.lease_due(now, 3, until).await.expect("lease");
+        let leased_ids: Vec<i64> = leased.iter().map(|f| f.id).collect();
+        assert_eq!(leased_ids, [ids[4], ids[0], ids[1]], "{b}");
+        for id in &leased_ids {
+            let f = s.feed_by_id(*id).await.expect("feed").expect("feed");
+            assert_eq!(f.next_check_at, until, "{b}");
+            assert_eq!(f.schedule_reason.as_deref(), Some("polling"), "{b}");
+        }
+        let rest = s.lease_due(now, 10, until).await.expect("lease");
+        let rest_ids: Vec<i64> = rest.iter().map(|f| f.id).collect();
+        assert_eq!(rest_ids, [ids[2], ids[3]], "{b}");
+        assert!(
+            s.lease_due(now, 10, until).await.expect("lease").is_empty(),
+            "{b}"
+        );
+        assert_eq!(s.next_due_at().await.expect("next"), Some(until), "{b}");
+        // A lease that ran out (its node died) is due again.
+        let after = s.lease_due(at(101), 10, at(200)).await.expect("lease");
+        assert_eq!(after.len(), 5, "{b}");
+
+        // Deferred feeds come back at their time.
+        s.defer(vec![(ids[0], at(150)), (ids[1], at(160))])
+            .await
+            .expect("defer");
+        let due = s.lease_due(at(155), 10, at(300)).await.expect("lease");
+        assert_eq!(
+            due.iter().map(|f| f.id).collect::<Vec<_>>(),
+            [ids[0]],
+            "{b}"
+        );
+
+        // A paused feed is never due; resuming makes it due now.
+        s.set_status(ids[1], FeedStatus::Paused, at(155))
+            .await
+            .expect("pause");
+        assert!(
+            s.lease_due(at(1_000), 10, at(1_100))
+                .await
+                .expect("lease")
+                .iter()
+                .all(|f| f.id != ids[1]),
+            "{b}"
+        );
+        s.set_status(ids[1], FeedStatus::Active, at(2_000))
+            .await
+            .expect("resume");
+        let f = s.feed_by_id(ids[1]).await.expect("feed").expect("feed");
+        assert_eq!(
+            (f.status, f.next_check_at, f.schedule_reason.as_deref()),
+            (FeedStatus::Active, at(2_000), Some("resumed")),
+            "{b}"
+        );
+        t.finish().await;
+    }
+}
+
+/// Many leases taken at once (several nodes, or one node's rounds) never
+/// hand one feed out twice.
+#[tokio::test]
+async fn concurrent_leases_never_share_a_feed() {
+    for t in backends("concurrent_leases_never_share_a_feed").await {
+        let b = t.backend;
+        let specs = (0..60)
+            .map(|i| spec(&format!("https://h{}.example/{i}", i % 7)))
+            .collect();
+        t.store
+            .add_feeds(specs, FeedOrigin::Cli, at(0))
+            .await
+            .expect("add");
+        let mut takers = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let s = t.store.clone();
+            takers.spawn(async move { s.lease_due(at(1), 10, at(500)).await });
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0;
+        while let Some(done) = takers.join_next().await {
+            for f in done.expect("task").expect("lease") {
+                total += 1;
+                assert!(seen.insert(f.id), "{b}: feed {} leased twice", f.id);
+            }
+        }
+        assert_eq!(total, 60, "{b}: 8 takers of 10 lease all 60");
+        t.finish().await;
+    }
+}
+
+/// Feeds that fell due while no daemon ran are spread over their window;
+/// feeds never polled keep their place.
+#[tokio::test]
+async fn overdue_feeds_are_spread_and_new_ones_keep_their_place() {
+    for t in backends("overdue_feeds_are_spread").await {
+        let s = &t.store;
+        let b = t.backend;
+        s.add_feeds(
+            vec![spec("https://a.example/"), spec("https://b.example/")],
+            FeedOrigin::Cli,
+            at(0),
+        )
+        .await
+        .expect("add");
+        let spread = s
+            .spread_overdue(at(1_000), |_| Duration::from_secs(600))
+            .await
+            .expect("spread");
+        assert_eq!(spread, 0, "{b}: never polled, never spread");
+        assert_eq!(s.next_due_at().await.expect("next"), Some(at(0)), "{b}");
+        t.finish().await;
+    }
+}
+
+/// What the PostgreSQL backend cannot do yet is a typed error naming the
+/// operation, never a panic; the store says what is missing.
+#[tokio::test]
+async fn an_operation_a_backend_lacks_is_a_typed_error() {
+    for t in backends("an_operation_a_backend_lacks").await {
+        let missing = t.store.missing();
+        match t.backend {
+            "SQLite" => assert!(missing.is_empty()),
+            _ => {
+                assert!(!missing.is_empty());
+                let err = t.store.status(1, at(0)).await.expect_err("not yet");
+                assert!(
+                    matches!(err, StoreError::Unsupported { what: "status", .. }),
+                    "{err}"
+                );
+                assert_eq!(
+                    err.to_string(),
+                    "the PostgreSQL backend cannot do `status` yet"
+                );
+            }
+        }
+        t.finish().await;
+    }
+}
