@@ -23,7 +23,7 @@ mod stories;
 pub(crate) mod suite;
 
 pub use backup::{BackupError, BackupProgress, BackupReport, backup};
-pub use sqlite::entry_uid;
+pub use sqlite::{REDIRECT_CONFIRMATIONS, entry_uid};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

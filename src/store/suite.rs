@@ -12,7 +12,11 @@ use chrono::{DateTime, Utc};
 
 use super::{AddOutcome, Store, StoreError, SyncReport};
 use crate::database::{Database, PostgresUrl};
-use crate::model::{FeedOrigin, FeedSpec, FeedStatus, RequestOptions};
+use crate::model::{
+    ArticleOutcome, ArticleRecord, FeedOrigin, FeedSpec, FeedStatus, ParsedEntry, ParsedFeed,
+    PollOutcome, PollRecord, PollReport, RequestOptions, Schedule, Validators,
+};
+use crate::pipeline::dedup;
 
 /// The server the PostgreSQL half runs on.
 const SERVER_VAR: &str = "TRIBUTARY_TEST_POSTGRES";
@@ -440,6 +444,521 @@ async fn an_operation_a_backend_lacks_is_a_typed_error() {
                 );
             }
         }
+        t.finish().await;
+    }
+}
+
+fn poll(feed_id: i64, outcome: PollOutcome, now: DateTime<Utc>) -> PollRecord {
+    PollRecord {
+        feed_id,
+        checked_at: now,
+        schedule: Schedule {
+            next_check_at: now + chrono::Duration::seconds(60),
+            interval: Duration::from_secs(60),
+            reason: "interval".into(),
+        },
+        outcome,
+        permanent_redirect: None,
+        learned_interval: None,
+        host_block: None,
+        full_text: false,
+    }
+}
+
+fn fetched(feed_id: i64, entries: Vec<ParsedEntry>, now: DateTime<Utc>) -> PollRecord {
+    poll(
+        feed_id,
+        PollOutcome::Fetched {
+            status: 200,
+            validators: Validators {
+                etag: Some("\"v1\"".into()),
+                last_modified: None,
+            },
+            feed: ParsedFeed {
+                title: Some("Site".into()),
+                site_url: None,
+                hints: Default::default(),
+                entries,
+            },
+        },
+        now,
+    )
+}
+
+/// An item of a feed: its key, title, link (and the link's URL keys).
+fn item(key: &str, title: &str, link: &str, body: &str) -> ParsedEntry {
+    ParsedEntry {
+        key: key.into(),
+        title: Some(title.into()),
+        link: Some(link.into()),
+        content_html: Some(body.into()),
+        content_base: None,
+        authors: vec![],
+        categories: vec![],
+        published: Some(at(0)),
+        updated: None,
+        enclosures: vec![],
+        url_keys: dedup::canonical_candidates(Some(link), None, None),
+        content_hash: None,
+        search_words: None,
+    }
+}
+
+fn report(new: usize, updated: usize, merged: usize) -> PollReport {
+    PollReport {
+        new,
+        updated,
+        merged,
+        ..PollReport::default()
+    }
+}
+
+async fn two_feeds(s: &Store) -> (i64, i64) {
+    s.add_feeds(
+        vec![
+            spec("https://a.example/feed"),
+            spec("https://b.example/feed"),
+        ],
+        FeedOrigin::Cli,
+        at(0),
+    )
+    .await
+    .expect("add");
+    let feeds = s.feeds().await.expect("feeds");
+    (feeds[0].id, feeds[1].id)
+}
+
+/// A poll stores new entries once, finds them unchanged next time, an
+/// edited one updated, and a copy of a stored story in another feed
+/// becomes one more source of it; the output revision moves only when
+/// what the outputs show changed.
+#[tokio::test]
+async fn polls_store_entries_once_and_copies_join_their_story() {
+    for t in backends("polls_store_entries_once").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, other) = two_feeds(s).await;
+        let first = vec![
+            item(
+                "guid:1",
+                "Storm hits the coast",
+                "https://news.example/storm",
+                "<p>one</p>",
+            ),
+            item(
+                "guid:2",
+                "Harbour reopens",
+                "https://news.example/harbour",
+                "<p>two</p>",
+            ),
+        ];
+        let rev = s.revision().await.expect("rev").rev;
+        let got = s
+            .record_poll(fetched(a, first.clone(), at(10)))
+            .await
+            .expect("poll");
+        assert_eq!(got, report(2, 0, 0), "{b}");
+        assert!(s.revision().await.expect("rev").rev > rev, "{b}");
+        let feed = s.feed_by_id(a).await.expect("feed").expect("feed");
+        assert_eq!(feed.entry_count, 2, "{b}");
+        assert_eq!(feed.last_status, Some(200), "{b}");
+        assert_eq!(feed.validators.etag.as_deref(), Some("\"v1\""), "{b}");
+        assert_eq!(feed.site_title.as_deref(), Some("Site"), "{b}");
+        assert_eq!(feed.last_checked_at, Some(at(10)), "{b}");
+        assert_eq!(feed.next_check_at, at(70), "{b}");
+
+        // The same items again: nothing changed, the revision stays.
+        let rev = s.revision().await.expect("rev").rev;
+        let got = s
+            .record_poll(fetched(a, first.clone(), at(20)))
+            .await
+            .expect("poll");
+        assert_eq!(got, report(0, 0, 0), "{b}");
+        assert_eq!(s.revision().await.expect("rev").rev, rev, "{b}");
+
+        // One edited: an update.
+        let mut edited = first.clone();
+        edited[0].content_html = Some("<p>one, corrected</p>".into());
+        let got = s
+            .record_poll(fetched(a, edited, at(30)))
+            .await
+            .expect("poll");
+        assert_eq!(got, report(0, 1, 0), "{b}");
+
+        // Another feed lists the storm story (tracking parameter, a site
+        // suffix on the title): one more source of the same story.
+        let copy = vec![item(
+            "b:9",
+            "Storm hits the coast | B",
+            "https://www.news.example/storm?utm_source=rss",
+            "<p>copy</p>",
+        )];
+        let got = s
+            .record_poll(fetched(other, copy, at(40)))
+            .await
+            .expect("poll");
+        assert_eq!(got, report(0, 0, 1), "{b}");
+        assert_eq!(s.entry_count().await.expect("count"), 2, "{b}");
+        let feed = s.feed_by_id(other).await.expect("feed").expect("feed");
+        assert_eq!(feed.entry_count, 1, "{b}");
+        t.finish().await;
+    }
+}
+
+/// Every outcome leaves the feed's state as the status views read it:
+/// 304, errors counted then cleared, a 429's host block, a redirect
+/// adopted after three polls agree, 410 stops polling.
+#[tokio::test]
+async fn each_poll_outcome_leaves_the_feed_state() {
+    for t in backends("each_poll_outcome_leaves_the_feed_state").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, _) = two_feeds(s).await;
+        let failed = |n| {
+            poll(
+                a,
+                PollOutcome::Failed {
+                    status: Some(503),
+                    error: "503 Service Unavailable".into(),
+                },
+                at(n),
+            )
+        };
+        s.record_poll(failed(10)).await.expect("poll");
+        let mut blocked = failed(20);
+        blocked.host_block = Some(("a.example".into(), at(5_000)));
+        s.record_poll(blocked).await.expect("poll");
+        let feed = s.feed_by_id(a).await.expect("feed").expect("feed");
+        assert_eq!(feed.error_count, 2, "{b}");
+        assert_eq!(feed.last_status, Some(503), "{b}");
+        assert_eq!(
+            feed.last_error.as_deref(),
+            Some("503 Service Unavailable"),
+            "{b}"
+        );
+        assert_eq!(
+            s.host_blocks(at(100)).await.expect("blocks"),
+            [("a.example".to_owned(), at(5_000))],
+            "{b}"
+        );
+        assert!(
+            s.host_blocks(at(5_000)).await.expect("blocks").is_empty(),
+            "{b}"
+        );
+
+        for n in 0..3 {
+            let mut moved = poll(
+                a,
+                PollOutcome::NotModified {
+                    validators: Validators::default(),
+                },
+                at(30 + n),
+            );
+            moved.permanent_redirect = Some("https://a.example/new-feed".into());
+            s.record_poll(moved).await.expect("poll");
+            let feed = s.feed_by_id(a).await.expect("feed").expect("feed");
+            if n < 2 {
+                assert_eq!(feed.fetch_url, None, "{b}: not after {} polls", n + 1);
+                assert_eq!(
+                    feed.pending_redirect,
+                    Some(("https://a.example/new-feed".into(), n as u32 + 1)),
+                    "{b}"
+                );
+            } else {
+                assert_eq!(
+                    feed.fetch_url.as_deref(),
+                    Some("https://a.example/new-feed"),
+                    "{b}"
+                );
+                assert_eq!(feed.pending_redirect, None, "{b}");
+            }
+        }
+        let feed = s.feed_by_id(a).await.expect("feed").expect("feed");
+        assert_eq!((feed.error_count, feed.last_status), (0, Some(304)), "{b}");
+        assert_eq!(feed.last_error, None, "{b}");
+
+        s.record_poll(poll(a, PollOutcome::Gone, at(40)))
+            .await
+            .expect("poll");
+        let feed = s.feed_by_id(a).await.expect("feed").expect("feed");
+        assert_eq!(feed.status, FeedStatus::Gone, "{b}");
+        assert!(
+            s.lease_due(at(10_000), 10, at(10_100))
+                .await
+                .expect("lease")
+                .iter()
+                .all(|f| f.id != a),
+            "{b}"
+        );
+        t.finish().await;
+    }
+}
+
+/// Two copies of one story stored at the same moment, from two feeds
+/// (two nodes, or one node's concurrent polls), are one story: the store
+/// serialises them on the story's URL keys, not on luck.
+#[tokio::test]
+async fn copies_stored_at_the_same_moment_are_one_story() {
+    for t in backends("copies_stored_at_the_same_moment").await {
+        let b = t.backend;
+        let specs = (0..6)
+            .map(|i| spec(&format!("https://f{i}.example/feed")))
+            .collect();
+        t.store
+            .add_feeds(specs, FeedOrigin::Cli, at(0))
+            .await
+            .expect("add");
+        let ids: Vec<i64> = t
+            .store
+            .feeds()
+            .await
+            .expect("feeds")
+            .iter()
+            .map(|f| f.id)
+            .collect();
+        for round in 0..5 {
+            let link = format!("https://news.example/story-{round}");
+            let mut polls = tokio::task::JoinSet::new();
+            for (i, &id) in ids.iter().enumerate() {
+                let s = t.store.clone();
+                let copy = item(&format!("k{round}-{i}"), "Same story", &link, "<p>x</p>");
+                polls.spawn(async move { s.record_poll(fetched(id, vec![copy], at(100))).await });
+            }
+            let mut new = 0;
+            while let Some(done) = polls.join_next().await {
+                let r = done.expect("task").expect("poll");
+                new += r.new;
+                assert_eq!(r.new + r.merged, 1, "{b}");
+            }
+            assert_eq!(
+                new, 1,
+                "{b}: round {round}: one copy is new, the rest join it"
+            );
+        }
+        assert_eq!(t.store.entry_count().await.expect("count"), 5, "{b}");
+        t.finish().await;
+    }
+}
+
+/// A poll that fails part-way leaves nothing of itself behind.
+#[tokio::test]
+async fn a_failing_poll_leaves_nothing_behind() {
+    for t in backends("a_failing_poll_leaves_nothing_behind").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, _) = two_feeds(s).await;
+        let mut rec = fetched(
+            a,
+            vec![item("guid:1", "T", "https://n.example/t", "<p>t</p>")],
+            at(10),
+        );
+        // A feed that does not exist: the entry's source row cannot refer
+        // to it, after the feed update found nothing to update.
+        rec.feed_id = -7;
+        assert!(s.record_poll(rec).await.is_err(), "{b}");
+        assert_eq!(s.entry_count().await.expect("count"), 0, "{b}");
+        let feed = s.feed_by_id(a).await.expect("feed").expect("feed");
+        assert_eq!(feed.last_checked_at, None, "{b}");
+        t.finish().await;
+    }
+}
+
+fn print_of(text: &str, published: Option<i64>) -> Option<crate::model::TextPrint> {
+    dedup::analyse(text, published).map(|c| crate::model::TextPrint {
+        version: dedup::VERSION,
+        words: c.fingerprint.words,
+        simhash: c.fingerprint.simhash,
+        minhash: c.sketch.to_bytes(),
+        lsh_keys: c.sketch.lsh_keys().to_vec(),
+        published,
+    })
+}
+
+fn extracted(entry_id: i64, url: &str, text: &str, now: DateTime<Utc>) -> ArticleRecord {
+    ArticleRecord {
+        entry_id,
+        at: now,
+        outcome: ArticleOutcome::Extracted {
+            final_url: url.to_owned(),
+            canonical_url: None,
+            html: format!("<p>{text}</p>"),
+            text: text.to_owned(),
+            word_count: text.split_whitespace().count(),
+            use_for_output: true,
+            url_keys: dedup::canonical_candidates(Some(url), None, None),
+            print: print_of(text, Some(at(0).timestamp())),
+        },
+        retry_at: None,
+    }
+}
+
+/// A poll of a full-text feed queues each new entry's page; the queue
+/// hands it out when due, holds it while leased, retries a failure at
+/// its time and gives up when told.
+#[tokio::test]
+async fn the_article_queue_hands_out_retries_and_gives_up() {
+    for t in backends("the_article_queue").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, _) = two_feeds(s).await;
+        let mut rec = fetched(
+            a,
+            vec![item(
+                "guid:1",
+                "Kelp",
+                "https://a.example/kelp",
+                "<p>teaser</p>",
+            )],
+            at(10),
+        );
+        rec.full_text = true;
+        let got = s.record_poll(rec).await.expect("poll");
+        assert_eq!(got.articles_queued, 1, "{b}");
+        let jobs = s.due_articles(at(10), 10).await.expect("due");
+        assert_eq!(jobs.len(), 1, "{b}");
+        let job = &jobs[0];
+        assert_eq!(
+            (job.url.as_str(), job.title.as_deref(), job.attempts),
+            ("https://a.example/kelp", Some("Kelp"), 0),
+            "{b}"
+        );
+        assert_eq!(job.feed_html.as_deref(), Some("<p>teaser</p>"), "{b}");
+        s.lease_articles(vec![job.entry_id], at(100))
+            .await
+            .expect("lease");
+        assert!(
+            s.due_articles(at(50), 10).await.expect("due").is_empty(),
+            "{b}"
+        );
+        assert_eq!(
+            s.next_article_at().await.expect("next"),
+            Some(at(100)),
+            "{b}"
+        );
+        s.record_article(ArticleRecord {
+            entry_id: job.entry_id,
+            at: at(60),
+            outcome: ArticleOutcome::Failed {
+                error: "timed out".into(),
+            },
+            retry_at: Some(at(500)),
+        })
+        .await
+        .expect("record");
+        let uid = crate::store::entry_uid("https://a.example/feed", "guid:1");
+        let state = s.article_state(&uid).await.expect("state").expect("state");
+        assert_eq!(
+            (
+                state.status.as_str(),
+                state.attempts,
+                state.last_error.as_deref()
+            ),
+            ("pending", 1, Some("timed out")),
+            "{b}"
+        );
+        assert_eq!(
+            s.next_article_at().await.expect("next"),
+            Some(at(500)),
+            "{b}"
+        );
+        s.record_article(ArticleRecord {
+            entry_id: job.entry_id,
+            at: at(600),
+            outcome: ArticleOutcome::Failed {
+                error: "404 Not Found".into(),
+            },
+            retry_at: None,
+        })
+        .await
+        .expect("record");
+        let state = s.article_state(&uid).await.expect("state").expect("state");
+        assert_eq!(
+            (state.status.as_str(), state.attempts),
+            ("failed", 2),
+            "{b}"
+        );
+        assert_eq!(s.next_article_at().await.expect("next"), None, "{b}");
+        t.finish().await;
+    }
+}
+
+/// Two feeds' entries whose pages turn out to carry the same text (on
+/// other sites, under other links) become one story when the second
+/// article is recorded: it merges into the first seen, which keeps its
+/// id and gets the article.
+#[tokio::test]
+async fn articles_with_the_same_text_join_their_stories() {
+    for t in backends("articles_with_the_same_text").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, other) = two_feeds(s).await;
+        let text: String = (0..160)
+            .map(|i| format!("harbour{} ", i % 97))
+            .chain((0..40).map(|i| format!("storm{i} ")))
+            .collect();
+        for (feed, key, link, when) in [
+            (a, "a:1", "https://a.example/story", 10),
+            (other, "b:1", "https://b.example/other-name", 20),
+        ] {
+            let mut rec = fetched(feed, vec![item(key, "Storm", link, "<p>t</p>")], at(when));
+            rec.full_text = true;
+            assert_eq!(s.record_poll(rec).await.expect("poll").new, 1, "{b}");
+        }
+        assert_eq!(s.entry_count().await.expect("count"), 2, "{b}");
+        let jobs = s.due_articles(at(30), 10).await.expect("due");
+        assert_eq!(jobs.len(), 2, "{b}");
+        let merged = s
+            .record_article(extracted(jobs[0].entry_id, &jobs[0].url, &text, at(30)))
+            .await
+            .expect("record");
+        assert!(!merged, "{b}: the first is its own story");
+        let merged = s
+            .record_article(extracted(jobs[1].entry_id, &jobs[1].url, &text, at(40)))
+            .await
+            .expect("record");
+        assert!(merged, "{b}: the second joins the first");
+        assert_eq!(s.entry_count().await.expect("count"), 1, "{b}");
+        let feed = s.feed_by_id(other).await.expect("feed").expect("feed");
+        assert_eq!(
+            feed.entry_count, 1,
+            "{b}: the copy is a source of the story"
+        );
+        let uid = crate::store::entry_uid("https://a.example/feed", "a:1");
+        let state = s.article_state(&uid).await.expect("state").expect("state");
+        assert!(state.used, "{b}");
+        t.finish().await;
+    }
+}
+
+/// The one-time re-examination of stored stories runs to its end and
+/// then says it has run.
+#[tokio::test]
+async fn the_reexamination_pass_ends_and_stays_ended() {
+    for t in backends("the_reexamination_pass_ends").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, _) = two_feeds(s).await;
+        let items = (0..120)
+            .map(|i| {
+                item(
+                    &format!("k{i}"),
+                    &format!("T{i}"),
+                    &format!("https://n.example/{i}"),
+                    "<p>x</p>",
+                )
+            })
+            .collect();
+        s.record_poll(fetched(a, items, at(10)))
+            .await
+            .expect("poll");
+        let mut steps = 0;
+        while let Some(merged) = s.dedup_pass_step(at(20)).await.expect("step") {
+            assert_eq!(merged, 0, "{b}: nothing to merge");
+            steps += 1;
+            assert!(steps <= 4, "{b}: 120 entries take at most 3 steps of 50");
+        }
+        assert_eq!(s.dedup_pass_step(at(30)).await.expect("step"), None, "{b}");
+        assert_eq!(s.entry_count().await.expect("count"), 120, "{b}");
         t.finish().await;
     }
 }

@@ -28,7 +28,7 @@ fn check_shows_the_url_without_its_password_and_refuses_an_incomplete_backend() 
         err.contains("the PostgreSQL backend is not complete yet"),
         "{err}"
     );
-    assert!(err.contains("recording polls"), "{err}");
+    assert!(err.contains("outputs"), "{err}");
     assert!(!out_text.contains("hunter2") && !err.contains("hunter2"));
     // The file's own SQLite database was not created.
     assert!(!env.db_path().exists());

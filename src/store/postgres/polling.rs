@@ -11,12 +11,15 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
-use crate::model::Feed;
+use crate::model::{Feed, PollOutcome, PollRecord, PollReport};
 use crate::store::StoreError;
 
+use super::entries::{Upsert, search_changed, upsert_entry};
 use super::feeds::query_feeds;
-use super::{PgStore, from_ts, opt_ts, ts};
+use super::{PgStore, bump_revision, from_ts, opt_ts, ts};
 
 /// `schedule_reason` of a feed whose poll is in flight.
 const LEASED: &str = "polling";
@@ -167,5 +170,283 @@ impl PgStore {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, from_ts(r.try_get(1)?))))
             .collect()
+    }
+}
+
+/// Polls in a row that must show the same permanent redirect before the
+/// feed's fetch URL follows it (as on SQLite).
+const REDIRECT_CONFIRMATIONS: i64 = crate::store::REDIRECT_CONFIRMATIONS;
+
+/// The schedule columns every poll sets, as `$2`..`$5` of the outcome's
+/// `UPDATE feed`: the current interval, why, the learned interval when
+/// there is one, and whether a pending redirect is forgotten.
+macro_rules! schedule_set {
+    () => {
+        "interval_secs_current = $2, schedule_reason = $3,
+         learned_interval_secs = coalesce($4, learned_interval_secs),
+         redirect_url = CASE WHEN $5 THEN NULL ELSE redirect_url END,
+         redirect_count = CASE WHEN $5 THEN 0 ELSE redirect_count END"
+    };
+}
+
+/// Runs one outcome's `UPDATE feed`: `$1` the feed, `$2`..`$5` the
+/// schedule columns, `extra` from `$6` on.
+async fn update_feed(
+    tx: &Transaction<'_>,
+    sql: &str,
+    rec: &PollRecord,
+    extra: &[&(dyn ToSql + Sync)],
+) -> Result<(), tokio_postgres::Error> {
+    let interval = rec.schedule.interval.as_secs() as i64;
+    let learned = rec.learned_interval.map(|d| d.as_secs() as i64);
+    let forget_redirect = rec.permanent_redirect.is_none()
+        && matches!(
+            rec.outcome,
+            PollOutcome::Fetched { .. } | PollOutcome::NotModified { .. }
+        );
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &rec.feed_id,
+        &interval,
+        &rec.schedule.reason,
+        &learned,
+        &forget_redirect,
+    ];
+    params.extend_from_slice(extra);
+    tx.execute(sql, &params).await?;
+    Ok(())
+}
+
+/// A permanent redirect seen, and a host's request to wait.
+async fn record_redirect_and_host(
+    tx: &Transaction<'_>,
+    rec: &PollRecord,
+) -> Result<(), tokio_postgres::Error> {
+    if let Some(target) = &rec.permanent_redirect {
+        tx.execute(
+            "UPDATE feed SET
+                 redirect_count = CASE WHEN redirect_url IS NOT DISTINCT FROM $2
+                                       THEN redirect_count + 1 ELSE 1 END,
+                 redirect_url = $2
+             WHERE id = $1",
+            &[&rec.feed_id, target],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE feed SET fetch_url = redirect_url, redirect_url = NULL, redirect_count = 0
+             WHERE id = $1 AND redirect_count >= $2",
+            &[&rec.feed_id, &REDIRECT_CONFIRMATIONS],
+        )
+        .await?;
+    }
+    if let Some((host, until)) = &rec.host_block {
+        tx.execute(
+            "INSERT INTO host_block (host, until) VALUES ($1, $2)
+             ON CONFLICT (host) DO UPDATE SET until = greatest(host_block.until, excluded.until)",
+            &[host, &ts(*until)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Counts the poll in the feed's history (a deferred poll sent nothing).
+async fn record_day(
+    tx: &Transaction<'_>,
+    rec: &PollRecord,
+    report: &PollReport,
+) -> Result<(), tokio_postgres::Error> {
+    let (not_modified, errors): (i64, i64) = match rec.outcome {
+        PollOutcome::Deferred => return Ok(()),
+        PollOutcome::NotModified { .. } => (1, 0),
+        PollOutcome::Failed { .. } | PollOutcome::Gone => (0, 1),
+        PollOutcome::Fetched { .. } => (0, 0),
+    };
+    tx.execute(
+        "INSERT INTO feed_day (feed_id, day, polls, not_modified, errors, new_entries)
+         VALUES ($1, $2, 1, $3, $4, $5)
+         ON CONFLICT (feed_id, day) DO UPDATE SET
+             polls = feed_day.polls + 1,
+             not_modified = feed_day.not_modified + excluded.not_modified,
+             errors = feed_day.errors + excluded.errors,
+             new_entries = feed_day.new_entries + excluded.new_entries",
+        &[
+            &rec.feed_id,
+            &ts(rec.checked_at).div_euclid(86_400),
+            &not_modified,
+            &errors,
+            &(report.new as i64),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One poll's writes, in the caller's transaction.
+async fn write_poll(
+    tx: &Transaction<'_>,
+    rec: &PollRecord,
+) -> Result<PollReport, tokio_postgres::Error> {
+    let checked = ts(rec.checked_at);
+    let next = ts(rec.schedule.next_check_at);
+    let mut report = PollReport::default();
+    record_redirect_and_host(tx, rec).await?;
+    match &rec.outcome {
+        PollOutcome::Deferred => {
+            update_feed(
+                tx,
+                concat!(
+                    "UPDATE feed SET next_check_at = $6, ",
+                    schedule_set!(),
+                    " WHERE id = $1"
+                ),
+                rec,
+                &[&next],
+            )
+            .await?;
+        }
+        PollOutcome::Gone => {
+            update_feed(
+                tx,
+                concat!(
+                    "UPDATE feed SET status = 'gone', last_checked_at = $6, last_status = 410,
+                         last_error = '410 Gone: the server says this feed was removed for good',
+                         next_check_at = $7, ",
+                    schedule_set!(),
+                    " WHERE id = $1"
+                ),
+                rec,
+                &[&checked, &next],
+            )
+            .await?;
+        }
+        PollOutcome::NotModified { validators } => {
+            update_feed(
+                tx,
+                concat!(
+                    "UPDATE feed SET last_checked_at = $6, last_success_at = $6, last_status = 304,
+                         last_error = NULL, error_count = 0, next_check_at = $7,
+                         etag = coalesce($8, etag), last_modified = coalesce($9, last_modified), ",
+                    schedule_set!(),
+                    " WHERE id = $1"
+                ),
+                rec,
+                &[&checked, &next, &validators.etag, &validators.last_modified],
+            )
+            .await?;
+        }
+        PollOutcome::Failed { status, error } => {
+            let status = status.map(i64::from);
+            update_feed(
+                tx,
+                concat!(
+                    "UPDATE feed SET last_checked_at = $6, last_status = $7, last_error = $8,
+                         error_count = error_count + 1, next_check_at = $9, ",
+                    schedule_set!(),
+                    " WHERE id = $1"
+                ),
+                rec,
+                &[&checked, &status, error, &next],
+            )
+            .await?;
+        }
+        PollOutcome::Fetched {
+            status,
+            validators,
+            feed,
+        } => {
+            let row = tx
+                .query_one(
+                    "SELECT url, site_title, site_url FROM feed WHERE id = $1",
+                    &[&rec.feed_id],
+                )
+                .await?;
+            let (feed_url, old_title, old_site): (String, Option<String>, Option<String>) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let status = i64::from(*status);
+            let hints = serde_json::to_string(&feed.hints).ok();
+            update_feed(
+                tx,
+                concat!(
+                    "UPDATE feed SET last_checked_at = $6, last_success_at = $6, last_status = $7,
+                         last_error = NULL, error_count = 0, next_check_at = $8,
+                         etag = $9, last_modified = $10,
+                         site_title = coalesce($11, site_title),
+                         site_url = coalesce($12, site_url), hints = $13, ",
+                    schedule_set!(),
+                    " WHERE id = $1"
+                ),
+                rec,
+                &[
+                    &checked,
+                    &status,
+                    &next,
+                    &validators.etag,
+                    &validators.last_modified,
+                    &feed.title,
+                    &feed.site_url,
+                    &hints,
+                ],
+            )
+            .await?;
+            let meta_changed = (feed.title.is_some() && feed.title != old_title)
+                || (feed.site_url.is_some() && feed.site_url != old_site);
+            let mut indexed = false;
+            for entry in &feed.entries {
+                match upsert_entry(
+                    tx,
+                    rec.feed_id,
+                    &feed_url,
+                    entry,
+                    rec.checked_at,
+                    &mut indexed,
+                )
+                .await?
+                {
+                    Upsert::New(entry_id) => {
+                        report.new += 1;
+                        if rec.full_text
+                            && let Some(link) = &entry.link
+                        {
+                            tx.execute(
+                                "INSERT INTO article (entry_id, feed_id, url, status,
+                                     next_attempt_at)
+                                 VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT DO NOTHING",
+                                &[&entry_id, &rec.feed_id, link, &checked],
+                            )
+                            .await?;
+                            report.articles_queued += 1;
+                        }
+                    }
+                    Upsert::Updated => report.updated += 1,
+                    Upsert::Merged => report.merged += 1,
+                    Upsert::Unchanged | Upsert::Tombstoned => {}
+                }
+            }
+            if meta_changed || report.new > 0 || report.updated > 0 {
+                bump_revision(tx, rec.checked_at).await?;
+            }
+            if indexed {
+                search_changed(tx, rec.checked_at).await?;
+            }
+        }
+    }
+    record_day(tx, rec, &report).await?;
+    Ok(report)
+}
+
+impl PgStore {
+    /// Records one poll (feed state, validators, entries, stories, the
+    /// day's history) in one transaction: all of it or nothing.
+    pub(in crate::store) async fn record_poll(
+        &self,
+        rec: PollRecord,
+    ) -> Result<PollReport, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let report = write_poll(&tx, &rec).await?;
+        tx.commit().await?;
+        self.note_poll();
+        self.index_work.notify_one();
+        Ok(report)
     }
 }

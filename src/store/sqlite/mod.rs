@@ -36,6 +36,7 @@ pub(super) use feeds::{
     add_feeds, feed_by_id, feed_by_url, feeds, remove_feed, set_status, sync_config_feeds,
 };
 pub(super) use outputs::entries;
+pub use polling::REDIRECT_CONFIRMATIONS;
 pub(super) use polling::{
     day_of, defer, host_blocks, lease_due, next_due_at, record_polls, release_leases, reschedule,
     spread_overdue,
