@@ -544,7 +544,13 @@ impl Pipeline {
                 .fetcher
                 .fetch_page(url, None, Some(request))
                 .await
-                .map_err(|e| PreviewError::Fetch(e.to_string()))?;
+                .map_err(|e| match e {
+                    // It answered, with something no page rule reads.
+                    FetchError::NotHtml { .. } => PreviewError::Read(format!(
+                        "{e}: a page rule reads HTML pages; for a feed, leave the selectors out"
+                    )),
+                    e => PreviewError::Fetch(e.to_string()),
+                })?;
             let _cpu = self.cpu.acquire().await;
             return tokio::task::spawn_blocking(move || {
                 let page = url::Url::parse(&doc.final_url)

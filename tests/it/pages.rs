@@ -482,3 +482,23 @@ async fn feeds_test_sends_the_request_options() {
         stdout(&out)
     );
 }
+
+/// `--page` on a feed's address is refused: the answer is no HTML page.
+#[tokio::test]
+async fn feeds_add_page_on_a_feed_is_refused() {
+    let server = FeedServer::start().await;
+    server.set(
+        "/feed.xml",
+        Reply::feed("application/rss+xml", rss(&[("g1", "One", "<p>x</p>")])),
+    );
+    let env = TestEnv::new("");
+    let url = server.url("/feed.xml");
+    let out = env.cli(&["feeds", "add", &url, "--page", "--item", "item"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("a page rule reads HTML pages"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&env.cli(&["feeds", "list"])).contains("no feeds"));
+}
