@@ -1543,6 +1543,16 @@ pub(super) fn link_key(link: &Url) -> String {
     capped_key("link", &normalize_link(link))
 }
 
+/// [`link_key`] with the link's fragment kept: for items of one page that
+/// link its sections (`changes.html#v2`), where the fragment is what
+/// names each one.
+pub(super) fn fragment_link_key(link: &Url) -> String {
+    match link.fragment().filter(|f| !f.is_empty()) {
+        Some(fragment) => capped_key("link", &format!("{}#{fragment}", normalize_link(link))),
+        None => link_key(link),
+    }
+}
+
 /// The key of an entry with neither guid nor link: `hash:` and a hash of
 /// its title and text, as [`entry_key`] makes it.
 pub(super) fn text_key(title: Option<&str>, text: &str) -> String {

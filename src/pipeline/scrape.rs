@@ -24,8 +24,9 @@
 //!   sanitised when served, like a feed's.
 //! - **Identity**: an entry's key is its normalised link, as for a feed's
 //!   guid-less entries, so re-ordering or editing the page never makes a
-//!   duplicate; items that share one link are told apart by their title,
-//!   and items with no link are keyed by their title and text.
+//!   duplicate; a link to a section of the page itself (`#v2`) keeps its
+//!   fragment, items that share any other link are told apart by their
+//!   title and text, and items with no link are keyed by title and text.
 //!
 //! It does no I/O and never panics on input: a page it cannot read is a
 //! [`ScrapeError`] naming the selector at fault.
@@ -186,26 +187,35 @@ impl Scraper {
             });
         }
 
-        // A link several items share names none of them.
+        // A link to a section of this page (`#v2`) is named by its
+        // fragment; any other link several items share names none of them.
+        let this_page = [parse::link_key(page_url), parse::link_key(&base)];
+        let section = |link: &Url| {
+            link.fragment().is_some_and(|f| !f.is_empty())
+                && this_page.contains(&parse::link_key(link))
+        };
         let mut links: HashMap<String, usize> = HashMap::new();
-        for item in &raw {
-            if let Some(link) = &item.link {
+        for link in raw.iter().filter_map(|i| i.link.as_ref()) {
+            if !section(link) {
                 *links.entry(parse::link_key(link)).or_default() += 1;
             }
         }
         let mut seen = HashSet::new();
         let mut entries = Vec::with_capacity(raw.len());
         for item in raw {
-            let shared = item
-                .link
-                .as_ref()
-                .is_some_and(|l| links.get(&parse::link_key(l)).copied().unwrap_or(0) > 1);
+            let by_fragment = item.link.as_ref().is_some_and(section);
+            let shared = !by_fragment
+                && item
+                    .link
+                    .as_ref()
+                    .is_some_and(|l| links.get(&parse::link_key(l)).copied().unwrap_or(0) > 1);
             let text = item
                 .content_html
                 .as_deref()
                 .map(html_to_text)
                 .unwrap_or_default();
             let key = match &item.link {
+                Some(link) if by_fragment => parse::fragment_link_key(link),
                 Some(link) if shared => parse::shared_key(
                     link,
                     &format!("{}\u{0}{text}", item.title.as_deref().unwrap_or("")),
@@ -216,8 +226,10 @@ impl Scraper {
             if !seen.insert(key.clone()) {
                 continue;
             }
+            // Neither a shared link nor a section of a listing is a
+            // story's own address, to recognise it by elsewhere.
             let url_keys = match &item.link {
-                Some(_) if shared => Vec::new(),
+                Some(_) if shared || by_fragment => Vec::new(),
                 link => super::dedup::link_candidates(link.as_ref()),
             };
             let content_html = item.content_html.map(|html| {
@@ -520,8 +532,8 @@ fn escape_attr(s: &str) -> String {
 
 /// A date as pages write it: what feeds send (RFC 3339, RFC 2822 and
 /// their usual breakages, see `parse`), dates without a time or zone
-/// (`2026-03-01`, `March 1, 2026`, `1. März`… in English month names:
-/// `1 Mar 2026`, `01.03.2026`), or one of those inside other words
+/// (`2026-03-01`, `March 1, 2026`, `1 Mar 2026`, `01.03.2026`; month
+/// names in English), or one of those inside other words
 /// (`Posted on March 1st, 2026 by Ada`). Times without a zone are taken
 /// as UTC. Relative dates ("2 hours ago") are not read.
 pub fn page_date(text: &str) -> Option<DateTime<Utc>> {
@@ -870,6 +882,33 @@ mod tests {
         assert!(keys[1].starts_with("link:https://news.example/section#"));
         assert_ne!(keys[1], keys[2]);
         assert!(feed.entries[1].url_keys.is_empty());
+
+        // Sections of the page itself: the fragment names each, whatever
+        // their text says on the next poll or which others are listed.
+        let sections = |b: &str| {
+            format!(
+                r##"<section><a href="#v2">v2</a><p>Two {b}</p></section>
+                <section><a href="changes.html#v1">v1</a><p>One {b}</p></section>
+                <section><a href="#">top</a><p>Top {b}</p></section>
+                <section><a href="#">top</a><p>Top again {b}</p></section>"##
+            )
+        };
+        let keys = |b: &str| -> Vec<String> {
+            scrape(&sections(b), &rule("section"))
+                .unwrap()
+                .entries
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        let before = keys("first");
+        assert_eq!(before[0], "link:https://news.example/blog/index.html#v2");
+        // Another page's fragment is no name: its link is.
+        assert_eq!(before[1], "link:https://news.example/blog/changes.html");
+        let after = keys("edited");
+        assert_eq!(before[..2], after[..2]);
+        // Links to the page itself name nothing: keyed by their text.
+        assert_ne!(before[2], before[3]);
     }
 
     #[test]
