@@ -962,3 +962,260 @@ async fn the_reexamination_pass_ends_and_stays_ended() {
         t.finish().await;
     }
 }
+
+fn query(limit: usize) -> super::EntryQuery {
+    super::EntryQuery {
+        limit,
+        ..Default::default()
+    }
+}
+
+fn titles(entries: &[crate::model::OutputEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e.title.clone().unwrap_or_default())
+        .collect()
+}
+
+/// Outputs read entries newest first, page by page, narrowed by tag,
+/// feed, search (once the indexer has run), include and exclude patterns,
+/// or in storage order after an id (push); each names its feeds.
+#[tokio::test]
+async fn outputs_page_filter_and_search_entries() {
+    for t in backends("outputs_page_filter_and_search").await {
+        let s = &t.store;
+        let b = t.backend;
+        s.add_feeds(
+            vec![
+                FeedSpec {
+                    tags: vec!["sea".into()],
+                    title: Some("Sea news".into()),
+                    ..spec("https://a.example/feed")
+                },
+                spec("https://b.example/feed"),
+            ],
+            FeedOrigin::Cli,
+            at(0),
+        )
+        .await
+        .expect("add");
+        let feeds = s.feeds().await.expect("feeds");
+        let (a, other) = (feeds[0].id, feeds[1].id);
+        let dated = |key: &str, title: &str, body: &str, when: i64| ParsedEntry {
+            published: Some(at(when)),
+            ..item(key, title, &format!("https://n.example/{key}"), body)
+        };
+        let first = vec![
+            dated(
+                "1",
+                "Lighthouse keepers",
+                "<p>The keepers of the light</p>",
+                1,
+            ),
+            dated("2", "Ferry strike", "<p>Ferries stay in port</p>", 2),
+            dated("3", "Kelp forests", "<p>Kelp grows fast</p>", 3),
+        ];
+        s.record_poll(fetched(a, first, at(100)))
+            .await
+            .expect("poll");
+        let second = vec![
+            dated("4", "Harbour dues", "<p>Dues rise</p>", 4),
+            dated("5", "Storm warning", "<p>A storm over the ferries</p>", 5),
+        ];
+        s.record_poll(fetched(other, second, at(100)))
+            .await
+            .expect("poll");
+
+        let all = s.entries(query(10)).await.expect("entries");
+        assert_eq!(
+            titles(&all),
+            [
+                "Storm warning",
+                "Harbour dues",
+                "Kelp forests",
+                "Ferry strike",
+                "Lighthouse keepers"
+            ],
+            "{b}"
+        );
+        assert_eq!(all[4].sources.len(), 1, "{b}");
+        assert_eq!(all[4].sources[0].title, "Sea news", "{b}");
+        assert_eq!(all[4].sources[0].feed_url, "https://a.example/feed", "{b}");
+        assert_eq!(all[0].sources[0].title, "Site", "{b}: the feed's own title");
+        assert_eq!(all[0].published, Some(at(5)), "{b}");
+
+        // Pages of two, by cursor.
+        let page1 = s.entries(query(2)).await.expect("page");
+        let page2 = s
+            .entries(super::EntryQuery {
+                after: page1.last().map(|e| e.cursor),
+                ..query(2)
+            })
+            .await
+            .expect("page");
+        assert_eq!(titles(&page2), ["Kelp forests", "Ferry strike"], "{b}");
+
+        let tagged = s
+            .entries(super::EntryQuery {
+                tags: vec!["sea".into()],
+                ..query(10)
+            })
+            .await
+            .expect("tagged");
+        assert_eq!(tagged.len(), 3, "{b}");
+        let of_b = s
+            .entries(super::EntryQuery {
+                feeds: vec!["https://b.example/feed".into()],
+                ..query(10)
+            })
+            .await
+            .expect("feed");
+        assert_eq!(titles(&of_b), ["Storm warning", "Harbour dues"], "{b}");
+
+        // Patterns read title or content (Rust regex syntax on both).
+        let ferries = s
+            .entries(super::EntryQuery {
+                include: Some(r"(?i)\bferr(y|ies)\b".into()),
+                ..query(1)
+            })
+            .await
+            .expect("include");
+        assert_eq!(titles(&ferries), ["Storm warning"], "{b}");
+        let no_ferries = s
+            .entries(super::EntryQuery {
+                exclude: Some(r"(?i)ferr".into()),
+                ..query(10)
+            })
+            .await
+            .expect("exclude");
+        assert_eq!(
+            titles(&no_ferries),
+            ["Harbour dues", "Kelp forests", "Lighthouse keepers"],
+            "{b}"
+        );
+
+        // Search finds nothing until the indexer has run.
+        let search = |q: &str| super::EntryQuery {
+            search: Some(q.into()),
+            ..query(10)
+        };
+        assert!(
+            s.entries(search("kelp")).await.expect("search").is_empty(),
+            "{b}"
+        );
+        let indexed = crate::indexer::index_all(s, 2).await.expect("index");
+        assert_eq!(indexed, 5, "{b}");
+        assert_eq!(
+            titles(&s.entries(search("kelp")).await.expect("search")),
+            ["Kelp forests"],
+            "{b}"
+        );
+        assert_eq!(
+            titles(&s.entries(search("ferries")).await.expect("search")),
+            ["Storm warning", "Ferry strike"],
+            "{b}"
+        );
+        assert_eq!(
+            titles(&s.entries(search("storm ferries")).await.expect("search")),
+            ["Storm warning"],
+            "{b}"
+        );
+        assert!(
+            s.entries(search("storm kelp"))
+                .await
+                .expect("search")
+                .is_empty(),
+            "{b}"
+        );
+
+        // Storage order after an id: what a push delivers next.
+        let since = s
+            .entries(super::EntryQuery {
+                since_id: Some(all[2].cursor.id),
+                ..query(10)
+            })
+            .await
+            .expect("since");
+        assert_eq!(titles(&since), ["Harbour dues", "Storm warning"], "{b}");
+        t.finish().await;
+    }
+}
+
+/// A push target starts at the newest entry and keeps its state; a feed's
+/// rules read its entries and release the ones they now leave out.
+#[tokio::test]
+async fn push_targets_and_rules_keep_their_state() {
+    for t in backends("push_targets_and_rules").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, _) = two_feeds(s).await;
+        let items = vec![
+            item("1", "Keep me", "https://n.example/1", "<p>x</p>"),
+            item("2", "Drop me", "https://n.example/2", "<p>y</p>"),
+        ];
+        s.record_poll(fetched(a, items, at(10)))
+            .await
+            .expect("poll");
+        let newest = s.entries(query(1)).await.expect("entries")[0].cursor.id;
+        let target = s
+            .push_target("river", "https://hook.example/")
+            .await
+            .expect("target");
+        assert_eq!((target.delivered_id, target.attempts), (newest, 0), "{b}");
+        s.record_push(
+            "river",
+            "https://hook.example/",
+            super::PushOutcome::Failed {
+                error: "503".into(),
+                retry_at: at(99),
+            },
+        )
+        .await
+        .expect("push");
+        let target = s
+            .push_target("river", "https://hook.example/")
+            .await
+            .expect("target");
+        assert_eq!(
+            (
+                target.attempts,
+                target.retry_at,
+                target.last_error.as_deref()
+            ),
+            (1, Some(at(99)), Some("503")),
+            "{b}"
+        );
+        s.record_push(
+            "river",
+            "https://hook.example/",
+            super::PushOutcome::Delivered { up_to: newest + 5 },
+        )
+        .await
+        .expect("push");
+        let target = s
+            .push_target("river", "https://hook.example/")
+            .await
+            .expect("target");
+        assert_eq!(
+            (target.delivered_id, target.attempts, target.retry_at),
+            (newest + 5, 0, None),
+            "{b}"
+        );
+
+        let mut subjects = s.feed_entries_for_rules(a).await.expect("subjects");
+        subjects.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(subjects.len(), 2, "{b}");
+        assert_eq!(subjects[1].title.as_deref(), Some("Drop me"), "{b}");
+        let released = s
+            .release_entries(a, vec!["2".into(), "nope".into()], at(20))
+            .await
+            .expect("release");
+        assert_eq!(released, 1, "{b}");
+        assert_eq!(
+            titles(&s.entries(query(10)).await.expect("entries")),
+            ["Keep me"],
+            "{b}"
+        );
+        t.finish().await;
+    }
+}
