@@ -433,14 +433,20 @@ async fn an_operation_a_backend_lacks_is_a_typed_error() {
             "SQLite" => assert!(missing.is_empty()),
             _ => {
                 assert!(!missing.is_empty());
-                let err = t.store.status(1, at(0)).await.expect_err("not yet");
+                let err = t.store.db_size().await.expect_err("not yet");
                 assert!(
-                    matches!(err, StoreError::Unsupported { what: "status", .. }),
+                    matches!(
+                        err,
+                        StoreError::Unsupported {
+                            what: "db_size",
+                            ..
+                        }
+                    ),
                     "{err}"
                 );
                 assert_eq!(
                     err.to_string(),
-                    "the PostgreSQL backend cannot do `status` yet"
+                    "the PostgreSQL backend cannot do `db_size` yet"
                 );
             }
         }
@@ -1216,6 +1222,69 @@ async fn push_targets_and_rules_keep_their_state() {
             ["Keep me"],
             "{b}"
         );
+        t.finish().await;
+    }
+}
+
+/// `status` reads feeds, counts and each feed's days in one snapshot.
+#[tokio::test]
+async fn status_counts_entries_queues_and_each_feeds_days() {
+    for t in backends("status_counts").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, other) = two_feeds(s).await;
+        let day = at(0);
+        let mut rec = fetched(
+            a,
+            vec![
+                item("1", "One", "https://n.example/1", "<p>x</p>"),
+                item("2", "Two", "https://n.example/2", "<p>y</p>"),
+            ],
+            day,
+        );
+        rec.full_text = true;
+        s.record_poll(rec).await.expect("poll");
+        s.record_poll(poll(
+            a,
+            PollOutcome::NotModified {
+                validators: Validators::default(),
+            },
+            day + chrono::Duration::seconds(60),
+        ))
+        .await
+        .expect("poll");
+        s.record_poll(poll(
+            other,
+            PollOutcome::Failed {
+                status: None,
+                error: "refused".into(),
+            },
+            day,
+        ))
+        .await
+        .expect("poll");
+        while s.dedup_pass_step(day).await.expect("step").is_some() {}
+        let snap = s.status(1, day).await.expect("status");
+        assert_eq!(snap.feeds.len(), 2, "{b}");
+        assert_eq!(snap.entries, 2, "{b}");
+        assert_eq!(snap.tombstones, 0, "{b}");
+        assert_eq!((snap.articles_pending, snap.articles_failed), (2, 0), "{b}");
+        assert_eq!(snap.search_backlog, 2, "{b}");
+        assert!(snap.size.file_bytes > 0, "{b}");
+        assert!(matches!(snap.dedup_pass, super::DedupPass::Done(_)), "{b}");
+        let days = &snap.history[&a];
+        assert_eq!(days.len(), 1, "{b}");
+        assert_eq!(
+            (
+                days[0].polls,
+                days[0].not_modified,
+                days[0].errors,
+                days[0].new_entries
+            ),
+            (2, 1, 0, 2),
+            "{b}"
+        );
+        assert_eq!(snap.history[&other][0].errors, 1, "{b}");
         t.finish().await;
     }
 }

@@ -28,7 +28,7 @@ fn check_shows_the_url_without_its_password_and_refuses_an_incomplete_backend() 
         err.contains("the PostgreSQL backend is not complete yet"),
         "{err}"
     );
-    assert!(err.contains("outputs"), "{err}");
+    assert!(err.contains("retention"), "{err}");
     assert!(!out_text.contains("hunter2") && !err.contains("hunter2"));
     // The file's own SQLite database was not created.
     assert!(!env.db_path().exists());
@@ -122,7 +122,7 @@ async fn run_on_postgres_creates_the_schema_then_refuses_naming_what_is_missing(
         log.contains("the PostgreSQL backend is not complete yet"),
         "{log}"
     );
-    assert!(log.contains("outputs"), "{log}");
+    assert!(log.contains("retention"), "{log}");
 
     let (db, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
         .await

@@ -16,6 +16,7 @@ mod entries;
 mod feeds;
 mod outputs;
 mod polling;
+mod status;
 mod stories;
 
 use std::time::Duration;
@@ -26,7 +27,7 @@ use tokio_postgres::NoTls;
 
 use crate::database::PostgresUrl;
 
-use super::{CommitStats, DbSize, PollLoad, Purged, Revision, StatusSnapshot, StoreError};
+use super::{CommitStats, DbSize, PollLoad, Purged, Revision, StoreError};
 
 mod embedded {
     refinery::embed_migrations!("src/store/postgres/migrations");
@@ -34,7 +35,8 @@ mod embedded {
 
 /// What the PostgreSQL backend cannot do yet, by concern. `tributary run`
 /// and `check` name these and refuse to start while any is left.
-pub const MISSING: &[&str] = &["retention and housekeeping", "status"];
+pub const MISSING: &[&str] =
+    &["retention and housekeeping (purging, tombstone and history bounds, the size cap, vacuum)"];
 
 /// Connections in the pool: the dispatch loop, the article workers, the
 /// indexer and the HTTP server each hold one for a statement at a time.
@@ -274,14 +276,6 @@ impl PgStore {
 
     pub(super) async fn set_housekept(&self, _at: DateTime<Utc>) -> Result<(), StoreError> {
         Err(missing("set_housekept"))
-    }
-
-    pub(super) async fn status(
-        &self,
-        _days: i64,
-        _now: DateTime<Utc>,
-    ) -> Result<StatusSnapshot, StoreError> {
-        Err(missing("status"))
     }
 }
 
