@@ -16,6 +16,7 @@
 
 mod backup;
 mod checkpoint;
+mod migrate;
 mod postgres;
 mod sqlite;
 mod stories;
@@ -23,6 +24,7 @@ mod stories;
 pub(crate) mod suite;
 
 pub use backup::{BackupError, BackupProgress, BackupReport, backup};
+pub use migrate::{MigrateError, MigrateProgress, MigrateReport, TableSummary, migrate_db};
 pub use sqlite::{REDIRECT_CONFIRMATIONS, entry_uid};
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ mod faults;
 mod feeds;
 mod fulltext;
 mod lenient;
+mod migrate;
 mod ops;
 mod outputs;
 mod pages;

@@ -104,7 +104,8 @@ impl PgStore {
     }
 
     /// A connection from the pool; failing to get one names the server.
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// `migrate-db` copies through one too.
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Connect {
             url: self.url.to_string(),
             cause: match e {

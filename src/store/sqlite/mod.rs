@@ -54,7 +54,17 @@ pub(super) use stories::{DEDUP_PASS_BATCH, dedup_pass_step};
 
 /// Schema history; append, never edit, once a version has shipped.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![
+    Migrations::new(migration_list())
+}
+
+/// The schema version (`PRAGMA user_version`) of an up-to-date database:
+/// `migrate-db` copies only from one, as it never writes the file.
+pub(super) fn latest_version() -> usize {
+    migration_list().len()
+}
+
+fn migration_list() -> Vec<M<'static>> {
+    vec![
         M::up(include_str!("migrations/schema.sql")),
         // A feed's own `full_text` setting; NULL follows `[extract] full_text`.
         M::up("ALTER TABLE feed ADD COLUMN full_text INTEGER;"),
@@ -76,7 +86,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/search_gen.sql")),
         // A page feed's selectors (`PageRule`) as JSON; NULL: a feed.
         M::up("ALTER TABLE feed ADD COLUMN page TEXT;"),
-    ])
+    ]
 }
 
 /// Settings every connection gets. WAL lets the HTTP server's reader run
