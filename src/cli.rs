@@ -499,7 +499,10 @@ async fn migrate_db(config: &Config, to: &str, from: Option<&Path>) -> anyhow::R
     .await;
     bar.finish();
     let report = report?;
-    println!("{:<14} {:>10}  checksum (SQLite = PostgreSQL)", "table", "rows");
+    println!(
+        "{:<14} {:>10}  checksum (SQLite = PostgreSQL)",
+        "table", "rows"
+    );
     for t in &report.tables {
         println!("{:<14} {:>10}  {:032x}", t.table, t.rows, t.checksum);
     }

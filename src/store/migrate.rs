@@ -70,7 +70,10 @@ const BATCH: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     #[error("cannot open {path} read-only: {cause}")]
-    Open { path: PathBuf, cause: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
     #[error(
         "{path} is at schema version {found}, this tributary's is {latest}: {hint}; migrate-db never writes the SQLite file"
     )]
@@ -289,7 +292,9 @@ enum Msg {
     Rows(usize, Vec<Vec<Val>>),
     /// A table is read: its rows and checksum on the SQLite side.
     Done(usize, u64, u128),
-    Finished { nul_stripped: u64 },
+    Finished {
+        nul_stripped: u64,
+    },
 }
 
 /// Opens `path` read-only and checks it is a Tributary database at this
@@ -616,12 +621,12 @@ async fn checksum_pg(
         vals.clear();
         for (i, c) in plan.columns.iter().enumerate() {
             let v = match (c.kind, &c.ty) {
-                (Kind::Int, t) if *t == Type::INT4 => {
-                    row.try_get::<_, Option<i32>>(i)?.map(|v| Val::Int(v.into()))
-                }
-                (Kind::Int, t) if *t == Type::INT2 => {
-                    row.try_get::<_, Option<i16>>(i)?.map(|v| Val::Int(v.into()))
-                }
+                (Kind::Int, t) if *t == Type::INT4 => row
+                    .try_get::<_, Option<i32>>(i)?
+                    .map(|v| Val::Int(v.into())),
+                (Kind::Int, t) if *t == Type::INT2 => row
+                    .try_get::<_, Option<i16>>(i)?
+                    .map(|v| Val::Int(v.into())),
                 (Kind::Int, _) => row.try_get::<_, Option<i64>>(i)?.map(Val::Int),
                 (Kind::Text, _) => row.try_get::<_, Option<String>>(i)?.map(Val::Text),
                 (Kind::Bool, _) => row.try_get::<_, Option<bool>>(i)?.map(Val::Bool),

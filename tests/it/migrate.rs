@@ -99,7 +99,9 @@ async fn polled_database() -> (FeedServer, TestEnv) {
             rss(&server, "Feed C", &[("c1", "Story C1", "/c/1")]),
         ),
     );
-    for path in ["/a/1", "/a/2", "/a/3", "/a/4", "/a/5", "/a/6", "/b/2", "/c/1"] {
+    for path in [
+        "/a/1", "/a/2", "/a/3", "/a/4", "/a/5", "/a/6", "/b/2", "/c/1",
+    ] {
         server.set(
             path,
             Reply::feed("text/html; charset=utf-8", page(&format!("Page {path}"))),
@@ -119,7 +121,11 @@ async fn polled_database() -> (FeedServer, TestEnv) {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = env.cli(&["purge"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("tombstones: 2 added"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("tombstones: 2 added"),
+        "{}",
+        stdout(&out)
+    );
     (server, env)
 }
 
@@ -203,9 +209,11 @@ async fn pg_rows(db: &tokio_postgres::Client, table: &str, cols: &[String]) -> V
                     let v = if *t == Type::INT8 {
                         r.get::<_, Option<i64>>(i).map(|v| v.to_string())
                     } else if *t == Type::BOOL {
-                        r.get::<_, Option<bool>>(i).map(|v| i64::from(v).to_string())
+                        r.get::<_, Option<bool>>(i)
+                            .map(|v| i64::from(v).to_string())
                     } else if *t == Type::BYTEA {
-                        r.get::<_, Option<Vec<u8>>>(i).map(|v| format!("x{}", hex(&v)))
+                        r.get::<_, Option<Vec<u8>>>(i)
+                            .map(|v| format!("x{}", hex(&v)))
                     } else {
                         r.get::<_, Option<String>>(i).map(|v| format!("'{v}'"))
                     };
@@ -244,7 +252,10 @@ async fn migrate_db_copies_every_table_checked_and_leaves_sqlite_untouched() {
     .expect("join");
     let (text, err) = (stdout(&out), stderr(&out));
     assert!(out.status.success(), "{text}{err}");
-    assert!(!text.contains("hunter2") && !err.contains("hunter2"), "{text}{err}");
+    assert!(
+        !text.contains("hunter2") && !err.contains("hunter2"),
+        "{text}{err}"
+    );
     assert!(err.contains(":***@"), "{err}");
     assert!(text.contains("checked: every table matches"), "{text}");
     assert!(text.contains("is unchanged"), "{text}");
@@ -272,8 +283,14 @@ async fn migrate_db_copies_every_table_checked_and_leaves_sqlite_untouched() {
     let count = |t: &str| compared.iter().find(|(n, _)| *n == t).map_or(0, |c| c.1);
     assert_eq!(count("feed"), 3);
     assert!(count("tombstone") >= 2, "{compared:?}");
-    assert!(count("article") > 0 && count("entry_print") > 0, "{compared:?}");
-    assert!(count("feed_tag") == 2 && count("feed_day") > 0, "{compared:?}");
+    assert!(
+        count("article") > 0 && count("entry_print") > 0,
+        "{compared:?}"
+    );
+    assert!(
+        count("feed_tag") == 2 && count("feed_day") > 0,
+        "{compared:?}"
+    );
     let merged: i64 = db
         .query_one(
             "SELECT count(*) FROM (SELECT entry_id FROM entry_source
@@ -285,10 +302,7 @@ async fn migrate_db_copies_every_table_checked_and_leaves_sqlite_untouched() {
         .get(0);
     assert_eq!(merged, 1, "the story both A and B carry is one entry");
     let request: Option<String> = db
-        .query_one(
-            "SELECT request FROM feed WHERE url LIKE '%/b.xml'",
-            &[],
-        )
+        .query_one("SELECT request FROM feed WHERE url LIKE '%/b.xml'", &[])
         .await
         .expect("request")
         .get(0);
@@ -322,9 +336,11 @@ async fn migrate_db_copies_every_table_checked_and_leaves_sqlite_untouched() {
     // Meta counters came along.
     let lite_rev: i64 = rusqlite::Connection::open(&db_file)
         .expect("open")
-        .query_row("SELECT value FROM meta WHERE key = 'entries_rev'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'entries_rev'",
+            [],
+            |r| r.get(0),
+        )
         .expect("rev");
     let pg_rev: i64 = db
         .query_one("SELECT value FROM meta WHERE key = 'entries_rev'", &[])
@@ -367,7 +383,10 @@ async fn migrate_db_copies_every_table_checked_and_leaves_sqlite_untouched() {
     let (text, err) = (stdout(&out), stderr(&out));
     assert!(!out.status.success(), "{text}{err}");
     assert!(err.contains("already holds Tributary data"), "{err}");
-    assert!(!text.contains("hunter2") && !err.contains("hunter2"), "{text}{err}");
+    assert!(
+        !text.contains("hunter2") && !err.contains("hunter2"),
+        "{text}{err}"
+    );
     assert_eq!(
         pg_rows(&db, "entry", &["id".to_owned(), "uid".to_owned()]).await,
         entries_before
@@ -408,7 +427,10 @@ async fn migrate_db_failures_hide_the_password_and_touch_no_file() {
         err.contains(&format!("postgres://feeds:***@127.0.0.1:{port}/tributary")),
         "{err}"
     );
-    assert!(!text.contains("hunter2") && !err.contains("hunter2"), "{text}{err}");
+    assert!(
+        !text.contains("hunter2") && !err.contains("hunter2"),
+        "{text}{err}"
+    );
     assert!(std::fs::read(&db_file).expect("read db") == before);
 
     let missing = env.dir.path().join("nothing-here.db");
@@ -421,7 +443,73 @@ async fn migrate_db_failures_hide_the_password_and_touch_no_file() {
     ]);
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("cannot open") && err.contains("read-only"), "{err}");
+    assert!(
+        err.contains("cannot open") && err.contains("read-only"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "{err}");
     assert!(!missing.exists(), "migrate-db created the SQLite file");
+}
+
+/// The check is real: when what PostgreSQL stores differs from what was
+/// read (here a trigger rewrites titles as they arrive), the migration
+/// fails naming the table, and rolls everything back. Migrating a database
+/// with no feeds first creates the schema (and leaves it empty, so it may
+/// be migrated into again).
+#[tokio::test]
+async fn migrate_db_rolls_back_when_the_copy_does_not_match() {
+    let Some((admin, name, url)) = fresh_database("migrate_db_mismatch").await else {
+        return;
+    };
+    let to = url.to_string();
+    let empty = TestEnv::new("");
+    assert!(empty.cli(&["status"]).status.success());
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = empty.command();
+        cmd.args(["migrate-db", "--to", &to]);
+        move || cmd.output().expect("run")
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (db, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    db.batch_execute(
+        "CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN NEW.title = upper(NEW.title); RETURN NEW; END $$;
+         CREATE TRIGGER shout BEFORE INSERT ON entry FOR EACH ROW EXECUTE FUNCTION shout();",
+    )
+    .await
+    .expect("trigger");
+
+    let (_server, env) = polled_database().await;
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = env.command();
+        cmd.args(["migrate-db", "--to", &to]);
+        move || cmd.output().expect("run")
+    })
+    .await
+    .expect("join");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("does not match") && err.contains("entry: ") && err.contains("rolled back"),
+        "{err}"
+    );
+    for table in ["feed", "entry", "entry_source", "search_pending"] {
+        let n: i64 = db
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 0, "{table} kept rows of a failed migration");
+    }
+    drop(db);
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .expect("drop database");
 }
