@@ -90,7 +90,7 @@ pub enum Command {
     /// Copy the SQLite database (the config's, or --from) into an empty
     /// PostgreSQL database, checked; the SQLite file is only read
     MigrateDb {
-        /// The PostgreSQL database to fill: postgres://user[:password]@host[:port]/database
+        /// The PostgreSQL database to fill: `postgres://user:password@host:port/database`
         #[arg(long, value_name = "URL")]
         to: String,
         /// The SQLite file to copy, instead of the config's `database`

@@ -226,8 +226,42 @@ async fn pg_rows(db: &tokio_postgres::Client, table: &str, cols: &[String]) -> V
     out
 }
 
+/// `path` as the real router serves it from `store`.
+async fn serve_body(store: tributary::store::Store, path: &str) -> String {
+    let router = tributary::serve::router(
+        store,
+        tributary::serve::ServeSettings {
+            title: "Test River".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            page_size: 50,
+            max_page_size: 500,
+            outputs: Vec::new(),
+            hub: None,
+            db_cap: None,
+            max_content: tributary::values::DEFAULT_MAX_CONTENT,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let resp = crate::support::http()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200, "{path}");
+    let body = resp.text().await.expect("body");
+    server.abort();
+    body
+}
+
 /// The whole path: a polled SQLite database is migrated; every table holds
-/// on PostgreSQL exactly what it held in SQLite; new ids follow the copied
+/// on PostgreSQL exactly what it held in SQLite; both backends serve the
+/// same `/feed.json` and `/feed.atom` from it; new ids follow the copied
 /// ones; search is queued for every entry; the SQLite file's bytes are
 /// unchanged; a second migration into the now non-empty database is
 /// refused and changes nothing; the URL's password shows nowhere.
@@ -369,6 +403,29 @@ async fn migrate_db_copies_every_table_checked_and_leaves_sqlite_untouched() {
             .expect("sequence");
         let (next, max): (i64, i64) = (row.get(0), row.get(1));
         assert!(next > max, "{table}: next id {next}, largest copied {max}");
+    }
+
+    // Both backends serve the same merged feed from the same data.
+    let database = tributary::database::Database::Postgres(
+        tributary::database::PostgresUrl::parse(&to).expect("url"),
+    );
+    for path in ["/feed.json?limit=500", "/feed.atom?limit=500"] {
+        let lite = serve_body(
+            tributary::store::Store::open(&db_file)
+                .await
+                .expect("open SQLite"),
+            path,
+        )
+        .await;
+        let pg = serve_body(
+            tributary::store::Store::connect(&database)
+                .await
+                .expect("connect PostgreSQL"),
+            path,
+        )
+        .await;
+        assert_eq!(lite, pg, "{path} differs between the backends");
+        assert!(lite.contains("Story A6"), "{lite}");
     }
 
     // Again, into the database that now holds data: refused, unchanged.
