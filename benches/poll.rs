@@ -93,6 +93,10 @@ struct Opts {
     poll: bool,
     /// Serve the feeds from nginx instead of the in-process server.
     nginx: bool,
+    /// After `tributary poll`'s two cycles, copy its database into a fresh
+    /// database on the PostgreSQL server `TRIBUTARY_TEST_POSTGRES` names
+    /// with `tributary migrate-db` (implies `--poll`).
+    migrate: bool,
 }
 
 impl Opts {
@@ -104,6 +108,7 @@ impl Opts {
             runs: 1,
             poll: false,
             nginx: false,
+            migrate: false,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut it = args.iter();
@@ -115,6 +120,11 @@ impl Opts {
                 }
                 "--nginx" => {
                     opts.nginx = true;
+                    continue;
+                }
+                "--migrate" => {
+                    opts.poll = true;
+                    opts.migrate = true;
                     continue;
                 }
                 "--feeds" => &mut opts.feeds,
@@ -901,6 +911,17 @@ impl PollResult {
 /// Runs `bin --config config poll` under GNU time: wall seconds, CPU
 /// seconds (user + system), peak RSS in KiB, success.
 fn timed_poll(bin: &str, config: &Path, dir: &Path, label: &str) -> (f64, f64, u64, bool) {
+    timed(bin, config, dir, label, &["poll"])
+}
+
+/// Runs `bin --config config ARGS` as [`timed_poll`] does.
+fn timed(
+    bin: &str,
+    config: &Path,
+    dir: &Path,
+    label: &str,
+    args: &[&str],
+) -> (f64, f64, u64, bool) {
     let time_file = dir.join(format!("{label}.time"));
     let out = std::fs::File::create(dir.join(format!("{label}.out"))).expect("poll output file");
     let err = std::fs::File::create(dir.join(format!("{label}.log"))).expect("poll log file");
@@ -913,7 +934,7 @@ fn timed_poll(bin: &str, config: &Path, dir: &Path, label: &str) -> (f64, f64, u
         .arg(bin)
         .arg("--config")
         .arg(config)
-        .arg("poll")
+        .args(args)
         .env_remove("RUST_LOG")
         .env_remove("TRIBUTARY_CONFIG")
         .stdout(Stdio::from(out))
@@ -982,6 +1003,9 @@ fn poll_once(opts: &Opts, bin: &str, addr: SocketAddr, _ticks: f64) -> PollResul
         && indexed == expected
         && stored == n as u64
         && not_modified == n as u64;
+    if opts.migrate {
+        migrate_once(bin, &config, dir.path(), &db, n);
+    }
     if !ok {
         eprintln!(
             "FAIL: poll exit ok {ok1}/{ok2}, {entries} entries (expected {expected}), \
@@ -1019,6 +1043,65 @@ fn poll_once(opts: &Opts, bin: &str, addr: SocketAddr, _ticks: f64) -> PollResul
     );
     println!();
     r
+}
+
+/// `tributary migrate-db` of the polled database into a fresh PostgreSQL
+/// database: time, CPU, peak RSS, and the size on both sides.
+fn migrate_once(bin: &str, config: &Path, dir: &Path, db: &Path, n: usize) {
+    let Ok(server) = std::env::var("TRIBUTARY_TEST_POSTGRES") else {
+        eprintln!("--migrate: SKIPPED (TRIBUTARY_TEST_POSTGRES is not set)");
+        return;
+    };
+    let name = format!("tributary_bench_{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin = |sql: String| {
+        let server = server.clone();
+        runtime.block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+                .await
+                .expect("connect to TRIBUTARY_TEST_POSTGRES");
+            tokio::spawn(conn);
+            let rows = client.query(&sql, &[]).await.expect("admin query");
+            rows.first().and_then(|r| r.try_get::<_, i64>(0).ok())
+        })
+    };
+    admin(format!("CREATE DATABASE \"{name}\""));
+    let mut url = url::Url::parse(&server).expect("server URL");
+    url.set_path(&format!("/{name}"));
+    let (secs, cpu, rss, ok) = timed(
+        bin,
+        config,
+        dir,
+        "migrate",
+        &["migrate-db", "--to", url.as_str()],
+    );
+    let pg_bytes = admin(format!("SELECT pg_database_size('{name}')")).unwrap_or(0);
+    admin(format!("DROP DATABASE \"{name}\" WITH (FORCE)"));
+    let lite_bytes = std::fs::metadata(db).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
+    let rows = (n * ENTRIES_PER_FEED) as f64;
+    println!();
+    println!(
+        "| `tributary migrate-db` | time | entries/s | CPU (tributary) | peak RSS | SQLite | PostgreSQL |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {n} feeds x {ENTRIES_PER_FEED} entries{} | {secs:.2} s | {:.0} | {cpu:.1} s | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+        if ok { "" } else { " (FAILED, see migrate.log)" },
+        rows / secs,
+        rss as f64 / 1024.0,
+        mib(lite_bytes),
+        mib(u64::try_from(pg_bytes).unwrap_or(0)),
+    );
+    if !ok {
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(dir.join("migrate.log")).unwrap_or_default()
+        );
+    }
 }
 
 /// `tributary poll` beside the daemon, median of the runs.
