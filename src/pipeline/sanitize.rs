@@ -606,8 +606,10 @@ fn is_invisible(ch: char) -> bool {
 /// The index (`store`, FTS5 with `detail = none`) records only which rows
 /// hold a term, so a repeated word adds nothing to it, yet FTS5 would
 /// tokenise and hash every occurrence on the one writer thread, which is
-/// what bounds how fast polls are stored. This runs in the parse stage
-/// instead. Words are runs between ASCII whitespace or tags and repeats are
+/// what bounds how fast polls are stored. This runs before, off that
+/// thread: in the indexer's blocking task for queued entries, in the parse
+/// stage for the entries `tributary poll` indexes as it stores them.
+/// Words are runs between ASCII whitespace or tags and repeats are
 /// byte-identical, and the tokenizer never joins text across whitespace, so
 /// the terms indexed are exactly those of the whole text (checked against
 /// FTS5 itself in the store's tests).
