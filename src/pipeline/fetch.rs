@@ -285,15 +285,8 @@ impl Fetcher {
         permit: Option<HostPermit>,
         request: Option<Request<'_>>,
     ) -> Result<FetchOutcome, FetchError> {
-        let limit = self.settings.timeout;
-        let fetch = self.fetch_inner(url, validators, permit, FEED_ACCEPT, request);
-        match tokio::time::timeout(limit, fetch).await {
-            Ok(r) => r,
-            Err(_) => {
-                record_request(url, "timeout", 0);
-                Err(FetchError::Timeout(limit))
-            }
-        }
+        self.fetch_bounded(url, validators, permit, FEED_ACCEPT, request)
+            .await
     }
 
     /// GETs a web page read as a feed (a page rule): conditionally and
@@ -306,15 +299,8 @@ impl Fetcher {
         permit: Option<HostPermit>,
         request: Option<Request<'_>>,
     ) -> Result<FetchOutcome, FetchError> {
-        let limit = self.settings.timeout;
-        let fetch = self.fetch_inner(url, validators, permit, PAGE_ACCEPT, request);
-        match tokio::time::timeout(limit, fetch).await {
-            Ok(r) => r,
-            Err(_) => {
-                record_request(url, "timeout", 0);
-                Err(FetchError::Timeout(limit))
-            }
-        }
+        self.fetch_bounded(url, validators, permit, PAGE_ACCEPT, request)
+            .await
     }
 
     /// GETs a web page (an article) under the same rules as feeds, with
@@ -327,21 +313,17 @@ impl Fetcher {
         permit: Option<HostPermit>,
         request: Option<Request<'_>>,
     ) -> Result<FetchedDoc, FetchError> {
-        let limit = self.settings.timeout;
         let none = Validators::default();
-        let fetch = self.fetch_inner(url, &none, permit, PAGE_ACCEPT, request);
-        match tokio::time::timeout(limit, fetch).await {
-            Ok(Ok(FetchOutcome::Fetched(doc))) => Ok(doc),
+        match self
+            .fetch_bounded(url, &none, permit, PAGE_ACCEPT, request)
+            .await?
+        {
+            FetchOutcome::Fetched(doc) => Ok(doc),
             // Without validators a server has no business answering 304.
-            Ok(Ok(FetchOutcome::NotModified { .. })) => Err(FetchError::Status {
+            FetchOutcome::NotModified { .. } => Err(FetchError::Status {
                 status: 304,
                 retry_after: None,
             }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                record_request(url, "timeout", 0);
-                Err(FetchError::Timeout(limit))
-            }
         }
     }
 
@@ -363,6 +345,27 @@ impl Fetcher {
                     + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
             }
         })
+    }
+
+    /// One conditional GET asking for `accept`, the whole exchange bounded
+    /// by the total timeout (feeds, page feeds and articles differ only in `accept` and validators).
+    async fn fetch_bounded(
+        &self,
+        url: &str,
+        validators: &Validators,
+        permit: Option<HostPermit>,
+        accept: &'static str,
+        request: Option<Request<'_>>,
+    ) -> Result<FetchOutcome, FetchError> {
+        let limit = self.settings.timeout;
+        let fetch = self.fetch_inner(url, validators, permit, accept, request);
+        match tokio::time::timeout(limit, fetch).await {
+            Ok(r) => r,
+            Err(_) => {
+                record_request(url, "timeout", 0);
+                Err(FetchError::Timeout(limit))
+            }
+        }
     }
 
     async fn fetch_inner(

@@ -228,35 +228,9 @@ async fn pg_rows(db: &tokio_postgres::Client, table: &str, cols: &[String]) -> V
 
 /// `path` as the real router serves it from `store`.
 async fn serve_body(store: tributary::store::Store, path: &str) -> String {
-    let router = tributary::serve::router(
-        store,
-        tributary::serve::ServeSettings {
-            title: "Test River".into(),
-            base_url: "http://127.0.0.1:9".into(),
-            page_size: 50,
-            max_page_size: 500,
-            outputs: Vec::new(),
-            hub: None,
-            db_cap: None,
-            max_content: tributary::values::DEFAULT_MAX_CONTENT,
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    let resp = crate::support::http()
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
-        .expect("GET");
+    let resp = crate::support::get_store_output(store, path, &[]).await;
     assert_eq!(resp.status(), 200, "{path}");
-    let body = resp.text().await.expect("body");
-    server.abort();
-    body
+    resp.text().await.expect("body")
 }
 
 /// The whole path: a polled SQLite database is migrated; every table holds

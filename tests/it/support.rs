@@ -619,6 +619,16 @@ pub async fn get_configured(env: &TestEnv, path: &str) -> reqwest::Response {
 /// the real store) and GETs `path` from it.
 pub async fn get_output(db: &Path, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let store = tributary::store::Store::open(db).await.expect("open store");
+    get_store_output(store, path, headers).await
+}
+
+/// Serves the output of an open `store` (either backend) in-process with
+/// the real router and GETs `path` from it, without decompressing.
+pub async fn get_store_output(
+    store: tributary::store::Store,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let router = tributary::serve::router(
         store,
         tributary::serve::ServeSettings {
