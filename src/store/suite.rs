@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{AddOutcome, Store, StoreError, SyncReport};
+use super::{AddOutcome, Store, SyncReport};
 use crate::database::{Database, PostgresUrl};
 use crate::model::{
     ArticleOutcome, ArticleRecord, FeedOrigin, FeedSpec, FeedStatus, ParsedEntry, ParsedFeed,
@@ -423,33 +423,12 @@ async fn overdue_feeds_are_spread_and_new_ones_keep_their_place() {
     }
 }
 
-/// What the PostgreSQL backend cannot do yet is a typed error naming the
-/// operation, never a panic; the store says what is missing.
+/// Both backends are complete: nothing is missing, so the daemon starts
+/// on either.
 #[tokio::test]
-async fn an_operation_a_backend_lacks_is_a_typed_error() {
-    for t in backends("an_operation_a_backend_lacks").await {
-        let missing = t.store.missing();
-        match t.backend {
-            "SQLite" => assert!(missing.is_empty()),
-            _ => {
-                assert!(!missing.is_empty());
-                let err = t.store.db_size().await.expect_err("not yet");
-                assert!(
-                    matches!(
-                        err,
-                        StoreError::Unsupported {
-                            what: "db_size",
-                            ..
-                        }
-                    ),
-                    "{err}"
-                );
-                assert_eq!(
-                    err.to_string(),
-                    "the PostgreSQL backend cannot do `db_size` yet"
-                );
-            }
-        }
+async fn no_backend_lacks_anything() {
+    for t in backends("no_backend_lacks_anything").await {
+        assert!(t.store.missing().is_empty(), "{}", t.backend);
         t.finish().await;
     }
 }
@@ -1285,6 +1264,200 @@ async fn status_counts_entries_queues_and_each_feeds_days() {
             "{b}"
         );
         assert_eq!(snap.history[&other][0].errors, 1, "{b}");
+        t.finish().await;
+    }
+}
+
+const DAY: i64 = 86_400;
+
+/// An item published `day` days after `at(0)`.
+fn dated(key: &str, link: &str, day: i64) -> ParsedEntry {
+    ParsedEntry {
+        published: Some(at(day * DAY)),
+        ..item(key, &format!("Story {key}"), link, &format!("<p>{key}</p>"))
+    }
+}
+
+/// Retention on both backends: the age limit, the per-feed limit and the
+/// size cap's oldest-first purge each keep every feed's newest `keep`
+/// (a story two feeds carry counts for both), tombstone every key of what
+/// they purge so a later poll does not store it again, and move the
+/// output revision; tombstones and history are bounded; housekeeping's
+/// time is kept.
+#[tokio::test]
+async fn retention_purges_keeps_the_newest_and_tombstones_keep_entries_out() {
+    for t in backends("retention_purges").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, other) = two_feeds(s).await;
+        let now = at(20 * DAY);
+        let a_items: Vec<ParsedEntry> = (0..10)
+            .map(|i| dated(&format!("a{i}"), &format!("https://a.example/{i}"), i))
+            .collect();
+        // b carries a's oldest story too (one story, two sources) and two
+        // of its own.
+        let b_items = vec![
+            dated("b-copy", "https://a.example/0", 0),
+            dated("b1", "https://b.example/1", 1),
+            dated("b2", "https://b.example/2", 2),
+        ];
+        s.record_poll(fetched(a, a_items.clone(), now))
+            .await
+            .expect("poll a");
+        let r = s
+            .record_poll(fetched(other, b_items.clone(), now))
+            .await
+            .expect("poll b");
+        assert_eq!((r.new, r.merged), (2, 1), "{b}: the copy joined a's story");
+        assert_eq!(s.entry_count().await.expect("count"), 12, "{b}");
+
+        // By age: older than day 5, each feed's newest 2 aside (b1, b2).
+        let rev = s.revision().await.expect("rev").rev;
+        let cutoff = at(5 * DAY);
+        let first = s.purge_older_than(cutoff, 2, 2, now).await.expect("age");
+        assert_eq!(first.entries, 2, "{b}: one batch");
+        let rest = s.purge_older_than(cutoff, 2, 100, now).await.expect("age");
+        assert_eq!(first.entries + rest.entries, 5, "{b}: a0..a4");
+        // a0..a4, and b's key of the shared story.
+        assert_eq!(first.tombstones + rest.tombstones, 6, "{b}");
+        assert!(s.revision().await.expect("rev").rev > rev, "{b}");
+        let nothing = s.purge_older_than(cutoff, 2, 100, now).await.expect("age");
+        assert_eq!(nothing, super::Purged::default(), "{b}");
+        let left = titles(&s.entries(query(50)).await.expect("entries"));
+        assert_eq!(
+            left,
+            ["Story a9", "Story a8", "Story a7", "Story a6", "Story a5", "Story b2", "Story b1"],
+            "{b}"
+        );
+
+        // The feeds still carry what was purged: it stays purged.
+        let later = now + chrono::Duration::hours(1);
+        let again = s
+            .record_poll(fetched(a, a_items.clone(), later))
+            .await
+            .expect("poll a again");
+        assert_eq!(again.new, 0, "{b}: tombstoned entries came back");
+        let again = s
+            .record_poll(fetched(other, b_items.clone(), later))
+            .await
+            .expect("poll b again");
+        assert_eq!(again.new, 0, "{b}");
+        assert_eq!(s.entry_count().await.expect("count"), 7, "{b}");
+
+        // Per feed: a keeps its newest 3.
+        assert_eq!(s.feeds_over(3).await.expect("over"), vec![a], "{b}");
+        assert_eq!(s.feeds_over(5).await.expect("over"), Vec::<i64>::new(), "{b}");
+        let p = s.purge_feed_excess(a, 3, 100, now).await.expect("excess");
+        assert_eq!((p.entries, p.tombstones), (2, 2), "{b}: a5, a6");
+        assert_eq!(s.feeds_over(3).await.expect("over"), Vec::<i64>::new(), "{b}");
+
+        // Oldest first across feeds, each feed's newest aside.
+        let p = s.purge_oldest(1, 100, now).await.expect("oldest");
+        assert_eq!(p.entries, 3, "{b}: a7, a8, b1");
+        let left = titles(&s.entries(query(50)).await.expect("entries"));
+        assert_eq!(left, ["Story a9", "Story b2"], "{b}");
+        let again = s
+            .record_poll(fetched(a, a_items.clone(), later))
+            .await
+            .expect("poll a once more");
+        assert_eq!(again.new, 0, "{b}");
+
+        // Tombstones: 6 + 2 + 3, bounded by age, then by number.
+        let count = |s: &Store| {
+            let s = s.clone();
+            async move { s.status(1, now).await.expect("status").tombstones }
+        };
+        assert_eq!(count(s).await, 11, "{b}");
+        assert_eq!(s.expire_tombstones(now, 100).await.expect("expire"), 0, "{b}");
+        let expired = s.expire_tombstones(now + chrono::Duration::seconds(1), 4).await;
+        assert_eq!(expired.expect("expire"), 4, "{b}: one batch");
+        assert_eq!(count(s).await, 7, "{b}");
+        assert_eq!(s.trim_tombstones(5, 1).await.expect("trim"), 1, "{b}");
+        assert_eq!(s.trim_tombstones(5, 100).await.expect("trim"), 1, "{b}");
+        assert_eq!(s.trim_tombstones(5, 100).await.expect("trim"), 0, "{b}");
+        assert_eq!(count(s).await, 5, "{b}");
+        // With its tombstone gone, an entry a feed still carries is stored
+        // again as new.
+        assert_eq!(s.trim_tombstones(0, 100).await.expect("trim"), 5, "{b}");
+        let back = s
+            .record_poll(fetched(a, a_items, later))
+            .await
+            .expect("poll a after the tombstones went");
+        assert_eq!(back.new, 9, "{b}");
+
+        // History: today's polls stay, older days go.
+        let day = |n: i64| now + chrono::Duration::days(n);
+        assert_eq!(s.trim_history(30, now).await.expect("history"), 0, "{b}");
+        assert!(s.trim_history(0, day(1)).await.expect("history") > 0, "{b}");
+        let snap = s.status(7, day(1)).await.expect("status");
+        assert!(snap.history.values().all(|d| d.is_empty()), "{b}");
+
+        assert_eq!(snap.housekept_at, None, "{b}");
+        s.set_housekept(later).await.expect("housekept");
+        let snap = s.status(1, later).await.expect("status");
+        assert_eq!(snap.housekept_at, Some(later), "{b}");
+        t.finish().await;
+    }
+}
+
+/// The size cap's measure shrinks as entries are purged, so housekeeping
+/// under a cap purges the oldest entries until the rest fits and then
+/// stops, instead of purging everything; the vacuum-like steps run.
+#[tokio::test]
+async fn the_size_cap_purges_the_oldest_until_the_rest_fits() {
+    for t in backends("the_size_cap_purges").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, _) = two_feeds(s).await;
+        let now = at(400 * DAY);
+        let body = "<p>tide </p>".repeat(300);
+        let items: Vec<ParsedEntry> = (0..300)
+            .map(|i| ParsedEntry {
+                content_html: Some(format!("{i}{body}")),
+                ..dated(&format!("k{i}"), &format!("https://a.example/{i}"), i)
+            })
+            .collect();
+        s.record_poll(fetched(a, items, now)).await.expect("poll");
+        let full = s.db_size().await.expect("size");
+        assert!(full.used_bytes > 0 && full.file_bytes > 0, "{b}: {full:?}");
+
+        let p = s.purge_oldest(0, 100, now).await.expect("purge");
+        assert_eq!(p.entries, 100, "{b}");
+        let less = s.db_size().await.expect("size");
+        assert!(
+            less.used_bytes < full.used_bytes,
+            "{b}: purging did not shrink the measure: {full:?} -> {less:?}"
+        );
+        // What 100 entries weigh, about.
+        let per_100 = full.used_bytes - less.used_bytes;
+
+        // A cap that holds about half of what is left.
+        let cap = less.used_bytes - per_100;
+        let policy = crate::model::RetentionPolicy {
+            max_age: None,
+            max_entries_per_feed: None,
+            min_entries_per_feed: Some(5),
+            max_database_size: Some(cap),
+            tombstone_max_age: None,
+            max_tombstones: None,
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let report = crate::housekeeping::once(s, &policy, now, &stop)
+            .await
+            .expect("housekeeping");
+        let left = s.entry_count().await.expect("count");
+        assert!(
+            (40..200).contains(&left),
+            "{b}: {left} entries left of 200 under a cap of {cap} ({report:?})"
+        );
+        assert!(report.after.used_bytes <= cap, "{b}: {report:?}");
+        // The oldest went: the newest is still there.
+        let newest = titles(&s.entries(query(1)).await.expect("entries"));
+        assert_eq!(newest, ["Story k299"], "{b}");
+        assert!(s.status(1, now).await.expect("status").housekept_at.is_some());
+        // `purge --vacuum`'s step runs too, and leaves the entries.
+        s.full_vacuum().await.expect("full vacuum");
+        assert_eq!(s.entry_count().await.expect("count"), left, "{b}");
         t.finish().await;
     }
 }

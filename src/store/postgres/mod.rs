@@ -7,15 +7,16 @@
 //! belongs together is one transaction and claims are row locks: due
 //! feeds are leased with `FOR UPDATE SKIP LOCKED`, and a lease is a time
 //! in the row (`next_check_at`), so a node that dies mid-poll leaves its
-//! feeds due again when their leases run out. The backend is not complete:
-//! the methods named in [`MISSING`] return [`StoreError::Unsupported`],
-//! and the daemon refuses to start on it until the list is empty.
+//! feeds due again when their leases run out. [`MISSING`] names what the
+//! backend cannot do yet (nothing now); the daemon refuses to start on a
+//! backend that lacks anything.
 
 mod articles;
 mod entries;
 mod feeds;
 mod outputs;
 mod polling;
+mod retention;
 mod status;
 mod stories;
 
@@ -27,16 +28,17 @@ use tokio_postgres::NoTls;
 
 use crate::database::PostgresUrl;
 
-use super::{CommitStats, DbSize, PollLoad, Purged, Revision, StoreError};
+use super::{CommitStats, PollLoad, Revision, StoreError};
 
 mod embedded {
     refinery::embed_migrations!("src/store/postgres/migrations");
 }
 
 /// What the PostgreSQL backend cannot do yet, by concern. `tributary run`
-/// and `check` name these and refuse to start while any is left.
-pub const MISSING: &[&str] =
-    &["retention and housekeeping (purging, tombstone and history bounds, the size cap, vacuum)"];
+/// and `check` name these and refuse to start while any is left; nothing
+/// is left. (`backup` is SQLite's file copy and refuses on PostgreSQL by
+/// itself, pointing to pg_dump.)
+pub const MISSING: &[&str] = &[];
 
 /// Connections in the pool: the dispatch loop, the article workers, the
 /// indexer and the HTTP server each hold one for a statement at a time.
@@ -48,14 +50,6 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// The advisory lock migrations run under, so nodes starting together
 /// do not migrate at once ("TRIB" in ASCII).
 const MIGRATION_LOCK: i64 = 0x5452_4942;
-
-/// The error a method of the backend not written yet returns.
-fn missing(what: &'static str) -> StoreError {
-    StoreError::Unsupported {
-        backend: "PostgreSQL",
-        what,
-    }
-}
 
 /// A handle to a PostgreSQL database; cheap to clone.
 #[derive(Clone)]
@@ -188,63 +182,6 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn purge_older_than(
-        &self,
-        _cutoff: DateTime<Utc>,
-        _keep: usize,
-        _batch: usize,
-        _now: DateTime<Utc>,
-    ) -> Result<Purged, StoreError> {
-        Err(missing("purge_older_than"))
-    }
-
-    pub(super) async fn purge_oldest(
-        &self,
-        _keep: usize,
-        _batch: usize,
-        _now: DateTime<Utc>,
-    ) -> Result<Purged, StoreError> {
-        Err(missing("purge_oldest"))
-    }
-
-    pub(super) async fn feeds_over(&self, _max: usize) -> Result<Vec<i64>, StoreError> {
-        Err(missing("feeds_over"))
-    }
-
-    pub(super) async fn purge_feed_excess(
-        &self,
-        _feed_id: i64,
-        _keep: usize,
-        _batch: usize,
-        _now: DateTime<Utc>,
-    ) -> Result<Purged, StoreError> {
-        Err(missing("purge_feed_excess"))
-    }
-
-    pub(super) async fn expire_tombstones(
-        &self,
-        _cutoff: DateTime<Utc>,
-        _batch: usize,
-    ) -> Result<usize, StoreError> {
-        Err(missing("expire_tombstones"))
-    }
-
-    pub(super) async fn trim_tombstones(
-        &self,
-        _max: usize,
-        _batch: usize,
-    ) -> Result<usize, StoreError> {
-        Err(missing("trim_tombstones"))
-    }
-
-    pub(super) async fn trim_history(
-        &self,
-        _days: i64,
-        _now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
-        Err(missing("trim_history"))
-    }
-
     pub(super) async fn entry_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self
             .client()
@@ -253,30 +190,6 @@ impl PgStore {
             .await?
             .try_get(0)?;
         Ok(n.max(0) as u64)
-    }
-
-    pub(super) async fn db_size(&self) -> Result<DbSize, StoreError> {
-        Err(missing("db_size"))
-    }
-
-    pub(super) async fn incremental_vacuum(&self, _pages: usize) -> Result<(), StoreError> {
-        Err(missing("incremental_vacuum"))
-    }
-
-    pub(super) async fn merge_search_index(&self, _pages: usize) -> Result<bool, StoreError> {
-        Err(missing("merge_search_index"))
-    }
-
-    pub(super) async fn optimize_and_checkpoint(&self) -> Result<(), StoreError> {
-        Err(missing("optimize_and_checkpoint"))
-    }
-
-    pub(super) async fn full_vacuum(&self) -> Result<(), StoreError> {
-        Err(missing("full_vacuum"))
-    }
-
-    pub(super) async fn set_housekept(&self, _at: DateTime<Utc>) -> Result<(), StoreError> {
-        Err(missing("set_housekept"))
     }
 }
 
