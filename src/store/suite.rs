@@ -1326,7 +1326,9 @@ async fn retention_purges_keeps_the_newest_and_tombstones_keep_entries_out() {
         let left = titles(&s.entries(query(50)).await.expect("entries"));
         assert_eq!(
             left,
-            ["Story a9", "Story a8", "Story a7", "Story a6", "Story a5", "Story b2", "Story b1"],
+            [
+                "Story a9", "Story a8", "Story a7", "Story a6", "Story a5", "Story b2", "Story b1"
+            ],
             "{b}"
         );
 
@@ -1346,10 +1348,18 @@ async fn retention_purges_keeps_the_newest_and_tombstones_keep_entries_out() {
 
         // Per feed: a keeps its newest 3.
         assert_eq!(s.feeds_over(3).await.expect("over"), vec![a], "{b}");
-        assert_eq!(s.feeds_over(5).await.expect("over"), Vec::<i64>::new(), "{b}");
+        assert_eq!(
+            s.feeds_over(5).await.expect("over"),
+            Vec::<i64>::new(),
+            "{b}"
+        );
         let p = s.purge_feed_excess(a, 3, 100, now).await.expect("excess");
         assert_eq!((p.entries, p.tombstones), (2, 2), "{b}: a5, a6");
-        assert_eq!(s.feeds_over(3).await.expect("over"), Vec::<i64>::new(), "{b}");
+        assert_eq!(
+            s.feeds_over(3).await.expect("over"),
+            Vec::<i64>::new(),
+            "{b}"
+        );
 
         // Oldest first across feeds, each feed's newest aside.
         let p = s.purge_oldest(1, 100, now).await.expect("oldest");
@@ -1368,8 +1378,14 @@ async fn retention_purges_keeps_the_newest_and_tombstones_keep_entries_out() {
             async move { s.status(1, now).await.expect("status").tombstones }
         };
         assert_eq!(count(s).await, 11, "{b}");
-        assert_eq!(s.expire_tombstones(now, 100).await.expect("expire"), 0, "{b}");
-        let expired = s.expire_tombstones(now + chrono::Duration::seconds(1), 4).await;
+        assert_eq!(
+            s.expire_tombstones(now, 100).await.expect("expire"),
+            0,
+            "{b}"
+        );
+        let expired = s
+            .expire_tombstones(now + chrono::Duration::seconds(1), 4)
+            .await;
         assert_eq!(expired.expect("expire"), 4, "{b}: one batch");
         assert_eq!(count(s).await, 7, "{b}");
         assert_eq!(s.trim_tombstones(5, 1).await.expect("trim"), 1, "{b}");
@@ -1454,7 +1470,13 @@ async fn the_size_cap_purges_the_oldest_until_the_rest_fits() {
         // The oldest went: the newest is still there.
         let newest = titles(&s.entries(query(1)).await.expect("entries"));
         assert_eq!(newest, ["Story k299"], "{b}");
-        assert!(s.status(1, now).await.expect("status").housekept_at.is_some());
+        assert!(
+            s.status(1, now)
+                .await
+                .expect("status")
+                .housekept_at
+                .is_some()
+        );
         // `purge --vacuum`'s step runs too, and leaves the entries.
         s.full_vacuum().await.expect("full vacuum");
         assert_eq!(s.entry_count().await.expect("count"), left, "{b}");

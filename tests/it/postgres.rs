@@ -1,15 +1,18 @@
 //! `database = "postgres://…"` and `TRIBUTARY_DATABASE` from the outside:
-//! what `check` and `run` say while the PostgreSQL backend is incomplete,
-//! and that no password ever shows. The store's own behaviour on both
-//! backends is tested by `store::suite`.
+//! what `check` says, that no password ever shows, and the real daemon
+//! polling and serving on PostgreSQL as it does on SQLite. The store's own
+//! behaviour on both backends is tested by `store::suite`.
 
-use crate::support::{TestEnv, run_expecting_exit_with, stderr, stdout};
+use std::time::{Duration, Instant};
 
-/// `check` validates the URL, shows it without its password, names the
-/// backend, and refuses while the backend is incomplete, naming what it
-/// lacks. It does not connect: no server is needed.
+use crate::support::{
+    FeedServer, Reply, TestEnv, feed_table, http, run_expecting_exit_with, stderr, stdout,
+};
+
+/// `check` validates the URL, shows it without its password and names
+/// the backend. It does not connect: no server is needed.
 #[test]
-fn check_shows_the_url_without_its_password_and_refuses_an_incomplete_backend() {
+fn check_shows_the_url_without_its_password() {
     let env = TestEnv::new("");
     let url = "postgres://feeds:hunter2@127.0.0.1:1/tributary";
     let out = env
@@ -19,16 +22,12 @@ fn check_shows_the_url_without_its_password_and_refuses_an_incomplete_backend() 
         .output()
         .expect("run");
     let (out_text, err) = (stdout(&out), stderr(&out));
-    assert!(!out.status.success(), "{out_text}{err}");
+    assert!(out.status.success(), "{out_text}{err}");
     assert!(
         out_text.contains("database: postgres://feeds:***@127.0.0.1:1/tributary (PostgreSQL)"),
         "{out_text}"
     );
-    assert!(
-        err.contains("the PostgreSQL backend is not complete yet"),
-        "{err}"
-    );
-    assert!(err.contains("retention"), "{err}");
+    assert!(!err.contains("not complete"), "{err}");
     assert!(!out_text.contains("hunter2") && !err.contains("hunter2"));
     // The file's own SQLite database was not created.
     assert!(!env.db_path().exists());
@@ -81,66 +80,221 @@ fn run_against_an_unreachable_server_names_it_without_the_password() {
     assert!(!log.contains("hunter2"), "{log}");
 }
 
-/// `run` on a PostgreSQL server that answers: the schema is created, then
-/// the daemon refuses to start, naming what the backend lacks. Skipped
-/// (saying so) without `TRIBUTARY_TEST_POSTGRES`.
-#[tokio::test]
-async fn run_on_postgres_creates_the_schema_then_refuses_naming_what_is_missing() {
-    let Ok(server) = std::env::var("TRIBUTARY_TEST_POSTGRES") else {
-        assert!(
-            std::env::var("TRIBUTARY_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-            "TRIBUTARY_REQUIRE_POSTGRES=1 but TRIBUTARY_TEST_POSTGRES is not set"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "run_on_postgres: SKIPPED (TRIBUTARY_TEST_POSTGRES is not set)"
-        );
-        return;
-    };
-    let (admin, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+/// A scratch database on the `TRIBUTARY_TEST_POSTGRES` server, dropped
+/// on drop; `None` (saying the test is skipped) without the variable, a
+/// failure then if `TRIBUTARY_REQUIRE_POSTGRES=1`.
+struct Scratch {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl Scratch {
+    async fn create(test: &str) -> Option<Scratch> {
+        let Ok(server) = std::env::var("TRIBUTARY_TEST_POSTGRES") else {
+            assert!(
+                std::env::var("TRIBUTARY_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "TRIBUTARY_REQUIRE_POSTGRES=1 but TRIBUTARY_TEST_POSTGRES is not set"
+            );
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: SKIPPED (TRIBUTARY_TEST_POSTGRES is not set)"
+            );
+            return None;
+        };
+        let name = format!("tributary_it_{}_{}", std::process::id(), fastrand::u32(..));
+        admin(&server)
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create database");
+        let mut url = url::Url::parse(&server).expect("server URL");
+        url.set_path(&format!("/{name}"));
+        Some(Scratch {
+            server,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    async fn drop_database(self) {
+        admin(&self.server)
+            .await
+            .batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", self.name))
+            .await
+            .expect("drop database");
+    }
+}
+
+async fn admin(server: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
         .await
         .expect("connect to TRIBUTARY_TEST_POSTGRES");
     tokio::spawn(connection);
-    let name = format!("tributary_it_{}_{}", std::process::id(), fastrand::u32(..));
-    admin
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create database");
-    let mut url = url::Url::parse(&server).expect("server URL");
-    url.set_path(&format!("/{name}"));
+    client
+}
 
-    let env = TestEnv::new("");
-    let env_url = url.to_string();
-    let (status, log) = tokio::task::spawn_blocking(move || {
-        run_expecting_exit_with(&env, &[("TRIBUTARY_DATABASE", &env_url)])
-    })
-    .await
-    .expect("run");
-    assert!(!status.success(), "{log}");
-    assert!(
-        log.contains("the PostgreSQL backend is not complete yet"),
-        "{log}"
+const RSS: &str = r#"<?xml version="1.0"?>
+<rss version="2.0"><channel><title>Harbour</title><link>https://harbour.example/</link>
+<item><guid>h1</guid><title>Tide &lt;high&gt; &amp; rising</title><link>https://harbour.example/1</link>
+  <description>&lt;p&gt;The &lt;b&gt;tide&lt;/b&gt; rose.&lt;/p&gt;</description>
+  <pubDate>Mon, 02 Mar 2026 10:00:00 GMT</pubDate></item>
+<item><guid>h2</guid><title>Ferry resumes</title><link>https://harbour.example/2</link>
+  <description>Ferries run again.</description>
+  <pubDate>Tue, 03 Mar 2026 10:00:00 GMT</pubDate></item>
+<item><guid>h3</guid><title>Gulls, undated</title><link>https://harbour.example/3</link>
+  <description>&lt;p&gt;No date here.&lt;/p&gt;</description></item>
+</channel></rss>"#;
+
+/// What a JSON Feed shows of each item, ids aside (a daemon's own).
+fn items(json: &serde_json::Value) -> Vec<(String, String, String)> {
+    json["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    let s = |k: &str| i[k].as_str().unwrap_or_default().to_owned();
+                    (s("title"), s("url"), s("content_html"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `base`'s JSON Feed until it shows `n` items; returns it and the
+/// Atom feed served then.
+async fn served(base: &str, n: usize, log: impl Fn() -> String) -> (serde_json::Value, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http().get(format!("{base}/feed.json")).send().await
+            && r.status().is_success()
+            && let Ok(text) = r.text().await
+            && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+            && items(&json).len() >= n
+        {
+            let atom = http()
+                .get(format!("{base}/feed.atom"))
+                .send()
+                .await
+                .expect("GET /feed.atom");
+            assert_eq!(atom.status(), 200);
+            return (json, atom.text().await.expect("atom body"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {n} entries served:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The real `tributary run` on PostgreSQL polls a feed from a loopback
+/// server and serves its entries in Atom and JSON Feed, the same entries
+/// a daemon on SQLite serves for the same feed; then `tributary purge`
+/// applies retention there (and the purged entry stays purged). Skipped
+/// (saying so) without `TRIBUTARY_TEST_POSTGRES`.
+#[tokio::test]
+async fn run_on_postgres_polls_and_serves_what_sqlite_serves() {
+    let Some(scratch) = Scratch::create("run_on_postgres").await else {
+        return;
+    };
+    let server = FeedServer::start().await;
+    server.set("/h.xml", Reply::feed("application/rss+xml", RSS));
+    let feeds = feed_table(&server.url("/h.xml"), "");
+    let on_pg = TestEnv::new(&feeds);
+    let on_sqlite = TestEnv::new(&feeds);
+
+    let pg = on_pg.spawn_daemon_with(&[("TRIBUTARY_DATABASE", &scratch.url)]);
+    on_pg.wait_healthy().await;
+    let lite = on_sqlite.spawn_daemon().await;
+    let (pg_json, pg_atom) = served(&on_pg.base_url(), 3, || pg.log()).await;
+    let (lite_json, lite_atom) = served(&on_sqlite.base_url(), 3, || lite.log()).await;
+    // PostgreSQL was used, not the config's SQLite file.
+    assert!(!on_pg.db_path().exists(), "{}", pg.log());
+    assert!(!pg.log().contains("not complete"), "{}", pg.log());
+
+    let pg_items = items(&pg_json);
+    assert_eq!(pg_items.len(), 3, "{pg_json}");
+    assert_eq!(
+        pg_items,
+        items(&lite_json),
+        "the same entries, in the same order"
     );
-    assert!(log.contains("retention"), "{log}");
+    assert!(
+        pg_items.iter().any(|(t, _, _)| t == "Tide <high> & rising"),
+        "{pg_items:?}"
+    );
+    let titles = |xml: &str| -> Vec<String> {
+        let feed = feed_rs::parser::parse(xml.as_bytes()).expect("Atom parses");
+        feed.entries
+            .into_iter()
+            .map(|e| e.title.map(|t| t.content).unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(titles(&pg_atom), titles(&lite_atom));
+    assert_eq!(titles(&pg_atom).len(), 3);
+    let (status, log) = pg.stop();
+    assert!(status.success(), "{log}");
+    drop(lite);
 
-    let (db, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+    // Retention on PostgreSQL: one entry per feed is kept.
+    let config = std::fs::read_to_string(&on_pg.config).expect("config");
+    std::fs::write(
+        &on_pg.config,
+        format!("{config}\n[retention]\nmax_entries_per_feed = 1\n"),
+    )
+    .expect("write config");
+    let env_url = scratch.url.clone();
+    let purge = |env: &TestEnv| {
+        env.command()
+            .env("TRIBUTARY_DATABASE", &env_url)
+            .arg("purge")
+            .output()
+            .expect("run purge")
+    };
+    let out = purge(&on_pg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("purged:     2 entries"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("2 added"), "{}", stdout(&out));
+    let again = purge(&on_pg);
+    assert!(
+        stdout(&again).contains("purged:     0 entries"),
+        "{}",
+        stdout(&again)
+    );
+
+    // The daemon polls the same feed again: what was purged stays purged.
+    let before = server.requests("/h.xml").len();
+    let pg = on_pg.spawn_daemon_with(&[("TRIBUTARY_DATABASE", &scratch.url)]);
+    on_pg.wait_healthy().await;
+    let (json, _) = served(&on_pg.base_url(), 1, || pg.log()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.requests("/h.xml").len() < before + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.requests("/h.xml").len() >= before + 2,
+        "polled again: {}",
+        pg.log()
+    );
+    let json_after = http()
+        .get(format!("{}/feed.json", on_pg.base_url()))
+        .send()
         .await
-        .expect("connect to the test database");
-    tokio::spawn(connection);
-    let tables: i64 = db
-        .query_one(
-            "SELECT count(*) FROM information_schema.tables
-             WHERE table_schema = 'public' AND table_name IN ('feed', 'entry', 'entry_search')",
-            &[],
-        )
+        .expect("GET")
+        .text()
         .await
-        .expect("tables")
-        .get(0);
-    assert_eq!(tables, 3, "the schema was created");
-    drop(db);
-    admin
-        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .await
-        .expect("drop database");
+        .expect("body");
+    let json_after: serde_json::Value = serde_json::from_str(&json_after).expect("JSON Feed");
+    assert_eq!(items(&json).len(), 1, "{json}");
+    assert_eq!(items(&json_after).len(), 1, "{json_after}");
+    let (status, log) = pg.stop();
+    assert!(status.success(), "{log}");
+    scratch.drop_database().await;
 }

@@ -5,9 +5,10 @@
 //! As on SQLite each purge is one short transaction over at most `batch`
 //! entries. Several nodes may run housekeeping on one database at once:
 //! the entries a purge takes are locked (`FOR UPDATE SKIP LOCKED`) before
-//! their sources are read, so two nodes never purge the same entry, and a
-//! poll adding a source to an entry being purged waits for the purge and
-//! then finds the entry gone (its key is then stored anew or tombstoned).
+//! their sources are read, so two nodes never purge the same entry; a poll
+//! adding a source to an entry being purged waits for the purge, then
+//! fails on the foreign key and is rolled back whole, and the feed's next
+//! poll finds the key's tombstone.
 
 use std::collections::HashSet;
 
@@ -129,6 +130,18 @@ async fn bury_entries(
         entries,
         tombstones,
     })
+}
+
+/// An SQL expression for the bytes of the live rows of every table
+/// ([`PgStore::db_size`]'s `used_bytes`).
+pub(super) fn live_bytes_sql() -> String {
+    TABLES
+        .iter()
+        .map(|t| {
+            format!("(SELECT coalesce(sum(pg_column_size(t.*) + {ROW_OVERHEAD}), 0) FROM {t} t)")
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 impl PgStore {
@@ -334,20 +347,12 @@ impl PgStore {
     /// with the rows. Costs one scan of each table, as SQLite's size cap
     /// costs a page count.
     pub(in crate::store) async fn db_size(&self) -> Result<DbSize, StoreError> {
-        let live = TABLES
-            .iter()
-            .map(|t| {
-                format!("(SELECT coalesce(sum(pg_column_size(t.*) + {ROW_OVERHEAD}), 0) FROM {t} t)")
-            })
-            .collect::<Vec<_>>()
-            .join(" + ");
+        let live = live_bytes_sql();
         let row = self
             .client()
             .await?
             .query_one(
-                &format!(
-                    "SELECT pg_database_size(current_database()), ({live})::BIGINT"
-                ),
+                &format!("SELECT pg_database_size(current_database()), ({live})::BIGINT"),
                 &[],
             )
             .await?;
@@ -366,14 +371,20 @@ impl PgStore {
     /// free for reuse, which is what SQLite's incremental vacuum does by
     /// hand ([`DbSize::incremental_vacuum`] is false, so housekeeping
     /// does not call this).
-    pub(in crate::store) async fn incremental_vacuum(&self, _pages: usize) -> Result<(), StoreError> {
+    pub(in crate::store) async fn incremental_vacuum(
+        &self,
+        _pages: usize,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 
     /// Nothing to merge: the search index is a GIN index whose pending
     /// list PostgreSQL folds in itself (at autovacuum or when it fills),
     /// and deleted rows leave it with their `entry_search` rows.
-    pub(in crate::store) async fn merge_search_index(&self, _pages: usize) -> Result<bool, StoreError> {
+    pub(in crate::store) async fn merge_search_index(
+        &self,
+        _pages: usize,
+    ) -> Result<bool, StoreError> {
         Ok(false)
     }
 
@@ -405,7 +416,10 @@ impl PgStore {
     }
 
     /// Notes when housekeeping finished, for `status`.
-    pub(in crate::store) async fn set_housekept(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub(in crate::store) async fn set_housekept(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.client()
             .await?
             .execute(

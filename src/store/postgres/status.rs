@@ -8,12 +8,14 @@ use chrono::{DateTime, Utc};
 use crate::store::{DbSize, DedupPass, FeedDay, StatusSnapshot, StoreError};
 
 use super::feeds::query_feeds;
+use super::retention::live_bytes_sql;
 use super::{PgStore, from_ts, ts};
 
 impl PgStore {
     /// Everything `status` shows, with poll history from `days` days ago.
-    /// The size is the database's on disk (`pg_database_size`); PostgreSQL
-    /// reuses freed space inside it rather than handing it back.
+    /// The size is the database's on disk (`pg_database_size`), and the
+    /// bytes of its live rows, which the size cap measures
+    /// ([`PgStore::db_size`]).
     pub(in crate::store) async fn status(
         &self,
         days: i64,
@@ -30,7 +32,8 @@ impl PgStore {
         let feeds = query_feeds(&tx, "ORDER BY f.id", &[]).await?;
         let counts = tx
             .query_one(
-                "SELECT (SELECT count(*) FROM entry),
+                &format!(
+                    "SELECT (SELECT count(*) FROM entry),
                         (SELECT count(*) FROM tombstone),
                         (SELECT count(*) FROM article WHERE status = 'pending'),
                         (SELECT count(*) FROM article WHERE status = 'failed'),
@@ -38,7 +41,10 @@ impl PgStore {
                         pg_database_size(current_database()),
                         (SELECT value FROM meta WHERE key = 'housekeeping_at'),
                         (SELECT value FROM meta WHERE key = 'dedup_pass_done_at'),
-                        EXISTS (SELECT 1 FROM meta WHERE key = 'dedup_pass_next')",
+                        EXISTS (SELECT 1 FROM meta WHERE key = 'dedup_pass_next'),
+                        ({})::BIGINT",
+                    live_bytes_sql()
+                ),
                 &[],
             )
             .await?;
@@ -85,7 +91,7 @@ impl PgStore {
             search_backlog: n(4)?,
             size: DbSize {
                 file_bytes: size,
-                used_bytes: size,
+                used_bytes: n(9)?,
                 incremental_vacuum: false,
             },
             housekept_at: counts.try_get::<_, Option<i64>>(6)?.map(from_ts),
