@@ -42,28 +42,6 @@ pub enum AppError {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error(
-        "the {backend} backend is not complete yet; it cannot do: {}. Use a SQLite file for `database` until it can",
-        missing.join("; ")
-    )]
-    Incomplete {
-        backend: &'static str,
-        missing: &'static [&'static str],
-    },
-}
-
-/// [`AppError::Incomplete`] when the store's backend lacks anything the
-/// daemon needs.
-pub fn refuse_incomplete(store: &Store) -> Result<(), AppError> {
-    let missing = store.missing();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Incomplete {
-            backend: store.backend(),
-            missing,
-        })
-    }
 }
 
 /// Opens the database named by the config and makes its config-owned feeds
@@ -213,9 +191,6 @@ pub async fn run(
 ) -> Result<(), AppError> {
     crate::serve::install_metrics();
     let store = Store::connect(&config.database).await?;
-    // A backend still being written must not run a daemon that would fail
-    // at its first poll: say what it lacks, and stop here.
-    refuse_incomplete(&store)?;
     // A damaged file stops the daemon here, with its path, before anything
     // is written to it, rather than failing polls one by one.
     store.check().await?;

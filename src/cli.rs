@@ -351,14 +351,6 @@ fn check(config: &Config) -> anyhow::Result<()> {
     {
         println!("warning: {warning}");
     }
-    let missing = crate::store::Store::missing_for(&config.database);
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "the {} backend is not complete yet; it cannot do: {}. Use a SQLite file for `database` until it can",
-            config.database.backend(),
-            missing.join("; ")
-        );
-    }
     Ok(())
 }
 

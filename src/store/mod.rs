@@ -87,12 +87,6 @@ pub enum StoreError {
     PgMigrate { url: String, cause: String },
     #[error("database error: {0}")]
     Postgres(tokio_postgres::Error),
-    /// The backend does not do this yet (see [`Store::missing`]).
-    #[error("the {backend} backend cannot do `{what}` yet")]
-    Unsupported {
-        backend: &'static str,
-        what: &'static str,
-    },
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -590,6 +584,18 @@ const FULL_QUIET: Duration = Duration::from_secs(30);
 /// Read-only connections serving the outputs (each its own thread).
 const READERS: usize = 2;
 
+/// Forwards a call to whichever backend the store holds: both take the
+/// same arguments and return the same types, so each `Store` method is one
+/// line instead of a two-armed match.
+macro_rules! on_backend {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
+        }
+    };
+}
+
 impl Store {
     /// Opens (creating if needed) and migrates the SQLite database at
     /// `path`. A file that is not a database, or is read-only, is an error
@@ -616,24 +622,6 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => "SQLite",
             Backend::Postgres(_) => "PostgreSQL",
-        }
-    }
-
-    /// What the backend cannot do yet; empty when it is complete. The
-    /// daemon refuses to start on a backend that lacks anything.
-    pub fn missing(&self) -> &'static [&'static str] {
-        match &self.backend {
-            Backend::Sqlite(_) => &[],
-            Backend::Postgres(_) => postgres::MISSING,
-        }
-    }
-
-    /// [`Store::missing`] of the backend `database` would open, without
-    /// opening it.
-    pub fn missing_for(database: &Database) -> &'static [&'static str] {
-        match database {
-            Database::Sqlite(_) => &[],
-            Database::Postgres(_) => postgres::MISSING,
         }
     }
 
@@ -674,36 +662,24 @@ impl Store {
         now: DateTime<Utc>,
         window: impl Fn(&Feed) -> Duration + Send + 'static,
     ) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.spread_overdue(now, window).await,
-            Backend::Postgres(p) => p.spread_overdue(now, window).await,
-        }
+        on_backend!(self, b => b.spread_overdue(now, window).await)
     }
 
     /// How many group commits wrote how many polls so far.
     pub fn commit_stats(&self) -> CommitStats {
-        match &self.backend {
-            Backend::Sqlite(s) => s.commit_stats(),
-            Backend::Postgres(p) => p.commit_stats(),
-        }
+        on_backend!(self, b => b.commit_stats())
     }
 
     /// How hard the daemon has been storing polls over about the last
     /// second.
     pub fn poll_load(&self) -> PollLoad {
-        match &self.backend {
-            Backend::Sqlite(s) => s.poll_load(),
-            Backend::Postgres(p) => p.poll_load(),
-        }
+        on_backend!(self, b => b.poll_load())
     }
 
     /// Returns once a write may have queued entries for the search index
     /// since the last call returned (at once if one did meanwhile).
     pub async fn index_work(&self) {
-        match &self.backend {
-            Backend::Sqlite(s) => s.index_work().await,
-            Backend::Postgres(p) => p.index_work().await,
-        }
+        on_backend!(self, b => b.index_work().await)
     }
 
     /// Closes the connections, waiting for queued work to finish; after
@@ -748,10 +724,7 @@ impl Store {
     /// damaged file stops the daemon at start-up with a clear message
     /// instead of failing polls one by one. Linear in the file's size.
     pub async fn check(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.check().await,
-            Backend::Postgres(p) => p.check().await,
-        }
+        on_backend!(self, b => b.check().await)
     }
 
     pub async fn sync_config_feeds(
@@ -759,10 +732,7 @@ impl Store {
         specs: Vec<FeedSpec>,
         now: DateTime<Utc>,
     ) -> Result<SyncReport, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.sync_config_feeds(specs, now).await,
-            Backend::Postgres(p) => p.sync_config_feeds(specs, now).await,
-        }
+        on_backend!(self, b => b.sync_config_feeds(specs, now).await)
     }
 
     /// Removes a subscription and the entries only it carried; returns the
@@ -772,31 +742,19 @@ impl Store {
         url: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Feed>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.remove_feed(url, now).await,
-            Backend::Postgres(p) => p.remove_feed(url, now).await,
-        }
+        on_backend!(self, b => b.remove_feed(url, now).await)
     }
 
     pub async fn feeds(&self) -> Result<Vec<Feed>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.feeds().await,
-            Backend::Postgres(p) => p.feeds().await,
-        }
+        on_backend!(self, b => b.feeds().await)
     }
 
     pub async fn feed_by_url(&self, url: &str) -> Result<Option<Feed>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.feed_by_url(url).await,
-            Backend::Postgres(p) => p.feed_by_url(url).await,
-        }
+        on_backend!(self, b => b.feed_by_url(url).await)
     }
 
     pub async fn feed_by_id(&self, id: i64) -> Result<Option<Feed>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.feed_by_id(id).await,
-            Backend::Postgres(p) => p.feed_by_id(id).await,
-        }
+        on_backend!(self, b => b.feed_by_id(id).await)
     }
 
     /// Due feeds (most overdue first) leased until `lease_until`, in
@@ -808,36 +766,24 @@ impl Store {
         limit: usize,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Feed>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.lease_due(now, limit, lease_until).await,
-            Backend::Postgres(p) => p.lease_due(now, limit, lease_until).await,
-        }
+        on_backend!(self, b => b.lease_due(now, limit, lease_until).await)
     }
 
     /// The earliest next check of any feed.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.next_due_at().await,
-            Backend::Postgres(p) => p.next_due_at().await,
-        }
+        on_backend!(self, b => b.next_due_at().await)
     }
 
     /// Makes feeds whose poll an earlier process never finished due now;
     /// see [`sqlite::release_leases`].
     pub async fn release_leases(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.release_leases(now).await,
-            Backend::Postgres(p) => p.release_leases(now).await,
-        }
+        on_backend!(self, b => b.release_leases(now).await)
     }
 
     /// Moves leased feeds that were not polled this round to a later
     /// check; see [`sqlite::defer`].
     pub async fn defer(&self, defers: Vec<(i64, DateTime<Utc>)>) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.defer(defers).await,
-            Backend::Postgres(p) => p.defer(defers).await,
-        }
+        on_backend!(self, b => b.defer(defers).await)
     }
 
     /// Hosts still blocked by a 429's Retry-After, for start-up.
@@ -845,10 +791,7 @@ impl Store {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.host_blocks(now).await,
-            Backend::Postgres(p) => p.host_blocks(now).await,
-        }
+        on_backend!(self, b => b.host_blocks(now).await)
     }
 
     /// Pauses or resumes a feed (resuming also revives a gone feed).
@@ -858,17 +801,11 @@ impl Store {
         status: FeedStatus,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_status(feed_id, status, now).await,
-            Backend::Postgres(p) => p.set_status(feed_id, status, now).await,
-        }
+        on_backend!(self, b => b.set_status(feed_id, status, now).await)
     }
 
     pub async fn reschedule(&self, feed_id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.reschedule(feed_id, at).await,
-            Backend::Postgres(p) => p.reschedule(feed_id, at).await,
-        }
+        on_backend!(self, b => b.reschedule(feed_id, at).await)
     }
 
     /// Articles due for an attempt.
@@ -877,17 +814,11 @@ impl Store {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<ArticleJob>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.due_articles(now, limit).await,
-            Backend::Postgres(p) => p.due_articles(now, limit).await,
-        }
+        on_backend!(self, b => b.due_articles(now, limit).await)
     }
 
     pub async fn next_article_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.next_article_at().await,
-            Backend::Postgres(p) => p.next_article_at().await,
-        }
+        on_backend!(self, b => b.next_article_at().await)
     }
 
     pub async fn lease_articles(
@@ -895,10 +826,7 @@ impl Store {
         ids: Vec<i64>,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.lease_articles(ids, until).await,
-            Backend::Postgres(p) => p.lease_articles(ids, until).await,
-        }
+        on_backend!(self, b => b.lease_articles(ids, until).await)
     }
 
     /// Moves leased articles to when they should be tried (their host's
@@ -908,27 +836,18 @@ impl Store {
         &self,
         defers: Vec<(i64, DateTime<Utc>)>,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.defer_articles(defers).await,
-            Backend::Postgres(p) => p.defer_articles(defers).await,
-        }
+        on_backend!(self, b => b.defer_articles(defers).await)
     }
 
     /// Records one article attempt in one transaction; true when the entry
     /// turned out to be a story another feed brought first, and was merged
     /// into it.
     pub async fn record_article(&self, rec: ArticleRecord) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.record_article(rec).await,
-            Backend::Postgres(p) => p.record_article(rec).await,
-        }
+        on_backend!(self, b => b.record_article(rec).await)
     }
 
     pub async fn article_state(&self, entry_uid: &str) -> Result<Option<ArticleState>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.article_state(entry_uid).await,
-            Backend::Postgres(p) => p.article_state(entry_uid).await,
-        }
+        on_backend!(self, b => b.article_state(entry_uid).await)
     }
 
     /// Records one poll (state, validators, entries) atomically.
@@ -942,10 +861,7 @@ impl Store {
     /// a busy daemon commits in large batches. Returns when this poll is
     /// committed.
     pub async fn record_poll(&self, rec: PollRecord) -> Result<PollReport, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.record_poll(rec).await,
-            Backend::Postgres(p) => p.record_poll(rec).await,
-        }
+        on_backend!(self, b => b.record_poll(rec).await)
     }
 
     /// Up to `max` entries queued for the search index, oldest first, as
@@ -953,10 +869,7 @@ impl Store {
     /// (`crate::indexer`) and hands them to [`Store::write_search`]. Runs
     /// on a reader connection.
     pub async fn search_batch(&self, max: usize) -> Result<Vec<SearchSource>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.search_batch(max).await,
-            Backend::Postgres(p) => p.search_batch(max).await,
-        }
+        on_backend!(self, b => b.search_batch(max).await)
     }
 
     /// Indexes `docs` in one transaction and takes them off the queue,
@@ -964,20 +877,14 @@ impl Store {
     /// [`Store::search_batch`] read it: they stay queued for the next
     /// batch.
     pub async fn write_search(&self, docs: Vec<SearchDoc>) -> Result<IndexStep, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.write_search(docs).await,
-            Backend::Postgres(p) => p.write_search(docs).await,
-        }
+        on_backend!(self, b => b.write_search(docs).await)
     }
 
     /// Entries for an output, newest first. Runs on the reader connection.
     /// Their feed content is untrusted, as the feed gave it: sanitise it
     /// (`serve::sanitize_entries`) before rendering it anywhere.
     pub async fn entries(&self, q: EntryQuery) -> Result<Vec<OutputEntry>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.entries(q).await,
-            Backend::Postgres(p) => p.entries(q).await,
-        }
+        on_backend!(self, b => b.entries(q).await)
     }
 
     /// A feed's stored entries, as its keep/block rules read them.
@@ -985,10 +892,7 @@ impl Store {
         &self,
         feed_id: i64,
     ) -> Result<Vec<RuleSubject>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.feed_entries_for_rules(feed_id).await,
-            Backend::Postgres(p) => p.feed_entries_for_rules(feed_id).await,
-        }
+        on_backend!(self, b => b.feed_entries_for_rules(feed_id).await)
     }
 
     /// Drops the feed's claim on the entries with these keys (and each
@@ -999,19 +903,13 @@ impl Store {
         keys: Vec<String>,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.release_entries(feed_id, keys, now).await,
-            Backend::Postgres(p) => p.release_entries(feed_id, keys, now).await,
-        }
+        on_backend!(self, b => b.release_entries(feed_id, keys, now).await)
     }
 
     /// A push target's delivery state; a new target starts at the newest
     /// entry stored.
     pub async fn push_target(&self, output: &str, target: &str) -> Result<PushTarget, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.push_target(output, target).await,
-            Backend::Postgres(p) => p.push_target(output, target).await,
-        }
+        on_backend!(self, b => b.push_target(output, target).await)
     }
 
     /// Records how a push attempt went, for the next attempt and across
@@ -1022,18 +920,12 @@ impl Store {
         target: &str,
         outcome: PushOutcome,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.record_push(output, target, outcome).await,
-            Backend::Postgres(p) => p.record_push(output, target, outcome).await,
-        }
+        on_backend!(self, b => b.record_push(output, target, outcome).await)
     }
 
     /// The current output revision. Runs on the reader connection.
     pub async fn revision(&self) -> Result<Revision, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.revision().await,
-            Backend::Postgres(p) => p.revision().await,
-        }
+        on_backend!(self, b => b.revision().await)
     }
 
     /// Purges up to `batch` entries whose output time is before `cutoff`,
@@ -1045,10 +937,7 @@ impl Store {
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.purge_older_than(cutoff, keep, batch, now).await,
-            Backend::Postgres(p) => p.purge_older_than(cutoff, keep, batch, now).await,
-        }
+        on_backend!(self, b => b.purge_older_than(cutoff, keep, batch, now).await)
     }
 
     /// Purges up to `batch` of the oldest entries across all feeds, except
@@ -1059,18 +948,12 @@ impl Store {
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.purge_oldest(keep, batch, now).await,
-            Backend::Postgres(p) => p.purge_oldest(keep, batch, now).await,
-        }
+        on_backend!(self, b => b.purge_oldest(keep, batch, now).await)
     }
 
     /// Ids of the feeds carrying more than `max` entries.
     pub async fn feeds_over(&self, max: usize) -> Result<Vec<i64>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.feeds_over(max).await,
-            Backend::Postgres(p) => p.feeds_over(max).await,
-        }
+        on_backend!(self, b => b.feeds_over(max).await)
     }
 
     /// Purges up to `batch` of a feed's entries beyond its newest `keep`.
@@ -1081,10 +964,7 @@ impl Store {
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.purge_feed_excess(feed_id, keep, batch, now).await,
-            Backend::Postgres(p) => p.purge_feed_excess(feed_id, keep, batch, now).await,
-        }
+        on_backend!(self, b => b.purge_feed_excess(feed_id, keep, batch, now).await)
     }
 
     /// Drops up to `batch` tombstones last seen before `cutoff`.
@@ -1093,73 +973,46 @@ impl Store {
         cutoff: DateTime<Utc>,
         batch: usize,
     ) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.expire_tombstones(cutoff, batch).await,
-            Backend::Postgres(p) => p.expire_tombstones(cutoff, batch).await,
-        }
+        on_backend!(self, b => b.expire_tombstones(cutoff, batch).await)
     }
 
     /// Drops up to `batch` of the longest-unseen tombstones beyond `max`.
     pub async fn trim_tombstones(&self, max: usize, batch: usize) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.trim_tombstones(max, batch).await,
-            Backend::Postgres(p) => p.trim_tombstones(max, batch).await,
-        }
+        on_backend!(self, b => b.trim_tombstones(max, batch).await)
     }
 
     /// Forgets the poll history of days before `now`'s day minus `days`.
     pub async fn trim_history(&self, days: i64, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.trim_history(days, now).await,
-            Backend::Postgres(p) => p.trim_history(days, now).await,
-        }
+        on_backend!(self, b => b.trim_history(days, now).await)
     }
 
     pub async fn entry_count(&self) -> Result<u64, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.entry_count().await,
-            Backend::Postgres(p) => p.entry_count().await,
-        }
+        on_backend!(self, b => b.entry_count().await)
     }
 
     pub async fn db_size(&self) -> Result<DbSize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.db_size().await,
-            Backend::Postgres(p) => p.db_size().await,
-        }
+        on_backend!(self, b => b.db_size().await)
     }
 
     /// Returns up to `pages` free pages to the file system.
     pub async fn incremental_vacuum(&self, pages: usize) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.incremental_vacuum(pages).await,
-            Backend::Postgres(p) => p.incremental_vacuum(pages).await,
-        }
+        on_backend!(self, b => b.incremental_vacuum(pages).await)
     }
 
     /// One bounded step of merging the search index; whether it did work.
     pub async fn merge_search_index(&self, pages: usize) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.merge_search_index(pages).await,
-            Backend::Postgres(p) => p.merge_search_index(pages).await,
-        }
+        on_backend!(self, b => b.merge_search_index(pages).await)
     }
 
     /// `PRAGMA optimize` and a truncating WAL checkpoint.
     pub async fn optimize_and_checkpoint(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.optimize_and_checkpoint().await,
-            Backend::Postgres(p) => p.optimize_and_checkpoint().await,
-        }
+        on_backend!(self, b => b.optimize_and_checkpoint().await)
     }
 
     /// Rebuilds the file (`VACUUM`) with incremental auto-vacuum on. Holds
     /// the writer for as long as it takes: for `purge --vacuum` only.
     pub async fn full_vacuum(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.full_vacuum().await,
-            Backend::Postgres(p) => p.full_vacuum().await,
-        }
+        on_backend!(self, b => b.full_vacuum().await)
     }
 
     /// One step of the one-time re-examination of stored stories (one
@@ -1167,18 +1020,12 @@ impl Store {
     /// polls and serving go on between steps): `None` once the pass has
     /// run, else how many stories it merged away in this step.
     pub async fn dedup_pass_step(&self, now: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.dedup_pass_step(now).await,
-            Backend::Postgres(p) => p.dedup_pass_step(now).await,
-        }
+        on_backend!(self, b => b.dedup_pass_step(now).await)
     }
 
     /// Notes when housekeeping finished, for `status`.
     pub async fn set_housekept(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_housekept(at).await,
-            Backend::Postgres(p) => p.set_housekept(at).await,
-        }
+        on_backend!(self, b => b.set_housekept(at).await)
     }
 
     /// What `status` shows, with poll history from `days` days ago on.
@@ -1188,19 +1035,13 @@ impl Store {
         days: i64,
         now: DateTime<Utc>,
     ) -> Result<StatusSnapshot, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.status(days, now).await,
-            Backend::Postgres(p) => p.status(days, now).await,
-        }
+        on_backend!(self, b => b.status(days, now).await)
     }
 
     /// A trivial query on both connections: the watchdog's sign that the
     /// database threads answer.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.ping().await,
-            Backend::Postgres(p) => p.ping().await,
-        }
+        on_backend!(self, b => b.ping().await)
     }
 }
 

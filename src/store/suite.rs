@@ -423,16 +423,6 @@ async fn overdue_feeds_are_spread_and_new_ones_keep_their_place() {
     }
 }
 
-/// Both backends are complete: nothing is missing, so the daemon starts
-/// on either.
-#[tokio::test]
-async fn no_backend_lacks_anything() {
-    for t in backends("no_backend_lacks_anything").await {
-        assert!(t.store.missing().is_empty(), "{}", t.backend);
-        t.finish().await;
-    }
-}
-
 fn poll(feed_id: i64, outcome: PollOutcome, now: DateTime<Utc>) -> PollRecord {
     PollRecord {
         feed_id,

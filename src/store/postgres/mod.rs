@@ -7,9 +7,7 @@
 //! belongs together is one transaction and claims are row locks: due
 //! feeds are leased with `FOR UPDATE SKIP LOCKED`, and a lease is a time
 //! in the row (`next_check_at`), so a node that dies mid-poll leaves its
-//! feeds due again when their leases run out. [`MISSING`] names what the
-//! backend cannot do yet (nothing now); the daemon refuses to start on a
-//! backend that lacks anything.
+//! feeds due again when their leases run out.
 
 mod articles;
 mod entries;
@@ -33,12 +31,6 @@ use super::{CommitStats, PollLoad, Revision, StoreError};
 mod embedded {
     refinery::embed_migrations!("src/store/postgres/migrations");
 }
-
-/// What the PostgreSQL backend cannot do yet, by concern. `tributary run`
-/// and `check` name these and refuse to start while any is left; nothing
-/// is left. (`backup` is SQLite's file copy and refuses on PostgreSQL by
-/// itself, pointing to pg_dump.)
-pub const MISSING: &[&str] = &[];
 
 /// Connections in the pool: the dispatch loop, the article workers, the
 /// indexer and the HTTP server each hold one for a statement at a time.
