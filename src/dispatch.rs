@@ -511,15 +511,12 @@ async fn lease_due(
             .into_iter()
             .map(Job::Feed)
             .collect(),
-        Kind::Article => {
-            let due = store.due_articles(now, want).await?;
-            if !due.is_empty() {
-                store
-                    .lease_articles(due.iter().map(|a| a.entry_id).collect(), until)
-                    .await?;
-            }
-            due.into_iter().map(Job::Article).collect()
-        }
+        Kind::Article => store
+            .claim_articles(now, want, until)
+            .await?
+            .into_iter()
+            .map(Job::Article)
+            .collect(),
     };
     let next_due = if jobs.len() < want {
         match kind {

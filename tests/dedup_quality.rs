@@ -798,10 +798,10 @@ mod store {
                 }
                 Event::Article(i) => {
                     let e = &case.entries[i];
-                    let jobs = store
-                        .due_articles(at(t0 + 86_400 * 30), 10_000)
-                        .await
-                        .unwrap();
+                    // Leased until the same moment: every page stays due
+                    // for the next event's claim.
+                    let now = at(t0 + 86_400 * 30);
+                    let jobs = store.claim_articles(now, 10_000, now).await.unwrap();
                     let feed_id = store
                         .feed_by_url(&feed_url(&e.feed))
                         .await

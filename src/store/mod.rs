@@ -808,25 +808,21 @@ impl Store {
         on_backend!(self, b => b.reschedule(feed_id, at).await)
     }
 
-    /// Articles due for an attempt.
-    pub async fn due_articles(
+    /// Claims up to `limit` articles due at `now` (oldest first) and
+    /// leases them until `until`, atomically: claimers running at the same
+    /// moment (several nodes on one PostgreSQL database) never get the same
+    /// article, and one whose lease ran out (its node died) is due again.
+    pub async fn claim_articles(
         &self,
         now: DateTime<Utc>,
         limit: usize,
+        until: DateTime<Utc>,
     ) -> Result<Vec<ArticleJob>, StoreError> {
-        on_backend!(self, b => b.due_articles(now, limit).await)
+        on_backend!(self, b => b.claim_articles(now, limit, until).await)
     }
 
     pub async fn next_article_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         on_backend!(self, b => b.next_article_at().await)
-    }
-
-    pub async fn lease_articles(
-        &self,
-        ids: Vec<i64>,
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        on_backend!(self, b => b.lease_articles(ids, until).await)
     }
 
     /// Moves leased articles to when they should be tried (their host's
@@ -1301,28 +1297,18 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn due_articles(
+    pub async fn claim_articles(
         &self,
         now: DateTime<Utc>,
         limit: usize,
+        until: DateTime<Utc>,
     ) -> Result<Vec<ArticleJob>, StoreError> {
-        Ok(self
-            .writer
-            .call(move |c| sqlite::due_articles(c, now, limit))
-            .await?)
+        self.write(move |c| sqlite::claim_articles(c, now, limit, until))
+            .await
     }
 
     pub async fn next_article_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self.writer.call(|c| sqlite::next_article_at(c)).await?)
-    }
-
-    pub async fn lease_articles(
-        &self,
-        ids: Vec<i64>,
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.write(move |c| sqlite::lease_articles(c, &ids, until))
-            .await
     }
 
     pub async fn defer_articles(

@@ -789,7 +789,7 @@ async fn the_article_queue_hands_out_retries_and_gives_up() {
         rec.full_text = true;
         let got = s.record_poll(rec).await.expect("poll");
         assert_eq!(got.articles_queued, 1, "{b}");
-        let jobs = s.due_articles(at(10), 10).await.expect("due");
+        let jobs = s.claim_articles(at(10), 10, at(100)).await.expect("claim");
         assert_eq!(jobs.len(), 1, "{b}");
         let job = &jobs[0];
         assert_eq!(
@@ -798,12 +798,12 @@ async fn the_article_queue_hands_out_retries_and_gives_up() {
             "{b}"
         );
         assert_eq!(job.feed_html.as_deref(), Some("<p>teaser</p>"), "{b}");
-        s.lease_articles(vec![job.entry_id], at(100))
-            .await
-            .expect("lease");
         assert!(
-            s.due_articles(at(50), 10).await.expect("due").is_empty(),
-            "{b}"
+            s.claim_articles(at(50), 10, at(150))
+                .await
+                .expect("claim")
+                .is_empty(),
+            "{b}: a leased article is not claimed again"
         );
         assert_eq!(
             s.next_article_at().await.expect("next"),
@@ -857,6 +857,67 @@ async fn the_article_queue_hands_out_retries_and_gives_up() {
     }
 }
 
+/// Many article claims at the same moment (several nodes on one database,
+/// each with its connections) never hand one page out twice and leave none
+/// behind; a claim whose lease ran out (its node died) is taken again.
+#[tokio::test]
+async fn concurrent_article_claims_never_share_a_page() {
+    for t in backends("concurrent_article_claims").await {
+        let b = t.backend;
+        let (a, other) = two_feeds(&t.store).await;
+        for (feed, site) in [(a, "a"), (other, "b")] {
+            let items = (0..30)
+                .map(|i| {
+                    item(
+                        &format!("{site}:{i}"),
+                        &format!("Tide table {site} {i}"),
+                        &format!("https://{site}.example/tide/{i}"),
+                        "<p>teaser</p>",
+                    )
+                })
+                .collect();
+            let mut rec = fetched(feed, items, at(10));
+            rec.full_text = true;
+            let got = t.store.record_poll(rec).await.expect("poll");
+            assert_eq!(got.articles_queued, 30, "{b}");
+        }
+        let claim_all = |now: DateTime<Utc>, until: DateTime<Utc>| {
+            let mut takers = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let s = t.store.clone();
+                takers.spawn(async move { s.claim_articles(now, 10, until).await });
+            }
+            async move {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(done) = takers.join_next().await {
+                    for job in done.expect("task").expect("claim") {
+                        assert!(
+                            seen.insert(job.entry_id),
+                            "{b}: article {} claimed twice",
+                            job.entry_id
+                        );
+                    }
+                }
+                seen
+            }
+        };
+        let first = claim_all(at(20), at(500)).await;
+        assert_eq!(first.len(), 60, "{b}: 8 claimers of 10 take all 60");
+        assert!(
+            claim_all(at(499), at(900)).await.is_empty(),
+            "{b}: nothing is claimed while leased"
+        );
+        assert_eq!(
+            t.store.next_article_at().await.expect("next"),
+            Some(at(500)),
+            "{b}"
+        );
+        let again = claim_all(at(500), at(900)).await;
+        assert_eq!(again, first, "{b}: expired leases are claimed again");
+        t.finish().await;
+    }
+}
+
 /// Two feeds' entries whose pages turn out to carry the same text (on
 /// other sites, under other links) become one story when the second
 /// article is recorded: it merges into the first seen, which keeps its
@@ -880,7 +941,7 @@ async fn articles_with_the_same_text_join_their_stories() {
             assert_eq!(s.record_poll(rec).await.expect("poll").new, 1, "{b}");
         }
         assert_eq!(s.entry_count().await.expect("count"), 2, "{b}");
-        let jobs = s.due_articles(at(30), 10).await.expect("due");
+        let jobs = s.claim_articles(at(30), 10, at(90)).await.expect("claim");
         assert_eq!(jobs.len(), 2, "{b}");
         let merged = s
             .record_article(extracted(jobs[0].entry_id, &jobs[0].url, &text, at(30)))

@@ -59,16 +59,21 @@ async fn store_print(
 }
 
 impl PgStore {
-    /// Articles due for an attempt, oldest first, from feeds still polled.
-    pub(in crate::store) async fn due_articles(
+    /// Claims up to `limit` articles due at `now` (oldest first, from feeds
+    /// still polled) and leases them until `until`, in one transaction: the
+    /// rows are locked as they are chosen (`FOR UPDATE … SKIP LOCKED`), so
+    /// nodes claiming at the same moment each get other articles, and a
+    /// lease that ran out (its node died) makes the article due again.
+    pub(in crate::store) async fn claim_articles(
         &self,
         now: DateTime<Utc>,
         limit: usize,
+        until: DateTime<Utc>,
     ) -> Result<Vec<ArticleJob>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
             .query(
                 "SELECT a.entry_id, a.feed_id, a.url, e.title, e.authors, e.content_html,
                         a.attempts, e.published_at
@@ -77,11 +82,13 @@ impl PgStore {
                  JOIN feed f ON f.id = a.feed_id AND f.status = 'active'
                  WHERE a.status = 'pending' AND a.next_attempt_at <= $1
                  ORDER BY a.next_attempt_at, a.entry_id
-                 LIMIT $2",
+                 LIMIT $2
+                 FOR UPDATE OF a SKIP LOCKED",
                 &[&ts(now), &limit],
             )
             .await?;
-        rows.iter()
+        let jobs = rows
+            .iter()
             .map(|r| {
                 Ok(ArticleJob {
                     entry_id: r.try_get(0)?,
@@ -94,7 +101,15 @@ impl PgStore {
                     published: r.try_get(7)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let ids: Vec<i64> = jobs.iter().map(|j| j.entry_id).collect();
+        tx.execute(
+            "UPDATE article SET next_attempt_at = $2 WHERE entry_id = ANY($1)",
+            &[&ids, &ts(until)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(jobs)
     }
 
     pub(in crate::store) async fn next_article_at(
@@ -109,22 +124,6 @@ impl PgStore {
             )
             .await?;
         Ok(opt_ts(row.try_get(0)?))
-    }
-
-    /// Holds dispatched articles back until `until`.
-    pub(in crate::store) async fn lease_articles(
-        &self,
-        ids: Vec<i64>,
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "UPDATE article SET next_attempt_at = $2 WHERE entry_id = ANY($1)",
-                &[&ids, &ts(until)],
-            )
-            .await?;
-        Ok(())
     }
 
     /// Moves leased articles to when they should be tried, or renews

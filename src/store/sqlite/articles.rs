@@ -13,7 +13,7 @@ use super::stories::{store_print, unite};
 use super::{bump_revision, opt_ts, parse_list, query_one, ts};
 
 /// Articles due for an attempt, oldest first, from feeds still polled.
-pub(in crate::store) fn due_articles(
+fn due_articles(
     conn: &Connection,
     now: DateTime<Utc>,
     limit: usize,
@@ -55,6 +55,34 @@ pub(in crate::store) fn next_article_at(
     Ok(opt_ts(v))
 }
 
+/// Claims up to `limit` articles due at `now` and leases them until
+/// `until`, in one transaction (one writer: nothing can come between).
+pub(in crate::store) fn claim_articles(
+    conn: &mut Connection,
+    now: DateTime<Utc>,
+    limit: usize,
+    until: DateTime<Utc>,
+) -> rusqlite::Result<Vec<ArticleJob>> {
+    let tx = conn.transaction()?;
+    let jobs = due_articles(&tx, now, limit)?;
+    lease_in(&tx, jobs.iter().map(|j| j.entry_id), until)?;
+    tx.commit()?;
+    Ok(jobs)
+}
+
+fn lease_in(
+    tx: &rusqlite::Transaction<'_>,
+    ids: impl Iterator<Item = i64>,
+    until: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    let mut stmt =
+        tx.prepare_cached("UPDATE article SET next_attempt_at = ?2 WHERE entry_id = ?1")?;
+    for id in ids {
+        stmt.execute(params![id, ts(until)])?;
+    }
+    Ok(())
+}
+
 /// Holds dispatched articles back while they are fetched.
 pub(in crate::store) fn lease_articles(
     conn: &mut Connection,
@@ -62,13 +90,7 @@ pub(in crate::store) fn lease_articles(
     until: DateTime<Utc>,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    {
-        let mut stmt =
-            tx.prepare_cached("UPDATE article SET next_attempt_at = ?2 WHERE entry_id = ?1")?;
-        for id in ids {
-            stmt.execute(params![id, ts(until)])?;
-        }
-    }
+    lease_in(&tx, ids.iter().copied(), until)?;
     tx.commit()
 }
 

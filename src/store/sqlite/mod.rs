@@ -30,7 +30,7 @@ use crate::model::stable_hash;
 use super::Revision;
 
 pub(super) use articles::{
-    article_state, due_articles, lease_articles, next_article_at, record_article,
+    article_state, claim_articles, lease_articles, next_article_at, record_article,
 };
 pub(super) use feeds::{
     add_feeds, feed_by_id, feed_by_url, feeds, remove_feed, set_status, sync_config_feeds,
