@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::RetentionPolicy;
-use crate::store::{DbSize, Purged, Store, StoreError};
+use crate::store::{DbSize, LeadTask, Purged, Store, StoreError};
 
 /// Rows per transaction: small enough that a step takes milliseconds.
 pub const BATCH: usize = 200;
@@ -80,12 +80,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut next = tokio::time::Instant::now() + interval.min(FIRST_RUN_DELAY);
+    let mut lead = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep_until(next) => {}
         }
         next = tokio::time::Instant::now() + interval;
+        // Once per cluster: nodes sharing a PostgreSQL database take turns
+        // only when the leader goes away.
+        if !store.keep_lead(LeadTask::Housekeeping, &mut lead).await {
+            tracing::debug!("housekeeping left to the node that leads it");
+            continue;
+        }
         match once(&store, &policy, Utc::now(), &shutdown).await {
             Ok(r) => {
                 let purged = r.purged();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::store::Store;
+use crate::store::{LeadTask, Store};
 
 /// How often the revision is checked; also the longest a ping is delayed,
 /// which batches the new entries of a polling burst into one ping.
@@ -43,10 +43,15 @@ pub async fn run(
         }
     };
     let mut pinged = start_rev;
+    let mut lead = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(CHECK_EVERY) => {}
             () = shutdown.cancelled() => return pinged,
+        }
+        // Once per cluster: the hub hears from the node that leads.
+        if !store.keep_lead(LeadTask::WebSub, &mut lead).await {
+            continue;
         }
         let Ok(rev) = store.revision().await else {
             continue;

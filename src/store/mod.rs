@@ -359,6 +359,45 @@ pub struct Store {
     backend: Backend,
 }
 
+/// A task that runs on one node of a cluster at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeadTask {
+    Housekeeping,
+    WebSub,
+}
+
+/// Held while this node leads a [`LeadTask`]; dropping it lets another
+/// node lead.
+pub struct LeaderGuard {
+    held: Option<postgres::Leadership>,
+}
+
+impl LeaderGuard {
+    /// True once the lead is gone (its PostgreSQL connection dropped):
+    /// ask [`Store::try_lead`] again before doing the task.
+    pub fn lost(&self) -> bool {
+        self.held.as_ref().is_some_and(|l| l.lost())
+    }
+}
+
+impl Store {
+    /// Keeps `lead` current for `task`: keeps a held lead, else tries to
+    /// take it. False (and `lead` empty) while another node leads or the
+    /// database cannot be reached.
+    pub async fn keep_lead(&self, task: LeadTask, lead: &mut Option<LeaderGuard>) -> bool {
+        if lead.as_ref().is_none_or(|g| g.lost()) {
+            *lead = match self.try_lead(task).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?task, "cannot check which node leads");
+                    None
+                }
+            };
+        }
+        lead.is_some()
+    }
+}
+
 /// The backends. An enum rather than a trait object: the methods stay
 /// plain `async fn`s, without boxing their futures.
 #[derive(Clone)]
@@ -684,6 +723,20 @@ impl Store {
 
     /// Closes the connections, waiting for queued work to finish; after
     /// this returns every accepted write is stored.
+    /// Leads `task` for the cluster if no other node does: on PostgreSQL
+    /// while this node holds a session advisory lock on a connection kept
+    /// for it (released when the guard drops or the connection dies); on
+    /// SQLite always (one node per database).
+    pub async fn try_lead(&self, task: LeadTask) -> Result<Option<LeaderGuard>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Some(LeaderGuard { held: None })),
+            Backend::Postgres(p) => Ok(p
+                .try_lead(task)
+                .await?
+                .map(|l| LeaderGuard { held: Some(l) })),
+        }
+    }
+
     pub async fn close(self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite(s) => s.close().await,

@@ -918,6 +918,73 @@ async fn concurrent_article_claims_never_share_a_page() {
     }
 }
 
+/// Once-per-cluster tasks: of two nodes on one PostgreSQL database only one
+/// leads a task; when the leader goes, the other takes over. On SQLite
+/// (one node) the node always leads.
+#[tokio::test]
+async fn one_node_leads_each_task_and_another_takes_over() {
+    use crate::store::LeadTask::{Housekeeping, WebSub};
+    for t in backends("one_node_leads_each_task").await {
+        let b = t.backend;
+        let Some((server, name)) = &t.scratch else {
+            let first = t.store.try_lead(Housekeeping).await.expect("lead");
+            assert!(first.is_some(), "{b}: one node always leads");
+            assert!(
+                t.store
+                    .try_lead(Housekeeping)
+                    .await
+                    .expect("lead")
+                    .is_some(),
+                "{b}"
+            );
+            t.finish().await;
+            continue;
+        };
+        let other = Store::connect(&Database::Postgres(server.with_dbname(name)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let lead = t.store.try_lead(Housekeeping).await.expect("lead");
+        let lead = lead.expect("the first node leads");
+        assert!(!lead.lost(), "{b}");
+        assert!(
+            other.try_lead(Housekeeping).await.expect("lead").is_none(),
+            "{b}: the second node does not lead while the first does"
+        );
+        assert!(
+            t.store
+                .try_lead(Housekeeping)
+                .await
+                .expect("lead")
+                .is_none(),
+            "{b}: nor does a second try of the leader's own node"
+        );
+        let websub = other.try_lead(WebSub).await.expect("lead");
+        assert!(websub.is_some(), "{b}: each task has its own lead");
+        drop(lead);
+        // The server releases the lock when it sees the session close.
+        let mut taken = None;
+        for _ in 0..100 {
+            taken = other.try_lead(Housekeeping).await.expect("lead");
+            if taken.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(taken.is_some(), "{b}: the other node takes over");
+        assert!(
+            t.store
+                .try_lead(Housekeeping)
+                .await
+                .expect("lead")
+                .is_none(),
+            "{b}: the first node no longer leads"
+        );
+        drop((taken, websub));
+        other.close().await.expect("close");
+        t.finish().await;
+    }
+}
+
 /// Two feeds' entries whose pages turn out to carry the same text (on
 /// other sites, under other links) become one story when the second
 /// article is recorded: it merges into the first seen, which keeps its

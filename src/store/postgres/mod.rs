@@ -43,6 +43,36 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// do not migrate at once ("TRIB" in ASCII).
 const MIGRATION_LOCK: i64 = 0x5452_4942;
 
+/// The session advisory lock a once-per-cluster task is led under.
+pub(super) fn lead_lock(task: super::LeadTask) -> i64 {
+    match task {
+        super::LeadTask::Housekeeping => MIGRATION_LOCK + 1,
+        super::LeadTask::WebSub => MIGRATION_LOCK + 2,
+    }
+}
+
+/// A dedicated connection holding a session advisory lock: the lock lasts
+/// as long as the session, so a node that dies (or loses its connection)
+/// lets another node lead on its next try.
+pub(super) struct Leadership {
+    client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Leadership {
+    /// True once the connection (and so the lock) is gone.
+    pub(super) fn lost(&self) -> bool {
+        self.client.is_closed() || self.connection.is_finished()
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        // Closing the session releases the lock on the server.
+        self.connection.abort();
+    }
+}
+
 /// A handle to a PostgreSQL database; cheap to clone.
 #[derive(Clone)]
 pub(super) struct PgStore {
@@ -87,6 +117,37 @@ impl PgStore {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Takes `task`'s lead lock on a connection of its own (not the
+    /// pool's: the lock must outlive any one statement); `None` while
+    /// another session holds it.
+    pub(super) async fn try_lead(
+        &self,
+        task: super::LeadTask,
+    ) -> Result<Option<Leadership>, StoreError> {
+        let mut config = self.url.driver_config();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let (client, connection) =
+            config
+                .connect(NoTls)
+                .await
+                .map_err(|e| StoreError::Connect {
+                    url: self.url.to_string(),
+                    cause: e.to_string(),
+                })?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let lead = Leadership { client, connection };
+        let got: bool = lead
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&lead_lock(task)])
+            .await?
+            .try_get(0)?;
+        Ok(got.then_some(lead))
     }
 
     /// A connection from the pool; failing to get one names the server.
