@@ -18,6 +18,7 @@ mod backup;
 mod checkpoint;
 mod migrate;
 mod postgres;
+mod rows;
 mod sqlite;
 mod stories;
 #[cfg(test)]

@@ -2,75 +2,51 @@
 //! adding, removing and syncing them with the config; reading them back.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::model::{
-    EntryRules, Feed, FeedOrigin, FeedSpec, FeedStatus, PageRule, RequestOptions, Validators,
-};
+use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus, PageRule};
+use crate::store::rows::{FEED_COLUMNS, FeedColumns};
 use crate::store::{AddOutcome, StoreError, SyncReport};
 
-use super::{PgStore, bump_revision, from_ts, opt_ts, ts};
+use super::{PgStore, bump_revision, ts};
 
-/// The columns [`feed_from_row`] reads, in order.
-pub(super) const FEED_COLUMNS: &str = "f.id, f.url, f.title, f.interval_secs, f.origin,
-    f.site_title, f.site_url, f.etag, f.last_modified, f.next_check_at, f.last_checked_at,
-    f.last_success_at, f.last_status, f.last_error, f.error_count,
-    (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id),
-    f.status, f.fetch_url, f.redirect_url, f.redirect_count, f.interval_secs_current,
-    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text, f.request, f.rules, f.page";
-
-fn secs(v: Option<i64>) -> Option<Duration> {
-    v.map(|s| Duration::from_secs(s.max(0) as u64))
-}
-
+/// A [`FEED_COLUMNS`] row as a feed (without its tags).
 fn feed_from_row(r: &Row) -> Result<Feed, tokio_postgres::Error> {
-    let origin: String = r.try_get(4)?;
-    let redirect: Option<String> = r.try_get(18)?;
-    let redirect_count: i64 = r.try_get(19)?;
-    Ok(Feed {
+    Ok(FeedColumns {
         id: r.try_get(0)?,
-        spec: FeedSpec {
-            url: r.try_get(1)?,
-            title: r.try_get(2)?,
-            tags: Vec::new(),
-            interval: secs(r.try_get(3)?),
-            full_text: r.try_get(24)?,
-            request: RequestOptions::from_json(r.try_get::<_, Option<String>>(25)?.as_deref()),
-            rules: EntryRules::from_json(r.try_get::<_, Option<String>>(26)?.as_deref()),
-            page: PageRule::from_json(r.try_get::<_, Option<String>>(27)?.as_deref()),
-        },
-        origin: FeedOrigin::parse(&origin).unwrap_or(FeedOrigin::Cli),
+        url: r.try_get(1)?,
+        title: r.try_get(2)?,
+        interval_secs: r.try_get(3)?,
+        origin: r.try_get(4)?,
         site_title: r.try_get(5)?,
         site_url: r.try_get(6)?,
-        validators: Validators {
-            etag: r.try_get(7)?,
-            last_modified: r.try_get(8)?,
-        },
-        next_check_at: from_ts(r.try_get(9)?),
-        last_checked_at: opt_ts(r.try_get(10)?),
-        last_success_at: opt_ts(r.try_get(11)?),
-        last_status: r
-            .try_get::<_, Option<i64>>(12)?
-            .and_then(|s| u16::try_from(s).ok()),
+        etag: r.try_get(7)?,
+        last_modified: r.try_get(8)?,
+        next_check_at: r.try_get(9)?,
+        last_checked_at: r.try_get(10)?,
+        last_success_at: r.try_get(11)?,
+        last_status: r.try_get(12)?,
         last_error: r.try_get(13)?,
-        error_count: r.try_get::<_, i64>(14)?.clamp(0, u32::MAX as i64) as u32,
-        entry_count: r.try_get::<_, i64>(15)?.max(0) as u64,
-        status: FeedStatus::parse(&r.try_get::<_, String>(16)?).unwrap_or(FeedStatus::Active),
+        error_count: r.try_get(14)?,
+        entry_count: r.try_get(15)?,
+        status: r.try_get(16)?,
         fetch_url: r.try_get(17)?,
-        pending_redirect: redirect.map(|u| (u, redirect_count.clamp(0, u32::MAX as i64) as u32)),
-        current_interval: secs(r.try_get(20)?),
+        redirect_url: r.try_get(18)?,
+        redirect_count: r.try_get(19)?,
+        current_interval_secs: r.try_get(20)?,
         schedule_reason: r.try_get(21)?,
-        learned_interval: secs(r.try_get(22)?),
-        hints: r
-            .try_get::<_, Option<String>>(23)?
-            .and_then(|h| serde_json::from_str(&h).ok())
-            .unwrap_or_default(),
-    })
+        learned_interval_secs: r.try_get(22)?,
+        hints: r.try_get(23)?,
+        full_text: r.try_get(24)?,
+        request: r.try_get(25)?,
+        rules: r.try_get(26)?,
+        page: r.try_get(27)?,
+    }
+    .into_feed())
 }
 
 /// Feeds matching `where_sql` (which may order and limit), with their tags.

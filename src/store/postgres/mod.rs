@@ -18,6 +18,7 @@ mod retention;
 mod status;
 mod stories;
 
+use super::rows::{from_ts, opt_ts, ts};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -260,16 +261,4 @@ async fn bump_revision(
     )
     .await?;
     Ok(())
-}
-
-fn ts(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
-}
-
-fn from_ts(secs: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-fn opt_ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
-    secs.map(from_ts)
 }

@@ -2,17 +2,15 @@
 //! and syncing them with the config; reading them back as [`Feed`]s.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::model::{
-    EntryRules, Feed, FeedOrigin, FeedSpec, FeedStatus, PageRule, RequestOptions, Validators,
-};
+use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus, PageRule};
+use crate::store::rows::{FEED_COLUMNS, FeedColumns};
 use crate::store::{AddOutcome, SyncReport};
 
-use super::{bump_revision, from_ts, opt_ts, query_one, ts};
+use super::{bump_revision, query_one, ts};
 
 fn set_tags(tx: &Connection, feed_id: i64, tags: &[String]) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM feed_tag WHERE feed_id = ?1", [feed_id])?;
@@ -182,64 +180,38 @@ pub(in crate::store) fn remove_feed(
     Ok(Some(feed))
 }
 
-pub(super) const FEED_COLUMNS: &str =
-    "f.id, f.url, f.title, f.interval_secs, f.origin, f.site_title,
-    f.site_url, f.etag, f.last_modified, f.next_check_at, f.last_checked_at,
-    f.last_success_at, f.last_status, f.last_error, f.error_count,
-    (SELECT count(*) FROM entry_source s WHERE s.feed_id = f.id),
-    f.status, f.fetch_url, f.redirect_url, f.redirect_count, f.interval_secs_current,
-    f.schedule_reason, f.learned_interval_secs, f.hints, f.full_text, f.request, f.rules, f.page";
-
-fn secs(v: Option<i64>) -> Option<Duration> {
-    v.map(|s| Duration::from_secs(s.max(0) as u64))
-}
-
 fn feed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Feed> {
-    let origin: String = r.get(4)?;
-    Ok(Feed {
+    Ok(FeedColumns {
         id: r.get(0)?,
-        spec: FeedSpec {
-            url: r.get(1)?,
-            title: r.get(2)?,
-            tags: Vec::new(),
-            interval: secs(r.get(3)?),
-            full_text: r.get(24)?,
-            request: RequestOptions::from_json(r.get::<_, Option<String>>(25)?.as_deref()),
-            rules: EntryRules::from_json(r.get::<_, Option<String>>(26)?.as_deref()),
-            page: PageRule::from_json(r.get::<_, Option<String>>(27)?.as_deref()),
-        },
-        origin: FeedOrigin::parse(&origin).unwrap_or(FeedOrigin::Cli),
+        url: r.get(1)?,
+        title: r.get(2)?,
+        interval_secs: r.get(3)?,
+        origin: r.get(4)?,
         site_title: r.get(5)?,
         site_url: r.get(6)?,
-        validators: Validators {
-            etag: r.get(7)?,
-            last_modified: r.get(8)?,
-        },
-        next_check_at: from_ts(r.get(9)?),
-        last_checked_at: opt_ts(r.get(10)?),
-        last_success_at: opt_ts(r.get(11)?),
-        last_status: r
-            .get::<_, Option<i64>>(12)?
-            .and_then(|s| u16::try_from(s).ok()),
+        etag: r.get(7)?,
+        last_modified: r.get(8)?,
+        next_check_at: r.get(9)?,
+        last_checked_at: r.get(10)?,
+        last_success_at: r.get(11)?,
+        last_status: r.get(12)?,
         last_error: r.get(13)?,
-        error_count: r.get::<_, i64>(14)?.clamp(0, u32::MAX as i64) as u32,
-        entry_count: r.get::<_, i64>(15)?.max(0) as u64,
-        status: FeedStatus::parse(&r.get::<_, String>(16)?).unwrap_or(FeedStatus::Active),
+        error_count: r.get(14)?,
+        entry_count: r.get(15)?,
+        status: r.get(16)?,
         fetch_url: r.get(17)?,
-        pending_redirect: r.get::<_, Option<String>>(18)?.map(|u| {
-            (
-                u,
-                r.get::<_, i64>(19).unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
-            )
-        }),
-        current_interval: secs(r.get(20)?),
+        redirect_url: r.get(18)?,
+        redirect_count: r.get::<_, Option<i64>>(19).ok().flatten(),
+        current_interval_secs: r.get(20)?,
         schedule_reason: r.get(21)?,
-        learned_interval: secs(r.get(22)?),
-        hints: r
-            .get::<_, Option<String>>(23)?
-            .and_then(|h| serde_json::from_str(&h).ok())
-            .unwrap_or_default(),
-    })
+        learned_interval_secs: r.get(22)?,
+        hints: r.get(23)?,
+        full_text: r.get(24)?,
+        request: r.get(25)?,
+        rules: r.get(26)?,
+        page: r.get(27)?,
+    }
+    .into_feed())
 }
 
 fn attach_tags(conn: &Connection, feeds: &mut [Feed]) -> rusqlite::Result<()> {

@@ -19,6 +19,7 @@ mod search;
 mod status;
 mod stories;
 
+use super::rows::{from_ts, opt_ts, ts};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -187,18 +188,6 @@ where
     F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 {
     conn.prepare_cached(sql)?.query_row(p, f)
-}
-
-fn ts(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
-}
-
-fn from_ts(secs: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-fn opt_ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
-    secs.map(from_ts)
 }
 
 /// The public id of an entry first seen as `key` in the feed at `feed_url`.

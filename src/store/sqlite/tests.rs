@@ -12,6 +12,7 @@ use crate::model::{
 };
 use crate::pipeline::dedup;
 use crate::pipeline::sanitize::search_words;
+use crate::store::rows::FEED_COLUMNS;
 use crate::store::{DedupPass, EntryQuery, IndexStep, SearchDoc, SearchSource};
 
 use super::articles::*;
