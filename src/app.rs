@@ -92,6 +92,7 @@ pub fn dispatch_limits(config: &Config) -> crate::dispatch::Limits {
         concurrency: config.poll.concurrency,
         article_concurrency: config.extract.concurrency,
         timeout: config.poll.timeout,
+        lease_margin: config.poll.lease_margin,
         // In-flight polls get one fetch timeout plus a little to finish.
         grace: config.poll.timeout + Duration::from_secs(5),
     }

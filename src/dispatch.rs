@@ -52,10 +52,6 @@ use crate::store::{Store, StoreError};
 /// CLI while the daemon runs are picked up without a signal.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
-/// How long a dispatched feed is held back from being dispatched again,
-/// beyond the fetch timeout; the poll's own result replaces it.
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
-
 /// How far ahead a host's queue is held in memory in the daemon; feeds
 /// whose projected turn is later are deferred in the store to that turn.
 /// Well inside half the lease margin, so a held feed rarely needs its
@@ -94,6 +90,10 @@ pub struct Limits {
     pub article_concurrency: usize,
     /// The fetch timeout: how long a poll may take.
     pub timeout: Duration,
+    /// How long a dispatched feed or page is held back from being
+    /// dispatched again (by this node or another) beyond the fetch
+    /// timeout (`[poll] lease_margin`); the poll's own result replaces it.
+    pub lease_margin: Duration,
     /// How long in-flight polls may finish after shutdown.
     pub grace: Duration,
 }
@@ -155,8 +155,13 @@ pub async fn run(
         hosts: Arc::clone(&hosts),
         slots: Slots::new(limits.concurrency),
         article_slots: Arc::new(Semaphore::new(limits.article_concurrency.max(1))),
-        lease: to_chrono(limits.timeout + LEASE_MARGIN),
+        lease: to_chrono(limits.timeout + limits.lease_margin),
         timeout: limits.timeout,
+        lease_margin: limits.lease_margin,
+        // Often enough that a held job's lease, renewed when it would end
+        // within the timeout plus half the margin, never runs out between
+        // two looks.
+        renew_every: RENEW_EVERY.min(limits.lease_margin / 2),
         feeds,
         articles: Leasing::new(Kind::Article, limits.article_concurrency, once),
         report,
@@ -169,7 +174,7 @@ pub async fn run(
         article_done: Arc::new(Notify::new()),
         finished: Arc::new(AtomicUsize::new(0)),
         articles_running: Arc::new(AtomicUsize::new(0)),
-        next_renewal: Instant::now() + RENEW_EVERY,
+        next_renewal: Instant::now() + RENEW_EVERY.min(limits.lease_margin / 2),
     };
     let slots = d.slots.clone();
     let poll_done = Arc::clone(&d.poll_done);
@@ -540,9 +545,11 @@ struct Dispatcher {
     hosts: Arc<HostLimiter>,
     slots: Slots,
     article_slots: Arc<Semaphore>,
-    /// A whole lease: the fetch timeout plus [`LEASE_MARGIN`].
+    /// A whole lease: the fetch timeout plus `lease_margin`.
     lease: chrono::Duration,
     timeout: Duration,
+    lease_margin: Duration,
+    renew_every: Duration,
     feeds: Feeds,
     articles: Leasing,
     /// Where `tributary poll` hears each result.
@@ -965,10 +972,10 @@ impl Dispatcher {
         if instant < self.next_renewal {
             return;
         }
-        self.next_renewal = instant + RENEW_EVERY;
+        self.next_renewal = instant + self.renew_every;
         let old = now - chrono::Duration::minutes(10);
         self.articles.returning.retain(|_, at| *at > old);
-        let soon = now + to_chrono(self.timeout + LEASE_MARGIN / 2);
+        let soon = now + to_chrono(self.timeout + self.lease_margin / 2);
         let until = now + self.lease;
         let mut feeds = Vec::new();
         let mut articles = Vec::new();

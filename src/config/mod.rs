@@ -113,6 +113,8 @@ const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(24 * 60 * 60);
 const DEFAULT_PER_HOST_CONCURRENCY: usize = 1;
 const DEFAULT_PER_HOST_SPACING: Duration = Duration::from_secs(1);
+/// How long past the fetch timeout a node's claim on a feed or page lasts.
+const DEFAULT_LEASE_MARGIN: Duration = Duration::from_secs(60);
 const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_FULL_TEXT: bool = true;
 const DEFAULT_MAX_ATTEMPTS: u32 = 4;
@@ -251,6 +253,12 @@ pub struct PollConfig {
     pub max_body: u64,
     /// The `User-Agent` header sent with every fetch.
     pub user_agent: String,
+    /// How long past `timeout` a feed or article page a node took stays
+    /// its own: the node's claim in the database lasts `timeout` plus this.
+    /// On PostgreSQL it is how soon another node takes over the work of a
+    /// node that died mid-poll; too short, and a slow poll's result could
+    /// arrive after another node fetched the feed again.
+    pub lease_margin: Duration,
 }
 
 /// `[log]`: what the daemon logs and how.
@@ -587,6 +595,7 @@ fn defaults(path: Option<&Path>, state_dir: Option<&str>) -> Config {
             max_backoff: DEFAULT_MAX_BACKOFF,
             per_host_concurrency: DEFAULT_PER_HOST_CONCURRENCY,
             per_host_spacing: DEFAULT_PER_HOST_SPACING,
+            lease_margin: DEFAULT_LEASE_MARGIN,
         },
         log: LogConfig {
             level: DEFAULT_LOG_LEVEL.to_owned(),

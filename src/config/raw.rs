@@ -79,6 +79,7 @@ raw_table! {
         max_backoff: Duration = duration,
         per_host_concurrency: i64 = integer,
         per_host_spacing: Duration = duration,
+        lease_margin: Duration = duration,
     }
 }
 

@@ -60,6 +60,7 @@ fn empty_file_gives_every_default() {
     assert_eq!(poll.min_interval, Duration::from_secs(300));
     assert_eq!(poll.timeout, Duration::from_secs(30));
     assert_eq!(poll.connect_timeout, Duration::from_secs(10));
+    assert_eq!(poll.lease_margin, Duration::from_secs(60));
     assert_eq!(poll.concurrency, 8);
     assert_eq!(poll.max_body, 10_000_000);
     assert_eq!(poll.user_agent, DEFAULT_USER_AGENT);
@@ -132,6 +133,7 @@ max_interval = "12h"
 max_backoff = "6h"
 per_host_concurrency = 2
 per_host_spacing = "250ms"
+lease_margin = "45s"
 
 [log]
 level = "info,tributary=debug"
@@ -206,6 +208,7 @@ name = "all"
             max_backoff: Duration::from_secs(6 * 3600),
             per_host_concurrency: 2,
             per_host_spacing: Duration::from_millis(250),
+            lease_margin: Duration::from_secs(45),
         }
     );
     assert_eq!(
@@ -509,6 +512,7 @@ fn unknown_keys_are_named_with_their_line() {
             ("[poll]\ninterval = \"5x\"", "poll.interval", 2, "invalid duration \"5x\": write it as 30s, 15m, 1h or 1h30m"),
             ("[poll]\ntimeout = \"-5s\"", "poll.timeout", 2, "negative"),
             ("[poll]\ntimeout = \"0s\"", "poll.timeout", 2, "longer than 0s"),
+            ("[poll]\nlease_margin = \"0s\"", "poll.lease_margin", 2, "longer than 0s"),
             ("[poll]\nconnect_timeout = \"\"", "poll.connect_timeout", 2, "invalid duration"),
             ("[poll]\nmin_interval = \"500ms\"", "poll.min_interval", 2, "at least 1s"),
             ("[poll]\nconcurrency = 0", "poll.concurrency", 2, "between 1 and 1024"),

@@ -279,6 +279,11 @@ impl Reader {
                 &raw.connect_timeout,
                 &mut poll.connect_timeout,
             ),
+            (
+                "poll.lease_margin",
+                &raw.lease_margin,
+                &mut poll.lease_margin,
+            ),
         ] {
             match field {
                 Field::Set(d, line) if d.is_zero() => {

@@ -86,8 +86,18 @@ pub enum StoreError {
     Connect { url: String, cause: String },
     #[error("cannot bring the PostgreSQL database at {url} up to date: {cause}")]
     PgMigrate { url: String, cause: String },
-    #[error("database error: {0}")]
+    #[error("database error: {}", pg_cause(.0))]
     Postgres(tokio_postgres::Error),
+}
+
+/// What went wrong on PostgreSQL, in words: the server's own message and
+/// SQLSTATE (tokio-postgres shows only "db error" for those), else the
+/// driver's.
+fn pg_cause(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {

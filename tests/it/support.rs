@@ -33,6 +33,9 @@ pub struct Reply {
     /// Headers the request must carry, exactly, or it gets a 401 (a feed
     /// behind a login, a cookie or a bot wall).
     pub require: Vec<(String, String)>,
+    /// Requests whose header `.0` contains `.1` wait `.2` before the
+    /// answer (one cluster node's requests hang while the others' go).
+    pub slow_for: Vec<(String, String, Duration)>,
 }
 
 impl Reply {
@@ -46,6 +49,7 @@ impl Reply {
             delay: None,
             trickle: None,
             require: Vec::new(),
+            slow_for: Vec::new(),
         }
     }
 
@@ -59,6 +63,7 @@ impl Reply {
             delay: None,
             trickle: None,
             require: Vec::new(),
+            slow_for: Vec::new(),
         }
     }
 
@@ -85,6 +90,12 @@ impl Reply {
     /// Answers 401 unless the request carries `name: value`.
     pub fn requiring(mut self, name: &str, value: &str) -> Reply {
         self.require.push((name.into(), value.into()));
+        self
+    }
+
+    /// Requests whose `header` contains `needle` wait `d` first.
+    pub fn slow_for(mut self, header: &str, needle: &str, d: Duration) -> Reply {
+        self.slow_for.push((header.into(), needle.into(), d));
         self
     }
 
@@ -192,6 +203,11 @@ impl FeedServer {
             .extend(replies);
     }
 
+    /// Every request seen so far, in arrival order.
+    pub fn all_requests(&self) -> Vec<Seen> {
+        self.state.lock().expect("server state").seen.clone()
+    }
+
     pub fn requests(&self, path: &str) -> Vec<Seen> {
         self.state
             .lock()
@@ -247,6 +263,15 @@ async fn handle(
     };
     if let Some(d) = reply.delay {
         tokio::time::sleep(d).await;
+    }
+    for (name, needle, d) in &reply.slow_for {
+        let matches = headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(needle.as_str()));
+        if matches {
+            tokio::time::sleep(*d).await;
+        }
     }
     let refused = reply.require.iter().any(|(name, value)| {
         headers.get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str())
@@ -359,6 +384,15 @@ impl TestEnv {
         );
         std::fs::write(&config, text).expect("write config");
         TestEnv { dir, config, port }
+    }
+
+    /// Sets a `[server]` key to a TOML value, e.g. `base_url`: the nodes
+    /// of a cluster behind one address all name it, so their documents
+    /// are the same bytes.
+    pub fn set_server(&self, key: &str, value: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text.replacen("[server]\n", &format!("[server]\n{key} = {value}\n"), 1);
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -736,4 +770,305 @@ pub fn require_tool(bin: &str, install: &str) -> bool {
         eprintln!("skipping: {bin} is not installed ({install})");
     }
     found
+}
+
+/// The `TRIBUTARY_TEST_POSTGRES` server, or `None` after saying that
+/// `test` is skipped; with `TRIBUTARY_REQUIRE_POSTGRES=1` (CI) a missing
+/// server fails the test instead.
+pub fn postgres_server(test: &str) -> Option<String> {
+    match std::env::var("TRIBUTARY_TEST_POSTGRES") {
+        Ok(server) => Some(server),
+        Err(_) => {
+            assert!(
+                std::env::var("TRIBUTARY_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "TRIBUTARY_REQUIRE_POSTGRES=1 but TRIBUTARY_TEST_POSTGRES is not set"
+            );
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: SKIPPED (TRIBUTARY_TEST_POSTGRES is not set)"
+            );
+            None
+        }
+    }
+}
+
+/// A client of the PostgreSQL server at `url` (its connection task runs
+/// on the caller's runtime).
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh database of the test's own on the `TRIBUTARY_TEST_POSTGRES`
+/// server; [`PgDatabase::drop_database`] removes it.
+pub struct PgDatabase {
+    server: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// `None` (saying so) when the PostgreSQL tests are not wanted.
+    pub async fn create(test: &str) -> Option<PgDatabase> {
+        let server = postgres_server(test)?;
+        let name = format!("tributary_it_{}_{}", std::process::id(), fastrand::u32(..));
+        pg_client(&server)
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create database");
+        let mut url = url::Url::parse(&server).expect("server URL");
+        url.set_path(&format!("/{name}"));
+        Some(PgDatabase {
+            server,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pg_client(&self.url).await
+    }
+
+    pub async fn drop_database(self) {
+        pg_client(&self.server)
+            .await
+            .batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", self.name))
+            .await
+            .expect("drop database");
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb + pg_ctl in a temp dir,
+/// on a free loopback port, as `.ci/postgres.sh` starts one), for tests
+/// that stop and start it; never the shared one other tests use. Run as
+/// the `postgres` user when the tests run as root (initdb refuses root).
+/// Stopped (immediately) and removed on drop.
+pub struct PgCluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    pub url: String,
+}
+
+impl PgCluster {
+    /// `None` (saying so) when the PostgreSQL tests are not wanted; a
+    /// failure when they are and PostgreSQL's programs are not installed.
+    pub fn start(test: &str) -> Option<PgCluster> {
+        postgres_server(test)?;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").is_file())
+            .max_by_key(|b| {
+                b.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0)
+            })
+            .expect("PostgreSQL's programs (/usr/lib/postgresql/*/bin/initdb) are not installed");
+        let dir = tempfile::tempdir().expect("tempdir");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["postgres"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown postgres {}", dir.path().display());
+        }
+        let port = free_port();
+        let cluster = PgCluster {
+            bin,
+            port,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+        };
+        let data = cluster.dir.path().join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--auth=trust".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--locale=C.UTF-8".as_ref(),
+            ],
+        );
+        cluster.start_again();
+        Some(cluster)
+    }
+
+    /// Runs one of PostgreSQL's programs as the server's owner; panics
+    /// with its output if it fails.
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let path = self.bin.join(program);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = cmd.args(args).output().expect("run a PostgreSQL program");
+        assert!(
+            out.status.success(),
+            "{program} failed: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let (data, log) = (self.dir.path().join("data"), self.dir.path().join("log"));
+        let options = format!(
+            "-h 127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+        );
+    }
+
+    /// Stops the server: `mode` is pg_ctl's (`fast` disconnects clients
+    /// and shuts down cleanly, `immediate` is a crash).
+    pub fn stop(&self, mode: &str) {
+        let data = self.dir.path().join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                mode.as_ref(),
+                "-w".as_ref(),
+                "stop".as_ref(),
+            ],
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let path = self.bin.join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let _ = cmd
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| stdout(&o).trim() == "0")
+}
+
+/// One node of a cluster: its own config (listen port, `User-Agent`
+/// `tributary-node-N`, the shared `base_url`) on a shared database.
+pub struct Node {
+    pub env: TestEnv,
+    pub name: String,
+    pub daemon: Option<Daemon>,
+}
+
+impl Node {
+    pub fn base_url(&self) -> String {
+        self.env.base_url()
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon.as_ref().map(|d| d.log()).unwrap_or_default()
+    }
+}
+
+/// `n` nodes' configs: `with_config(poll, tables, feeds)` each, with the
+/// node's own `User-Agent` (`tributary-node-0`, …) so a feed server tells
+/// them apart, and one `base_url` for all.
+pub fn cluster_nodes(n: usize, poll: &[(&str, &str)], tables: &str, feeds: &str) -> Vec<Node> {
+    (0..n)
+        .map(|i| {
+            let name = format!("tributary-node-{i}");
+            let agent = format!("\"{name}\"");
+            let mut overrides = poll.to_vec();
+            overrides.push(("user_agent", &agent));
+            let env = TestEnv::with_config(&overrides, tables, feeds);
+            env.set_server("base_url", "\"https://river.example\"");
+            Node {
+                env,
+                name,
+                daemon: None,
+            }
+        })
+        .collect()
+}
+
+/// Starts `tributary run` on every node against `database`, then waits
+/// until each answers /healthz.
+pub async fn start_cluster(nodes: &mut [Node], database: &str) {
+    for node in nodes.iter_mut() {
+        node.daemon = Some(
+            node.env
+                .spawn_daemon_with(&[("TRIBUTARY_DATABASE", database)]),
+        );
+    }
+    for node in nodes.iter() {
+        let url = format!("{}/healthz", node.base_url());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http().get(&url).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not become healthy: {}",
+                node.name,
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The node whose `User-Agent` sent `seen`.
+pub fn sent_by(seen: &Seen) -> String {
+    seen.headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }

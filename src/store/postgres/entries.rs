@@ -78,14 +78,7 @@ pub(super) async fn add_to_index(
 
 /// Searches find more: their cached pages and validators expire.
 pub(super) async fn search_changed(tx: &Transaction<'_>, now: DateTime<Utc>) -> PgResult<()> {
-    tx.execute(
-        "UPDATE meta SET value = CASE key WHEN 'search_rev' THEN value + 1
-                                          ELSE greatest(value, $1) END
-         WHERE key IN ('search_rev', 'search_changed_at')",
-        &[&ts(now)],
-    )
-    .await?;
-    Ok(())
+    super::bump_pair(tx, "search_rev", "search_changed_at", now).await
 }
 
 async fn add_url_keys(tx: &Transaction<'_>, entry_id: i64, keys: &[String]) -> PgResult<()> {

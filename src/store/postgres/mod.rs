@@ -253,11 +253,25 @@ async fn bump_revision(
     tx: &deadpool_postgres::Transaction<'_>,
     now: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
+    bump_pair(tx, "entries_rev", "entries_changed_at", now).await
+}
+
+/// Adds one to the `rev` row of `meta` and moves its `at` row to `now`
+/// (never back), in that order, one statement each. One statement for
+/// both locked the rows in heap order, which an update changes: two
+/// nodes' polls then took them in opposite orders and deadlocked (a poll
+/// in ten failed so while three nodes stored new entries).
+async fn bump_pair(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rev: &str,
+    at: &str,
+    now: DateTime<Utc>,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute("UPDATE meta SET value = value + 1 WHERE key = $1", &[&rev])
+        .await?;
     tx.execute(
-        "UPDATE meta SET value = CASE key WHEN 'entries_rev' THEN value + 1
-                                          ELSE greatest(value, $1) END
-         WHERE key IN ('entries_rev', 'entries_changed_at')",
-        &[&ts(now)],
+        "UPDATE meta SET value = greatest(value, $2) WHERE key = $1",
+        &[&at, &ts(now)],
     )
     .await?;
     Ok(())
