@@ -72,6 +72,8 @@ async fn wait_stored(url: &str, n: i64, secs: u64, nodes: &[Node]) {
     }
 }
 
+/// The tail of each node's log, for a failure message; with
+/// `CLUSTER_LOG_DIR` set, each whole log is also written there.
 fn logs(nodes: &[Node]) -> String {
     if let Ok(dir) = std::env::var("CLUSTER_LOG_DIR") {
         for n in nodes {
@@ -132,7 +134,8 @@ async fn assert_served_once(nodes: &[Node], want: &HashSet<String>) {
 }
 
 /// Every feed polled exactly once per cycle by the cluster: 150 feeds on
-/// three hosts, three nodes, a 2 s interval. Each feed's requests are
+/// three hosts, three nodes (the third joining once the others hold
+/// every feed), a 2 s interval. Each feed's requests are
 /// spaced about one interval apart (two nodes polling one feed in one
 /// cycle would send two within moments; a feed the cluster lost would go
 /// unpolled), all three nodes take part, and the entries (added midway,
@@ -156,9 +159,13 @@ async fn three_nodes_poll_every_feed_exactly_once_per_cycle() {
         for i in 0..PER_HOST {
             let f = s * PER_HOST + i;
             let path = format!("/f/{f}.xml");
+            // The first answers are slow, so the first nodes hold every
+            // feed for a while.
             server.set(
                 &path,
-                Reply::feed("application/rss+xml", rss(f, 2)).with_etag("\"v1\""),
+                Reply::feed("application/rss+xml", rss(f, 2))
+                    .with_etag("\"v1\"")
+                    .delayed(Duration::from_secs(3)),
             );
             feeds.push_str(&feed_table(&server.url(&path), ""));
             all.push((s, path, f));
@@ -169,13 +176,22 @@ async fn three_nodes_poll_every_feed_exactly_once_per_cycle() {
         &[
             ("interval", "\"2s\""),
             ("adaptive", "false"),
-            ("concurrency", "16"),
-            ("per_host_concurrency", "16"),
+            ("concurrency", "64"),
+            ("per_host_concurrency", "64"),
         ],
         "[extract]\nfull_text = false\n",
         &feeds,
     );
-    start_cluster(&mut nodes, &db.url).await;
+    // Two nodes first, then the third while the others hold every feed:
+    // it must not sit idle until the leases it saw would have run out.
+    start_cluster(&mut nodes[1..], &db.url).await;
+    start_cluster(&mut nodes[..1], &db.url).await;
+    for (s, path, f) in &all {
+        servers[*s].set(
+            path,
+            Reply::feed("application/rss+xml", rss(*f, 2)).with_etag("\"v1\""),
+        );
+    }
     let n = all.len();
     wait_stored(&db.url, 2 * n as i64, 30, &nodes).await;
 
@@ -840,7 +856,6 @@ async fn the_nodes_ride_out_a_postgres_restart() {
         }
     }
 
-    logs(&nodes);
     let (count, titles) = stored(&pg.url).await;
     assert_eq!((count, titles), ((n * FEEDS) as i64, (n * FEEDS) as i64));
     let want: HashSet<String> = (0..FEEDS)

@@ -24,6 +24,10 @@ use super::{PgStore, bump_revision, from_ts, opt_ts, ts};
 /// `schedule_reason` of a feed whose poll is in flight.
 const LEASED: &str = "polling";
 
+/// Seconds after which a node looks again at feeds another node holds:
+/// their polls usually end well before their leases.
+const LEASED_LOOK: i64 = 1;
+
 impl PgStore {
     /// Due feeds (most overdue first; ties to the feed checked longest
     /// ago, never-checked first, then by id) leased until `lease_until`,
@@ -63,13 +67,21 @@ impl PgStore {
         Ok(feeds)
     }
 
-    /// The earliest next check of any active feed.
+    /// The earliest next check of any active feed; a feed leased now
+    /// counts as due within [`LEASED_LOOK`]. Another node's poll ends
+    /// long before its lease and sets the feed's real next check, which
+    /// nothing tells this node: taking the lease's end as the next due
+    /// time left a node that found everything leased idle for the
+    /// dispatch loop's longest wait (30 s) while the others did the work.
     pub(in crate::store) async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let client = self.client().await?;
+        let soon = ts(Utc::now()) + LEASED_LOOK;
         let row = client
             .query_one(
-                "SELECT min(next_check_at) FROM feed WHERE status = 'active'",
-                &[],
+                "SELECT min(CASE WHEN schedule_reason = $1 THEN least(next_check_at, $2)
+                                 ELSE next_check_at END)
+                 FROM feed WHERE status = 'active'",
+                &[&LEASED, &soon],
             )
             .await?;
         Ok(opt_ts(row.try_get(0)?))
