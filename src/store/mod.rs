@@ -377,8 +377,9 @@ pub enum LeadTask {
     WebSub,
 }
 
-/// Held while this node leads a [`LeadTask`]; dropping it lets another
-/// node lead.
+/// Held while this node leads a [`LeadTask`] (from [`Store::try_lead`]),
+/// or, in [`Store::keep_lead`]'s hands, while it waits to; dropping it
+/// lets another node lead.
 pub struct LeaderGuard {
     held: Option<postgres::Leadership>,
 }
@@ -389,23 +390,54 @@ impl LeaderGuard {
     pub fn lost(&self) -> bool {
         self.held.as_ref().is_some_and(|l| l.lost())
     }
+
+    fn leading(&self) -> bool {
+        self.held.as_ref().is_none_or(|l| l.leading())
+    }
 }
 
 impl Store {
     /// Keeps `lead` current for `task`: keeps a held lead, else tries to
-    /// take it. False (and `lead` empty) while another node leads or the
-    /// database cannot be reached.
+    /// take it — on the session of the last try while that lives, so a
+    /// node that does not lead holds one idle connection rather than
+    /// opening one per try. False while another node leads or the
+    /// database cannot be reached (`lead` is then emptied, and the next
+    /// call connects anew).
     pub async fn keep_lead(&self, task: LeadTask, lead: &mut Option<LeaderGuard>) -> bool {
-        if lead.as_ref().is_none_or(|g| g.lost()) {
-            *lead = match self.try_lead(task).await {
-                Ok(g) => g,
+        if let Some(guard) = lead.as_mut()
+            && !guard.lost()
+        {
+            let tried = match guard.held.as_mut() {
+                None => return true,
+                Some(session) => session.try_take().await,
+            };
+            match tried {
+                Ok(leading) => return leading,
                 Err(e) => {
                     tracing::warn!(error = %e, ?task, "cannot check which node leads");
-                    None
+                    *lead = None;
+                    return false;
                 }
-            };
+            }
         }
-        lead.is_some()
+        *lead = match self.lead_session(task).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, ?task, "cannot check which node leads");
+                None
+            }
+        };
+        lead.as_ref().is_some_and(LeaderGuard::leading)
+    }
+
+    /// A session for `task`'s lead, holding it or not (SQLite: always).
+    async fn lead_session(&self, task: LeadTask) -> Result<LeaderGuard, StoreError> {
+        Ok(LeaderGuard {
+            held: match &self.backend {
+                Backend::Sqlite(_) => None,
+                Backend::Postgres(p) => Some(p.lead_session(task).await?),
+            },
+        })
     }
 }
 
@@ -732,22 +764,17 @@ impl Store {
         on_backend!(self, b => b.index_work().await)
     }
 
-    /// Closes the connections, waiting for queued work to finish; after
-    /// this returns every accepted write is stored.
     /// Leads `task` for the cluster if no other node does: on PostgreSQL
     /// while this node holds a session advisory lock on a connection kept
     /// for it (released when the guard drops or the connection dies); on
     /// SQLite always (one node per database).
     pub async fn try_lead(&self, task: LeadTask) -> Result<Option<LeaderGuard>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(_) => Ok(Some(LeaderGuard { held: None })),
-            Backend::Postgres(p) => Ok(p
-                .try_lead(task)
-                .await?
-                .map(|l| LeaderGuard { held: Some(l) })),
-        }
+        let guard = self.lead_session(task).await?;
+        Ok(guard.leading().then_some(guard))
     }
 
+    /// Closes the connections, waiting for queued work to finish; after
+    /// this returns every accepted write is stored.
     pub async fn close(self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite(s) => s.close().await,

@@ -980,6 +980,63 @@ async fn one_node_leads_each_task_and_another_takes_over() {
             "{b}: the first node no longer leads"
         );
         drop((taken, websub));
+
+        // A node that does not lead keeps one idle session and tries again
+        // on it, rather than opening a connection per try.
+        let (admin, connection) = server
+            .with_dbname(name)
+            .driver_config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        let lead_sessions = || async {
+            let mut pids: Vec<i32> = admin
+                .query(
+                    "SELECT pid FROM pg_stat_activity
+                     WHERE datname = current_database()
+                       AND query LIKE 'SELECT pg_try_advisory_lock%'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            pids.sort_unstable();
+            pids
+        };
+        let mut leader = None;
+        assert!(t.store.keep_lead(WebSub, &mut leader).await, "{b}");
+        let mut waiting = None;
+        assert!(!other.keep_lead(WebSub, &mut waiting).await, "{b}");
+        let sessions = lead_sessions().await;
+        assert_eq!(
+            sessions.len(),
+            2,
+            "{b}: the leader's and the waiting node's"
+        );
+        for _ in 0..3 {
+            assert!(!other.keep_lead(WebSub, &mut waiting).await, "{b}");
+            assert_eq!(
+                lead_sessions().await,
+                sessions,
+                "{b}: no new session per try"
+            );
+        }
+        drop(leader);
+        let mut took = false;
+        for _ in 0..100 {
+            if other.keep_lead(WebSub, &mut waiting).await {
+                took = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(took, "{b}: the waiting node takes over on its session");
+        assert_eq!(lead_sessions().await.len(), 1, "{b}");
+        assert!(sessions.contains(&lead_sessions().await[0]), "{b}");
+        drop(waiting);
         other.close().await.expect("close");
         t.finish().await;
     }

@@ -52,18 +52,40 @@ pub(super) fn lead_lock(task: super::LeadTask) -> i64 {
     }
 }
 
-/// A dedicated connection holding a session advisory lock: the lock lasts
-/// as long as the session, so a node that dies (or loses its connection)
-/// lets another node lead on its next try.
+/// A dedicated connection for a task's session advisory lock, holding it
+/// or waiting to: the lock lasts as long as the session, so a node that
+/// dies (or loses its connection) lets another node lead on its next try.
+/// A node that does not lead keeps the session and tries again on it, so
+/// it does not open a connection every few seconds for as long as another
+/// node leads.
 pub(super) struct Leadership {
     client: tokio_postgres::Client,
     connection: tokio::task::JoinHandle<()>,
+    task: super::LeadTask,
+    leading: bool,
 }
 
 impl Leadership {
-    /// True once the connection (and so the lock) is gone.
+    /// True once the connection (and so any lock it held) is gone.
     pub(super) fn lost(&self) -> bool {
         self.client.is_closed() || self.connection.is_finished()
+    }
+
+    /// Whether this session holds the task's lock.
+    pub(super) fn leading(&self) -> bool {
+        self.leading
+    }
+
+    /// Takes the lock if no other session holds it; whether this one does.
+    pub(super) async fn try_take(&mut self) -> Result<bool, StoreError> {
+        if !self.leading {
+            self.leading = self
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&lead_lock(self.task)])
+                .await?
+                .try_get(0)?;
+        }
+        Ok(self.leading)
     }
 }
 
@@ -120,13 +142,13 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Takes `task`'s lead lock on a connection of its own (not the
-    /// pool's: the lock must outlive any one statement); `None` while
-    /// another session holds it.
-    pub(super) async fn try_lead(
+    /// Opens a connection of its own for `task`'s lead lock (not the
+    /// pool's: the lock must outlive any one statement) and tries to take
+    /// the lock; the session is returned either way, to try again on.
+    pub(super) async fn lead_session(
         &self,
         task: super::LeadTask,
-    ) -> Result<Option<Leadership>, StoreError> {
+    ) -> Result<Leadership, StoreError> {
         let mut config = self.url.driver_config();
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
@@ -142,13 +164,14 @@ impl PgStore {
         let connection = tokio::spawn(async move {
             let _ = connection.await;
         });
-        let lead = Leadership { client, connection };
-        let got: bool = lead
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&lead_lock(task)])
-            .await?
-            .try_get(0)?;
-        Ok(got.then_some(lead))
+        let mut lead = Leadership {
+            client,
+            connection,
+            task,
+            leading: false,
+        };
+        lead.try_take().await?;
+        Ok(lead)
     }
 
     /// A connection from the pool; failing to get one names the server.
