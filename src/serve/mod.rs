@@ -551,7 +551,16 @@ async fn render_output(
             entries.truncate(limit);
             // CPU work (about 10 µs an entry): off the async workers.
             let sanitizer = Arc::clone(&state.sanitizer);
-            let (now, max_content) = (Utc::now(), s.max_content);
+            // Dates are judged against the revision's time, not this
+            // node's clock: every node (and every render of one revision)
+            // then makes the same bytes of the same rows, whatever its
+            // clock says or when the cache was last filled.
+            let now = if changed_at > DateTime::UNIX_EPOCH {
+                changed_at
+            } else {
+                Utc::now()
+            };
+            let max_content = s.max_content;
             let entries = match tokio::task::spawn_blocking(move || {
                 sanitize_entries(&sanitizer, safe_entries(entries, now, max_content))
             })
@@ -587,14 +596,15 @@ async fn render_output(
             let Some(body) = render_guarded(format, s, path, &meta, &entries) else {
                 return cannot_render();
             };
-            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
             key.hash(&mut h);
             current.fingerprint.hash(&mut h);
             let doc = Arc::new(Rendered {
                 rev: doc_rev,
                 fingerprint: current.fingerprint,
-                // Only compared for equality within this process's cache
-                // lifetime plus the revision, so a std hash is fine here.
+                // Compared across nodes (a reader's next request may reach
+                // another one): a fixed-key hash, not std's, whose output
+                // may change between builds.
                 etag: match doc_rev {
                     (rev, 0) => format!("\"r{rev}-{:x}\"", h.finish()),
                     (rev, search) => format!("\"r{rev}.{search}-{:x}\"", h.finish()),

@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    FeedServer, Node, PgCluster, PgDatabase, Reply, Seen, cluster_nodes, feed_table, http, sent_by,
-    start_cluster,
+    FeedServer, Node, PgCluster, PgDatabase, Reply, Seen, TestEnv, cluster_nodes, feed_table,
+    get_store_output, http, sent_by, start_cluster,
 };
 
 /// An RSS document of feed `feed` with entries `0..n`: unique titles and
@@ -866,4 +866,82 @@ async fn the_nodes_ride_out_a_postgres_restart() {
         let (status, log) = node.daemon.expect("running").stop();
         assert!(status.success(), "{log}");
     }
+}
+
+/// A revision's documents are the same bytes whenever and wherever they
+/// are rendered: two routers (two nodes) over one database, one rendering
+/// three seconds after the other, serve an entry dated just over a day
+/// ahead of the revision alike. Judged against each node's clock, the
+/// first render moved its date (implausible then) and the second kept it.
+#[tokio::test]
+async fn a_revision_renders_the_same_bytes_on_every_node_at_any_time() {
+    use tributary::model::{
+        ParsedEntry, ParsedFeed, PollOutcome, PollRecord, Schedule, Validators,
+    };
+    let env = TestEnv::new(&feed_table("http://127.0.0.1:9/f.xml", ""));
+    let config = tributary::config::Config::load(&env.config).expect("config");
+    let store = tributary::app::open_store(&config).await.expect("store");
+    let feed = store
+        .feed_by_url("http://127.0.0.1:9/f.xml")
+        .await
+        .expect("read")
+        .expect("feed");
+    let now = chrono::Utc::now();
+    let entry = ParsedEntry {
+        key: "ahead".into(),
+        title: Some("Dated ahead".into()),
+        link: Some("https://ahead.example/1".into()),
+        content_html: Some("<p>From a clock a day ahead.</p>".into()),
+        content_base: None,
+        authors: vec![],
+        categories: vec![],
+        published: Some(now + chrono::Duration::seconds(86_400 + 2)),
+        updated: None,
+        enclosures: vec![],
+        url_keys: vec![],
+        content_hash: None,
+        search_words: None,
+    };
+    store
+        .record_poll(PollRecord {
+            feed_id: feed.id,
+            checked_at: now,
+            schedule: Schedule {
+                next_check_at: now + chrono::Duration::seconds(60),
+                interval: Duration::from_secs(60),
+                reason: "interval".into(),
+            },
+            outcome: PollOutcome::Fetched {
+                status: 200,
+                validators: Validators::default(),
+                feed: ParsedFeed {
+                    title: Some("Ahead".into()),
+                    site_url: None,
+                    hints: Default::default(),
+                    entries: vec![entry],
+                },
+            },
+            permanent_redirect: None,
+            learned_interval: None,
+            host_block: None,
+            full_text: false,
+        })
+        .await
+        .expect("record");
+    let render = |store: tributary::store::Store| async move {
+        let resp = get_store_output(store, "/feed.json", &[]).await;
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (etag, resp.text().await.expect("body"))
+    };
+    let first = render(store.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = render(store.clone()).await;
+    assert!(first.1.contains("Dated ahead"), "{}", first.1);
+    assert_eq!(first, second, "two renders of one revision differ");
+    store.close().await.expect("close");
 }
