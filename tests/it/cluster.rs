@@ -945,3 +945,68 @@ async fn a_revision_renders_the_same_bytes_on_every_node_at_any_time() {
     assert_eq!(first, second, "two renders of one revision differ");
     store.close().await.expect("close");
 }
+
+/// A node that stops cleanly (SIGTERM) hands the feeds it holds back at
+/// once: 20 feeds on one host with a 1 s spacing, all leased by one node
+/// that polls one a second; when it stops, the feeds it had not polled
+/// yet are due again at once, so the other nodes need not wait for the
+/// leases to run out.
+#[tokio::test]
+async fn a_node_that_stops_cleanly_hands_its_leases_back() {
+    let Some(db) = PgDatabase::create("a_node_that_stops_cleanly_hands_its_leases_back").await
+    else {
+        return;
+    };
+    const FEEDS: usize = 20;
+    let server = FeedServer::start().await;
+    let mut feeds = String::new();
+    for f in 0..FEEDS {
+        let path = format!("/h/{f}.xml");
+        server.set(&path, Reply::feed("application/rss+xml", rss(f, 1)));
+        feeds.push_str(&feed_table(&server.url(&path), ""));
+    }
+    let mut nodes = cluster_nodes(
+        1,
+        &[
+            ("concurrency", "8"),
+            ("per_host_concurrency", "1"),
+            ("per_host_spacing", "\"1s\""),
+        ],
+        "[extract]\nfull_text = false\n",
+        &feeds,
+    );
+    start_cluster(&mut nodes, &db.url).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        let (leased, _) = leases(&db).await;
+        if leased.len() >= FEEDS / 2 {
+            break leased;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not lease the feeds: {leased:?}\n{}",
+            logs(&nodes)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, log) = nodes.remove(0).daemon.expect("running").stop();
+    assert!(status.success(), "{log}");
+    let now = chrono::Utc::now().timestamp();
+    let client = db.client().await;
+    for url in held.keys() {
+        let row = client
+            .query_one(
+                "SELECT next_check_at, last_checked_at FROM feed WHERE url = $1",
+                &[url],
+            )
+            .await
+            .expect("feed");
+        let (next, checked): (i64, Option<i64>) = (row.get(0), row.get(1));
+        assert!(
+            checked.is_some() || next <= now,
+            "{url} is still leased {}s after its node stopped:\n{log}",
+            next - now
+        );
+    }
+    db.drop_database().await;
+}
