@@ -92,12 +92,23 @@ pub enum StoreError {
 
 /// What went wrong on PostgreSQL, in words: the server's own message and
 /// SQLSTATE (tokio-postgres shows only "db error" for those), else the
-/// driver's.
-fn pg_cause(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
+/// driver's with its cause ("error connecting to server: Connection
+/// refused").
+pub(super) fn pg_cause(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl From<tokio_postgres::Error> for StoreError {

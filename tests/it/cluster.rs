@@ -824,6 +824,14 @@ async fn the_nodes_ride_out_a_postgres_restart() {
                 "{} logged no error naming PostgreSQL while it was down ({mode}):\n{while_down}",
                 node.name
             );
+            // Each error says what went wrong, not just that something did.
+            assert!(
+                !while_down
+                    .lines()
+                    .any(|l| l.trim_end().ends_with("db error")),
+                "{} logged an error without its cause ({mode}):\n{while_down}",
+                node.name
+            );
         }
         assert_eq!(
             health(&nodes).await,

@@ -96,6 +96,40 @@ impl Drop for Leadership {
     }
 }
 
+/// Opens the pool's connections. The end of one is logged at debug with
+/// its cause: deadpool's own task warned "Connection error: db error" for
+/// every pooled connection when the server restarted, with no cause, while
+/// the work that failed says so at its own level.
+struct QuietConnect;
+
+impl deadpool_postgres::Connect for QuietConnect {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                        tokio_postgres::Error,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        let config = config.clone();
+        Box::pin(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %super::pg_cause(&e), "PostgreSQL connection closed");
+                }
+            });
+            Ok((client, task))
+        })
+    }
+}
+
 /// A handle to a PostgreSQL database; cheap to clone.
 #[derive(Clone)]
 pub(super) struct PgStore {
@@ -115,9 +149,9 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            NoTls,
+            QuietConnect,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -159,7 +193,7 @@ impl PgStore {
                 .await
                 .map_err(|e| StoreError::Connect {
                     url: self.url.to_string(),
-                    cause: e.to_string(),
+                    cause: super::pg_cause(&e),
                 })?;
         let connection = tokio::spawn(async move {
             let _ = connection.await;
@@ -180,7 +214,7 @@ impl PgStore {
         self.pool.get().await.map_err(|e| StoreError::Connect {
             url: self.url.to_string(),
             cause: match e {
-                deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+                deadpool_postgres::PoolError::Backend(e) => super::pg_cause(&e),
                 other => other.to_string(),
             },
         })
