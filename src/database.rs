@@ -5,6 +5,13 @@
 //! kept here and handed only to the driver. Everything that shows a
 //! [`Database`] — `Display`, `Debug`, logs, `check`, `status` — shows the
 //! URL with the password replaced by `***`. Pure: no I/O.
+//!
+//! `sslmode` takes libpq's values: `disable`, `prefer` (the default: TLS
+//! if the server offers it, unverified), `require` (TLS, unverified),
+//! `verify-ca` (TLS, the certificate chains to `sslrootcert`) and
+//! `verify-full` (and names the host; against `sslrootcert` if given,
+//! else the system's trust store). The driver knows only the first three,
+//! so the last two and `sslrootcert` are taken out of the URL it sees.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -77,6 +84,69 @@ impl fmt::Debug for Database {
 pub struct PostgresUrl {
     full: String,
     shown: String,
+    tls: Tls,
+}
+
+/// How the connection is encrypted and the server's certificate checked
+/// (`sslmode`, `sslrootcert`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    pub mode: SslMode,
+    /// PEM file of the certificates the server's must chain to.
+    pub root_cert: Option<PathBuf>,
+}
+
+/// libpq's `sslmode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of `url`: what the driver sees,
+/// and the TLS settings.
+fn split_tls(url: &url::Url) -> Result<(url::Url, Tls), String> {
+    let mut tls = Tls {
+        mode: SslMode::Prefer,
+        root_cert: None,
+    };
+    let mut rest = Vec::new();
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "sslmode" => {
+                tls.mode = match v.as_ref() {
+                    "disable" => SslMode::Disable,
+                    "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => {
+                        return Err(format!(
+                            "sslmode={other} is not one of disable, prefer, require, \
+                             verify-ca, verify-full"
+                        ));
+                    }
+                }
+            }
+            "sslrootcert" => tls.root_cert = Some(PathBuf::from(v.as_ref())),
+            _ => rest.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    if tls.mode == SslMode::VerifyCa && tls.root_cert.is_none() {
+        return Err("sslmode=verify-ca needs sslrootcert=PATH (the CA's certificate, PEM)".into());
+    }
+    let mut driver = url.clone();
+    let sslmode = match tls.mode {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        _ => "require",
+    };
+    rest.push(("sslmode".into(), sslmode.into()));
+    driver.query_pairs_mut().clear().extend_pairs(rest);
+    Ok((driver, tls))
 }
 
 impl PostgresUrl {
@@ -99,16 +169,22 @@ impl PostgresUrl {
         }
         // The driver reads the URL as `url` normalised it (a scheme in
         // capitals, say, is still a scheme).
-        let value = parsed.as_str();
-        let config = tokio_postgres::Config::from_str(value)
+        let (driver, tls) = split_tls(&parsed)?;
+        let config = tokio_postgres::Config::from_str(driver.as_str())
             .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
         if config.get_user().is_none_or(str::is_empty) {
             return Err("a PostgreSQL URL needs a user name: postgres://user@host/database".into());
         }
         Ok(PostgresUrl {
-            full: value.to_owned(),
+            full: driver.to_string(),
             shown: redact(&parsed),
+            tls,
         })
+    }
+
+    /// How connections to the server are encrypted and checked.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
     }
 
     /// The driver's settings, password included: for the store only.
@@ -143,6 +219,7 @@ impl PostgresUrl {
                 PostgresUrl {
                     full: u.to_string(),
                     shown: redact(&u),
+                    tls: self.tls.clone(),
                 }
             }
             Err(_) => self.clone(),

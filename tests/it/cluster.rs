@@ -224,9 +224,11 @@ async fn three_nodes_poll_every_feed_exactly_once_per_cycle() {
                 sent_by(&pair[1]),
                 logs(&nodes)
             );
+            // A feed the cluster lost would wait for its lease (65 s);
+            // the first answers took 3 s, and a loaded machine lags.
             assert!(
-                gap <= Duration::from_secs(6),
-                "feed {f} missed a cycle ({gap:?} between polls):\n{}",
+                gap <= Duration::from_secs(12),
+                "feed {f} missed cycles ({gap:?} between polls):\n{}",
                 logs(&nodes)
             );
         }
@@ -1017,4 +1019,74 @@ async fn a_node_that_stops_cleanly_hands_its_leases_back() {
         );
     }
     db.drop_database().await;
+}
+
+/// TLS to PostgreSQL as `sslmode` says, against a server that takes TLS
+/// connections only, with a certificate for `localhost` from a CA of the
+/// test's own: `disable` is refused by the server; `prefer` and `require`
+/// encrypt without checking; `verify-ca` checks the chain (not the name);
+/// `verify-full` the chain and the name. A certificate that does not
+/// check out is a clear error naming the URL and what is wrong with it.
+#[tokio::test]
+async fn tls_to_postgres_follows_sslmode() {
+    let Some((pg, ca, other_ca)) = PgCluster::start_tls("tls_to_postgres_follows_sslmode") else {
+        return;
+    };
+    let env = TestEnv::new("");
+    let status = |url: String| {
+        let out = env
+            .command()
+            .env("TRIBUTARY_DATABASE", &url)
+            .arg("status")
+            .output()
+            .expect("run status");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                crate::support::stdout(&out),
+                crate::support::stderr(&out)
+            ),
+        )
+    };
+    let ip = pg.url.clone();
+    let name = pg.url.replace("127.0.0.1", "localhost");
+    let (ca, other_ca) = (ca.display().to_string(), other_ca.display().to_string());
+    for url in [
+        format!("{ip}?sslmode=prefer"),
+        format!("{ip}?sslmode=require"),
+        format!("{ip}?sslmode=verify-ca&sslrootcert={ca}"),
+        format!("{name}?sslmode=verify-full&sslrootcert={ca}"),
+    ] {
+        let (code, out) = status(url.clone());
+        assert_eq!(code, Some(0), "{url}:\n{out}");
+    }
+    for (url, says) in [
+        (format!("{ip}?sslmode=disable"), "no encryption"),
+        (
+            format!("{ip}?sslmode=verify-full&sslrootcert={ca}"),
+            "certificate not valid for name",
+        ),
+        (
+            format!("{name}?sslmode=verify-full&sslrootcert={other_ca}"),
+            "invalid peer certificate: UnknownIssuer",
+        ),
+        (
+            format!("{name}?sslmode=verify-full"),
+            "invalid peer certificate",
+        ),
+    ] {
+        let (code, out) = status(url.clone());
+        assert_ne!(code, Some(0), "{url}:\n{out}");
+        assert!(
+            out.contains("cannot connect to PostgreSQL at") && out.contains(says),
+            "{url}: expected an error saying {says:?}:\n{out}"
+        );
+    }
+    let (code, out) = status(format!("{ip}?sslmode=verify-ca"));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("sslrootcert"), "{out}");
+    let (code, out) = status(format!("{ip}?sslmode=verify-everything"));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("sslmode=verify-everything"), "{out}");
 }

@@ -853,12 +853,117 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
     port: u16,
     pub url: String,
+    /// Serves TLS only (see [`PgCluster::start_tls`]).
+    ssl: bool,
 }
 
 impl PgCluster {
     /// `None` (saying so) when the PostgreSQL tests are not wanted; a
     /// failure when they are and PostgreSQL's programs are not installed.
     pub fn start(test: &str) -> Option<PgCluster> {
+        let cluster = PgCluster::init(test)?;
+        cluster.start_again();
+        Some(cluster)
+    }
+
+    /// A server that takes TLS connections only (`hostssl` in pg_hba.conf),
+    /// with a certificate for `localhost` signed by a CA of the test's own;
+    /// also returns the CA's certificate and another CA's (PEM files).
+    pub fn start_tls(test: &str) -> Option<(PgCluster, PathBuf, PathBuf)> {
+        let mut cluster = PgCluster::init(test)?;
+        let data = cluster.dir.path().join("data");
+        let certs = cluster.dir.path().join("certs");
+        std::fs::create_dir(&certs).expect("certs dir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(&certs)
+                .args(args)
+                .output()
+                .expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (key, crt, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.crt"),
+                format!("/CN={ca}"),
+            );
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+            openssl(&args);
+        }
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&args);
+        std::fs::write(
+            certs.join("ext.cnf"),
+            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("write ext.cnf");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(certs.join(f), data.join(f)).expect("copy cert");
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .expect("write pg_hba.conf");
+        if is_root() {
+            for f in ["server.crt", "server.key", "pg_hba.conf"] {
+                let ok = Command::new("chown")
+                    .arg("postgres")
+                    .arg(data.join(f))
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "chown {f}");
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod server.key");
+        cluster.ssl = true;
+        cluster.start_again();
+        Some((cluster, certs.join("ca.crt"), certs.join("other-ca.crt")))
+    }
+
+    /// `initdb` in a temp dir; not started.
+    fn init(test: &str) -> Option<PgCluster> {
         postgres_server(test)?;
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
@@ -890,6 +995,7 @@ impl PgCluster {
             port,
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             dir,
+            ssl: false,
         };
         let data = cluster.dir.path().join("data");
         cluster.run(
@@ -905,7 +1011,6 @@ impl PgCluster {
                 "--locale=C.UTF-8".as_ref(),
             ],
         );
-        cluster.start_again();
         Some(cluster)
     }
 
@@ -932,11 +1037,14 @@ impl PgCluster {
     /// Starts the server (again) and waits until it accepts connections.
     pub fn start_again(&self) {
         let (data, log) = (self.dir.path().join("data"), self.dir.path().join("log"));
-        let options = format!(
+        let mut options = format!(
             "-h 127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
+        if self.ssl {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         self.run(
             "pg_ctl",
             &[

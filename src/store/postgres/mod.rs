@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::database::PostgresUrl;
+use crate::database::{PostgresUrl, SslMode};
 
 use super::{CommitStats, PollLoad, Revision, StoreError};
 
@@ -100,7 +100,9 @@ impl Drop for Leadership {
 /// its cause: deadpool's own task warned "Connection error: db error" for
 /// every pooled connection when the server restarted, with no cause, while
 /// the work that failed says so at its own level.
-struct QuietConnect;
+struct QuietConnect {
+    tls: MakeRustlsConnect,
+}
 
 impl deadpool_postgres::Connect for QuietConnect {
     fn connect(
@@ -117,9 +119,9 @@ impl deadpool_postgres::Connect for QuietConnect {
                 + '_,
         >,
     > {
-        let config = config.clone();
+        let (config, tls) = (config.clone(), self.tls.clone());
         Box::pin(async move {
-            let (client, connection) = config.connect(NoTls).await?;
+            let (client, connection) = config.connect(tls).await?;
             let task = tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %super::pg_cause(&e), "PostgreSQL connection closed");
@@ -135,6 +137,7 @@ impl deadpool_postgres::Connect for QuietConnect {
 pub(super) struct PgStore {
     pool: Pool,
     url: PostgresUrl,
+    tls: MakeRustlsConnect,
     index_work: std::sync::Arc<tokio::sync::Notify>,
     /// Polls recorded since the store opened.
     polls: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -149,9 +152,10 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        let tls = tls_connector(url)?;
         let manager = Manager::from_connect(
             config,
-            QuietConnect,
+            QuietConnect { tls: tls.clone() },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -169,6 +173,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             url: url.clone(),
+            tls,
             index_work: Default::default(),
             polls: Default::default(),
         };
@@ -189,7 +194,7 @@ impl PgStore {
         }
         let (client, connection) =
             config
-                .connect(NoTls)
+                .connect(self.tls.clone())
                 .await
                 .map_err(|e| StoreError::Connect {
                     url: self.url.to_string(),
@@ -332,4 +337,178 @@ async fn bump_pair(
     )
     .await?;
     Ok(())
+}
+
+/// The TLS connector for `url`'s `sslmode` and `sslrootcert` (see
+/// [`crate::database`]): rustls, as for feeds. `disable` never uses it;
+/// `prefer` and `require` encrypt without checking the certificate (as
+/// libpq does); `verify-ca` checks that it chains to `sslrootcert`;
+/// `verify-full` also that it names the host, against `sslrootcert` or
+/// else the system's trust store.
+fn tls_connector(url: &PostgresUrl) -> Result<MakeRustlsConnect, StoreError> {
+    use std::sync::Arc;
+    let fail = |cause: String| StoreError::Connect {
+        url: url.to_string(),
+        cause,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .dangerous();
+    let tls = url.tls();
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+        match (tls.mode, &tls.root_cert) {
+            (SslMode::Disable | SslMode::Prefer | SslMode::Require, _) => {
+                Arc::new(tls::Unverified(Arc::clone(&provider)))
+            }
+            (mode, Some(path)) => {
+                let roots = tls::read_roots(path).map_err(fail)?;
+                let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                )
+                .build()
+                .map_err(|e| fail(format!("sslrootcert {}: {e}", path.display())))?;
+                if mode == SslMode::VerifyCa {
+                    Arc::new(tls::AnyName(webpki))
+                } else {
+                    webpki
+                }
+            }
+            (_, None) => Arc::new(
+                rustls_platform_verifier::Verifier::new(Arc::clone(&provider))
+                    .map_err(|e| fail(format!("the system's trust store: {e}")))?,
+            ),
+        };
+    Ok(MakeRustlsConnect::new(
+        builder
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    ))
+}
+
+/// The certificate checks `sslmode` asks for that rustls does not have.
+mod tls {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+
+    /// The certificates of a PEM file (`sslrootcert`).
+    pub(super) fn read_roots(path: &Path) -> Result<RootCertStore, String> {
+        let what = |e: &dyn std::fmt::Display| format!("sslrootcert {}: {e}", path.display());
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| what(&e))? {
+            roots
+                .add(cert.map_err(|e| what(&e))?)
+                .map_err(|e| what(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(what(&"no certificate in the file"));
+        }
+        Ok(roots)
+    }
+
+    /// `prefer` and `require`: any certificate (the handshake's signatures
+    /// are still checked), as libpq does without a root certificate.
+    #[derive(Debug)]
+    pub(super) struct Unverified(pub(super) Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for Unverified {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// `verify-ca`: the chain is checked, the name is not.
+    #[derive(Debug)]
+    pub(super) struct AnyName(pub(super) Arc<rustls::client::WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for AnyName {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            match self
+                .0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
 }
