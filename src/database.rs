@@ -176,7 +176,7 @@ impl PostgresUrl {
             return Err("a PostgreSQL URL needs a user name: postgres://user@host/database".into());
         }
         Ok(PostgresUrl {
-            full: driver.to_string(),
+            full: parsed.to_string(),
             shown: redact(&parsed),
             tls,
         })
@@ -190,7 +190,11 @@ impl PostgresUrl {
     /// The driver's settings, password included: for the store only.
     pub fn driver_config(&self) -> tokio_postgres::Config {
         // Parsed once already in `parse`; a failure here cannot happen.
-        tokio_postgres::Config::from_str(&self.full).unwrap_or_default()
+        url::Url::parse(&self.full)
+            .ok()
+            .and_then(|u| split_tls(&u).ok())
+            .and_then(|(driver, _)| tokio_postgres::Config::from_str(driver.as_str()).ok())
+            .unwrap_or_default()
     }
 
     /// The database name in the URL (the user name when none is given, as
@@ -265,6 +269,41 @@ impl fmt::Debug for PostgresUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sslmode_takes_libpq_values_and_the_driver_sees_what_it_knows() {
+        let url = |q: &str| PostgresUrl::parse(&format!("postgres://u@db.lan/t{q}"));
+        let tls = |q: &str| url(q).unwrap().tls().clone();
+        let driver = |q: &str| url(q).unwrap().driver_config().get_ssl_mode();
+        use tokio_postgres::config::SslMode as Driver;
+        assert_eq!(tls("").mode, SslMode::Prefer);
+        assert_eq!(driver(""), Driver::Prefer);
+        assert_eq!(tls("?sslmode=disable").mode, SslMode::Disable);
+        assert_eq!(driver("?sslmode=disable"), Driver::Disable);
+        assert_eq!(driver("?sslmode=require"), Driver::Require);
+        let full = tls("?sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=5");
+        assert_eq!(full.mode, SslMode::VerifyFull);
+        assert_eq!(full.root_cert.as_deref(), Some(Path::new("/etc/ca.pem")));
+        let u = url("?sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=5").unwrap();
+        assert_eq!(u.driver_config().get_ssl_mode(), Driver::Require);
+        assert_eq!(
+            u.driver_config().get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(5))
+        );
+        assert!(u.to_string().contains("sslmode=verify-full"), "{u}");
+        assert_eq!(tls("?sslmode=verify-full").root_cert, None);
+        assert_eq!(u.with_dbname("other").tls(), &full);
+        assert!(
+            url("?sslmode=verify-ca")
+                .unwrap_err()
+                .contains("sslrootcert")
+        );
+        assert!(
+            url("?sslmode=allow-all")
+                .unwrap_err()
+                .contains("sslmode=allow-all")
+        );
+    }
 
     #[test]
     fn a_url_selects_postgres_and_anything_else_is_a_file() {
