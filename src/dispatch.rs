@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use crate::hosts::{Busy, HostLimiter, HostPermit, host_of};
 use crate::model::{ArticleJob, Feed};
 use crate::pipeline::{Pipeline, PollSummary};
-use crate::store::{Store, StoreError};
+use crate::store::{HostGrant, Store, StoreError, Tenant};
 
 /// Longest wait between two looks at the database, so feeds added by the
 /// CLI while the daemon runs are picked up without a signal.
@@ -67,6 +67,36 @@ const MIN_PACE: Duration = Duration::from_millis(1);
 
 /// How often held feeds' leases are looked at.
 const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// On a cluster, how often this node looks at its host leases: hands back
+/// the hosts it no longer uses, renews the others before they run short,
+/// and asks for hosts a fetch wanted.
+const HOST_PASS: Duration = Duration::from_secs(1);
+
+/// A host lease must still run this long beyond the fetch timeout and the
+/// spacing for a request to start under it: slack for the database's
+/// answer to reach the node.
+const HOLD_MARGIN: Duration = Duration::from_secs(2);
+
+/// A host lease runs this much longer than a request needs it to
+/// (`timeout + spacing + HOLD_MARGIN`), so renewing it a few seconds
+/// ahead never stalls the host's queue; it is renewed once less than
+/// [`RENEW_AHEAD`] of that slack is left.
+const LEASE_SLACK: Duration = Duration::from_secs(10);
+const RENEW_AHEAD: Duration = Duration::from_secs(5);
+
+/// How long a node keeps claiming work for a host it holds; then it
+/// finishes what it holds (at most [`HORIZON`]) and hands the host back,
+/// so hosts with a backlog go round the nodes.
+const TENURE: Duration = Duration::from_secs(30);
+
+/// How soon a job this node holds for a host it lost (another node took
+/// it after this node's lease ran out) is due again, for that node.
+const HANDED_BACK: chrono::Duration = chrono::Duration::seconds(1);
+
+/// How long `tributary poll` waits before it asks again for a host another
+/// node holds.
+const UNOWNED_RETRY: Duration = Duration::from_millis(500);
 
 /// Due feeds leased ahead per request slot, and at most: enough to keep
 /// the slots busy across a writer round trip (a lease waits behind a group
@@ -136,6 +166,9 @@ pub async fn run(
     let hosts = Arc::clone(pipeline.hosts());
     let articles_queued = Arc::clone(pipeline.articles_queued());
     let once = matches!(work, Work::Once { .. });
+    let tenancy = store
+        .shares_hosts()
+        .then(|| HostTenancy::new(store.clone(), Arc::clone(&hosts), &limits));
     let (feeds, report) = match work {
         Work::Schedule => (
             Feeds::Schedule(Leasing::new(Kind::Feed, limits.concurrency, false)),
@@ -164,6 +197,8 @@ pub async fn run(
         renew_every: RENEW_EVERY.min(limits.lease_margin / 2),
         feeds,
         articles: Leasing::new(Kind::Article, limits.article_concurrency, once),
+        tenancy,
+        next_host_pass: Instant::now(),
         report,
         queues: HashMap::new(),
         defers: Vec::new(),
@@ -192,6 +227,7 @@ pub async fn run(
         released.as_mut().enable();
         d.refill(Utc::now(), Instant::now(), &lease_ready).await;
         d.renew(Utc::now(), Instant::now()).await;
+        d.host_pass(Instant::now()).await;
         // Taken after the writer round trips above: a host's spacing is
         // counted from when its request really starts.
         let (now, instant) = (Utc::now(), Instant::now());
@@ -231,6 +267,140 @@ pub async fn run(
             in_flight = d.tracker.len(),
             "shutdown: abandoning polls still running (their transactions roll back)"
         );
+    }
+    if let Some(t) = &d.tenancy {
+        // Only hosts with nothing in flight: an abandoned request keeps
+        // its host until the lease runs out.
+        t.release_all().await;
+    }
+}
+
+/// A process's id among the nodes of a cluster: the same across reloads,
+/// so a new dispatch loop takes over the leases of the one before.
+fn node_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+    })
+}
+
+/// This node's hold on hosts on a cluster (PostgreSQL): the leases the
+/// store grants ([`Store::lease_due_on_hosts`] and the other claims take
+/// them with the work, [`Store::take_hosts`] for a fetch's other hosts)
+/// and the limiter that enforces them. Cheap to clone.
+#[derive(Clone)]
+struct HostTenancy {
+    store: Store,
+    tenant: Tenant,
+    hosts: Arc<HostLimiter>,
+    /// How long a lease must still run for a request to start under it.
+    hold_for: Duration,
+    /// Held across each lease statement and its effect on the limiter, so
+    /// a claim's grant and a hand-back of the same host never interleave
+    /// (a host handed back in the store while the limiter still counts it
+    /// as held, or the reverse).
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl HostTenancy {
+    fn new(store: Store, hosts: Arc<HostLimiter>, limits: &Limits) -> HostTenancy {
+        let hold_for = limits.timeout + hosts.spacing() + HOLD_MARGIN;
+        hosts.enable_tenancy(hold_for);
+        HostTenancy {
+            store,
+            tenant: Tenant {
+                node: node_id().to_owned(),
+                lease: hold_for + LEASE_SLACK,
+                tenure: TENURE,
+            },
+            hosts,
+            hold_for,
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn grant(&self, grants: &[HostGrant]) {
+        for g in grants {
+            self.hosts.grant(&g.host, g.until, g.free_at);
+        }
+    }
+
+    /// Hands back the hosts no longer used (nothing in flight, held or
+    /// just finished), renews the rest before they run short, and asks for
+    /// the hosts in `wanted`.
+    async fn pass(&self, held: &std::collections::HashSet<String>, wanted: Vec<String>) {
+        let _order = self.lock.lock().await;
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        let mut release = Vec::new();
+        let mut leased = std::collections::HashSet::new();
+        for t in self.hosts.tenancy(now) {
+            if t.busy || held.contains(&t.host) {
+                if t.until < now + self.hold_for + RENEW_AHEAD {
+                    keep.push(t.host.clone());
+                }
+                leased.insert(t.host);
+            } else if self.hosts.revoke(&t.host, true) {
+                release.push((t.host, t.wait));
+            } else {
+                leased.insert(t.host);
+            }
+        }
+        if !keep.is_empty() || !release.is_empty() {
+            match self
+                .store
+                .renew_hosts(&self.tenant, keep.clone(), release)
+                .await
+            {
+                Ok(renewed) => {
+                    for g in &renewed {
+                        self.hosts.extend(&g.host, g.until);
+                    }
+                    for host in keep {
+                        if !renewed.iter().any(|g| g.host == host) {
+                            tracing::warn!(%host, "lost the lease on a host; another node has it");
+                            self.hosts.revoke(&host, false);
+                            leased.remove(&host);
+                        }
+                    }
+                }
+                // The leases run out by themselves: the limiter stops
+                // sending before the store's lease ends.
+                Err(e) => tracing::warn!(error = %e, "cannot renew host leases"),
+            }
+        }
+        let wanted: Vec<String> = wanted
+            .into_iter()
+            .filter(|h| !leased.contains(h))
+            .collect();
+        if !wanted.is_empty() {
+            match self.store.take_hosts(&self.tenant, wanted).await {
+                Ok(grants) => self.grant(&grants),
+                Err(e) => tracing::warn!(error = %e, "cannot take host leases"),
+            }
+        }
+    }
+
+    /// At the end of a dispatch loop: hands back every host with nothing
+    /// in flight.
+    async fn release_all(&self) {
+        let _order = self.lock.lock().await;
+        let now = Instant::now();
+        let release: Vec<(String, Duration)> = self
+            .hosts
+            .tenancy(now)
+            .into_iter()
+            .filter(|t| self.hosts.revoke(&t.host, true))
+            .map(|t| (t.host, t.wait))
+            .collect();
+        if !release.is_empty()
+            && let Err(e) = self.store.renew_hosts(&self.tenant, Vec::new(), release).await
+        {
+            tracing::warn!(error = %e, "cannot hand hosts back; their leases run out");
+        }
     }
 }
 
@@ -346,6 +516,8 @@ enum Step {
     /// The host is busy (or the queue empty): the ticket goes on.
     Wait,
     Blocked(Vec<Held>, Instant),
+    /// On a cluster, another node has the host now.
+    HandBack(Vec<Held>),
 }
 
 /// Jobs waiting for one host's turn, feeds and articles in arrival order.
@@ -417,11 +589,13 @@ impl Leasing {
     async fn refill(
         &mut self,
         store: &Store,
+        tenancy: Option<&HostTenancy>,
         (now, instant): (DateTime<Utc>, Instant),
         lease: chrono::Duration,
         (held, polled): (usize, usize),
         done: &Arc<Notify>,
     ) {
+        let cluster = tenancy.is_some();
         let answer = match self.task.as_mut().map(|(t, _, _)| t.try_recv()) {
             None | Some(Err(tokio::sync::oneshot::error::TryRecvError::Empty)) => None,
             Some(Ok(answer)) => Some(Ok(answer)),
@@ -456,7 +630,14 @@ impl Leasing {
                         let wait = leased
                             .next_due
                             .map_or(MAX_IDLE, |at| (at - now).to_std().unwrap_or_default());
-                        instant + wait.clamp(Duration::from_millis(200), MAX_IDLE)
+                        // On a cluster, work due and not handed out is on
+                        // other nodes' hosts: a second between looks.
+                        let least = if cluster {
+                            Duration::from_secs(1)
+                        } else {
+                            Duration::from_millis(200)
+                        };
+                        instant + wait.clamp(least, MAX_IDLE)
                     } else {
                         instant
                     };
@@ -490,9 +671,10 @@ impl Leasing {
             let done = Arc::clone(done);
             let kind = self.kind;
             self.asked_after = polled;
+            let tenancy = tenancy.cloned();
             let (answer, task) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
-                let leased = lease_due(&store, kind, want, until).await;
+                let leased = lease_due(&store, tenancy.as_ref(), kind, want, until).await;
                 let _ = answer.send(leased);
                 done.notify_one();
             });
@@ -501,27 +683,45 @@ impl Leasing {
     }
 }
 
-/// Leases up to `want` due jobs of `kind` until `until`.
+/// Leases up to `want` due jobs of `kind` until `until`; on a cluster,
+/// only jobs on hosts this node holds or could take, taking them.
 async fn lease_due(
     store: &Store,
+    tenancy: Option<&HostTenancy>,
     kind: Kind,
     want: usize,
     until: DateTime<Utc>,
 ) -> Result<Leased, StoreError> {
     let now = Utc::now();
-    let jobs: Vec<Job> = match kind {
-        Kind::Feed => store
+    let jobs: Vec<Job> = match (kind, tenancy) {
+        (Kind::Feed, None) => store
             .lease_due(now, want, until)
             .await?
             .into_iter()
             .map(Job::Feed)
             .collect(),
-        Kind::Article => store
+        (Kind::Article, None) => store
             .claim_articles(now, want, until)
             .await?
             .into_iter()
             .map(Job::Article)
             .collect(),
+        (Kind::Feed, Some(t)) => {
+            let _order = t.lock.lock().await;
+            let claimed = store
+                .lease_due_on_hosts(&t.tenant, now, want, until, host_of)
+                .await?;
+            t.grant(&claimed.hosts);
+            claimed.jobs.into_iter().map(Job::Feed).collect()
+        }
+        (Kind::Article, Some(t)) => {
+            let _order = t.lock.lock().await;
+            let claimed = store
+                .claim_articles_on_hosts(&t.tenant, now, want, until, host_of)
+                .await?;
+            t.grant(&claimed.hosts);
+            claimed.jobs.into_iter().map(Job::Article).collect()
+        }
     };
     let next_due = if jobs.len() < want {
         match kind {
@@ -552,6 +752,9 @@ struct Dispatcher {
     renew_every: Duration,
     feeds: Feeds,
     articles: Leasing,
+    /// On a cluster, this node's host leases.
+    tenancy: Option<HostTenancy>,
+    next_host_pass: Instant,
     /// Where `tributary poll` hears each result.
     report: Option<mpsc::UnboundedSender<Polled>>,
     queues: HashMap<String, HostQueue>,
@@ -596,6 +799,7 @@ impl Dispatcher {
             leasing
                 .refill(
                     &self.store,
+                    self.tenancy.as_ref(),
                     (now, instant),
                     self.lease,
                     (feeds_held, polled),
@@ -606,6 +810,7 @@ impl Dispatcher {
         self.articles
             .refill(
                 &self.store,
+                self.tenancy.as_ref(),
                 (now, instant),
                 self.lease,
                 (articles_held, polled),
@@ -620,6 +825,7 @@ impl Dispatcher {
     /// start wait for a request slot.
     fn dispatch(&mut self, mut slot: Option<Slot>, now: DateTime<Utc>, instant: Instant) -> bool {
         let mut need_slot = false;
+        let once = self.once();
         let mut heads: Vec<(u64, String)> = self
             .queues
             .iter()
@@ -658,6 +864,18 @@ impl Dispatcher {
                             q.tail = instant;
                             Step::Blocked(q.jobs.drain(..).collect(), until)
                         }
+                        Err(Busy::Unowned) if once => {
+                            // `tributary poll` waits for the host.
+                            self.hosts.want(&host);
+                            q.retry_at = instant + UNOWNED_RETRY;
+                            Step::Wait
+                        }
+                        Err(Busy::Unowned) => {
+                            // This node lost the host: its jobs go back to
+                            // the store, for the node that has it.
+                            q.tail = instant;
+                            Step::HandBack(q.jobs.drain(..).collect())
+                        }
                     },
                 };
                 match step {
@@ -674,6 +892,13 @@ impl Dispatcher {
                         give_back(ticket, &mut slot);
                         for h in held {
                             self.blocked(h, None, until, now, instant);
+                        }
+                        break;
+                    }
+                    Step::HandBack(held) => {
+                        give_back(ticket, &mut slot);
+                        for h in held {
+                            self.hand_back(h, now);
                         }
                         break;
                     }
@@ -712,10 +937,57 @@ impl Dispatcher {
                         give_back(ticket, &mut slot);
                         self.enqueue(host, held, at, now, instant);
                     }
+                    Err(Busy::Unowned) if once => {
+                        give_back(ticket, &mut slot);
+                        self.hosts.want(&host);
+                        self.enqueue(host, held, instant + UNOWNED_RETRY, now, instant);
+                    }
+                    Err(Busy::Unowned) => {
+                        give_back(ticket, &mut slot);
+                        self.hand_back(held, now);
+                    }
                 }
             }
         }
         need_slot
+    }
+
+    /// A job leased for a host this node no longer holds goes back to the
+    /// store, due in a moment for the node that holds the host.
+    fn hand_back(&mut self, held: Held, now: DateTime<Utc>) {
+        let at = now + HANDED_BACK;
+        match held.job.kind() {
+            Kind::Feed => self.defers.push((held.job.id(), at)),
+            Kind::Article => self.article_defers.push((held.job.id(), at)),
+        }
+    }
+
+    /// On a cluster, once a [`HOST_PASS`]: hands back the hosts this node
+    /// no longer uses, renews the rest, and asks for hosts fetches wanted.
+    async fn host_pass(&mut self, instant: Instant) {
+        let Some(t) = self.tenancy.clone() else {
+            return;
+        };
+        if instant < self.next_host_pass {
+            return;
+        }
+        self.next_host_pass = instant + HOST_PASS;
+        let mut held: std::collections::HashSet<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.jobs.is_empty())
+            .map(|(h, _)| h.clone())
+            .collect();
+        let ready = match &self.feeds {
+            Feeds::Schedule(l) => Some(l.ready.iter()),
+            Feeds::Once { .. } => None,
+        };
+        for h in ready.into_iter().flatten().chain(self.articles.ready.iter()) {
+            if let Some(host) = host_of(h.job.url()) {
+                held.insert(host);
+            }
+        }
+        t.pass(&held, self.hosts.take_wanted()).await;
     }
 
     /// A feed's slot (the one held, else a free one) or an article's.
@@ -1057,6 +1329,9 @@ impl Dispatcher {
         }
         if !self.once() {
             wake = wake.min(self.next_renewal.max(instant + Duration::from_millis(200)));
+        }
+        if self.tenancy.is_some() {
+            wake = wake.min(self.next_host_pass.max(instant + Duration::from_millis(200)));
         }
         wake
     }

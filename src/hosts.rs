@@ -2,10 +2,17 @@
 //! how far apart their starts must be, and until when a host asked us (with
 //! a 429) to stay away.
 //!
-//! Shared by every fetch (feeds and, later, articles) so the limits hold
-//! across all feeds on a host. In memory only; the store keeps host blocks
-//! so a restart does not forget a Retry-After, and start-up feeds them back
-//! in with [`HostLimiter::block_until`].
+//! Shared by every fetch (feeds and articles) so the limits hold across all
+//! feeds on a host. In memory only; the store keeps host blocks so a
+//! restart does not forget a Retry-After, and start-up feeds them back in
+//! with [`HostLimiter::block_until`].
+//!
+//! On a cluster (several nodes on one PostgreSQL database) the limiter is
+//! switched to [`HostLimiter::enable_tenancy`]: a request may start only
+//! to a host this node holds a lease on, long enough to cover the whole
+//! request ([`HostLimiter::grant`], from the dispatch loop, which takes
+//! and renews the leases in the store). One node at a time sends a host
+//! requests, so the limits kept here hold for the whole cluster.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,15 +42,41 @@ struct HostState {
     next_start: Option<Instant>,
     /// A 429's Retry-After: no request before then.
     blocked_until: Option<Instant>,
+    /// On a cluster: until when this node holds the host (its lease in the
+    /// store, measured on this node's clock from before the lease was
+    /// asked for, so never later than the store's own end).
+    lease: Option<Instant>,
+    /// When a lease was last granted or a request last ended: a host used
+    /// a moment ago is not handed back yet (its next job may be on its way).
+    used: Option<Instant>,
 }
 
 impl HostState {
     fn idle(&self, now: Instant) -> bool {
         self.in_flight == 0
+            && self.lease.is_none()
             && self.next_start.is_none_or(|t| t <= now)
             && self.blocked_until.is_none_or(|t| t <= now)
     }
 }
+
+/// A host this node holds on a cluster, as [`HostLimiter::tenancy`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenancy {
+    pub host: String,
+    /// Until when the lease covers requests.
+    pub until: Instant,
+    /// Requests in flight, or one ended (or the lease was granted) within
+    /// [`USED_GRACE`]: the host is still in use.
+    pub busy: bool,
+    /// How long after now the next request may start (spacing left, a
+    /// 429's block): what the next node to take the host must wait.
+    pub wait: Duration,
+}
+
+/// A host last used (a request ended, a lease granted) within this long is
+/// kept, not handed back.
+pub const USED_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a host cannot take a request right now, and when to ask again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +88,9 @@ pub enum Busy {
     Throttled(Instant),
     /// It asked us to stay away until this time.
     Blocked(Instant),
+    /// On a cluster: this node holds no lease on the host long enough for
+    /// a request (another node may be sending it requests).
+    Unowned,
 }
 
 pub struct HostLimiter {
@@ -62,6 +98,14 @@ pub struct HostLimiter {
     hosts: Mutex<HashMap<String, HostState>>,
     /// Wakes waiters in [`HostLimiter::acquire`] when a permit is released.
     released: tokio::sync::Notify,
+    /// On a cluster: how long a lease must still run for a request to
+    /// start under it (the fetch timeout, which bounds every request, and
+    /// the spacing after it), so a node that stops renewing (dies, loses
+    /// the database) has no request left in flight when its lease ends.
+    tenancy: std::sync::OnceLock<Duration>,
+    /// Hosts a fetch wanted but this node did not hold (a redirect to
+    /// another host); the dispatch loop asks the store for them.
+    wanted: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The right to send one request to a host; released on drop.
@@ -97,6 +141,7 @@ impl Drop for HostPermit {
         let held = self.taken.elapsed();
         if let Some(s) = self.limiter.lock().get_mut(&self.host) {
             s.in_flight = s.in_flight.saturating_sub(1);
+            s.used = Some(Instant::now());
             // An exponential average over about the last eight requests.
             s.hold = Some(s.hold.map_or(held, |h| (h * 7 + held) / 8));
         }
@@ -113,7 +158,94 @@ impl HostLimiter {
             },
             hosts: Mutex::new(HashMap::new()),
             released: tokio::sync::Notify::new(),
+            tenancy: std::sync::OnceLock::new(),
+            wanted: Mutex::new(Default::default()),
         })
+    }
+
+    /// Switches this limiter to a cluster's rules: from now on a request
+    /// starts only under a lease granted with [`HostLimiter::grant`] that
+    /// still runs for `hold_for` (at least the fetch timeout plus the
+    /// spacing). Set once; later calls change nothing.
+    pub fn enable_tenancy(&self, hold_for: Duration) {
+        let _ = self.tenancy.set(hold_for);
+    }
+
+    /// Whether requests need a lease ([`HostLimiter::enable_tenancy`]).
+    pub fn tenancy_enabled(&self) -> bool {
+        self.tenancy.get().is_some()
+    }
+
+    /// This node holds `host` until `until`; no request may start before
+    /// `free_at` (the spacing left by the node that held it before, or a
+    /// 429's block).
+    pub fn grant(&self, host: &str, until: Instant, free_at: Instant) {
+        let now = Instant::now();
+        let mut hosts = self.lock();
+        let s = hosts.entry(host.to_owned()).or_default();
+        s.lease = Some(until);
+        s.used = Some(now);
+        if free_at > now {
+            s.next_start = Some(s.next_start.map_or(free_at, |t| t.max(free_at)));
+        }
+    }
+
+    /// This node's lease on `host` was renewed until `until` (a renewal
+    /// is not a use: an idle host is still handed back).
+    pub fn extend(&self, host: &str, until: Instant) {
+        if let Some(s) = self.lock().get_mut(host) {
+            s.lease = Some(until);
+        }
+    }
+
+    /// This node no longer holds `host`: no request to it starts until a
+    /// new grant. Returns false (and keeps the lease) when `only_if_idle`
+    /// and a request to it is in flight.
+    pub fn revoke(&self, host: &str, only_if_idle: bool) -> bool {
+        let mut hosts = self.lock();
+        let Some(s) = hosts.get_mut(host) else {
+            return true;
+        };
+        if only_if_idle && s.in_flight > 0 {
+            return false;
+        }
+        s.lease = None;
+        true
+    }
+
+    /// The hosts this node holds a lease on.
+    pub fn tenancy(&self, now: Instant) -> Vec<Tenancy> {
+        self.lock()
+            .iter()
+            .filter_map(|(host, s)| {
+                let until = s.lease?;
+                let free = [s.next_start, s.blocked_until]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(now);
+                Some(Tenancy {
+                    host: host.clone(),
+                    until,
+                    busy: s.in_flight > 0 || s.used.is_some_and(|u| u + USED_GRACE > now),
+                    wait: free.saturating_duration_since(now),
+                })
+            })
+            .collect()
+    }
+
+    /// Hosts fetches wanted and this node did not hold, taken out.
+    pub fn take_wanted(&self) -> Vec<String> {
+        let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *wanted).into_iter().collect()
+    }
+
+    /// Asks for `host` at the dispatch loop's next look at the leases.
+    pub fn want(&self, host: &str) {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_owned());
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HostState>> {
@@ -135,6 +267,11 @@ impl HostLimiter {
         if let Some(at) = state.next_start.filter(|&t| t > now) {
             return Err(Busy::Throttled(at));
         }
+        if let Some(hold_for) = self.tenancy.get()
+            && state.lease.is_none_or(|until| until < now + *hold_for)
+        {
+            return Err(Busy::Unowned);
+        }
         if state.in_flight >= self.limits.concurrency {
             return Err(Busy::Full);
         }
@@ -149,13 +286,19 @@ impl HostLimiter {
 
     /// Waits until `host` can take a request. A host blocked by a 429 is
     /// reported instead of waited for: callers reschedule rather than hold
-    /// a slot for minutes.
-    pub async fn acquire(self: &Arc<Self>, host: &str) -> Result<HostPermit, Instant> {
+    /// a slot for minutes. So is a host this node does not hold on a
+    /// cluster ([`Busy::Unowned`]); it is asked for at the dispatch loop's
+    /// next look at the leases.
+    pub async fn acquire(self: &Arc<Self>, host: &str) -> Result<HostPermit, Busy> {
         loop {
             let released = self.released.notified();
             match self.try_acquire(host, Instant::now()) {
                 Ok(p) => return Ok(p),
-                Err(Busy::Blocked(until)) => return Err(until),
+                Err(b @ Busy::Blocked(_)) => return Err(b),
+                Err(Busy::Unowned) => {
+                    self.want(host);
+                    return Err(Busy::Unowned);
+                }
                 Err(Busy::Throttled(at)) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {}
@@ -294,7 +437,7 @@ mod tests {
             l.try_acquire("a.example", now).err(),
             Some(Busy::Blocked(until))
         );
-        assert_eq!(l.acquire("a.example").await.err(), Some(until));
+        assert_eq!(l.acquire("a.example").await.err(), Some(Busy::Blocked(until)));
         assert!(l.try_acquire("a.example", until).is_ok());
     }
 

@@ -23,7 +23,11 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, redirect};
 use url::Url;
 
-use crate::hosts::{HostLimiter, HostPermit, host_of};
+use crate::hosts::{Busy, HostLimiter, HostPermit, host_of};
+
+/// How soon a fetch refused a host another node of the cluster may hold
+/// is tried again (by then this node has asked the store for it).
+pub const ELSEWHERE_RETRY: Duration = Duration::from_secs(3);
 use crate::model::{FetchOutcome, FetchedDoc, Freshness, RequestOptions, Validators};
 use crate::netguard::{Blocked, Guard, GuardedResolver};
 
@@ -78,6 +82,12 @@ pub enum FetchError {
     HostBlocked {
         until: chrono::DateTime<chrono::Utc>,
     },
+    /// On a cluster: this node does not hold the host (another node may be
+    /// sending it requests); no request was sent.
+    #[error("host is being fetched by another node until about {until}")]
+    HostElsewhere {
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl FetchError {
@@ -93,6 +103,7 @@ impl FetchError {
             FetchError::Http(_) => "http",
             FetchError::Client(_) => "client",
             FetchError::HostBlocked { .. } => "host_blocked",
+            FetchError::HostElsewhere { .. } => "host_elsewhere",
             FetchError::Blocked(_) => "blocked_address",
             FetchError::NotHtml { .. } => "not_html",
         }
@@ -338,11 +349,19 @@ impl Fetcher {
         if let Some(p) = given.filter(|p| p.host() == host) {
             return Ok(p);
         }
-        self.hosts.acquire(&host).await.map_err(|until| {
+        self.hosts.acquire(&host).await.map_err(|busy| {
+            let until = match busy {
+                Busy::Blocked(until) => until,
+                // Another node of the cluster may be sending it requests:
+                // this node asks for the host and tries again shortly.
+                _ => tokio::time::Instant::now() + ELSEWHERE_RETRY,
+            };
             let wait = until.saturating_duration_since(tokio::time::Instant::now());
-            FetchError::HostBlocked {
-                until: chrono::Utc::now()
-                    + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+            let until = chrono::Utc::now()
+                + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+            match busy {
+                Busy::Blocked(_) => FetchError::HostBlocked { until },
+                _ => FetchError::HostElsewhere { until },
             }
         })
     }

@@ -264,6 +264,14 @@ impl Pipeline {
                 };
                 PollStatus::Deferred
             }
+            Err(Failure::HostElsewhere { until }) => {
+                record.schedule = Schedule {
+                    next_check_at: until.max(checked_at),
+                    interval: self.policy.interval_for(feed),
+                    reason: "host busy on another node".to_owned(),
+                };
+                PollStatus::Deferred
+            }
             Err(Failure::Gone) => {
                 record.schedule = Schedule {
                     next_check_at: checked_at + chrono::Duration::days(3650),
@@ -641,7 +649,7 @@ impl Pipeline {
                 Ok(outcome) => (outcome, false),
                 Err(error) => (ArticleOutcome::Failed { error }, false),
             },
-            Err(FetchError::HostBlocked { until }) => {
+            Err(FetchError::HostBlocked { until } | FetchError::HostElsewhere { until }) => {
                 return ArticleRecord {
                     entry_id: job.entry_id,
                     at,
@@ -816,6 +824,8 @@ enum Failure {
     Gone,
     /// The host is blocked by an earlier 429; nothing was sent.
     HostBlocked { until: DateTime<Utc> },
+    /// Another node of the cluster holds the host; nothing was sent.
+    HostElsewhere { until: DateTime<Utc> },
     Error {
         status: Option<u16>,
         error: String,
@@ -825,12 +835,16 @@ enum Failure {
 
 impl Failure {
     fn from_fetch(e: FetchError) -> Failure {
-        if !matches!(e, FetchError::HostBlocked { .. }) {
+        if !matches!(
+            e,
+            FetchError::HostBlocked { .. } | FetchError::HostElsewhere { .. }
+        ) {
             metrics::counter!("tributary_errors_total", "kind" => e.kind()).increment(1);
         }
         match e {
             FetchError::Status { status: 410, .. } => Failure::Gone,
             FetchError::HostBlocked { until } => Failure::HostBlocked { until },
+            FetchError::HostElsewhere { until } => Failure::HostElsewhere { until },
             FetchError::Status {
                 status,
                 retry_after,

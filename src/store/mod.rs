@@ -407,7 +407,155 @@ impl LeaderGuard {
     }
 }
 
+/// A node of a cluster asking the store for hosts (see
+/// `postgres/hosts.rs`): who it is and how long its host leases last.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// This process's id, the same for every lease it takes.
+    pub node: String,
+    /// How long a lease runs from the moment it is asked for.
+    pub lease: Duration,
+    /// How long a node may keep claiming work for a host it holds; after
+    /// that it finishes what it holds and hands the host back, so hosts
+    /// with a backlog move between nodes instead of staying with one.
+    pub tenure: Duration,
+}
+
+/// A host the store granted a node, in the node's own clock: it may send
+/// the host requests until `until` (measured from before it asked, so
+/// never later than the lease in the database), not before `free_at`
+/// (the spacing the node that held it before left, or a 429's block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostGrant {
+    pub host: String,
+    pub until: tokio::time::Instant,
+    pub free_at: tokio::time::Instant,
+}
+
+/// Jobs claimed for a node, and the hosts it was granted for them: every
+/// job's host (as `host_of` names it) is among them.
+#[derive(Debug)]
+pub struct Claimed<T> {
+    pub jobs: Vec<T>,
+    pub hosts: Vec<HostGrant>,
+}
+
+/// Which host a URL's requests go to, as the politeness limits key it
+/// (`hosts::host_of`); passed in, so the store holds no such rule.
+pub type HostOf = fn(&str) -> Option<String>;
+
+/// With one node (SQLite) every host is the node's: the grants for the
+/// hosts of `urls`, free at once.
+fn every_host<'a>(
+    urls: impl Iterator<Item = &'a str>,
+    tenant: &Tenant,
+    host_of: HostOf,
+) -> Vec<HostGrant> {
+    let now = tokio::time::Instant::now();
+    let hosts: std::collections::BTreeSet<String> = urls.filter_map(host_of).collect();
+    hosts
+        .into_iter()
+        .map(|host| HostGrant {
+            host,
+            until: now + tenant.lease,
+            free_at: now,
+        })
+        .collect()
+}
+
 impl Store {
+    /// Due feeds leased for `tenant` (as [`Store::lease_due`]), but only
+    /// feeds on hosts no other node holds, with a lease on each of their
+    /// hosts taken in the same transaction. On SQLite (one node) every
+    /// host is granted.
+    pub async fn lease_due_on_hosts(
+        &self,
+        tenant: &Tenant,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease_until: DateTime<Utc>,
+        host_of: HostOf,
+    ) -> Result<Claimed<Feed>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                let jobs = b.lease_due(now, limit, lease_until).await?;
+                let hosts = every_host(jobs.iter().map(Feed::effective_url), tenant, host_of);
+                Ok(Claimed { jobs, hosts })
+            }
+            Backend::Postgres(b) => {
+                b.lease_due_on_hosts(tenant, now, limit, lease_until, host_of)
+                    .await
+            }
+        }
+    }
+
+    /// Due article pages claimed for `tenant` (as
+    /// [`Store::claim_articles`]), only on hosts no other node holds, with
+    /// a lease on each of their hosts taken in the same transaction.
+    pub async fn claim_articles_on_hosts(
+        &self,
+        tenant: &Tenant,
+        now: DateTime<Utc>,
+        limit: usize,
+        until: DateTime<Utc>,
+        host_of: HostOf,
+    ) -> Result<Claimed<ArticleJob>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                let jobs = b.claim_articles(now, limit, until).await?;
+                let hosts = every_host(jobs.iter().map(|j| j.url.as_str()), tenant, host_of);
+                Ok(Claimed { jobs, hosts })
+            }
+            Backend::Postgres(b) => {
+                b.claim_articles_on_hosts(tenant, now, limit, until, host_of)
+                    .await
+            }
+        }
+    }
+
+    /// Takes `hosts` for `tenant` where no other node holds them (a lease
+    /// that ran out is taken over); returns the ones granted.
+    pub async fn take_hosts(
+        &self,
+        tenant: &Tenant,
+        hosts: Vec<String>,
+    ) -> Result<Vec<HostGrant>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(every_host(
+                hosts.iter().map(|h| h.as_str()),
+                tenant,
+                |h| Some(h.to_owned()),
+            )),
+            Backend::Postgres(b) => b.take_hosts(tenant, hosts).await,
+        }
+    }
+
+    /// Renews `tenant`'s leases on `keep` (returning those still its own:
+    /// one missing was lost) and hands `release` back, each with how long
+    /// the next node must wait before its first request (spacing left, a
+    /// 429's block), in one transaction.
+    pub async fn renew_hosts(
+        &self,
+        tenant: &Tenant,
+        keep: Vec<String>,
+        release: Vec<(String, Duration)>,
+    ) -> Result<Vec<HostGrant>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(every_host(
+                keep.iter().map(|h| h.as_str()),
+                tenant,
+                |h| Some(h.to_owned()),
+            )),
+            Backend::Postgres(b) => b.renew_hosts(tenant, keep, release).await,
+        }
+    }
+
+    /// Whether several nodes may share this database, so hosts must be
+    /// leased before they are sent requests (PostgreSQL).
+    pub fn shares_hosts(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
     /// Keeps `lead` current for `task`: keeps a held lead, else tries to
     /// take it — on the session of the last try while that lives, so a
     /// node that does not lead holds one idle connection rather than

@@ -1658,3 +1658,381 @@ async fn the_size_cap_purges_the_oldest_until_the_rest_fits() {
         t.finish().await;
     }
 }
+
+/// A node of a cluster for the host-lease tests: its own store (its own
+/// pool of connections) on the test's database.
+async fn another_node(t: &TestStore) -> Option<Store> {
+    let (server, name) = t.scratch.as_ref()?;
+    Some(
+        Store::connect(&Database::Postgres(server.with_dbname(name)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+fn tenant(node: &str, lease_ms: u64) -> super::Tenant {
+    super::Tenant {
+        node: node.to_owned(),
+        lease: Duration::from_millis(lease_ms),
+        tenure: Duration::from_secs(30),
+    }
+}
+
+fn granted(grants: &[super::HostGrant]) -> Vec<&str> {
+    let mut hosts: Vec<&str> = grants.iter().map(|g| g.host.as_str()).collect();
+    hosts.sort_unstable();
+    hosts
+}
+
+/// Host leases: a node claims due feeds only on hosts no other node holds
+/// and takes their hosts with them; a host handed back is free at once
+/// (after the spacing the last holder left), one whose lease ran out (its
+/// node died) is taken over, a 429's block goes with the host, and a node
+/// whose lease was taken hears that it lost it. On SQLite (one node) every
+/// host is the node's.
+#[tokio::test]
+async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out() {
+    for t in backends("host_leases_keep_each_host_with_one_node").await {
+        let b = t.backend;
+        let s = &t.store;
+        let now = Utc::now();
+        let urls = [
+            "http://one.example/1",
+            "http://two.example/1",
+            "http://one.example/2",
+            "http://one.example/3",
+            "http://TWO.example:8080/2",
+        ];
+        for (i, url) in urls.iter().enumerate() {
+            s.add_feeds(vec![spec(url)], FeedOrigin::Cli, now - chrono::Duration::seconds(100))
+                .await
+                .expect("add");
+            let id = s.feed_by_url(url).await.expect("feed").expect("feed").id;
+            s.reschedule(id, now - chrono::Duration::seconds(50 - i as i64))
+                .await
+                .expect("due");
+        }
+        let until = now + chrono::Duration::seconds(60);
+        let host_of: super::HostOf = crate::hosts::host_of;
+        let a = tenant("node-a", 30_000);
+        let Some(other) = another_node(&t).await else {
+            let all = s
+                .lease_due_on_hosts(&a, now, 10, until, host_of)
+                .await
+                .expect("claim");
+            assert_eq!(all.jobs.len(), 5, "{b}");
+            assert_eq!(granted(&all.hosts), ["one.example", "two.example"], "{b}");
+            let taken = s
+                .take_hosts(&a, vec!["x.example".into()])
+                .await
+                .expect("take");
+            assert_eq!(granted(&taken), ["x.example"], "{b}");
+            t.finish().await;
+            continue;
+        };
+        let bnode = tenant("node-b", 30_000);
+        let first = s
+            .lease_due_on_hosts(&a, now, 1, until, host_of)
+            .await
+            .expect("claim");
+        assert_eq!(first.jobs.len(), 1, "{b}");
+        assert_eq!(first.jobs[0].spec.url, urls[0], "{b}");
+        assert_eq!(granted(&first.hosts), ["one.example"], "{b}");
+        let before = tokio::time::Instant::now();
+        assert!(first.hosts[0].until <= before + a.lease, "{b}");
+        // The other node gets only the other host's feeds (its port is no
+        // other host, its capitals no other name).
+        let second = other
+            .lease_due_on_hosts(&bnode, now, 10, until, host_of)
+            .await
+            .expect("claim");
+        let mut got: Vec<&str> = second.jobs.iter().map(|f| f.spec.url.as_str()).collect();
+        got.sort_unstable();
+        assert_eq!(got, ["http://TWO.example:8080/2", "http://two.example/1"], "{b}");
+        assert_eq!(granted(&second.hosts), ["two.example"], "{b}");
+        // The first node's next claim takes the rest of its own host.
+        let third = s
+            .lease_due_on_hosts(&a, now, 10, until, host_of)
+            .await
+            .expect("claim");
+        assert_eq!(third.jobs.len(), 2, "{b}");
+        assert!(
+            third.jobs.iter().all(|f| f.spec.url.contains("one.example")),
+            "{b}"
+        );
+        assert!(
+            other
+                .take_hosts(&bnode, vec!["one.example".into()])
+                .await
+                .expect("take")
+                .is_empty(),
+            "{b}: a held host is not taken"
+        );
+        // Handed back with 700 ms of spacing left: the next node may take
+        // it at once and must wait those 700 ms.
+        s.renew_hosts(&a, vec![], vec![("one.example".into(), Duration::from_millis(700))])
+            .await
+            .expect("release");
+        let asked = tokio::time::Instant::now();
+        let taken = other
+            .take_hosts(&bnode, vec!["one.example".into()])
+            .await
+            .expect("take");
+        assert_eq!(granted(&taken), ["one.example"], "{b}");
+        assert!(
+            taken[0].free_at >= asked + Duration::from_millis(600),
+            "{b}: the spacing left goes with the host: {:?}",
+            taken[0].free_at - asked
+        );
+        // The first node's renewal finds it lost the host.
+        assert!(
+            s.renew_hosts(&a, vec!["one.example".into()], vec![])
+                .await
+                .expect("renew")
+                .is_empty(),
+            "{b}"
+        );
+        // A node that stops renewing (dies) holds a host only until its
+        // lease runs out; then another node takes it over.
+        let short = tenant("node-a", 800);
+        let held = s
+            .take_hosts(&short, vec!["three.example".into()])
+            .await
+            .expect("take");
+        assert_eq!(granted(&held), ["three.example"], "{b}");
+        assert!(
+            other
+                .take_hosts(&bnode, vec!["three.example".into()])
+                .await
+                .expect("take")
+                .is_empty(),
+            "{b}"
+        );
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let over = other
+            .take_hosts(&bnode, vec!["three.example".into()])
+            .await
+            .expect("take");
+        assert_eq!(granted(&over), ["three.example"], "{b}: taken over");
+        // Renewing keeps a host: the other node cannot take it.
+        let renewed = other
+            .renew_hosts(&bnode, vec!["three.example".into()], vec![])
+            .await
+            .expect("renew");
+        assert_eq!(granted(&renewed), ["three.example"], "{b}");
+        assert!(
+            s.take_hosts(&a, vec!["three.example".into()])
+                .await
+                .expect("take")
+                .is_empty(),
+            "{b}"
+        );
+        // A 429's block goes with the host: its feeds are not claimed while
+        // it lasts, and whoever takes it waits for its end.
+        s.add_feeds(vec![spec("http://four.example/f")], FeedOrigin::Cli, now)
+            .await
+            .expect("add");
+        let four = s
+            .feed_by_url("http://four.example/f")
+            .await
+            .expect("feed")
+            .expect("feed");
+        let mut blocked = poll(four.id, PollOutcome::Deferred, now);
+        blocked.host_block = Some(("four.example".into(), now + chrono::Duration::seconds(30)));
+        blocked.schedule.next_check_at = now - chrono::Duration::seconds(1);
+        s.record_poll(blocked).await.expect("record");
+        assert!(
+            other
+                .lease_due_on_hosts(&bnode, now, 10, until, host_of)
+                .await
+                .expect("claim")
+                .jobs
+                .is_empty(),
+            "{b}: nothing is claimed on a blocked host"
+        );
+        let asked = tokio::time::Instant::now();
+        let four = other
+            .take_hosts(&bnode, vec!["four.example".into()])
+            .await
+            .expect("take");
+        assert!(
+            four[0].free_at >= asked + Duration::from_secs(25),
+            "{b}: {:?}",
+            four[0].free_at - asked
+        );
+        other.close().await.expect("close");
+        t.finish().await;
+    }
+}
+
+/// Three nodes on one database, each keeping the per-host limits in its
+/// own limiter over the hosts it holds (as the dispatch loop does), work
+/// through the feeds of two hosts: across all of them a host never has
+/// more requests in flight than its concurrency, and its request starts
+/// stay its spacing apart, while the work spreads over the nodes (a
+/// short tenure hands the hosts round). Without the leases each node would
+/// send each host its own share.
+#[tokio::test]
+async fn nodes_sharing_hosts_keep_each_hosts_limits_together() {
+    use crate::hosts::{Busy, HostLimiter, HostLimits};
+    use std::sync::{Arc, Mutex};
+    use tokio::time::Instant;
+    const FEEDS: usize = 48;
+    const CONCURRENCY: usize = 2;
+    let spacing = Duration::from_millis(60);
+    for t in backends("nodes_sharing_hosts_keep_each_hosts_limits").await {
+        let b = t.backend;
+        if t.scratch.is_none() {
+            // One node: nothing to share.
+            t.finish().await;
+            continue;
+        }
+        let now = Utc::now();
+        let specs = (0..FEEDS)
+            .map(|i| spec(&format!("http://h{}.example/{i}", i % 2)))
+            .collect();
+        t.store
+            .add_feeds(specs, FeedOrigin::Cli, now - chrono::Duration::seconds(10))
+            .await
+            .expect("add");
+        for f in t.store.feeds().await.expect("feeds") {
+            t.store
+                .reschedule(f.id, now - chrono::Duration::seconds(5))
+                .await
+                .expect("due");
+        }
+        // (host, node, start, end) of every request.
+        let log: Arc<Mutex<Vec<(String, usize, Instant, Instant)>>> = Arc::default();
+        let mut nodes = tokio::task::JoinSet::new();
+        for n in 0..3 {
+            let store = another_node(&t).await.expect("a node");
+            let log = Arc::clone(&log);
+            nodes.spawn(async move {
+                let limiter = HostLimiter::new(HostLimits {
+                    concurrency: CONCURRENCY,
+                    spacing,
+                });
+                // A request lasts at most 150 ms (the "timeout").
+                let hold_for = Duration::from_millis(150) + spacing;
+                limiter.enable_tenancy(hold_for);
+                let me = super::Tenant {
+                    node: format!("node-{n}"),
+                    lease: hold_for + Duration::from_millis(600),
+                    tenure: Duration::from_millis(400),
+                };
+                let deadline = Instant::now() + Duration::from_secs(12);
+                let mut held: Vec<crate::model::Feed> = Vec::new();
+                let mut running = tokio::task::JoinSet::new();
+                let mut next_pass = Instant::now();
+                while Instant::now() < deadline {
+                    if held.len() < 4 {
+                        let until = Utc::now() + chrono::Duration::seconds(60);
+                        let claimed = store
+                            .lease_due_on_hosts(&me, Utc::now(), 4, until, crate::hosts::host_of)
+                            .await
+                            .expect("claim");
+                        for g in &claimed.hosts {
+                            limiter.grant(&g.host, g.until, g.free_at);
+                        }
+                        held.extend(claimed.jobs);
+                    }
+                    let mut waiting = Vec::new();
+                    for feed in std::mem::take(&mut held) {
+                        let host = crate::hosts::host_of(&feed.spec.url).expect("host");
+                        match limiter.try_acquire(&host, Instant::now()) {
+                            Ok(permit) => {
+                                let start = Instant::now();
+                                permit.starting();
+                                let log = Arc::clone(&log);
+                                let store = store.clone();
+                                running.spawn(async move {
+                                    let took = 20 + fastrand::u64(0..100);
+                                    tokio::time::sleep(Duration::from_millis(took)).await;
+                                    let end = Instant::now();
+                                    drop(permit);
+                                    log.lock().expect("log").push((host, n, start, end));
+                                    store
+                                        .defer(vec![(feed.id, Utc::now() + chrono::Duration::hours(1))])
+                                        .await
+                                        .expect("done");
+                                });
+                            }
+                            Err(Busy::Unowned) => {
+                                store.defer(vec![(feed.id, Utc::now())]).await.expect("hand back");
+                            }
+                            Err(_) => waiting.push(feed),
+                        }
+                    }
+                    held = waiting;
+                    while running.try_join_next().is_some() {}
+                    if Instant::now() >= next_pass {
+                        next_pass = Instant::now() + Duration::from_millis(100);
+                        let busy: std::collections::HashSet<String> = held
+                            .iter()
+                            .filter_map(|f| crate::hosts::host_of(&f.spec.url))
+                            .collect();
+                        let (mut keep, mut release) = (Vec::new(), Vec::new());
+                        for h in limiter.tenancy(Instant::now()) {
+                            if h.busy || busy.contains(&h.host) {
+                                keep.push(h.host);
+                            } else if limiter.revoke(&h.host, true) {
+                                release.push((h.host, h.wait));
+                            }
+                        }
+                        let renewed = store
+                            .renew_hosts(&me, keep.clone(), release)
+                            .await
+                            .expect("renew");
+                        for g in &renewed {
+                            limiter.extend(&g.host, g.until);
+                        }
+                        for h in keep {
+                            if !renewed.iter().any(|g| g.host == h) {
+                                limiter.revoke(&h, false);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                while running.join_next().await.is_some() {}
+                store.close().await.expect("close");
+            });
+        }
+        while let Some(done) = nodes.join_next().await {
+            done.expect("node");
+        }
+        let log = log.lock().expect("log").clone();
+        let mut by_node = [0usize; 3];
+        for host in ["h0.example", "h1.example"] {
+            let mut reqs: Vec<(Instant, Instant, usize)> = log
+                .iter()
+                .filter(|r| r.0 == host)
+                .map(|r| (r.2, r.3, r.1))
+                .collect();
+            reqs.sort();
+            assert_eq!(reqs.len(), FEEDS / 2, "{b}: every feed of {host} once");
+            for w in reqs.windows(2) {
+                assert!(
+                    w[1].0 - w[0].0 >= spacing,
+                    "{b}: {host}: starts {:?} apart (nodes {} and {})",
+                    w[1].0 - w[0].0,
+                    w[0].2,
+                    w[1].2
+                );
+            }
+            for (i, r) in reqs.iter().enumerate() {
+                let in_flight = reqs[..i].iter().filter(|o| o.1 > r.0).count() + 1;
+                assert!(
+                    in_flight <= CONCURRENCY,
+                    "{b}: {host}: {in_flight} requests in flight at once"
+                );
+                by_node[r.2] += 1;
+            }
+        }
+        assert!(
+            by_node.iter().filter(|&&n| n > 0).count() >= 2,
+            "{b}: the work spread over the nodes: {by_node:?}"
+        );
+        t.finish().await;
+    }
+}

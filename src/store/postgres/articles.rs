@@ -58,6 +58,24 @@ async fn store_print(
     Ok(())
 }
 
+/// The columns [`article_job`] reads, from `article a JOIN entry e`.
+pub(super) const ARTICLE_JOB_COLUMNS: &str =
+    "a.entry_id, a.feed_id, a.url, e.title, e.authors, e.content_html, a.attempts, e.published_at";
+
+/// An article job from a row of [`ARTICLE_JOB_COLUMNS`].
+pub(super) fn article_job(r: &tokio_postgres::Row) -> Result<ArticleJob, StoreError> {
+    Ok(ArticleJob {
+        entry_id: r.try_get(0)?,
+        feed_id: r.try_get(1)?,
+        url: r.try_get(2)?,
+        title: r.try_get(3)?,
+        authors: parse_list(&r.try_get::<_, String>(4)?),
+        feed_html: r.try_get(5)?,
+        attempts: r.try_get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
+        published: r.try_get(7)?,
+    })
+}
+
 impl PgStore {
     /// Claims up to `limit` articles due at `now` (oldest first, from feeds
     /// still polled) and leases them until `until`, in one transaction: the
@@ -75,32 +93,22 @@ impl PgStore {
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                "SELECT a.entry_id, a.feed_id, a.url, e.title, e.authors, e.content_html,
-                        a.attempts, e.published_at
-                 FROM article a
-                 JOIN entry e ON e.id = a.entry_id
-                 JOIN feed f ON f.id = a.feed_id AND f.status = 'active'
-                 WHERE a.status = 'pending' AND a.next_attempt_at <= $1
-                 ORDER BY a.next_attempt_at, a.entry_id
-                 LIMIT $2
-                 FOR UPDATE OF a SKIP LOCKED",
+                &format!(
+                    "SELECT {ARTICLE_JOB_COLUMNS}
+                     FROM article a
+                     JOIN entry e ON e.id = a.entry_id
+                     JOIN feed f ON f.id = a.feed_id AND f.status = 'active'
+                     WHERE a.status = 'pending' AND a.next_attempt_at <= $1
+                     ORDER BY a.next_attempt_at, a.entry_id
+                     LIMIT $2
+                     FOR UPDATE OF a SKIP LOCKED"
+                ),
                 &[&ts(now), &limit],
             )
             .await?;
         let jobs = rows
             .iter()
-            .map(|r| {
-                Ok(ArticleJob {
-                    entry_id: r.try_get(0)?,
-                    feed_id: r.try_get(1)?,
-                    url: r.try_get(2)?,
-                    title: r.try_get(3)?,
-                    authors: parse_list(&r.try_get::<_, String>(4)?),
-                    feed_html: r.try_get(5)?,
-                    attempts: r.try_get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
-                    published: r.try_get(7)?,
-                })
-            })
+            .map(article_job)
             .collect::<Result<Vec<_>, StoreError>>()?;
         let ids: Vec<i64> = jobs.iter().map(|j| j.entry_id).collect();
         tx.execute(

@@ -12,6 +12,7 @@
 mod articles;
 mod entries;
 mod feeds;
+mod hosts;
 mod outputs;
 mod polling;
 mod retention;
@@ -141,6 +142,8 @@ pub(super) struct PgStore {
     index_work: std::sync::Arc<tokio::sync::Notify>,
     /// Polls recorded since the store opened.
     polls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The minute host leases were last pruned (`hosts::renew_hosts`).
+    hosts_pruned: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl PgStore {
@@ -176,6 +179,7 @@ impl PgStore {
             tls,
             index_work: Default::default(),
             polls: Default::default(),
+            hosts_pruned: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
