@@ -372,10 +372,7 @@ impl HostTenancy {
                 Err(e) => tracing::warn!(error = %e, "cannot renew host leases"),
             }
         }
-        let wanted: Vec<String> = wanted
-            .into_iter()
-            .filter(|h| !leased.contains(h))
-            .collect();
+        let wanted: Vec<String> = wanted.into_iter().filter(|h| !leased.contains(h)).collect();
         if !wanted.is_empty() {
             match self.store.take_hosts(&self.tenant, wanted).await {
                 Ok(grants) => self.grant(&grants),
@@ -397,7 +394,10 @@ impl HostTenancy {
             .map(|t| (t.host, t.wait))
             .collect();
         if !release.is_empty()
-            && let Err(e) = self.store.renew_hosts(&self.tenant, Vec::new(), release).await
+            && let Err(e) = self
+                .store
+                .renew_hosts(&self.tenant, Vec::new(), release)
+                .await
         {
             tracing::warn!(error = %e, "cannot hand hosts back; their leases run out");
         }
@@ -982,7 +982,11 @@ impl Dispatcher {
             Feeds::Schedule(l) => Some(l.ready.iter()),
             Feeds::Once { .. } => None,
         };
-        for h in ready.into_iter().flatten().chain(self.articles.ready.iter()) {
+        for h in ready
+            .into_iter()
+            .flatten()
+            .chain(self.articles.ready.iter())
+        {
             if let Some(host) = host_of(h.job.url()) {
                 held.insert(host);
             }
@@ -1331,7 +1335,10 @@ impl Dispatcher {
             wake = wake.min(self.next_renewal.max(instant + Duration::from_millis(200)));
         }
         if self.tenancy.is_some() {
-            wake = wake.min(self.next_host_pass.max(instant + Duration::from_millis(200)));
+            wake = wake.min(
+                self.next_host_pass
+                    .max(instant + Duration::from_millis(200)),
+            );
         }
         wake
     }

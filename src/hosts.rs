@@ -437,7 +437,10 @@ mod tests {
             l.try_acquire("a.example", now).err(),
             Some(Busy::Blocked(until))
         );
-        assert_eq!(l.acquire("a.example").await.err(), Some(Busy::Blocked(until)));
+        assert_eq!(
+            l.acquire("a.example").await.err(),
+            Some(Busy::Blocked(until))
+        );
         assert!(l.try_acquire("a.example", until).is_ok());
     }
 

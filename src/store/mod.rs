@@ -521,11 +521,9 @@ impl Store {
         hosts: Vec<String>,
     ) -> Result<Vec<HostGrant>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(_) => Ok(every_host(
-                hosts.iter().map(|h| h.as_str()),
-                tenant,
-                |h| Some(h.to_owned()),
-            )),
+            Backend::Sqlite(_) => Ok(every_host(hosts.iter().map(|h| h.as_str()), tenant, |h| {
+                Some(h.to_owned())
+            })),
             Backend::Postgres(b) => b.take_hosts(tenant, hosts).await,
         }
     }
@@ -541,11 +539,9 @@ impl Store {
         release: Vec<(String, Duration)>,
     ) -> Result<Vec<HostGrant>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(_) => Ok(every_host(
-                keep.iter().map(|h| h.as_str()),
-                tenant,
-                |h| Some(h.to_owned()),
-            )),
+            Backend::Sqlite(_) => Ok(every_host(keep.iter().map(|h| h.as_str()), tenant, |h| {
+                Some(h.to_owned())
+            })),
             Backend::Postgres(b) => b.renew_hosts(tenant, keep, release).await,
         }
     }

@@ -1704,9 +1704,13 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
             "http://TWO.example:8080/2",
         ];
         for (i, url) in urls.iter().enumerate() {
-            s.add_feeds(vec![spec(url)], FeedOrigin::Cli, now - chrono::Duration::seconds(100))
-                .await
-                .expect("add");
+            s.add_feeds(
+                vec![spec(url)],
+                FeedOrigin::Cli,
+                now - chrono::Duration::seconds(100),
+            )
+            .await
+            .expect("add");
             let id = s.feed_by_url(url).await.expect("feed").expect("feed").id;
             s.reschedule(id, now - chrono::Duration::seconds(50 - i as i64))
                 .await
@@ -1748,7 +1752,11 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
             .expect("claim");
         let mut got: Vec<&str> = second.jobs.iter().map(|f| f.spec.url.as_str()).collect();
         got.sort_unstable();
-        assert_eq!(got, ["http://TWO.example:8080/2", "http://two.example/1"], "{b}");
+        assert_eq!(
+            got,
+            ["http://TWO.example:8080/2", "http://two.example/1"],
+            "{b}"
+        );
         assert_eq!(granted(&second.hosts), ["two.example"], "{b}");
         // The first node's next claim takes the rest of its own host.
         let third = s
@@ -1757,7 +1765,10 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
             .expect("claim");
         assert_eq!(third.jobs.len(), 2, "{b}");
         assert!(
-            third.jobs.iter().all(|f| f.spec.url.contains("one.example")),
+            third
+                .jobs
+                .iter()
+                .all(|f| f.spec.url.contains("one.example")),
             "{b}"
         );
         assert!(
@@ -1770,9 +1781,13 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
         );
         // Handed back with 700 ms of spacing left: the next node may take
         // it at once and must wait those 700 ms.
-        s.renew_hosts(&a, vec![], vec![("one.example".into(), Duration::from_millis(700))])
-            .await
-            .expect("release");
+        s.renew_hosts(
+            &a,
+            vec![],
+            vec![("one.example".into(), Duration::from_millis(700))],
+        )
+        .await
+        .expect("release");
         let asked = tokio::time::Instant::now();
         let taken = other
             .take_hosts(&bnode, vec!["one.example".into()])
@@ -1952,13 +1967,19 @@ async fn nodes_sharing_hosts_keep_each_hosts_limits_together() {
                                     drop(permit);
                                     log.lock().expect("log").push((host, n, start, end));
                                     store
-                                        .defer(vec![(feed.id, Utc::now() + chrono::Duration::hours(1))])
+                                        .defer(vec![(
+                                            feed.id,
+                                            Utc::now() + chrono::Duration::hours(1),
+                                        )])
                                         .await
                                         .expect("done");
                                 });
                             }
                             Err(Busy::Unowned) => {
-                                store.defer(vec![(feed.id, Utc::now())]).await.expect("hand back");
+                                store
+                                    .defer(vec![(feed.id, Utc::now())])
+                                    .await
+                                    .expect("hand back");
                             }
                             Err(_) => waiting.push(feed),
                         }

@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod cluster;
+mod cluster_hosts;
 mod daemon;
 mod dedup;
 mod discover;

@@ -17,8 +17,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::time::Instant;
 use deadpool_postgres::GenericClient;
+use tokio::time::Instant;
 
 use crate::model::{ArticleJob, Feed};
 use crate::store::{Claimed, HostGrant, HostOf, StoreError, Tenant};
