@@ -475,6 +475,56 @@ mod tests {
         assert_eq!(got - t0, Duration::from_millis(30));
     }
 
+    /// On a cluster a request starts only under a lease that covers it
+    /// whole; a host handed back (or never granted) is asked for.
+    #[tokio::test(start_paused = true)]
+    async fn on_a_cluster_requests_start_only_under_a_long_enough_lease() {
+        let l = limiter(1, 0);
+        let hold_for = Duration::from_secs(10);
+        l.enable_tenancy(hold_for);
+        let now = Instant::now();
+        assert_eq!(l.try_acquire("a.example", now).err(), Some(Busy::Unowned));
+        assert_eq!(l.acquire("a.example").await.err(), Some(Busy::Unowned));
+        assert_eq!(l.take_wanted(), ["a.example"]);
+        assert!(l.take_wanted().is_empty());
+        // The spacing left by the node before waits too.
+        l.grant(
+            "a.example",
+            now + Duration::from_secs(30),
+            now + Duration::from_secs(2),
+        );
+        assert_eq!(
+            l.try_acquire("a.example", now).err(),
+            Some(Busy::Throttled(now + Duration::from_secs(2)))
+        );
+        let later = now + Duration::from_secs(2);
+        let p = l.try_acquire("a.example", later).expect("held");
+        // In use: not handed back while a request runs.
+        assert!(!l.revoke("a.example", true));
+        let t = l.tenancy(later);
+        assert_eq!(t.len(), 1);
+        assert!(t[0].busy);
+        drop(p);
+        // Too little lease left for a whole request: no start.
+        assert_eq!(
+            l.try_acquire("a.example", now + Duration::from_secs(25))
+                .err(),
+            Some(Busy::Unowned)
+        );
+        l.extend("a.example", now + Duration::from_secs(60));
+        assert!(
+            l.try_acquire("a.example", now + Duration::from_secs(25))
+                .is_ok()
+        );
+        assert!(l.revoke("a.example", true));
+        assert_eq!(
+            l.try_acquire("a.example", now + Duration::from_secs(26))
+                .err(),
+            Some(Busy::Unowned)
+        );
+        assert!(l.tenancy(now).is_empty());
+    }
+
     #[test]
     fn hosts_are_lowercased() {
         assert_eq!(
