@@ -31,6 +31,13 @@
 //! arrival order with that host's feeds, under their own cap (`[extract]
 //! concurrency`), so a busy host delays neither another host's articles
 //! nor its own for longer than its turn.
+//!
+//! On a cluster (PostgreSQL) the per-host limits must hold for all nodes
+//! together: this node claims work only on hosts no other node holds and
+//! takes their leases with it ([`HostTenancy`]); the limiter starts a
+//! request only under a lease that covers it whole. Once a second the
+//! loop hands back hosts it no longer uses, renews the rest and asks for
+//! hosts a fetch wanted; jobs on a host it lost go back to the store.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -1917,7 +1917,8 @@ async fn nodes_sharing_hosts_keep_each_hosts_limits_together() {
                 .expect("due");
         }
         // (host, node, start, end) of every request.
-        let log: Arc<Mutex<Vec<(String, usize, Instant, Instant)>>> = Arc::default();
+        type Request = (String, usize, Instant, Instant);
+        let log: Arc<Mutex<Vec<Request>>> = Arc::default();
         let mut nodes = tokio::task::JoinSet::new();
         for n in 0..3 {
             let store = another_node(&t).await.expect("a node");
