@@ -638,9 +638,11 @@ impl Leasing {
                             .next_due
                             .map_or(MAX_IDLE, |at| (at - now).to_std().unwrap_or_default());
                         // On a cluster, work due and not handed out is on
-                        // other nodes' hosts: a second between looks.
+                        // other nodes' hosts: about a second between looks,
+                        // jittered, so the node that looks first when work
+                        // falls due is not always the same one.
                         let least = if cluster {
-                            Duration::from_secs(1)
+                            Duration::from_millis(500 + fastrand::u64(0..1000))
                         } else {
                             Duration::from_millis(200)
                         };
