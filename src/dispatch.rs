@@ -75,22 +75,21 @@ const MIN_PACE: Duration = Duration::from_millis(1);
 /// How often held feeds' leases are looked at.
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
-/// On a cluster, how often this node looks at its host leases: hands back
-/// the hosts it no longer uses, renews the others before they run short,
-/// and asks for hosts a fetch wanted.
+/// On a cluster, how often (at most) this node looks at its host leases:
+/// hands back the hosts it no longer uses, renews the others before they
+/// run short, and asks for hosts a fetch wanted.
 const HOST_PASS: Duration = Duration::from_secs(1);
 
 /// A host lease must still run this long beyond the fetch timeout and the
-/// spacing for a request to start under it: slack for the database's
-/// answer to reach the node.
+/// spacing for a request to start under it (slack for the database's
+/// answer to reach the node), or a quarter of `lease_margin` if less.
 const HOLD_MARGIN: Duration = Duration::from_secs(2);
 
-/// A host lease runs this much longer than a request needs it to
-/// (`timeout + spacing + HOLD_MARGIN`), so renewing it a few seconds
-/// ahead never stalls the host's queue; it is renewed once less than
-/// [`RENEW_AHEAD`] of that slack is left.
-const LEASE_SLACK: Duration = Duration::from_secs(10);
-const RENEW_AHEAD: Duration = Duration::from_secs(5);
+/// A host lease runs the fetch timeout, the spacing and this much more
+/// (or `lease_margin` if less, so a dead node's hosts come back no later
+/// than its feeds); it is renewed once half of what it has beyond a
+/// request's need is used.
+const LEASE_SLACK: Duration = Duration::from_secs(12);
 
 /// How long a node keeps claiming work for a host it holds; then it
 /// finishes what it holds (at most [`HORIZON`]) and hands the host back,
@@ -305,6 +304,10 @@ struct HostTenancy {
     hosts: Arc<HostLimiter>,
     /// How long a lease must still run for a request to start under it.
     hold_for: Duration,
+    /// A lease in use is renewed once it runs shorter than this.
+    renew_below: Duration,
+    /// How often the leases are looked at.
+    pass_every: Duration,
     /// Held across each lease statement and its effect on the limiter, so
     /// a claim's grant and a hand-back of the same host never interleave
     /// (a host handed back in the store while the limiter still counts it
@@ -314,17 +317,22 @@ struct HostTenancy {
 
 impl HostTenancy {
     fn new(store: Store, hosts: Arc<HostLimiter>, limits: &Limits) -> HostTenancy {
-        let hold_for = limits.timeout + hosts.spacing() + HOLD_MARGIN;
+        let need = limits.timeout + hosts.spacing();
+        let hold_for = need + HOLD_MARGIN.min(limits.lease_margin / 4);
+        let lease = need + LEASE_SLACK.min(limits.lease_margin);
+        let slack = lease.saturating_sub(hold_for);
         hosts.enable_tenancy(hold_for);
         HostTenancy {
             store,
             tenant: Tenant {
                 node: node_id().to_owned(),
-                lease: hold_for + LEASE_SLACK,
+                lease,
                 tenure: TENURE,
             },
             hosts,
             hold_for,
+            renew_below: hold_for + slack / 2,
+            pass_every: HOST_PASS.min(slack / 3).max(Duration::from_millis(100)),
             lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -346,7 +354,7 @@ impl HostTenancy {
         let mut leased = std::collections::HashSet::new();
         for t in self.hosts.tenancy(now) {
             if t.busy || held.contains(&t.host) {
-                if t.until < now + self.hold_for + RENEW_AHEAD {
+                if t.until < now + self.renew_below {
                     keep.push(t.host.clone());
                 }
                 leased.insert(t.host);
@@ -971,7 +979,7 @@ impl Dispatcher {
         }
     }
 
-    /// On a cluster, once a [`HOST_PASS`]: hands back the hosts this node
+    /// On a cluster, once a [`HOST_PASS`] (or less): hands back the hosts this node
     /// no longer uses, renews the rest, and asks for hosts fetches wanted.
     async fn host_pass(&mut self, instant: Instant) {
         let Some(t) = self.tenancy.clone() else {
@@ -980,7 +988,7 @@ impl Dispatcher {
         if instant < self.next_host_pass {
             return;
         }
-        self.next_host_pass = instant + HOST_PASS;
+        self.next_host_pass = instant + t.pass_every;
         let mut held: std::collections::HashSet<String> = self
             .queues
             .iter()

@@ -75,8 +75,10 @@ pub struct Tenancy {
 }
 
 /// A host last used (a request ended, a lease granted) within this long is
-/// kept, not handed back.
-pub const USED_GRACE: Duration = Duration::from_secs(1);
+/// kept, not handed back: the job a claim took it for may be on its way to
+/// the dispatch loop. Longer would keep a host from the other nodes when
+/// its feeds fall due again soon after (a short interval).
+pub const USED_GRACE: Duration = Duration::from_millis(250);
 
 /// Why a host cannot take a request right now, and when to ask again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
