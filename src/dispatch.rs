@@ -302,8 +302,6 @@ struct HostTenancy {
     store: Store,
     tenant: Tenant,
     hosts: Arc<HostLimiter>,
-    /// How long a lease must still run for a request to start under it.
-    hold_for: Duration,
     /// A lease in use is renewed once it runs shorter than this.
     renew_below: Duration,
     /// How often the leases are looked at.
@@ -330,7 +328,6 @@ impl HostTenancy {
                 tenure: TENURE,
             },
             hosts,
-            hold_for,
             renew_below: hold_for + slack / 2,
             pass_every: HOST_PASS.min(slack / 3).max(Duration::from_millis(100)),
             lock: Arc::new(tokio::sync::Mutex::new(())),
