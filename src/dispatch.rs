@@ -53,7 +53,7 @@ use tokio_util::task::TaskTracker;
 use crate::hosts::{Busy, HostLimiter, HostPermit, host_of};
 use crate::model::{ArticleJob, Feed};
 use crate::pipeline::{Pipeline, PollSummary};
-use crate::store::{HostGrant, Store, StoreError, Tenant};
+use crate::store::{ClusterShare, HostGrant, Store, StoreError, Tenant};
 
 /// Longest wait between two looks at the database, so feeds added by the
 /// CLI while the daemon runs are picked up without a signal.
@@ -95,6 +95,10 @@ const LEASE_SLACK: Duration = Duration::from_secs(12);
 /// finishes what it holds (at most [`HORIZON`]) and hands the host back,
 /// so hosts with a backlog go round the nodes.
 const TENURE: Duration = Duration::from_secs(30);
+
+/// A host held this long without a break has a backlog: hosts with one
+/// are shared out evenly among the nodes.
+const BUSY_AFTER: Duration = Duration::from_secs(3);
 
 /// How soon a job this node holds for a host it lost (another node took
 /// it after this node's lease ran out) is due again, for that node.
@@ -217,6 +221,11 @@ pub async fn run(
         articles_running: Arc::new(AtomicUsize::new(0)),
         next_renewal: Instant::now() + RENEW_EVERY.min(limits.lease_margin / 2),
     };
+    if let Some(t) = &d.tenancy {
+        // Counted among the nodes before the first claim, so a node
+        // starting beside others takes no more than its share.
+        t.pass(&Default::default(), &[], Vec::new()).await;
+    }
     let slots = d.slots.clone();
     let poll_done = Arc::clone(&d.poll_done);
     let article_done = Arc::clone(&d.article_done);
@@ -306,6 +315,14 @@ struct HostTenancy {
     renew_below: Duration,
     /// How often the leases are looked at.
     pass_every: Duration,
+    /// How many more hosts with a backlog this node may take (its room
+    /// under its even share of them), from the last heartbeat.
+    room: Arc<AtomicUsize>,
+    /// Hosts this node holds over its share: it claims no more for them,
+    /// finishes what it holds and hands them back.
+    leaving: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The cluster as the last heartbeat found it.
+    share: Arc<std::sync::Mutex<ClusterShare>>,
     /// Held across each lease statement and its effect on the limiter, so
     /// a claim's grant and a hand-back of the same host never interleave
     /// (a host handed back in the store while the limiter still counts it
@@ -328,10 +345,26 @@ impl HostTenancy {
                 tenure: TENURE,
             },
             hosts,
+            room: Arc::new(AtomicUsize::new(usize::MAX)),
+            leaving: Arc::default(),
+            share: Arc::new(std::sync::Mutex::new(ClusterShare {
+                nodes: 1,
+                backlog: 0,
+            })),
             renew_below: hold_for + slack / 2,
             pass_every: HOST_PASS.min(slack / 3).max(Duration::from_millis(100)),
             lock: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// A claim's grants, and the room its new hosts with a backlog used.
+    fn took<T>(&self, claimed: &crate::store::Claimed<T>) {
+        self.grant(&claimed.hosts);
+        let _ = self
+            .room
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                Some(r.saturating_sub(claimed.new_backlog_hosts))
+            });
     }
 
     fn grant(&self, grants: &[HostGrant]) {
@@ -341,15 +374,39 @@ impl HostTenancy {
     }
 
     /// Hands back the hosts no longer used (nothing in flight, held or
-    /// just finished), renews the rest before they run short, and asks for
-    /// the hosts in `wanted`.
-    async fn pass(&self, held: &std::collections::HashSet<String>, wanted: Vec<String>) {
+    /// just finished), renews the rest before they run short, asks for
+    /// the hosts in `wanted`, and keeps this node to its share of the
+    /// hosts with a backlog (`queued`: how many jobs wait for each host
+    /// here): over it, it gives up the ones with the longest queues.
+    async fn pass(
+        &self,
+        held: &std::collections::HashSet<String>,
+        queued: &[(String, usize)],
+        wanted: Vec<String>,
+    ) {
         let _order = self.lock.lock().await;
         let now = Instant::now();
         let mut keep = Vec::new();
         let mut release = Vec::new();
         let mut leased = std::collections::HashSet::new();
-        for t in self.hosts.tenancy(now) {
+        let mut busy: Vec<(String, usize, Duration)> = Vec::new();
+        let leaving = self
+            .leaving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for mut t in self.hosts.tenancy(now) {
+            // A host handed on goes the moment nothing runs for it.
+            if leaving.contains(&t.host) && t.in_flight == 0 {
+                t.busy = false;
+            }
+            if t.held >= BUSY_AFTER {
+                let waiting = queued
+                    .iter()
+                    .find(|(h, _)| *h == t.host)
+                    .map_or(0, |(_, n)| *n);
+                busy.push((t.host.clone(), waiting, t.held));
+            }
             if t.busy || held.contains(&t.host) {
                 if t.until < now + self.renew_below {
                     keep.push(t.host.clone());
@@ -391,6 +448,55 @@ impl HostTenancy {
                 Err(e) => tracing::warn!(error = %e, "cannot take host leases"),
             }
         }
+        busy.retain(|(h, _, _)| leased.contains(h));
+        self.heartbeat(busy).await;
+    }
+
+    /// Tells the cluster this node lives and how many hosts with a backlog
+    /// it keeps; gives up those over its share; updates its room.
+    /// `busy`: the hosts held long enough to have a backlog, with how many
+    /// jobs wait for each here and how long it has been held.
+    async fn heartbeat(&self, busy: Vec<(String, usize, Duration)>) {
+        let share = *self.share.lock().unwrap_or_else(|p| p.into_inner());
+        let mut backlog: Vec<(String, usize, Duration)> = {
+            let mut leaving = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
+            leaving.retain(|h| busy.iter().any(|(b, _, _)| b == h));
+            busy.into_iter()
+                .filter(|(h, _, _)| !leaving.contains(h))
+                .collect()
+        };
+        let mut leaving = Vec::new();
+        if share.nodes > 1 && backlog.len() > share.share() {
+            // The longest queues (then the longest held) go first.
+            backlog.sort_by_key(|b| std::cmp::Reverse((b.1, b.2)));
+            let over = backlog.len() - share.share();
+            leaving = backlog.drain(..over).map(|(h, _, _)| h).collect();
+            tracing::debug!(hosts = ?leaving, "over this node's share of busy hosts; handing them on");
+        }
+        match self
+            .store
+            .heartbeat(&self.tenant, backlog.len(), leaving.clone())
+            .await
+        {
+            Ok(now) => {
+                self.leaving
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(leaving);
+                // Up to its share; one more when every node is at its
+                // share, or a host with a backlog nobody holds yet would
+                // wait for a node to join.
+                let full = now.share() * now.nodes <= now.backlog;
+                let room = if now.nodes <= 1 {
+                    usize::MAX
+                } else {
+                    (now.share() + usize::from(full)).saturating_sub(backlog.len())
+                };
+                self.room.store(room, Ordering::SeqCst);
+                *self.share.lock().unwrap_or_else(|p| p.into_inner()) = now;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot tell the cluster this node lives"),
+        }
     }
 
     /// At the end of a dispatch loop: hands back every host with nothing
@@ -412,6 +518,9 @@ impl HostTenancy {
                 .await
         {
             tracing::warn!(error = %e, "cannot hand hosts back; their leases run out");
+        }
+        if let Err(e) = self.store.leave_cluster(&self.tenant).await {
+            tracing::warn!(error = %e, "cannot leave the cluster; it stops counting this node in 5 s");
         }
     }
 }
@@ -722,18 +831,20 @@ async fn lease_due(
             .collect(),
         (Kind::Feed, Some(t)) => {
             let _order = t.lock.lock().await;
+            let room = t.room.load(Ordering::SeqCst);
             let claimed = store
-                .lease_due_on_hosts(&t.tenant, now, want, until, host_of)
+                .lease_due_on_hosts(&t.tenant, now, want, until, host_of, room)
                 .await?;
-            t.grant(&claimed.hosts);
+            t.took(&claimed);
             claimed.jobs.into_iter().map(Job::Feed).collect()
         }
         (Kind::Article, Some(t)) => {
             let _order = t.lock.lock().await;
+            let room = t.room.load(Ordering::SeqCst);
             let claimed = store
-                .claim_articles_on_hosts(&t.tenant, now, want, until, host_of)
+                .claim_articles_on_hosts(&t.tenant, now, want, until, host_of, room)
                 .await?;
-            t.grant(&claimed.hosts);
+            t.took(&claimed);
             claimed.jobs.into_iter().map(Job::Article).collect()
         }
     };
@@ -985,7 +1096,19 @@ impl Dispatcher {
         if instant < self.next_host_pass {
             return;
         }
-        self.next_host_pass = instant + t.pass_every;
+        // Hosts being handed on are looked at more often: other nodes
+        // wait for them.
+        let handing_on = !t
+            .leaving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        let every = if handing_on {
+            t.pass_every.min(Duration::from_millis(250))
+        } else {
+            t.pass_every
+        };
+        self.next_host_pass = instant + every;
         let mut held: std::collections::HashSet<String> = self
             .queues
             .iter()
@@ -1005,7 +1128,12 @@ impl Dispatcher {
                 held.insert(host);
             }
         }
-        t.pass(&held, self.hosts.take_wanted()).await;
+        let queued: Vec<(String, usize)> = self
+            .queues
+            .iter()
+            .map(|(h, q)| (h.clone(), q.jobs.len()))
+            .collect();
+        t.pass(&held, &queued, self.hosts.take_wanted()).await;
     }
 
     /// A feed's slot (the one held, else a free one) or an article's.

@@ -49,6 +49,8 @@ struct HostState {
     /// When a lease was last granted or a request last ended: a host used
     /// a moment ago is not handed back yet (its next job may be on its way).
     used: Option<Instant>,
+    /// Since when this node has held the host without a break.
+    held_since: Option<Instant>,
 }
 
 impl HostState {
@@ -72,6 +74,10 @@ pub struct Tenancy {
     /// How long after now the next request may start (spacing left, a
     /// 429's block): what the next node to take the host must wait.
     pub wait: Duration,
+    /// How long this node has held the host without a break.
+    pub held: Duration,
+    /// Requests to it in flight from this node.
+    pub in_flight: usize,
 }
 
 /// A host last used (a request ended, a lease granted) within this long is
@@ -187,6 +193,7 @@ impl HostLimiter {
         let s = hosts.entry(host.to_owned()).or_default();
         s.lease = Some(until);
         s.used = Some(now);
+        s.held_since.get_or_insert(now);
         if free_at > now {
             s.next_start = Some(s.next_start.map_or(free_at, |t| t.max(free_at)));
         }
@@ -212,6 +219,7 @@ impl HostLimiter {
             return false;
         }
         s.lease = None;
+        s.held_since = None;
         true
     }
 
@@ -231,6 +239,10 @@ impl HostLimiter {
                     until,
                     busy: s.in_flight > 0 || s.used.is_some_and(|u| u + USED_GRACE > now),
                     wait: free.saturating_duration_since(now),
+                    in_flight: s.in_flight,
+                    held: s
+                        .held_since
+                        .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
                 })
             })
             .collect()

@@ -432,12 +432,30 @@ pub struct HostGrant {
     pub free_at: tokio::time::Instant,
 }
 
+/// The cluster as one node's heartbeat found it: the live nodes (itself
+/// included) and the hosts with a backlog they hold between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterShare {
+    pub nodes: usize,
+    pub backlog: usize,
+}
+
+impl ClusterShare {
+    /// A node's even share of the hosts with a backlog (at least one).
+    pub fn share(&self) -> usize {
+        self.backlog.div_ceil(self.nodes.max(1)).max(1)
+    }
+}
+
 /// Jobs claimed for a node, and the hosts it was granted for them: every
 /// job's host (as `host_of` names it) is among them.
 #[derive(Debug)]
 pub struct Claimed<T> {
     pub jobs: Vec<T>,
     pub hosts: Vec<HostGrant>,
+    /// Of `hosts`, how many the node did not hold and took for a backlog
+    /// (several of the jobs).
+    pub new_backlog_hosts: usize,
 }
 
 /// Which host a URL's requests go to, as the politeness limits key it
@@ -468,6 +486,11 @@ impl Store {
     /// feeds on hosts no other node holds, with a lease on each of their
     /// hosts taken in the same transaction. On SQLite (one node) every
     /// host is granted.
+    ///
+    /// A host not yet this node's with several of the claimed jobs (a
+    /// backlog) is taken only while `backlog_room` allows (the node's
+    /// room under its share, [`ClusterShare::share`]); its jobs are left
+    /// for another node otherwise.
     pub async fn lease_due_on_hosts(
         &self,
         tenant: &Tenant,
@@ -475,15 +498,20 @@ impl Store {
         limit: usize,
         lease_until: DateTime<Utc>,
         host_of: HostOf,
+        backlog_room: usize,
     ) -> Result<Claimed<Feed>, StoreError> {
         match &self.backend {
             Backend::Sqlite(b) => {
                 let jobs = b.lease_due(now, limit, lease_until).await?;
                 let hosts = every_host(jobs.iter().map(Feed::effective_url), tenant, host_of);
-                Ok(Claimed { jobs, hosts })
+                Ok(Claimed {
+                    jobs,
+                    hosts,
+                    new_backlog_hosts: 0,
+                })
             }
             Backend::Postgres(b) => {
-                b.lease_due_on_hosts(tenant, now, limit, lease_until, host_of)
+                b.lease_due_on_hosts(tenant, now, limit, lease_until, host_of, backlog_room)
                     .await
             }
         }
@@ -499,15 +527,20 @@ impl Store {
         limit: usize,
         until: DateTime<Utc>,
         host_of: HostOf,
+        backlog_room: usize,
     ) -> Result<Claimed<ArticleJob>, StoreError> {
         match &self.backend {
             Backend::Sqlite(b) => {
                 let jobs = b.claim_articles(now, limit, until).await?;
                 let hosts = every_host(jobs.iter().map(|j| j.url.as_str()), tenant, host_of);
-                Ok(Claimed { jobs, hosts })
+                Ok(Claimed {
+                    jobs,
+                    hosts,
+                    new_backlog_hosts: 0,
+                })
             }
             Backend::Postgres(b) => {
-                b.claim_articles_on_hosts(tenant, now, limit, until, host_of)
+                b.claim_articles_on_hosts(tenant, now, limit, until, host_of, backlog_room)
                     .await
             }
         }
@@ -543,6 +576,30 @@ impl Store {
                 Some(h.to_owned())
             })),
             Backend::Postgres(b) => b.renew_hosts(tenant, keep, release).await,
+        }
+    }
+
+    /// Says this node is alive and holds `backlog` hosts with a backlog,
+    /// and stops claiming for `leaving` (hosts it holds over its share:
+    /// it finishes what it holds for them and hands them back); returns
+    /// the cluster as it stands. On SQLite, one node.
+    pub async fn heartbeat(
+        &self,
+        tenant: &Tenant,
+        backlog: usize,
+        leaving: Vec<String>,
+    ) -> Result<ClusterShare, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(ClusterShare { nodes: 1, backlog }),
+            Backend::Postgres(b) => b.heartbeat(tenant, backlog, leaving).await,
+        }
+    }
+
+    /// A node stopping cleanly leaves the cluster's count at once.
+    pub async fn leave_cluster(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(b) => b.leave_cluster(tenant).await,
         }
     }
 

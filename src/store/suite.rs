@@ -1721,7 +1721,7 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
         let a = tenant("node-a", 30_000);
         let Some(other) = another_node(&t).await else {
             let all = s
-                .lease_due_on_hosts(&a, now, 10, until, host_of)
+                .lease_due_on_hosts(&a, now, 10, until, host_of, usize::MAX)
                 .await
                 .expect("claim");
             assert_eq!(all.jobs.len(), 5, "{b}");
@@ -1736,7 +1736,7 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
         };
         let bnode = tenant("node-b", 30_000);
         let first = s
-            .lease_due_on_hosts(&a, now, 1, until, host_of)
+            .lease_due_on_hosts(&a, now, 1, until, host_of, usize::MAX)
             .await
             .expect("claim");
         assert_eq!(first.jobs.len(), 1, "{b}");
@@ -1747,7 +1747,7 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
         // The other node gets only the other host's feeds (its port is no
         // other host, its capitals no other name).
         let second = other
-            .lease_due_on_hosts(&bnode, now, 10, until, host_of)
+            .lease_due_on_hosts(&bnode, now, 10, until, host_of, usize::MAX)
             .await
             .expect("claim");
         let mut got: Vec<&str> = second.jobs.iter().map(|f| f.spec.url.as_str()).collect();
@@ -1760,7 +1760,7 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
         assert_eq!(granted(&second.hosts), ["two.example"], "{b}");
         // The first node's next claim takes the rest of its own host.
         let third = s
-            .lease_due_on_hosts(&a, now, 10, until, host_of)
+            .lease_due_on_hosts(&a, now, 10, until, host_of, usize::MAX)
             .await
             .expect("claim");
         assert_eq!(third.jobs.len(), 2, "{b}");
@@ -1858,7 +1858,7 @@ async fn host_leases_keep_each_host_with_one_node_until_handed_back_or_run_out()
         s.record_poll(blocked).await.expect("record");
         assert!(
             other
-                .lease_due_on_hosts(&bnode, now, 10, until, host_of)
+                .lease_due_on_hosts(&bnode, now, 10, until, host_of, usize::MAX)
                 .await
                 .expect("claim")
                 .jobs
@@ -1944,7 +1944,14 @@ async fn nodes_sharing_hosts_keep_each_hosts_limits_together() {
                     if held.len() < 4 {
                         let until = Utc::now() + chrono::Duration::seconds(60);
                         let claimed = store
-                            .lease_due_on_hosts(&me, Utc::now(), 4, until, crate::hosts::host_of)
+                            .lease_due_on_hosts(
+                                &me,
+                                Utc::now(),
+                                4,
+                                until,
+                                crate::hosts::host_of,
+                                usize::MAX,
+                            )
                             .await
                             .expect("claim");
                         for g in &claimed.hosts {

@@ -178,9 +178,14 @@ async fn three_nodes_keep_the_default_per_host_limits_together() {
     cluster.stop();
 
     let crowd = all_requests(&crowded, &crowd_paths);
+    // Each feed waits its turn: at one request a second, a feed polled
+    // every 2 s comes round again only after the others. (Twice, not
+    // once: a node that takes the host over starts its own queue, and a
+    // feed polled early and due again may come before the feeds the last
+    // holder had deferred to their turns.)
     for path in &crowd_paths {
         let n = crowded.requests(path).len();
-        assert!(n <= 1, "{path} asked {n} times");
+        assert!(n <= 2, "{path} asked {n} times");
     }
     assert!(
         crowd.len() >= 10,

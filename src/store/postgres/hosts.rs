@@ -21,7 +21,7 @@ use deadpool_postgres::GenericClient;
 use tokio::time::Instant;
 
 use crate::model::{ArticleJob, Feed};
-use crate::store::{Claimed, HostGrant, HostOf, StoreError, Tenant};
+use crate::store::{Claimed, ClusterShare, HostGrant, HostOf, StoreError, Tenant};
 
 use super::articles::{ARTICLE_JOB_COLUMNS, article_job};
 use super::feeds::query_feeds;
@@ -53,6 +53,54 @@ fn host_free_sql(url: &str, me: &str, tenure_ms: &str, now_s: &str) -> String {
                        AND (l.node <> {me} OR l.taken_at < {NOW_MS} - {tenure_ms}))
          AND NOT EXISTS (SELECT 1 FROM host_block b WHERE b.host = {host} AND b.until > {now_s})"
     )
+}
+
+/// Of the hosts of claimed jobs (in claim order), the ones to take: every
+/// host this node holds or with one job; of the others (a backlog, for
+/// a node that does not hold it yet) at most `room`; and how many of
+/// those it takes.
+fn hosts_to_take<'a>(
+    hosts: impl Iterator<Item = &'a str>,
+    held: &BTreeSet<String>,
+    room: usize,
+) -> (BTreeSet<String>, usize) {
+    let mut count: Vec<(&str, usize)> = Vec::new();
+    for h in hosts {
+        match count.iter_mut().find(|(c, _)| *c == h) {
+            Some((_, n)) => *n += 1,
+            None => count.push((h, 1)),
+        }
+    }
+    let mut left = room;
+    let take: BTreeSet<String> = count
+        .into_iter()
+        .filter(|(h, n)| {
+            if *n < 2 || held.contains(*h) {
+                return true;
+            }
+            let take = left > 0;
+            left = left.saturating_sub(1);
+            take
+        })
+        .map(|(h, _)| h.to_owned())
+        .collect();
+    (take, room - left)
+}
+
+/// The hosts `tenant` holds now.
+async fn held_hosts(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+) -> Result<BTreeSet<String>, StoreError> {
+    Ok(client
+        .query(
+            &format!("SELECT host FROM host_lease WHERE node = $1 AND expires_at > {NOW_MS}"),
+            &[&tenant.node],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
 }
 
 fn millis(d: Duration) -> i64 {
@@ -117,6 +165,7 @@ impl PgStore {
         limit: usize,
         lease_until: DateTime<Utc>,
         host_of: HostOf,
+        backlog_room: usize,
     ) -> Result<Claimed<Feed>, StoreError> {
         let asked = Instant::now();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -141,7 +190,12 @@ impl PgStore {
             .iter()
             .map(|r| Ok((r.try_get(0)?, host_of(&r.try_get::<_, String>(1)?))))
             .collect::<Result<_, StoreError>>()?;
-        let hosts: BTreeSet<String> = candidates.iter().filter_map(|(_, h)| h.clone()).collect();
+        let held = held_hosts(&tx, tenant).await?;
+        let (hosts, new_backlog_hosts) = hosts_to_take(
+            candidates.iter().filter_map(|(_, h)| h.as_deref()),
+            &held,
+            backlog_room,
+        );
         let grants = take(&tx, tenant, &hosts, asked).await?;
         let granted: BTreeSet<&str> = grants.iter().map(|g| g.host.as_str()).collect();
         // A URL without a host is no host's: it fails on its own.
@@ -162,6 +216,7 @@ impl PgStore {
         Ok(Claimed {
             jobs: feeds,
             hosts: grants,
+            new_backlog_hosts,
         })
     }
 
@@ -174,6 +229,7 @@ impl PgStore {
         limit: usize,
         until: DateTime<Utc>,
         host_of: HostOf,
+        backlog_room: usize,
     ) -> Result<Claimed<ArticleJob>, StoreError> {
         let asked = Instant::now();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -200,7 +256,10 @@ impl PgStore {
             .iter()
             .map(article_job)
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let hosts: BTreeSet<String> = jobs.iter().filter_map(|j| host_of(&j.url)).collect();
+        let job_hosts: Vec<String> = jobs.iter().filter_map(|j| host_of(&j.url)).collect();
+        let held = held_hosts(&tx, tenant).await?;
+        let (hosts, new_backlog_hosts) =
+            hosts_to_take(job_hosts.iter().map(String::as_str), &held, backlog_room);
         let grants = take(&tx, tenant, &hosts, asked).await?;
         let granted: BTreeSet<&str> = grants.iter().map(|g| g.host.as_str()).collect();
         let jobs: Vec<ArticleJob> = jobs
@@ -217,7 +276,61 @@ impl PgStore {
         Ok(Claimed {
             jobs,
             hosts: grants,
+            new_backlog_hosts,
         })
+    }
+
+    /// Records this node's heartbeat and backlog, ends its tenure of
+    /// `leaving`, and reads the live nodes and their backlogs, in one
+    /// transaction.
+    pub(in crate::store) async fn heartbeat(
+        &self,
+        tenant: &Tenant,
+        backlog: usize,
+        leaving: Vec<String>,
+    ) -> Result<ClusterShare, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mine = i64::try_from(backlog).unwrap_or(i64::MAX);
+        tx.execute(
+            &format!(
+                "INSERT INTO cluster_node (node, seen_at, backlog) VALUES ($1, {NOW_MS}, $2)
+                 ON CONFLICT (node) DO UPDATE SET seen_at = excluded.seen_at,
+                     backlog = excluded.backlog"
+            ),
+            &[&tenant.node, &mine],
+        )
+        .await?;
+        if !leaving.is_empty() {
+            tx.execute(
+                "UPDATE host_lease SET taken_at = 0 WHERE node = $1 AND host = ANY($2)",
+                &[&tenant.node, &leaving],
+            )
+            .await?;
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(sum(backlog), 0)::bigint FROM cluster_node
+                     WHERE seen_at > {NOW_MS} - 5000"
+                ),
+                &[],
+            )
+            .await?;
+        tx.commit().await?;
+        let (nodes, total): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(ClusterShare {
+            nodes: usize::try_from(nodes).unwrap_or(1).max(1),
+            backlog: usize::try_from(total).unwrap_or(0).max(backlog),
+        })
+    }
+
+    pub(in crate::store) async fn leave_cluster(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute("DELETE FROM cluster_node WHERE node = $1", &[&tenant.node])
+            .await?;
+        Ok(())
     }
 
     /// Takes `hosts` for `tenant` where no other node holds them.

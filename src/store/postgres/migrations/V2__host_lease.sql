@@ -18,3 +18,15 @@ CREATE TABLE host_lease (
     -- request, or a 429's block), for whichever node takes the host next.
     next_start BIGINT NOT NULL DEFAULT 0
 );
+
+-- The nodes of the cluster, as each says every second or so: how many
+-- hosts it holds with a backlog (work queued for them). Hosts with a
+-- backlog are shared out evenly: a node over its share stops claiming
+-- for the extra ones and hands them back; one at or over it takes no
+-- more of them. A node gone quiet for 5 s is not counted; a node that
+-- stops cleanly removes its row.
+CREATE TABLE cluster_node (
+    node    TEXT   PRIMARY KEY,
+    seen_at BIGINT NOT NULL,
+    backlog BIGINT NOT NULL DEFAULT 0
+);
