@@ -327,6 +327,15 @@ impl<'a> StoredRows<'a> {
         }
     }
 
+    /// For a feed known to have no stored entries (never read before):
+    /// nothing to probe. Keys the poll writes are still looked up.
+    pub(super) fn none(feed_id: i64, entries: &'a [ParsedEntry]) -> Self {
+        StoredRows {
+            rows: Some(HashMap::new()),
+            ..StoredRows::of(feed_id, entries)
+        }
+    }
+
     /// `key` must be one of the poll's entries' keys.
     fn get(&mut self, tx: &Connection, key: &str) -> rusqlite::Result<Option<StoredRow>> {
         // A copy's own hash; a copy stored before copies kept one is

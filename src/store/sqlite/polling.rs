@@ -251,10 +251,14 @@ pub(in crate::store) fn record_polls(
     {
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(recs.len());
+        let mut changes = Changes::default();
         let mut failed = false;
         for rec in recs {
             match write_poll(&tx, rec) {
-                Ok(report) => out.push(Ok(report)),
+                Ok((report, changed)) => {
+                    changes.add(changed);
+                    out.push(Ok(report));
+                }
                 // SQLite rolls the whole transaction back on some errors (a
                 // full disk among them): then nothing of the batch stands,
                 // and the batch fails with that error, whose kind callers use.
@@ -266,6 +270,7 @@ pub(in crate::store) fn record_polls(
             }
         }
         if !failed {
+            changes.record(&tx)?;
             tx.commit()?;
             return Ok(out);
         }
@@ -282,26 +287,68 @@ fn record_polls_one_by_one(
 ) -> rusqlite::Result<Vec<rusqlite::Result<PollReport>>> {
     let mut tx = conn.transaction()?;
     let mut out = Vec::with_capacity(recs.len());
+    let mut changes = Changes::default();
     for rec in recs {
         let sp = tx.savepoint()?;
         match write_poll(&sp, rec) {
-            Ok(report) => {
+            Ok((report, changed)) => {
                 sp.commit()?;
+                changes.add(changed);
                 out.push(Ok(report));
             }
             Err(e) if sp.is_autocommit() => return Err(e),
             Err(e) => out.push(Err(e)),
         }
     }
+    changes.record(&tx)?;
     tx.commit()?;
     Ok(out)
 }
 
-/// One poll's writes, inside the caller's transaction or savepoint.
-fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport> {
+/// What the polls of one transaction changed that readers cache by: the
+/// output revision and the search revision move once per transaction,
+/// not once per poll (a batch of a hundred polls ran four hundred
+/// `UPDATE meta` statements for the same two rows).
+#[derive(Default, Clone, Copy)]
+struct Changes {
+    /// Something an output shows (entries, a feed's title or site).
+    outputs: bool,
+    /// The search index gained entries.
+    search: bool,
+    /// The latest poll time among the changes.
+    at: Option<DateTime<Utc>>,
+}
+
+impl Changes {
+    fn add(&mut self, other: Changes) {
+        self.outputs |= other.outputs;
+        self.search |= other.search;
+        self.at = self.at.max(other.at);
+    }
+
+    /// Moves the revisions, in the transaction that made the changes.
+    fn record(&self, tx: &Connection) -> rusqlite::Result<()> {
+        let Some(at) = self.at else { return Ok(()) };
+        if self.outputs {
+            bump_revision(tx, at)?;
+        }
+        if self.search {
+            search_changed(tx, at)?;
+        }
+        Ok(())
+    }
+}
+
+/// One poll's writes, inside the caller's transaction or savepoint; what
+/// readers cache by is left to the caller ([`Changes::record`]).
+fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<(PollReport, Changes)> {
     let checked = ts(rec.checked_at);
     let next = ts(rec.schedule.next_check_at);
     let mut report = PollReport::default();
+    let mut changes = Changes {
+        at: Some(rec.checked_at),
+        ..Changes::default()
+    };
     record_redirect_and_host(tx, rec)?;
     match &rec.outcome {
         PollOutcome::Deferred => {
@@ -366,13 +413,20 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
             validators,
             feed,
         } => {
-            let (feed_url, old_title, old_site): (String, Option<String>, Option<String>) =
-                query_one(
-                    tx,
-                    "SELECT url, site_title, site_url FROM feed WHERE id = ?1",
-                    [rec.feed_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?;
+            // A feed never read before (no success recorded) has no
+            // stored entries: only a recorded `200` stores them, and it
+            // sets `last_success_at`, which nothing clears.
+            let (feed_url, old_title, old_site, never_read): (
+                String,
+                Option<String>,
+                Option<String>,
+                bool,
+            ) = query_one(
+                tx,
+                "SELECT url, site_title, site_url, last_success_at IS NULL FROM feed WHERE id = ?1",
+                [rec.feed_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
             update_feed(
                 tx,
                 concat!(
@@ -400,7 +454,11 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
             let meta_changed = (feed.title.is_some() && feed.title != old_title)
                 || (feed.site_url.is_some() && feed.site_url != old_site);
             let mut probes = PollProbes {
-                stored: StoredRows::of(rec.feed_id, &feed.entries),
+                stored: if never_read {
+                    StoredRows::none(rec.feed_id, &feed.entries)
+                } else {
+                    StoredRows::of(rec.feed_id, &feed.entries)
+                },
                 known: KnownKeys::of(&feed.entries),
                 tombstones: Tombstones::of(rec.feed_id),
                 indexed: false,
@@ -433,16 +491,12 @@ fn write_poll(tx: &Connection, rec: &PollRecord) -> rusqlite::Result<PollReport>
                     Upsert::Unchanged | Upsert::Tombstoned => {}
                 }
             }
-            if meta_changed || report.new > 0 || report.updated > 0 {
-                bump_revision(tx, rec.checked_at)?;
-            }
-            if probes.indexed {
-                search_changed(tx, rec.checked_at)?;
-            }
+            changes.outputs |= meta_changed || report.new > 0 || report.updated > 0;
+            changes.search |= probes.indexed;
         }
     }
     record_day(tx, rec, &report)?;
-    Ok(report)
+    Ok((report, changes))
 }
 
 /// The UTC day (days since 1970-01-01) of `t`, as `feed_day` counts them.

@@ -402,8 +402,45 @@ fn a_batch_of_polls_commits_each_and_isolates_a_failing_one() {
             }
         ]
     );
-    // Three polls changed entries; the unchanged one left the revision.
-    assert_eq!(revision(&conn).unwrap().rev, 3);
+    // Each transaction that changed entries moved the revision once: the
+    // replayed first batch (two polls stored, one rolled back) and the
+    // second (one poll changed, one did not).
+    assert_eq!(revision(&conn).unwrap().rev, 2);
+    // A batch that changes nothing leaves it.
+    record_polls(&mut conn, &[fetched(a, &["3"], now)]).unwrap();
+    assert_eq!(revision(&conn).unwrap().rev, 2);
+}
+
+/// A feed never read before is not probed for stored rows (it has none),
+/// yet an entry key it lists twice, or a second poll of it in the same
+/// batch, still finds what the poll itself wrote.
+#[test]
+fn a_feed_read_for_the_first_time_still_sees_what_its_poll_wrote() {
+    let mut conn = memory_db();
+    let now = Utc::now();
+    let [a] = subscribe(&mut conn, ["https://a.example/"], now);
+    let results = record_polls(
+        &mut conn,
+        &[
+            fetched(a, &["1", "1", "2"], now),
+            fetched(a, &["2", "3"], now),
+        ],
+    )
+    .unwrap();
+    let reports: Vec<PollReport> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| (r.new, r.updated))
+            .collect::<Vec<_>>(),
+        [(2, 0), (1, 0)]
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM entry"), 3);
+    assert_eq!(count(&conn, "SELECT count(*) FROM entry_source"), 3);
+    // Read once, the feed's stored rows are probed as usual.
+    let again = record_polls(&mut conn, &[fetched(a, &["1", "2", "3"], now)]).unwrap();
+    assert_eq!(again[0].as_ref().unwrap().new, 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM entry"), 3);
 }
 
 #[test]
