@@ -97,6 +97,18 @@ struct Opts {
     /// database on the PostgreSQL server `TRIBUTARY_TEST_POSTGRES` names
     /// with `tributary migrate-db` (implies `--poll`).
     migrate: bool,
+    /// The cluster mode (`cluster`): nodes on PostgreSQL beside one node
+    /// on SQLite, feeds from nginx on `hosts` loopback addresses.
+    postgres: bool,
+    /// Node counts to measure on PostgreSQL (`--nodes 1,2,3`).
+    nodes: Vec<usize>,
+    /// Loopback hosts the feeds are spread over in the cluster mode.
+    hosts: usize,
+    /// Whether `--per-host` was given (the cluster mode has its own
+    /// default).
+    per_host_set: bool,
+    /// Leave the SQLite node out of the cluster mode.
+    no_sqlite: bool,
 }
 
 impl Opts {
@@ -109,6 +121,11 @@ impl Opts {
             poll: false,
             nginx: false,
             migrate: false,
+            postgres: false,
+            nodes: vec![1, 2, 3],
+            hosts: 32,
+            per_host_set: false,
+            no_sqlite: false,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut it = args.iter();
@@ -127,9 +144,32 @@ impl Opts {
                     opts.migrate = true;
                     continue;
                 }
+                "--postgres" => {
+                    opts.postgres = true;
+                    continue;
+                }
+                "--no-sqlite" => {
+                    opts.no_sqlite = true;
+                    continue;
+                }
+                "--nodes" => {
+                    opts.nodes = it
+                        .next()
+                        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+                        .unwrap_or_default();
+                    assert!(
+                        !opts.nodes.is_empty() && !opts.nodes.contains(&0),
+                        "--nodes needs a list of node counts (1,2,3)"
+                    );
+                    continue;
+                }
+                "--hosts" => &mut opts.hosts,
+                "--per-host" => {
+                    opts.per_host_set = true;
+                    &mut opts.per_host
+                }
                 "--feeds" => &mut opts.feeds,
                 "--concurrency" => &mut opts.concurrency,
-                "--per-host" => &mut opts.per_host,
                 "--runs" => &mut opts.runs,
                 _ => continue,
             };
@@ -140,9 +180,22 @@ impl Opts {
         }
         assert!(opts.feeds > 0, "--feeds must be at least 1");
         assert!(opts.runs > 0, "--runs must be at least 1");
+        assert!(
+            (1..=254).contains(&opts.hosts),
+            "--hosts must be between 1 and 254"
+        );
         opts
     }
+
+    /// Requests to one host at a time in the cluster mode: the feeds are
+    /// spread over many hosts there, each held to a modest limit.
+    fn cluster_per_host(&self) -> usize {
+        if self.per_host_set { self.per_host } else { 8 }
+    }
 }
+
+#[path = "poll/cluster.rs"]
+mod cluster;
 
 // ------------------------------------------------------------ the feeds
 
@@ -453,7 +506,10 @@ fn main() {
         marking: AtomicBool::new(false),
         asked_again: AtomicU64::new(0),
     });
-    let nginx = opts.nginx.then(|| Nginx::start(&state.feeds));
+    if opts.postgres {
+        return cluster_main(&opts, &state.feeds, body_bytes, ticks);
+    }
+    let nginx = opts.nginx.then(|| Nginx::start(&state.feeds, 1));
     let addr = match &nginx {
         Some(n) => n.addr,
         None => start_server(Arc::clone(&state)),
@@ -515,6 +571,61 @@ fn main() {
     }
     if runs_a.iter().chain(&runs_b).any(|r| !r.ok) || polls_a.iter().chain(&polls_b).any(|p| !p.ok)
     {
+        std::process::exit(1);
+    }
+}
+
+/// The cluster mode: every measurement of every run, then the medians.
+fn cluster_main(opts: &Opts, feeds: &[Served], body_bytes: usize, ticks: f64) {
+    use cluster::Backend;
+    let n = opts.feeds;
+    let nginx = Nginx::start(feeds, opts.hosts);
+    let urls = cluster::feed_urls(n, &nginx.addrs);
+    let a = std::env::var("TRIBUTARY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").to_owned());
+    let b = std::env::var("TRIBUTARY_BIN_B").ok();
+    let mut backends = Vec::new();
+    if !opts.no_sqlite {
+        backends.push(Backend::Sqlite);
+    }
+    backends.extend(opts.nodes.iter().map(|&nodes| Backend::Postgres { nodes }));
+    println!("# tributary cluster benchmark");
+    println!(
+        "feeds: {n} x {ENTRIES_PER_FEED} entries, {:.1} KiB each, served by nginx (one worker) \
+         on {} loopback hosts ({} ... {}), feed i on host i mod {}",
+        body_bytes as f64 / n as f64 / 1024.0,
+        nginx.addrs.len(),
+        nginx.addrs[0],
+        nginx.addrs[nginx.addrs.len() - 1],
+        nginx.addrs.len()
+    );
+    println!("nodes: `tributary run`, each with these [poll] settings:");
+    for line in cluster::poll_settings(opts).lines() {
+        println!("    {line}");
+    }
+    println!("    [extract] full_text = false; [retention] max_age = \"0s\"");
+    println!("PostgreSQL: {}", cluster::server_settings());
+    match &b {
+        Some(b) => println!("A: {a}\nB: {b}"),
+        None => println!("binary: {a}"),
+    }
+    let mut all_a = Vec::new();
+    let mut all_b = Vec::new();
+    for run in 1..=opts.runs {
+        for &backend in &backends {
+            all_a.push(cluster::measure(opts, &a, backend, &urls, ticks, run, "A"));
+            if let Some(b) = &b {
+                all_b.push(cluster::measure(opts, b, backend, &urls, ticks, run, "B"));
+            }
+        }
+    }
+    drop(nginx);
+    cluster::summarise(n, &all_a, "A");
+    if b.is_some() {
+        cluster::summarise(n, &all_b, "B");
+        cluster::compare(&all_a, &all_b);
+    }
+    if !cluster::all_ok(&all_a) || !cluster::all_ok(&all_b) {
         std::process::exit(1);
     }
 }
@@ -822,12 +933,16 @@ fn run_once(
 /// dropped.
 struct Nginx {
     addr: SocketAddr,
+    /// Every address it serves on: `127.0.0.1` for one host, else
+    /// `127.0.1.1`, `127.0.1.2`, … (one port), which the daemon's
+    /// per-host limits count as different hosts.
+    addrs: Vec<SocketAddr>,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl Nginx {
-    fn start(feeds: &[Served]) -> Nginx {
+    fn start(feeds: &[Served], hosts: usize) -> Nginx {
         let dir = tempfile::tempdir().expect("nginx dir");
         let root = dir.path().join("root/f");
         std::fs::create_dir_all(&root).expect("nginx root");
@@ -835,6 +950,14 @@ impl Nginx {
             std::fs::write(root.join(format!("{i}.xml")), &f.body).expect("write feed file");
         }
         let port = free_port();
+        let addrs: Vec<SocketAddr> = if hosts <= 1 {
+            vec![SocketAddr::from(([127, 0, 0, 1], port))]
+        } else {
+            (1..=hosts)
+                .map(|h| SocketAddr::from(([127, 0, 1, h as u8], port)))
+                .collect()
+        };
+        let listen: String = addrs.iter().map(|a| format!("listen {a}; ")).collect();
         let d = dir.path().display();
         // One worker, as a small server would run it; ETags on (nginx's
         // default) so a matching If-None-Match is a 304.
@@ -847,7 +970,7 @@ impl Nginx {
                client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
                scgi_temp_path {d}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; root {d}/root; }}\n}}\n"
+               server {{ {listen}root {d}/root; }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
@@ -859,9 +982,12 @@ impl Nginx {
             .stdout(Stdio::null())
             .spawn()
             .expect("start nginx (apt-get install nginx)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let addr = addrs[0];
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
+        while addrs
+            .iter()
+            .any(|a| std::net::TcpStream::connect(a).is_err())
+        {
             assert!(
                 Instant::now() < deadline,
                 "nginx did not start: see {d}/error.log"
@@ -870,6 +996,7 @@ impl Nginx {
         }
         Nginx {
             addr,
+            addrs,
             child,
             _dir: dir,
         }
