@@ -11,7 +11,7 @@ use crate::store::{ArticleState, StoreError};
 
 use super::entries::queue_for_index;
 use super::stories::{lock_keys, unite};
-use super::{PgStore, bump_revision, opt_ts, ts};
+use super::{PgStore, bump_revision, exec, opt_ts, query_opt, ts};
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
 
@@ -28,12 +28,14 @@ async fn store_print(
     print: &TextPrint,
     page_url: &str,
 ) -> PgResult<()> {
-    tx.execute(
+    exec(
+        tx,
         "DELETE FROM entry_print WHERE entry_id = $1 AND origin = $1",
         &[&entry_id],
     )
     .await?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO entry_print (entry_id, origin, site, version, words, simhash, minhash,
              published)
          VALUES ($1, $1, $2, $3, $4, $5, $6, $7)",
@@ -49,7 +51,8 @@ async fn store_print(
     )
     .await?;
     let keys: Vec<i64> = print.lsh_keys.iter().map(|k| *k as i64).collect();
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO entry_lsh (lsh_key, entry_id) SELECT unnest($1::bigint[]), $2
          ON CONFLICT DO NOTHING",
         &[&keys, &entry_id],
@@ -111,7 +114,8 @@ impl PgStore {
             .map(article_job)
             .collect::<Result<Vec<_>, StoreError>>()?;
         let ids: Vec<i64> = jobs.iter().map(|j| j.entry_id).collect();
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE article SET next_attempt_at = $2 WHERE entry_id = ANY($1)",
             &[&ids, &ts(until)],
         )
@@ -163,13 +167,13 @@ impl PgStore {
         let tx = client.transaction().await?;
         // The entry may have joined an earlier story while its page was
         // fetched: nothing left to record.
-        let exists = tx
-            .query_opt(
-                "SELECT 1 FROM article WHERE entry_id = $1 FOR UPDATE",
-                &[&rec.entry_id],
-            )
-            .await?
-            .is_some();
+        let exists = query_opt(
+            &tx,
+            "SELECT 1 FROM article WHERE entry_id = $1 FOR UPDATE",
+            &[&rec.entry_id],
+        )
+        .await?
+        .is_some();
         if !exists {
             return Ok(false);
         }
@@ -187,7 +191,8 @@ impl PgStore {
                 url_keys,
                 print,
             } => {
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE article SET status = 'done', attempts = attempts + 1,
                          last_error = NULL, final_url = $2, canonical_url = $3, html = $4,
                          text = $5, word_count = $6, used = $7, fetched_at = $8
@@ -214,7 +219,8 @@ impl PgStore {
                 // polled copy's are.
                 lock_keys(&tx, url_keys).await?;
                 if !url_keys.is_empty() {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "INSERT INTO entry_url (url_key, entry_id)
                          SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
                         &[url_keys, &rec.entry_id],
@@ -231,7 +237,8 @@ impl PgStore {
                 merged = story != rec.entry_id;
             }
             ArticleOutcome::Failed { error } => {
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE article SET attempts = attempts + 1, last_error = $2,
                          status = CASE WHEN $3::bigint IS NULL THEN 'failed' ELSE 'pending' END,
                          next_attempt_at = coalesce($3, next_attempt_at)
@@ -241,7 +248,8 @@ impl PgStore {
                 .await?;
             }
             ArticleOutcome::Deferred => {
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE article SET next_attempt_at = coalesce($2, next_attempt_at)
                      WHERE entry_id = $1",
                     &[&rec.entry_id, &retry],

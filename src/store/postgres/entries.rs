@@ -13,7 +13,7 @@ use crate::store::entry_uid;
 use crate::store::stories::Evidence;
 
 use super::stories::{linked_stories, lock_keys, merge_stories};
-use super::{bump_revision, ts};
+use super::{bump_revision, exec, query_one, query_opt, ts};
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
 
@@ -47,7 +47,8 @@ pub(super) async fn queue_for_index(
     entry_id: i64,
     indexed: bool,
 ) -> PgResult<()> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO search_pending (entry_id, reindex) VALUES ($1, $2)
          ON CONFLICT (entry_id) DO UPDATE SET gen = search_pending.gen + 1",
         &[&entry_id, &indexed],
@@ -66,7 +67,8 @@ pub(super) async fn add_to_index(
     title: &str,
     words: &str,
 ) -> PgResult<()> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO entry_search (entry_id, doc)
          VALUES ($1, setweight(to_tsvector('simple', $2), 'A') || to_tsvector('simple', $3))
          ON CONFLICT (entry_id) DO UPDATE SET doc = excluded.doc",
@@ -85,7 +87,8 @@ async fn add_url_keys(tx: &Transaction<'_>, entry_id: i64, keys: &[String]) -> P
     if keys.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO entry_url (url_key, entry_id) SELECT unnest($1::text[]), $2
          ON CONFLICT DO NOTHING",
         &[&keys, &entry_id],
@@ -109,15 +112,15 @@ pub(super) async fn upsert_entry(
         Some(h) => Cow::Borrowed(h.as_str()),
         None => Cow::Owned(e.compute_content_hash()),
     };
-    let found = tx
-        .query_opt(
-            "SELECT e.id, coalesce(s.content_hash, e.content_hash), e.updated_at,
+    let found = query_opt(
+        tx,
+        "SELECT e.id, coalesce(s.content_hash, e.content_hash), e.updated_at,
                     s.content_hash IS NOT NULL
              FROM entry_source s JOIN entry e ON e.id = s.entry_id
              WHERE s.feed_id = $1 AND s.entry_key = $2",
-            &[&feed_id, &e.key],
-        )
-        .await?;
+        &[&feed_id, &e.key],
+    )
+    .await?;
     let authors = json_list(&e.authors);
     let categories = json_list(&e.categories);
     let enclosures = json_list::<Enclosure>(&e.enclosures);
@@ -133,15 +136,16 @@ pub(super) async fn upsert_entry(
         }
         // A copy stored before copies kept their own hash, of a story with
         // other copies: a difference says nothing; its hash is learnt.
-        let copies: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM entry_source WHERE entry_id = $1",
-                &[&id],
-            )
-            .await?
-            .try_get(0)?;
+        let copies: i64 = query_one(
+            tx,
+            "SELECT count(*) FROM entry_source WHERE entry_id = $1",
+            &[&id],
+        )
+        .await?
+        .try_get(0)?;
         if !own_hash && copies > 1 {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE entry_source SET content_hash = $3, title = $4, published_at = $5
                  WHERE feed_id = $1 AND entry_key = $2",
                 &[&feed_id, &e.key, &hash, &e.title, &published],
@@ -157,7 +161,8 @@ pub(super) async fn upsert_entry(
             _ => ts(now).max(old_updated + 1),
         };
         // The story's link stays its first copy's while it has others.
-        tx.execute(
+        exec(
+            tx,
             "UPDATE entry SET title = $2,
                  link = CASE WHEN $12::bigint > 1 THEN link ELSE $3 END,
                  content_html = $4, authors = $5, categories = $6, enclosures = $7,
@@ -180,14 +185,14 @@ pub(super) async fn upsert_entry(
             ],
         )
         .await?;
-        tx.execute(
+        exec(
+            tx,
             "UPDATE entry_source SET link = $3, content_hash = $4, title = $5, published_at = $6
              WHERE feed_id = $1 AND entry_key = $2",
             &[&feed_id, &e.key, &e.link, &hash, &e.title, &published],
         )
         .await?;
-        let article_used = tx
-            .query_opt("SELECT used FROM article WHERE entry_id = $1", &[&id])
+        let article_used = query_opt(tx, "SELECT used FROM article WHERE entry_id = $1", &[&id])
             .await?
             .map(|r| r.try_get::<_, bool>(0))
             .transpose()?
@@ -204,17 +209,18 @@ pub(super) async fn upsert_entry(
     // A purged entry the feed still carries stays purged; its tombstone's
     // clock restarts (at most daily).
     let key_hash = tombstone_key(&e.key);
-    let seen: Option<i64> = tx
-        .query_opt(
-            "SELECT seen_at FROM tombstone WHERE feed_id = $1 AND key_hash = $2",
-            &[&feed_id, &key_hash],
-        )
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?;
+    let seen: Option<i64> = query_opt(
+        tx,
+        "SELECT seen_at FROM tombstone WHERE feed_id = $1 AND key_hash = $2",
+        &[&feed_id, &key_hash],
+    )
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()?;
     if let Some(seen) = seen {
         if seen < ts(now) - TOMBSTONE_REFRESH_SECS {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE tombstone SET seen_at = $3 WHERE feed_id = $1 AND key_hash = $2",
                 &[&feed_id, &key_hash, &ts(now)],
             )
@@ -231,7 +237,8 @@ pub(super) async fn upsert_entry(
         let evidence = Evidence::of_listing(&e.url_keys, e.title.as_deref(), published);
         let linked = linked_stories(tx, &evidence, None, now_s).await?;
         if let Some(&(story, _)) = linked.first() {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at,
                      title, published_at, content_hash)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -251,37 +258,37 @@ pub(super) async fn upsert_entry(
     let uid = entry_uid(feed_url, &e.key);
     let sort_at = published.map_or(now_s, |p| p.min(now_s));
     let updated = e.updated.map(ts).or(published).unwrap_or(now_s);
-    let inserted = tx
-        .query_opt(
-            "INSERT INTO entry (uid, title, link, content_html, authors, categories,
+    let inserted = query_opt(
+        tx,
+        "INSERT INTO entry (uid, title, link, content_html, authors, categories,
                  enclosures, published_at, updated_at, first_seen_at, sort_at, content_hash,
                  content_base)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (uid) DO NOTHING
              RETURNING id",
-            &[
-                &uid,
-                &e.title,
-                &e.link,
-                &e.content_html,
-                &authors,
-                &categories,
-                &enclosures,
-                &published,
-                &updated,
-                &now_s,
-                &sort_at,
-                &hash,
-                &e.content_base,
-            ],
-        )
-        .await?;
+        &[
+            &uid,
+            &e.title,
+            &e.link,
+            &e.content_html,
+            &authors,
+            &categories,
+            &enclosures,
+            &published,
+            &updated,
+            &now_s,
+            &sort_at,
+            &hash,
+            &e.content_base,
+        ],
+    )
+    .await?;
     // On a uid conflict (the feed was removed and re-added while another
     // feed kept the entry) the source joins the existing story.
     let (entry_id, new) = match inserted {
         Some(row) => (row.try_get(0)?, true),
         None => (
-            tx.query_one("SELECT id FROM entry WHERE uid = $1", &[&uid])
+            query_one(tx, "SELECT id FROM entry WHERE uid = $1", &[&uid])
                 .await?
                 .try_get(0)?,
             false,
@@ -295,7 +302,8 @@ pub(super) async fn upsert_entry(
         _ => queue_for_index(tx, entry_id, !new).await?,
     }
     add_url_keys(tx, entry_id, &e.url_keys).await?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO entry_source (feed_id, entry_key, entry_id, link, first_seen_at,
              title, published_at, content_hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -12,7 +12,7 @@ use crate::model::{Feed, FeedOrigin, FeedSpec, FeedStatus, PageRule};
 use crate::store::rows::{FEED_COLUMNS, FeedColumns};
 use crate::store::{AddOutcome, StoreError, SyncReport};
 
-use super::{PgStore, bump_revision, ts};
+use super::{PgStore, bump_revision, exec, query, query_opt, ts};
 
 /// A [`FEED_COLUMNS`] row as a feed (without its tags).
 fn feed_from_row(r: &Row) -> Result<Feed, tokio_postgres::Error> {
@@ -56,7 +56,7 @@ pub(super) async fn query_feeds(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Feed>, tokio_postgres::Error> {
     let sql = format!("SELECT {FEED_COLUMNS} FROM feed f {where_sql}");
-    let rows = client.query(&sql, params).await?;
+    let rows = query(client, &sql, params).await?;
     let mut feeds = rows
         .iter()
         .map(feed_from_row)
@@ -66,12 +66,12 @@ pub(super) async fn query_feeds(
     }
     let ids: Vec<i64> = feeds.iter().map(|f| f.id).collect();
     let mut by_id: HashMap<i64, Vec<String>> = HashMap::new();
-    for row in client
-        .query(
-            "SELECT feed_id, tag FROM feed_tag WHERE feed_id = ANY($1)",
-            &[&ids],
-        )
-        .await?
+    for row in query(
+        client,
+        "SELECT feed_id, tag FROM feed_tag WHERE feed_id = ANY($1)",
+        &[&ids],
+    )
+    .await?
     {
         by_id
             .entry(row.try_get(0)?)
@@ -94,9 +94,9 @@ async fn set_tags(
     feed_id: i64,
     tags: &[String],
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute("DELETE FROM feed_tag WHERE feed_id = $1", &[&feed_id])
-        .await?;
-    tx.execute(
+    exec(tx, "DELETE FROM feed_tag WHERE feed_id = $1", &[&feed_id]).await?;
+    exec(
+        tx,
         "INSERT INTO feed_tag (feed_id, tag) SELECT $1, unnest($2::text[])
          ON CONFLICT DO NOTHING",
         &[&feed_id, &tags],
@@ -116,26 +116,26 @@ async fn insert_feed(
     origin: FeedOrigin,
     now: DateTime<Utc>,
 ) -> Result<bool, tokio_postgres::Error> {
-    let row = tx
-        .query_opt(
-            "INSERT INTO feed (url, title, interval_secs, origin, next_check_at, created_at,
+    let row = query_opt(
+        tx,
+        "INSERT INTO feed (url, title, interval_secs, origin, next_check_at, created_at,
                                full_text, request, rules, page)
              VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)
              ON CONFLICT (url) DO NOTHING
              RETURNING id",
-            &[
-                &spec.url,
-                &spec.title,
-                &interval_secs(spec),
-                &origin.as_str(),
-                &ts(now),
-                &spec.full_text,
-                &spec.request.to_json(),
-                &spec.rules.to_json(),
-                &spec.page.as_ref().map(PageRule::to_json),
-            ],
-        )
-        .await?;
+        &[
+            &spec.url,
+            &spec.title,
+            &interval_secs(spec),
+            &origin.as_str(),
+            &ts(now),
+            &spec.full_text,
+            &spec.request.to_json(),
+            &spec.rules.to_json(),
+            &spec.page.as_ref().map(PageRule::to_json),
+        ],
+    )
+    .await?;
     match row {
         Some(row) => {
             set_tags(tx, row.try_get(0)?, &spec.tags).await?;
@@ -151,7 +151,8 @@ async fn delete_feed(
     feed_id: i64,
     now: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
+    exec(
+        tx,
         "DELETE FROM entry WHERE id IN (
              SELECT s.entry_id FROM entry_source s WHERE s.feed_id = $1
                AND NOT EXISTS (SELECT 1 FROM entry_source o
@@ -159,8 +160,7 @@ async fn delete_feed(
         &[&feed_id],
     )
     .await?;
-    tx.execute("DELETE FROM feed WHERE id = $1", &[&feed_id])
-        .await?;
+    exec(tx, "DELETE FROM feed WHERE id = $1", &[&feed_id]).await?;
     bump_revision(tx, now).await
 }
 
@@ -198,20 +198,19 @@ impl PgStore {
     ) -> Result<SyncReport, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute("LOCK TABLE feed IN SHARE ROW EXCLUSIVE MODE", &[])
-            .await?;
+        exec(&tx, "LOCK TABLE feed IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
         let mut report = SyncReport::default();
         let mut wanted: HashMap<&str, &FeedSpec> =
             specs.iter().map(|s| (s.url.as_str(), s)).collect();
-        let existing = tx.query("SELECT id, url, origin FROM feed", &[]).await?;
+        let existing = query(&tx, "SELECT id, url, origin FROM feed", &[]).await?;
         for row in existing {
             let (id, url, origin): (i64, String, String) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             match wanted.remove(url.as_str()) {
                 Some(spec) => {
-                    let changed = tx
-                        .execute(
-                            "UPDATE feed SET title = $2, interval_secs = $3, full_text = $4,
+                    let changed = exec(
+                        &tx,
+                        "UPDATE feed SET title = $2, interval_secs = $3, full_text = $4,
                                  request = $5, rules = $6, page = $7, origin = 'config'
                              WHERE id = $1 AND (title IS DISTINCT FROM $2
                                  OR interval_secs IS DISTINCT FROM $3
@@ -219,23 +218,23 @@ impl PgStore {
                                  OR request IS DISTINCT FROM $5
                                  OR rules IS DISTINCT FROM $6
                                  OR page IS DISTINCT FROM $7 OR origin <> 'config')",
-                            &[
-                                &id,
-                                &spec.title,
-                                &interval_secs(spec),
-                                &spec.full_text,
-                                &spec.request.to_json(),
-                                &spec.rules.to_json(),
-                                &spec.page.as_ref().map(PageRule::to_json),
-                            ],
-                        )
-                        .await?;
-                    let mut old_tags: Vec<String> = tx
-                        .query("SELECT tag FROM feed_tag WHERE feed_id = $1", &[&id])
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get(0))
-                        .collect::<Result<_, _>>()?;
+                        &[
+                            &id,
+                            &spec.title,
+                            &interval_secs(spec),
+                            &spec.full_text,
+                            &spec.request.to_json(),
+                            &spec.rules.to_json(),
+                            &spec.page.as_ref().map(PageRule::to_json),
+                        ],
+                    )
+                    .await?;
+                    let mut old_tags: Vec<String> =
+                        query(&tx, "SELECT tag FROM feed_tag WHERE feed_id = $1", &[&id])
+                            .await?
+                            .iter()
+                            .map(|r| r.try_get(0))
+                            .collect::<Result<_, _>>()?;
                     old_tags.sort();
                     let mut new_tags = spec.tags.clone();
                     new_tags.sort();
@@ -320,15 +319,15 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE feed SET status = $2,
+        exec(
+            &client,
+            "UPDATE feed SET status = $2,
                      next_check_at = CASE WHEN $2 = 'active' THEN $3 ELSE next_check_at END,
                      schedule_reason = CASE WHEN $2 = 'active' THEN 'resumed' ELSE $2 END
                  WHERE id = $1",
-                &[&feed_id, &status.as_str(), &ts(now)],
-            )
-            .await?;
+            &[&feed_id, &status.as_str(), &ts(now)],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -23,7 +23,9 @@ use super::rows::{from_ts, opt_ts, ts};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::database::{PostgresUrl, SslMode};
@@ -311,6 +313,50 @@ impl PgStore {
             .try_get(0)?;
         Ok(n.max(0) as u64)
     }
+}
+
+/// Hot statements run prepared once per connection (deadpool keeps each
+/// connection's prepared statements by their text): from text alone
+/// tokio-postgres prepares a statement every time it runs one, which is a
+/// round trip more and a parse and plan on the server for each. Only for
+/// SQL from a fixed set of texts: the cache keeps every text it sees.
+pub(super) async fn exec(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = c.prepare_cached(sql).await?;
+    c.execute(&statement, params).await
+}
+
+/// [`exec`] for a query: every row.
+pub(super) async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = c.prepare_cached(sql).await?;
+    c.query(&statement, params).await
+}
+
+/// [`exec`] for a query of one row.
+pub(super) async fn query_one(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    let statement = c.prepare_cached(sql).await?;
+    c.query_one(&statement, params).await
+}
+
+/// [`exec`] for a query of at most one row.
+pub(super) async fn query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = c.prepare_cached(sql).await?;
+    c.query_opt(&statement, params).await
 }
 
 /// Bumps the output revision in the caller's transaction: every node's

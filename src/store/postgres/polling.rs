@@ -19,7 +19,7 @@ use crate::store::StoreError;
 
 use super::entries::{Upsert, search_changed, upsert_entry};
 use super::feeds::query_feeds;
-use super::{PgStore, bump_revision, from_ts, opt_ts, ts};
+use super::{PgStore, bump_revision, exec, from_ts, opt_ts, query, query_one, ts};
 
 /// `schedule_reason` of a feed whose poll is in flight.
 const LEASED: &str = "polling";
@@ -41,9 +41,9 @@ impl PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let ids: Vec<i64> = tx
-            .query(
-                "WITH due AS (
+        let ids: Vec<i64> = query(
+            &tx,
+            "WITH due AS (
                      SELECT id FROM feed
                      WHERE status = 'active' AND next_check_at <= $1
                      ORDER BY next_check_at, last_checked_at NULLS FIRST, id
@@ -52,12 +52,12 @@ impl PgStore {
                  UPDATE feed f SET next_check_at = $3, schedule_reason = $4
                  FROM due WHERE f.id = due.id
                  RETURNING f.id",
-                &[&ts(now), &limit, &ts(lease_until), &LEASED],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
+            &[&ts(now), &limit, &ts(lease_until), &LEASED],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
         // Read back in due order, as they were before the lease moved them.
         let mut feeds = query_feeds(&tx, "WHERE f.id = ANY($1)", &[&ids]).await?;
         tx.commit().await?;
@@ -112,7 +112,8 @@ impl PgStore {
                 (feed.id, ts(now) + fastrand::u64(0..w) as i64)
             })
             .unzip();
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE feed f SET next_check_at = d.at
              FROM unnest($1::bigint[], $2::bigint[]) AS d(id, at) WHERE f.id = d.id",
             &[&ids, &ats],
@@ -141,13 +142,13 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let (ids, ats): (Vec<i64>, Vec<i64>) = defers.iter().map(|(id, at)| (*id, ts(*at))).unzip();
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE feed f SET next_check_at = d.at
+        exec(
+            &client,
+            "UPDATE feed f SET next_check_at = d.at
                  FROM unnest($1::bigint[], $2::bigint[]) AS d(id, at) WHERE f.id = d.id",
-                &[&ids, &ats],
-            )
-            .await?;
+            &[&ids, &ats],
+        )
+        .await?;
         Ok(())
     }
 
@@ -158,12 +159,12 @@ impl PgStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE feed SET next_check_at = $2 WHERE id = $1",
-                &[&feed_id, &ts(at)],
-            )
-            .await?;
+        exec(
+            &client,
+            "UPDATE feed SET next_check_at = $2 WHERE id = $1",
+            &[&feed_id, &ts(at)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -173,12 +174,12 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT host, until FROM host_block WHERE until > $1",
-                &[&ts(now)],
-            )
-            .await?;
+        let rows = query(
+            &client,
+            "SELECT host, until FROM host_block WHERE until > $1",
+            &[&ts(now)],
+        )
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, from_ts(r.try_get(1)?))))
             .collect()
@@ -224,7 +225,7 @@ async fn update_feed(
         &forget_redirect,
     ];
     params.extend_from_slice(extra);
-    tx.execute(sql, &params).await?;
+    exec(tx, sql, &params).await?;
     Ok(())
 }
 
@@ -234,7 +235,8 @@ async fn record_redirect_and_host(
     rec: &PollRecord,
 ) -> Result<(), tokio_postgres::Error> {
     if let Some(target) = &rec.permanent_redirect {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE feed SET
                  redirect_count = CASE WHEN redirect_url IS NOT DISTINCT FROM $2
                                        THEN redirect_count + 1 ELSE 1 END,
@@ -243,7 +245,8 @@ async fn record_redirect_and_host(
             &[&rec.feed_id, target],
         )
         .await?;
-        tx.execute(
+        exec(
+            tx,
             "UPDATE feed SET fetch_url = redirect_url, redirect_url = NULL, redirect_count = 0
              WHERE id = $1 AND redirect_count >= $2",
             &[&rec.feed_id, &REDIRECT_CONFIRMATIONS],
@@ -251,7 +254,8 @@ async fn record_redirect_and_host(
         .await?;
     }
     if let Some((host, until)) = &rec.host_block {
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO host_block (host, until) VALUES ($1, $2)
              ON CONFLICT (host) DO UPDATE SET until = greatest(host_block.until, excluded.until)",
             &[host, &ts(*until)],
@@ -273,7 +277,8 @@ async fn record_day(
         PollOutcome::Failed { .. } | PollOutcome::Gone => (0, 1),
         PollOutcome::Fetched { .. } => (0, 0),
     };
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO feed_day (feed_id, day, polls, not_modified, errors, new_entries)
          VALUES ($1, $2, 1, $3, $4, $5)
          ON CONFLICT (feed_id, day) DO UPDATE SET
@@ -366,12 +371,12 @@ async fn write_poll(
             validators,
             feed,
         } => {
-            let row = tx
-                .query_one(
-                    "SELECT url, site_title, site_url FROM feed WHERE id = $1",
-                    &[&rec.feed_id],
-                )
-                .await?;
+            let row = query_one(
+                tx,
+                "SELECT url, site_title, site_url FROM feed WHERE id = $1",
+                &[&rec.feed_id],
+            )
+            .await?;
             let (feed_url, old_title, old_site): (String, Option<String>, Option<String>) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             let status = i64::from(*status);
@@ -419,7 +424,8 @@ async fn write_poll(
                         if rec.full_text
                             && let Some(link) = &entry.link
                         {
-                            tx.execute(
+                            exec(
+                                tx,
                                 "INSERT INTO article (entry_id, feed_id, url, status,
                                      next_attempt_at)
                                  VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT DO NOTHING",

@@ -17,7 +17,7 @@ use crate::store::stories::{
 };
 
 use super::entries::queue_for_index;
-use super::{PgStore, bump_revision, ts};
+use super::{PgStore, bump_revision, exec, query, query_one, query_opt, ts};
 use crate::store::StoreError;
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -32,7 +32,8 @@ pub(super) async fn lock_keys(tx: &Transaction<'_>, url_keys: &[String]) -> PgRe
     let mut keys = url_keys.to_vec();
     keys.sort();
     keys.dedup();
-    tx.execute(
+    exec(
+        tx,
         "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
         &[&keys],
     )
@@ -43,34 +44,34 @@ pub(super) async fn lock_keys(tx: &Transaction<'_>, url_keys: &[String]) -> PgRe
 /// A stored story's evidence, as rows for `store::stories`.
 async fn evidence_of(tx: &Transaction<'_>, story: i64) -> PgResult<Evidence> {
     let mut rows = StoryRows::default();
-    for r in tx
-        .query(
-            "SELECT url_key FROM entry_url WHERE entry_id = $1",
-            &[&story],
-        )
-        .await?
+    for r in query(
+        tx,
+        "SELECT url_key FROM entry_url WHERE entry_id = $1",
+        &[&story],
+    )
+    .await?
     {
         rows.url_keys.push(r.try_get(0)?);
     }
-    for r in tx
-        .query(
-            "SELECT coalesce(s.title, e.title), coalesce(s.published_at, e.published_at)
+    for r in query(
+        tx,
+        "SELECT coalesce(s.title, e.title), coalesce(s.published_at, e.published_at)
              FROM entry_source s JOIN entry e ON e.id = s.entry_id WHERE s.entry_id = $1",
-            &[&story],
-        )
-        .await?
+        &[&story],
+    )
+    .await?
     {
         rows.listings.push((r.try_get(0)?, r.try_get(1)?));
     }
-    for r in tx
-        .query(
-            "SELECT p.words, p.simhash, p.minhash, p.published, p.site,
+    for r in query(
+        tx,
+        "SELECT p.words, p.simhash, p.minhash, p.published, p.site,
                     (SELECT coalesce(a.final_url, o.link) FROM entry o
                      LEFT JOIN article a ON a.entry_id = o.id WHERE o.id = p.origin)
              FROM entry_print p WHERE p.entry_id = $1 AND p.version = $2",
-            &[&story, &PRINT_VERSION],
-        )
-        .await?
+        &[&story, &PRINT_VERSION],
+    )
+    .await?
     {
         rows.prints.push(PrintRow {
             words: r.try_get(0)?,
@@ -85,9 +86,13 @@ async fn evidence_of(tx: &Transaction<'_>, story: i64) -> PgResult<Evidence> {
 }
 
 async fn first_seen(tx: &Transaction<'_>, story: i64) -> PgResult<i64> {
-    tx.query_one("SELECT first_seen_at FROM entry WHERE id = $1", &[&story])
-        .await?
-        .try_get(0)
+    query_one(
+        tx,
+        "SELECT first_seen_at FROM entry WHERE id = $1",
+        &[&story],
+    )
+    .await?
+    .try_get(0)
 }
 
 /// The stories other than `me` that are one story with `evidence`, with
@@ -103,13 +108,13 @@ pub(super) async fn linked_stories(
     let mut candidates: Vec<i64> = Vec::new();
     let keys = evidence.url_keys().to_vec();
     if !keys.is_empty() {
-        for r in tx
-            .query(
-                "SELECT DISTINCT entry_id FROM entry_url
+        for r in query(
+            tx,
+            "SELECT DISTINCT entry_id FROM entry_url
                  WHERE url_key = ANY($1) AND entry_id IS DISTINCT FROM $2",
-                &[&keys, &me],
-            )
-            .await?
+            &[&keys, &me],
+        )
+        .await?
         {
             candidates.push(r.try_get(0)?);
         }
@@ -117,14 +122,14 @@ pub(super) async fn linked_stories(
     let lsh = evidence.lsh_keys();
     if !lsh.is_empty() {
         let params: [&(dyn ToSql + Sync); 4] = [&lsh, &me, &around, &TEXT_WINDOW_SECS];
-        for r in tx
-            .query(
-                "SELECT DISTINCT l.entry_id FROM entry_lsh l JOIN entry x ON x.id = l.entry_id
+        for r in query(
+            tx,
+            "SELECT DISTINCT l.entry_id FROM entry_lsh l JOIN entry x ON x.id = l.entry_id
                  WHERE l.lsh_key = ANY($1) AND l.entry_id IS DISTINCT FROM $2
                    AND x.first_seen_at BETWEEN $3::bigint - $4::bigint AND $3::bigint + $4::bigint",
-                &params,
-            )
-            .await?
+            &params,
+        )
+        .await?
         {
             candidates.push(r.try_get(0)?);
         }
@@ -168,7 +173,8 @@ pub(super) async fn unite(tx: &Transaction<'_>, story: i64) -> PgResult<(i64, us
 }
 
 async fn article_facts(tx: &Transaction<'_>, id: i64) -> PgResult<Option<ArticleFacts>> {
-    tx.query_opt(
+    query_opt(
+        tx,
         "SELECT status, used, coalesce(word_count, 0) FROM article WHERE entry_id = $1",
         &[&id],
     )
@@ -187,23 +193,27 @@ async fn article_facts(tx: &Transaction<'_>, id: i64) -> PgResult<Option<Article
 /// candidate keys move over; the articles as `stories::article_merge`
 /// says; `from` is deleted.
 pub(super) async fn merge_stories(tx: &Transaction<'_>, from: i64, into: i64) -> PgResult<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE entry_source SET entry_id = $2 WHERE entry_id = $1",
         &[&from, &into],
     )
     .await?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO entry_url (url_key, entry_id)
          SELECT url_key, $2 FROM entry_url WHERE entry_id = $1 ON CONFLICT DO NOTHING",
         &[&from, &into],
     )
     .await?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE entry_print SET entry_id = $2 WHERE entry_id = $1",
         &[&from, &into],
     )
     .await?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO entry_lsh (lsh_key, entry_id)
          SELECT lsh_key, $2 FROM entry_lsh WHERE entry_id = $1 ON CONFLICT DO NOTHING",
         &[&from, &into],
@@ -215,7 +225,8 @@ pub(super) async fn merge_stories(tx: &Transaction<'_>, from: i64, into: i64) ->
     );
     match stories::article_merge(from_article.as_ref(), into_article.as_ref()) {
         ArticleMerge::Move => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE article SET entry_id = $2 WHERE entry_id = $1",
                 &[&from, &into],
             )
@@ -225,7 +236,8 @@ pub(super) async fn merge_stories(tx: &Transaction<'_>, from: i64, into: i64) ->
             }
         }
         ArticleMerge::Replace => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO article (entry_id, feed_id, url, status, attempts,
                      next_attempt_at, final_url, canonical_url, html, text, word_count, used,
                      fetched_at)
@@ -246,8 +258,7 @@ pub(super) async fn merge_stories(tx: &Transaction<'_>, from: i64, into: i64) ->
         }
         ArticleMerge::Keep => {}
     }
-    tx.execute("DELETE FROM entry WHERE id = $1", &[&from])
-        .await?;
+    exec(tx, "DELETE FROM entry WHERE id = $1", &[&from]).await?;
     Ok(())
 }
 
@@ -266,29 +277,28 @@ impl PgStore {
     ) -> Result<Option<usize>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(next) = tx
-            .query_opt(
-                "SELECT value FROM meta WHERE key = 'dedup_pass_next' FOR UPDATE",
-                &[],
-            )
-            .await?
+        let Some(next) = query_opt(
+            &tx,
+            "SELECT value FROM meta WHERE key = 'dedup_pass_next' FOR UPDATE",
+            &[],
+        )
+        .await?
         else {
             return Ok(None);
         };
         let next: i64 = next.try_get(0)?;
-        let ids: Vec<i64> = tx
-            .query(
-                "SELECT id FROM entry WHERE id >= $1 ORDER BY id LIMIT $2",
-                &[&next, &DEDUP_PASS_BATCH],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
+        let ids: Vec<i64> = query(
+            &tx,
+            "SELECT id FROM entry WHERE id >= $1 ORDER BY id LIMIT $2",
+            &[&next, &DEDUP_PASS_BATCH],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
         let mut merged = 0;
         for &id in &ids {
-            let exists = tx
-                .query_opt("SELECT 1 FROM entry WHERE id = $1", &[&id])
+            let exists = query_opt(&tx, "SELECT 1 FROM entry WHERE id = $1", &[&id])
                 .await?
                 .is_some();
             if exists {
@@ -300,16 +310,17 @@ impl PgStore {
         }
         match ids.last() {
             Some(last) if ids.len() as i64 == DEDUP_PASS_BATCH => {
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE meta SET value = $1 WHERE key = 'dedup_pass_next'",
                     &[&(last + 1)],
                 )
                 .await?;
             }
             _ => {
-                tx.execute("DELETE FROM meta WHERE key = 'dedup_pass_next'", &[])
-                    .await?;
-                tx.execute(
+                exec(&tx, "DELETE FROM meta WHERE key = 'dedup_pass_next'", &[]).await?;
+                exec(
+                    &tx,
                     "INSERT INTO meta (key, value) VALUES ('dedup_pass_done_at', $1)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     &[&ts(now)],
