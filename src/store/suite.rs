@@ -715,6 +715,111 @@ async fn copies_stored_at_the_same_moment_are_one_story() {
     }
 }
 
+/// The output revision moves with every change whichever node stores
+/// it, every node reads the same one, and housekeeping's upkeep (which on
+/// PostgreSQL folds the counters of ended sessions into one) leaves it as
+/// it was.
+#[tokio::test]
+async fn every_node_reads_one_revision_that_moves_with_each_change() {
+    for t in backends("every_node_reads_one_revision").await {
+        let b = t.backend;
+        let s = &t.store;
+        let (a, other_feed) = two_feeds(s).await;
+        // A second node on PostgreSQL; SQLite has one (its file takes one
+        // writing process).
+        let second = match &t.scratch {
+            Some((server, name)) => Some(
+                Store::connect(&Database::Postgres(server.with_dbname(name)))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            None => None,
+        };
+        let other = second.clone().unwrap_or_else(|| s.clone());
+        let r0 = s.revision().await.expect("rev");
+        let mut polls = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let (node, feed) = if i % 2 == 0 {
+                (s.clone(), a)
+            } else {
+                (other.clone(), other_feed)
+            };
+            let entry = item(
+                &format!("k{i}"),
+                &format!("Story {i}"),
+                &format!("https://news.example/{i}"),
+                "<p>x</p>",
+            );
+            polls.spawn(async move {
+                node.record_poll(fetched(feed, vec![entry], at(10 + i)))
+                    .await
+            });
+        }
+        while let Some(done) = polls.join_next().await {
+            done.expect("task").expect("poll");
+        }
+        let r1 = s.revision().await.expect("rev");
+        assert!(r1.rev > r0.rev, "{b}: {} after {}", r1.rev, r0.rev);
+        assert_eq!(r1.changed_at, at(17), "{b}");
+        assert_eq!(
+            other.revision().await.expect("rev"),
+            r1,
+            "{b}: one revision"
+        );
+        if let Some(second) = second {
+            second.close().await.expect("close");
+        }
+        // The other node's sessions end (the server sees them go soon
+        // after); folding their counters keeps the revision.
+        if t.scratch.is_some() {
+            for _ in 0..100 {
+                if ended_sessions_rows(&t).await > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(
+                ended_sessions_rows(&t).await > 0,
+                "{b}: the other node's rows"
+            );
+        }
+        s.optimize_and_checkpoint().await.expect("upkeep");
+        assert_eq!(s.revision().await.expect("rev"), r1, "{b}: upkeep keeps it");
+        assert_eq!(ended_sessions_rows(&t).await, 0, "{b}: folded");
+        let entry = item("late", "Late", "https://news.example/late", "<p>l</p>");
+        s.record_poll(fetched(a, vec![entry], at(30)))
+            .await
+            .expect("poll");
+        let r2 = s.revision().await.expect("rev");
+        assert!(r2.rev > r1.rev, "{b}");
+        assert_eq!(r2.changed_at, at(30), "{b}");
+        t.finish().await;
+    }
+}
+
+/// PostgreSQL's revision rows of sessions that ended (0 on SQLite).
+async fn ended_sessions_rows(t: &TestStore) -> i64 {
+    let Some((server, name)) = &t.scratch else {
+        return 0;
+    };
+    let (client, connection) = server
+        .with_dbname(name)
+        .driver_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .query_one(
+            "SELECT count(*) FROM meta WHERE key LIKE '%@%'
+               AND split_part(key, '@', 2) NOT IN (SELECT pid::text FROM pg_stat_activity)",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0)
+}
+
 /// A poll that fails part-way leaves nothing of itself behind.
 #[tokio::test]
 async fn a_failing_poll_leaves_nothing_behind() {

@@ -80,7 +80,7 @@ pub(super) async fn add_to_index(
 
 /// Searches find more: their cached pages and validators expire.
 pub(super) async fn search_changed(tx: &Transaction<'_>, now: DateTime<Utc>) -> PgResult<()> {
-    super::bump_pair(tx, "search_rev", "search_changed_at", now).await
+    super::bump_search_revision(tx, now).await
 }
 
 async fn add_url_keys(tx: &Transaction<'_>, entry_id: i64, keys: &[String]) -> PgResult<()> {

@@ -259,20 +259,33 @@ impl PgStore {
         Ok(())
     }
 
+    /// The output revision: the base counters plus every session's shard
+    /// (see [`bump_revision`]), read in one snapshot, so it moves with
+    /// every commit that changed what an output shows and never goes back.
     pub(super) async fn revision(&self) -> Result<Revision, StoreError> {
         let client = self.client().await?;
-        let rows = client.query("SELECT key, value FROM meta", &[]).await?;
+        let rows = query(
+            &client,
+            "SELECT key, value FROM meta
+             WHERE key IN ('entries_rev', 'entries_changed_at', 'search_rev', 'search_changed_at')
+                OR key LIKE '%@%'",
+            &[],
+        )
+        .await?;
         let mut rev = Revision::default();
+        let (mut changed_at, mut search_changed_at) = (0, 0);
         for row in rows {
             let (k, v): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-            match k.as_str() {
-                "entries_rev" => rev.rev = v,
-                "entries_changed_at" => rev.changed_at = from_ts(v),
-                "search_rev" => rev.search = v,
-                "search_changed_at" => rev.search_changed_at = from_ts(v),
+            match k.split_once('@').map_or(k.as_str(), |(base, _)| base) {
+                "entries_rev" => rev.rev += v,
+                "entries_changed_at" => changed_at = changed_at.max(v),
+                "search_rev" => rev.search += v,
+                "search_changed_at" => search_changed_at = search_changed_at.max(v),
                 _ => {}
             }
         }
+        rev.changed_at = from_ts(changed_at);
+        rev.search_changed_at = from_ts(search_changed_at);
         Ok(rev)
     }
 
@@ -361,29 +374,76 @@ pub(super) async fn query_opt(
 
 /// Bumps the output revision in the caller's transaction: every node's
 /// render cache keys on it.
-async fn bump_revision(
+///
+/// Each session counts in a row of its own (`entries_rev@<backend pid>`,
+/// beside `entries_changed_at@<pid>`), and the revision is the sum: one
+/// row that every poll updated would hold each poll's transaction behind
+/// the previous one's commit (its row lock lasts until the commit is on
+/// disk), and polls from every node would be stored one at a time (and
+/// shared rows taken in different orders by two polls deadlock). A
+/// session runs one transaction at a time, so its rows wait for nobody.
+/// Housekeeping folds the rows of ended sessions into the base rows
+/// ([`fold_revision_shards`]); the sum stays as it was.
+pub(super) async fn bump_revision(
     tx: &deadpool_postgres::Transaction<'_>,
     now: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
-    bump_pair(tx, "entries_rev", "entries_changed_at", now).await
+    bump_shard(tx, "entries_rev", "entries_changed_at", now).await
 }
 
-/// Adds one to the `rev` row of `meta` and moves its `at` row to `now`
-/// (never back), in that order, one statement each. One statement for
-/// both locked the rows in heap order, which an update changes: two
-/// nodes' polls then took them in opposite orders and deadlocked (a poll
-/// in ten failed so while three nodes stored new entries).
-async fn bump_pair(
+/// [`bump_revision`] for the search revision: searches find more.
+pub(super) async fn bump_search_revision(
     tx: &deadpool_postgres::Transaction<'_>,
-    rev: &str,
-    at: &str,
     now: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute("UPDATE meta SET value = value + 1 WHERE key = $1", &[&rev])
-        .await?;
-    tx.execute(
-        "UPDATE meta SET value = greatest(value, $2) WHERE key = $1",
-        &[&at, &ts(now)],
+    bump_shard(tx, "search_rev", "search_changed_at", now).await
+}
+
+async fn bump_shard(
+    tx: &deadpool_postgres::Transaction<'_>,
+    counter: &str,
+    changed_at: &str,
+    now: DateTime<Utc>,
+) -> Result<(), tokio_postgres::Error> {
+    exec(
+        tx,
+        "INSERT INTO meta (key, value)
+         VALUES ($1 || '@' || pg_backend_pid(), 1), ($2 || '@' || pg_backend_pid(), $3)
+         ON CONFLICT (key) DO UPDATE SET value = CASE
+             WHEN split_part(meta.key, '@', 1) = $1 THEN meta.value + 1
+             ELSE greatest(meta.value, excluded.value) END",
+        &[&counter, &changed_at, &ts(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Folds the revision rows of sessions that ended into the base rows
+/// (counters added, times the latest), in one transaction: the revision
+/// every node reads stays the same, and the table keeps one row per live
+/// session. A session that starts meanwhile under a folded row's pid
+/// waits for this transaction and then starts a row of its own.
+pub(super) async fn fold_revision_shards(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    exec(
+        tx,
+        "WITH gone AS (
+             DELETE FROM meta
+             WHERE split_part(key, '@', 1) IN
+                   ('entries_rev', 'entries_changed_at', 'search_rev', 'search_changed_at')
+               AND split_part(key, '@', 2) <> ''
+               AND split_part(key, '@', 2) NOT IN (SELECT pid::text FROM pg_stat_activity)
+             RETURNING split_part(key, '@', 1) AS base, value),
+         folded AS (
+             SELECT base, CASE WHEN base IN ('entries_rev', 'search_rev') THEN sum(value)
+                                ELSE max(value) END AS value
+             FROM gone GROUP BY base)
+         UPDATE meta SET value = CASE WHEN meta.key IN ('entries_rev', 'search_rev')
+                                      THEN meta.value + folded.value
+                                      ELSE greatest(meta.value, folded.value) END
+         FROM folded WHERE meta.key = folded.base",
+        &[],
     )
     .await?;
     Ok(())

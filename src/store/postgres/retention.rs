@@ -392,11 +392,16 @@ impl PgStore {
     /// (`ANALYZE` samples a bounded number of rows, so it is cheap), which
     /// is what SQLite's `PRAGMA optimize` does; there is no WAL file to
     /// truncate (PostgreSQL's checkpoints are the server's business).
+    /// The revision rows of ended sessions are folded into the base rows
+    /// here too (see `bump_revision`).
     pub(in crate::store) async fn optimize_and_checkpoint(&self) -> Result<(), StoreError> {
-        self.client()
-            .await?
+        let mut client = self.client().await?;
+        client
             .batch_execute("ANALYZE entry, entry_source, article, tombstone, feed_day")
             .await?;
+        let tx = client.transaction().await?;
+        super::fold_revision_shards(&tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
