@@ -715,6 +715,132 @@ async fn copies_stored_at_the_same_moment_are_one_story() {
     }
 }
 
+/// A poll of many entries stores each as if it came alone, in the feed's
+/// order: new ones get ids in that order, a copy of a stored story joins
+/// it, two items of one poll linking one story are one story, a key twice
+/// in one poll is stored once and then found, and items known already
+/// are found unchanged or updated beside new ones.
+#[tokio::test]
+async fn a_poll_of_many_entries_stores_each_as_if_alone() {
+    for t in backends("a_poll_of_many_entries").await {
+        let s = &t.store;
+        let b = t.backend;
+        let (a, other) = two_feeds(s).await;
+        let first: Vec<ParsedEntry> = (0..30)
+            .map(|i| {
+                item(
+                    &format!("guid:{i}"),
+                    &format!("Story {i}"),
+                    &format!("https://news.example/story-{i}"),
+                    &format!("<p>{i}</p>"),
+                )
+            })
+            .collect();
+        let got = s
+            .record_poll(fetched(a, first.clone(), at(10)))
+            .await
+            .expect("poll");
+        assert_eq!(got, report(30, 0, 0), "{b}");
+        let mut stored = s.entries(query(100)).await.expect("entries");
+        stored.sort_by_key(|e| e.cursor.id);
+        let want: Vec<String> = (0..30).map(|i| format!("Story {i}")).collect();
+        assert_eq!(titles(&stored), want, "{b}: ids in the feed's order");
+
+        // Another feed: two new stories, a copy of story 3, and two items
+        // linking one new story (the second joins the first).
+        let second = vec![
+            item("b:x", "Fresh x", "https://news.example/x", "<p>x</p>"),
+            item(
+                "b:3",
+                "Story 3",
+                "https://news.example/story-3?utm_source=rss",
+                "<p>3 again</p>",
+            ),
+            item("b:y", "Fresh y", "https://news.example/y", "<p>y</p>"),
+            item("b:d1", "Twice", "https://news.example/twice", "<p>d</p>"),
+            item("b:d2", "Twice", "https://news.example/twice", "<p>d</p>"),
+        ];
+        let got = s
+            .record_poll(fetched(other, second, at(20)))
+            .await
+            .expect("poll");
+        assert_eq!(got, report(3, 0, 2), "{b}");
+        assert_eq!(s.entry_count().await.expect("count"), 33, "{b}");
+
+        // The first feed again: story 5 edited, listed twice (the second
+        // time as the first), a new story on top; the rest unchanged.
+        let mut again = vec![item(
+            "guid:new",
+            "Newest",
+            "https://news.example/newest",
+            "<p>n</p>",
+        )];
+        again.extend(first.iter().cloned());
+        again[6].content_html = Some("<p>5, corrected</p>".into());
+        again.push(again[6].clone());
+        let got = s
+            .record_poll(fetched(a, again, at(30)))
+            .await
+            .expect("poll");
+        assert_eq!(got, report(1, 1, 0), "{b}");
+        assert_eq!(s.entry_count().await.expect("count"), 34, "{b}");
+        t.finish().await;
+    }
+}
+
+/// Polls of several entries each, storing copies of the same stories in
+/// different orders at the same moment (several nodes), make one story
+/// each and never wait for each other in a circle.
+#[tokio::test]
+async fn polls_listing_the_same_stories_at_once_make_one_story_each() {
+    for t in backends("polls_listing_the_same_stories").await {
+        let b = t.backend;
+        let specs = (0..6)
+            .map(|i| spec(&format!("https://f{i}.example/feed")))
+            .collect();
+        t.store
+            .add_feeds(specs, FeedOrigin::Cli, at(0))
+            .await
+            .expect("add");
+        let ids: Vec<i64> = t
+            .store
+            .feeds()
+            .await
+            .expect("feeds")
+            .iter()
+            .map(|f| f.id)
+            .collect();
+        for round in 0..4 {
+            let mut polls = tokio::task::JoinSet::new();
+            for (i, &id) in ids.iter().enumerate() {
+                let s = t.store.clone();
+                // Each feed lists the round's five stories from another one.
+                let copies: Vec<ParsedEntry> = (0..5)
+                    .map(|k| {
+                        let story = (k + i) % 5;
+                        item(
+                            &format!("k{round}-{story}"),
+                            &format!("Story {round}-{story}"),
+                            &format!("https://news.example/{round}/{story}"),
+                            "<p>x</p>",
+                        )
+                    })
+                    .collect();
+                polls.spawn(async move { s.record_poll(fetched(id, copies, at(100))).await });
+            }
+            let mut new = 0;
+            while let Some(done) = polls.join_next().await {
+                let r = done.expect("task").expect("poll");
+                assert_eq!(r.new + r.merged, 5, "{b}");
+                new += r.new;
+            }
+            assert_eq!(new, 5, "{b}: round {round}: each story is new once");
+        }
+        assert_eq!(t.store.entry_count().await.expect("count"), 20, "{b}");
+        t.finish().await;
+    }
+}
+
 /// The output revision moves with every change whichever node stores
 /// it, every node reads the same one, and housekeeping's upkeep (which on
 /// PostgreSQL folds the counters of ended sessions into one) leaves it as

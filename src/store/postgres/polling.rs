@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use crate::model::{Feed, PollOutcome, PollRecord, PollReport};
 use crate::store::StoreError;
 
-use super::entries::{Upsert, search_changed, upsert_entry};
+use super::entries::{search_changed, store_entries};
 use super::feeds::query_feeds;
 use super::{PgStore, bump_revision, exec, from_ts, opt_ts, query, query_one, ts};
 
@@ -407,39 +407,16 @@ async fn write_poll(
             .await?;
             let meta_changed = (feed.title.is_some() && feed.title != old_title)
                 || (feed.site_url.is_some() && feed.site_url != old_site);
-            let mut indexed = false;
-            for entry in &feed.entries {
-                match upsert_entry(
-                    tx,
-                    rec.feed_id,
-                    &feed_url,
-                    entry,
-                    rec.checked_at,
-                    &mut indexed,
-                )
-                .await?
-                {
-                    Upsert::New(entry_id) => {
-                        report.new += 1;
-                        if rec.full_text
-                            && let Some(link) = &entry.link
-                        {
-                            exec(
-                                tx,
-                                "INSERT INTO article (entry_id, feed_id, url, status,
-                                     next_attempt_at)
-                                 VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT DO NOTHING",
-                                &[&entry_id, &rec.feed_id, link, &checked],
-                            )
-                            .await?;
-                            report.articles_queued += 1;
-                        }
-                    }
-                    Upsert::Updated => report.updated += 1,
-                    Upsert::Merged => report.merged += 1,
-                    Upsert::Unchanged | Upsert::Tombstoned => {}
-                }
-            }
+            let indexed = store_entries(
+                tx,
+                rec.feed_id,
+                &feed_url,
+                &feed.entries,
+                rec.checked_at,
+                rec.full_text,
+                &mut report,
+            )
+            .await?;
             if meta_changed || report.new > 0 || report.updated > 0 {
                 bump_revision(tx, rec.checked_at).await?;
             }
