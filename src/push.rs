@@ -10,7 +10,9 @@
 //! target, in storage order, and a restart carries on where it stopped. A
 //! new target starts at the newest entry: it gets what arrives from then
 //! on, not the backlog. Receivers are the operator's choice, so they are
-//! contacted directly, not through the feed fetcher's rules.
+//! contacted directly, not through the feed fetcher's rules. Nodes sharing
+//! a PostgreSQL database deliver from one node at a time (the one holding
+//! the push lead, `LeadTask::Push`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::model::{OutputEntry, Secret};
 use crate::serve::{FeedMeta, OutputSanitizer};
-use crate::store::{EntryQuery, PushOutcome, Store};
+use crate::store::{EntryQuery, LeadTask, PushOutcome, Store};
 
 /// How often a target with nothing to deliver looks for new entries; also
 /// the longest a new entry waits, which batches a polling burst.
@@ -122,16 +124,41 @@ pub async fn run(
         }
     };
     let sanitizer = Arc::new(OutputSanitizer::default());
-    let loops = targets.into_iter().map(|target| {
-        deliver_loop(
-            target,
-            client.clone(),
-            store.clone(),
-            Arc::clone(&sanitizer),
-            shutdown.clone(),
-        )
-    });
-    futures_util::future::join_all(loops).await;
+    let mut lead = None;
+    loop {
+        // Once per cluster: nodes sharing a PostgreSQL database would
+        // each deliver every batch. The node that leads delivers; when it
+        // goes (or loses its connection), another takes over within
+        // moments and carries on from the delivery state in the store (a
+        // batch in flight at that moment goes again, under the same
+        // delivery id). One node always leads on SQLite.
+        if !store.keep_lead(LeadTask::Push, &mut lead).await {
+            if !pause(CHECK_EVERY, &shutdown).await {
+                return;
+            }
+            continue;
+        }
+        let loops = futures_util::future::join_all(targets.iter().cloned().map(|target| {
+            deliver_loop(
+                target,
+                client.clone(),
+                store.clone(),
+                Arc::clone(&sanitizer),
+                shutdown.clone(),
+            )
+        }));
+        let lost = async {
+            while lead.as_ref().is_some_and(|g| !g.lost()) {
+                tokio::time::sleep(CHECK_EVERY).await;
+            }
+        };
+        tokio::select! {
+            _ = loops => return,
+            () = lost => {
+                tracing::warn!("lost the push lead (database connection); another node delivers");
+            }
+        }
+    }
 }
 
 /// Sleeps for `d` unless shut down first; false when shut down.

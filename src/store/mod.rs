@@ -386,6 +386,8 @@ pub struct Store {
 pub enum LeadTask {
     Housekeeping,
     WebSub,
+    /// Push deliveries: each receiver hears from one node.
+    Push,
 }
 
 /// Held while this node leads a [`LeadTask`] (from [`Store::try_lead`]),

@@ -1154,7 +1154,7 @@ async fn concurrent_article_claims_never_share_a_page() {
 /// (one node) the node always leads.
 #[tokio::test]
 async fn one_node_leads_each_task_and_another_takes_over() {
-    use crate::store::LeadTask::{Housekeeping, WebSub};
+    use crate::store::LeadTask::{Housekeeping, Push, WebSub};
     for t in backends("one_node_leads_each_task").await {
         let b = t.backend;
         let Some((server, name)) = &t.scratch else {
@@ -1191,6 +1191,12 @@ async fn one_node_leads_each_task_and_another_takes_over() {
         );
         let websub = other.try_lead(WebSub).await.expect("lead");
         assert!(websub.is_some(), "{b}: each task has its own lead");
+        let push = other.try_lead(Push).await.expect("lead");
+        assert!(push.is_some(), "{b}: push too");
+        assert!(
+            t.store.try_lead(Push).await.expect("lead").is_none(),
+            "{b}: one node pushes"
+        );
         drop(lead);
         // The server releases the lock when it sees the session close.
         let mut taken = None;
@@ -1210,7 +1216,7 @@ async fn one_node_leads_each_task_and_another_takes_over() {
                 .is_none(),
             "{b}: the first node no longer leads"
         );
-        drop((taken, websub));
+        drop((taken, websub, push));
 
         // A node that does not lead keeps one idle session and tries again
         // on it, rather than opening a connection per try.

@@ -52,6 +52,7 @@ pub(super) fn lead_lock(task: super::LeadTask) -> i64 {
     match task {
         super::LeadTask::Housekeeping => MIGRATION_LOCK + 1,
         super::LeadTask::WebSub => MIGRATION_LOCK + 2,
+        super::LeadTask::Push => MIGRATION_LOCK + 3,
     }
 }
 
