@@ -14,8 +14,8 @@ use crate::store::{
     StoreError,
 };
 
-use super::entries::{add_to_index, search_changed};
-use super::{PgStore, bump_revision, from_ts, opt_ts, ts};
+use super::entries::search_changed;
+use super::{PgStore, bump_revision, exec, from_ts, opt_ts, query_one, ts};
 
 fn parse_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
     serde_json::from_str(s).unwrap_or_default()
@@ -249,42 +249,50 @@ impl PgStore {
     }
 
     /// Indexes `docs` and takes them off the queue, except those queued
-    /// again (changed) since they were read, in one transaction. Rows are
-    /// locked with SKIP LOCKED: two nodes' indexers never wait for, nor
-    /// index, the same entry at once.
+    /// again (changed) since they were read, in one transaction and one
+    /// statement for the whole batch. Rows are locked with SKIP LOCKED:
+    /// two nodes' indexers never wait for, nor index, the same entry at
+    /// once.
     pub(in crate::store) async fn write_search(
         &self,
         docs: Vec<SearchDoc>,
     ) -> Result<IndexStep, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut indexed = 0;
-        for doc in &docs {
-            let taken = tx
-                .query_opt(
-                    "DELETE FROM search_pending WHERE entry_id = (
-                         SELECT entry_id FROM search_pending
-                         WHERE entry_id = $1 AND gen = $2 FOR UPDATE SKIP LOCKED)
-                     RETURNING reindex",
-                    &[&doc.entry_id, &doc.generation],
-                )
-                .await?;
-            if taken.is_none() {
-                continue;
-            }
-            // The tsvector row is replaced whole: no separate delete.
-            add_to_index(&tx, doc.entry_id, &doc.title, &doc.words).await?;
-            indexed += 1;
-        }
+        let ids: Vec<i64> = docs.iter().map(|d| d.entry_id).collect();
+        let gens: Vec<i64> = docs.iter().map(|d| d.generation).collect();
+        let titles: Vec<&str> = docs.iter().map(|d| d.title.as_str()).collect();
+        let words: Vec<&str> = docs.iter().map(|d| d.words.as_str()).collect();
+        // The tsvector row is replaced whole: no separate delete.
+        let indexed = exec(
+            &tx,
+            "WITH taken AS (
+                 DELETE FROM search_pending WHERE entry_id IN (
+                     SELECT p.entry_id FROM search_pending p
+                     JOIN unnest($1::bigint[], $2::bigint[]) AS w(id, gen)
+                       ON w.id = p.entry_id AND w.gen = p.gen
+                     FOR UPDATE OF p SKIP LOCKED)
+                 RETURNING entry_id)
+             INSERT INTO entry_search (entry_id, doc)
+             SELECT d.id, setweight(to_tsvector('simple', d.title), 'A')
+                          || to_tsvector('simple', d.words)
+             FROM unnest($1::bigint[], $3::text[], $4::text[]) AS d(id, title, words)
+             JOIN taken ON taken.entry_id = d.id
+             ON CONFLICT (entry_id) DO UPDATE SET doc = excluded.doc",
+            &[&ids, &gens, &titles, &words],
+        )
+        .await?;
         if indexed > 0 {
             search_changed(&tx, Utc::now()).await?;
         }
-        let more = tx
-            .query_one("SELECT EXISTS (SELECT 1 FROM search_pending)", &[])
+        let more = query_one(&tx, "SELECT EXISTS (SELECT 1 FROM search_pending)", &[])
             .await?
             .try_get(0)?;
         tx.commit().await?;
-        Ok(IndexStep { indexed, more })
+        Ok(IndexStep {
+            indexed: usize::try_from(indexed).unwrap_or(usize::MAX),
+            more,
+        })
     }
 
     /// A feed's stored entries as its keep/block rules read them.
