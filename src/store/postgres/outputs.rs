@@ -266,11 +266,19 @@ impl PgStore {
         // The tsvector row is replaced whole: no separate delete.
         let indexed = exec(
             &tx,
+            // `= ANY($1)` bounds both scans of the queue by the batch's
+            // ids whatever the planner believes: a join of the queue with
+            // the unnested batch, planned while the queue's statistics
+            // still said "empty" (a first cycle fills it by hundreds of
+            // thousands in minutes), ran as a nested loop over the whole
+            // queue per entry and held a batch for minutes.
             "WITH taken AS (
-                 DELETE FROM search_pending WHERE entry_id IN (
+                 DELETE FROM search_pending
+                 WHERE entry_id = ANY($1::bigint[]) AND entry_id IN (
                      SELECT p.entry_id FROM search_pending p
-                     JOIN unnest($1::bigint[], $2::bigint[]) AS w(id, gen)
-                       ON w.id = p.entry_id AND w.gen = p.gen
+                     WHERE p.entry_id = ANY($1::bigint[])
+                       AND (p.entry_id, p.gen) IN (
+                           SELECT * FROM unnest($1::bigint[], $2::bigint[]))
                      FOR UPDATE OF p SKIP LOCKED)
                  RETURNING entry_id)
              INSERT INTO entry_search (entry_id, doc)
