@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{AddOutcome, Store, SyncReport};
+use super::{AddOutcome, SearchDoc, Store, SyncReport};
 use crate::database::{Database, PostgresUrl};
 use crate::model::{
     ArticleOutcome, ArticleRecord, FeedOrigin, FeedSpec, FeedStatus, ParsedEntry, ParsedFeed,
@@ -2300,5 +2300,66 @@ async fn nodes_sharing_hosts_keep_each_hosts_limits_together() {
             "{b}: the work spread over the nodes: {by_node:?}"
         );
         t.finish().await;
+    }
+}
+
+/// The indexer writes what it read, except entries changed (queued again)
+/// since it read them: those stay queued and are indexed by the next
+/// batch, with their new words. Fails when the generation check is
+/// dropped (the stale words would be indexed and the entry dequeued).
+#[tokio::test]
+async fn an_entry_changed_after_its_batch_was_read_stays_queued() {
+    for t in backends("changed_after_batch_read").await {
+        let s = &t.store;
+        let b = t.backend;
+        s.add_feeds(vec![spec("https://a.example/feed")], FeedOrigin::Cli, at(0))
+            .await
+            .expect("add");
+        let feed = s.feeds().await.expect("feeds")[0].id;
+        let one = |title: &str, body: &str| vec![item("1", title, "https://n.example/1", body)];
+        s.record_poll(fetched(feed, one("Kelp", "<p>Kelp grows</p>"), at(100)))
+            .await
+            .expect("poll");
+        s.record_poll(fetched(feed, one("Other", "<p>Plain</p>"), at(100)))
+            .await
+            .expect("poll");
+        let stale = s.search_batch(100).await.expect("batch");
+        assert!(!stale.is_empty(), "{b}");
+        // The entry changes after the batch was read.
+        s.record_poll(fetched(feed, one("Seaweed", "<p>Seaweed now</p>"), at(200)))
+            .await
+            .expect("poll");
+        let docs = stale
+            .into_iter()
+            .map(|d| SearchDoc {
+                entry_id: d.entry_id,
+                generation: d.generation,
+                title: d.title.unwrap_or_default(),
+                words: crate::pipeline::sanitize::search_words(
+                    d.html.as_deref().unwrap_or_default(),
+                ),
+            })
+            .collect();
+        let step = s.write_search(docs).await.expect("write");
+        assert_eq!(
+            step.indexed, 0,
+            "{b}: the changed entry was indexed with its old words"
+        );
+        assert!(step.more, "{b}: the changed entry left the queue");
+        crate::indexer::index_all(s, 100).await.expect("index");
+        let found = |q: &str| super::EntryQuery {
+            search: Some(q.into()),
+            ..query(10)
+        };
+        assert_eq!(
+            s.entries(found("seaweed")).await.expect("search").len(),
+            1,
+            "{b}"
+        );
+        assert_eq!(
+            s.entries(found("plain")).await.expect("search").len(),
+            0,
+            "{b}"
+        );
     }
 }
