@@ -15,7 +15,7 @@ use crate::store::{
 };
 
 use super::entries::search_changed;
-use super::{PgStore, bump_revision, exec, from_ts, opt_ts, query, query_one, ts};
+use super::{PgStore, bump_revision, exec, from_ts, opt_ts, query_one, ts};
 
 fn parse_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
     serde_json::from_str(s).unwrap_or_default()
@@ -259,53 +259,29 @@ impl PgStore {
     ) -> Result<IndexStep, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // Two statements whose every scan of the queue is bounded by the
-        // batch's ids (`= ANY`), and the generation check done here: one
-        // statement joining the queue with the unnested batch was planned
-        // (prepared, while the queue's statistics still said "empty"; a
-        // first cycle fills it by hundreds of thousands in minutes) as a
-        // nested loop over the whole queue per entry, and held a batch
-        // for minutes in the cluster bench.
         let ids: Vec<i64> = docs.iter().map(|d| d.entry_id).collect();
-        let queued: HashMap<i64, i64> = query(
-            &tx,
-            "SELECT entry_id, gen FROM search_pending
-             WHERE entry_id = ANY($1::bigint[])
-             FOR UPDATE SKIP LOCKED",
-            &[&ids],
-        )
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_, tokio_postgres::Error>>()?;
-        // Entries queued again (changed) since they were read stay queued.
-        let docs: Vec<&SearchDoc> = docs
-            .iter()
-            .filter(|d| queued.get(&d.entry_id) == Some(&d.generation))
-            .collect();
-        let ids: Vec<i64> = docs.iter().map(|d| d.entry_id).collect();
+        let gens: Vec<i64> = docs.iter().map(|d| d.generation).collect();
         let titles: Vec<&str> = docs.iter().map(|d| d.title.as_str()).collect();
         let words: Vec<&str> = docs.iter().map(|d| d.words.as_str()).collect();
-        let mut indexed = 0;
-        if !ids.is_empty() {
-            exec(
-                &tx,
-                "DELETE FROM search_pending WHERE entry_id = ANY($1::bigint[])",
-                &[&ids],
-            )
-            .await?;
-            // The tsvector row is replaced whole: no separate delete.
-            indexed = exec(
-                &tx,
-                "INSERT INTO entry_search (entry_id, doc)
-                 SELECT d.id, setweight(to_tsvector('simple', d.title), 'A')
-                              || to_tsvector('simple', d.words)
-                 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS d(id, title, words)
-                 ON CONFLICT (entry_id) DO UPDATE SET doc = excluded.doc",
-                &[&ids, &titles, &words],
-            )
-            .await?;
-        }
+        // The tsvector row is replaced whole: no separate delete.
+        let indexed = exec(
+            &tx,
+            "WITH taken AS (
+                 DELETE FROM search_pending WHERE entry_id IN (
+                     SELECT p.entry_id FROM search_pending p
+                     JOIN unnest($1::bigint[], $2::bigint[]) AS w(id, gen)
+                       ON w.id = p.entry_id AND w.gen = p.gen
+                     FOR UPDATE OF p SKIP LOCKED)
+                 RETURNING entry_id)
+             INSERT INTO entry_search (entry_id, doc)
+             SELECT d.id, setweight(to_tsvector('simple', d.title), 'A')
+                          || to_tsvector('simple', d.words)
+             FROM unnest($1::bigint[], $3::text[], $4::text[]) AS d(id, title, words)
+             JOIN taken ON taken.entry_id = d.id
+             ON CONFLICT (entry_id) DO UPDATE SET doc = excluded.doc",
+            &[&ids, &gens, &titles, &words],
+        )
+        .await?;
         if indexed > 0 {
             search_changed(&tx, Utc::now()).await?;
         }
