@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    FeedServer, Reply, TestEnv, feed_table, http, run_expecting_exit_with, stderr, stdout,
+    FeedServer, PgDatabase, Reply, TestEnv, feed_table, http, run_expecting_exit_with, stderr,
+    stdout,
 };
 
 /// `check` validates the URL, shows it without its password and names
@@ -80,61 +81,6 @@ fn run_against_an_unreachable_server_names_it_without_the_password() {
     assert!(!log.contains("hunter2"), "{log}");
 }
 
-/// A scratch database on the `TRIBUTARY_TEST_POSTGRES` server, dropped
-/// on drop; `None` (saying the test is skipped) without the variable, a
-/// failure then if `TRIBUTARY_REQUIRE_POSTGRES=1`.
-struct Scratch {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl Scratch {
-    async fn create(test: &str) -> Option<Scratch> {
-        let Ok(server) = std::env::var("TRIBUTARY_TEST_POSTGRES") else {
-            assert!(
-                std::env::var("TRIBUTARY_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "TRIBUTARY_REQUIRE_POSTGRES=1 but TRIBUTARY_TEST_POSTGRES is not set"
-            );
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: SKIPPED (TRIBUTARY_TEST_POSTGRES is not set)"
-            );
-            return None;
-        };
-        let name = format!("tributary_it_{}_{}", std::process::id(), fastrand::u32(..));
-        admin(&server)
-            .await
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .expect("create database");
-        let mut url = url::Url::parse(&server).expect("server URL");
-        url.set_path(&format!("/{name}"));
-        Some(Scratch {
-            server,
-            name,
-            url: url.to_string(),
-        })
-    }
-
-    async fn drop_database(self) {
-        admin(&self.server)
-            .await
-            .batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", self.name))
-            .await
-            .expect("drop database");
-    }
-}
-
-async fn admin(server: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
-        .await
-        .expect("connect to TRIBUTARY_TEST_POSTGRES");
-    tokio::spawn(connection);
-    client
-}
-
 const RSS: &str = r#"<?xml version="1.0"?>
 <rss version="2.0"><channel><title>Harbour</title><link>https://harbour.example/</link>
 <item><guid>h1</guid><title>Tide &lt;high&gt; &amp; rising</title><link>https://harbour.example/1</link>
@@ -197,7 +143,7 @@ async fn served(base: &str, n: usize, log: impl Fn() -> String) -> (serde_json::
 /// (saying so) without `TRIBUTARY_TEST_POSTGRES`.
 #[tokio::test]
 async fn run_on_postgres_polls_and_serves_what_sqlite_serves() {
-    let Some(scratch) = Scratch::create("run_on_postgres").await else {
+    let Some(scratch) = PgDatabase::create("run_on_postgres").await else {
         return;
     };
     let server = FeedServer::start().await;
