@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{Timelike, Utc};
 
 use crate::feeds::rss;
-use crate::support::{FeedServer, Reply, TestEnv, feed_table, stdout};
+use crate::support::{FeedServer, Reply, TestEnv, feed_table, feed_with_story, stdout};
 
 /// Seconds from the feed's last check to its next one.
 fn planned_wait(feed: &tributary::model::Feed) -> i64 {
@@ -154,31 +154,6 @@ async fn wordpress_sy_update_period_does_not_hold_the_configured_interval_back()
     }
 }
 
-/// A feed with one entry whose article page is `page` on `server`, which
-/// serves that page too.
-fn feed_with_story(server: &FeedServer, feed: &str, page: &str) {
-    let doc = format!(
-        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>\
-         <link>{base}</link><description>d</description>\
-         <item><guid>{page}</guid><title>Story {page}</title><link>{story}</link>\
-         <description>teaser</description></item></channel></rss>",
-        base = server.url("/"),
-        story = server.url(page),
-    );
-    server.set(feed, Reply::feed("application/rss+xml", doc));
-    server.set(
-        page,
-        Reply::feed(
-            "text/html; charset=utf-8",
-            format!(
-                "<html><head><title>Story</title></head><body><article>\
-                 <h1>Story {page}</h1><p>{}</p></article></body></html>",
-                "A paragraph of the article that says more than the teaser. ".repeat(20)
-            ),
-        ),
-    );
-}
-
 /// Many feeds on one host (a YouTube or Substack subscriber's list), each
 /// with an article page there, with the default per-host limits — one
 /// request at a time, a second apart: that host's queue of feeds and
@@ -195,7 +170,7 @@ async fn feeds_sharing_a_host_drain_at_its_pace_and_hold_back_no_other_host() {
     let mut crowd_paths = Vec::new();
     for i in 0..CROWD {
         let (feed, page) = (format!("/c{i}.xml"), format!("/a{i}"));
-        feed_with_story(&crowded, &feed, &page);
+        feed_with_story(&crowded, &feed, &page, Duration::ZERO);
         // Due again long before the host has had time for every other
         // feed: each must still wait its turn, not jump the queue.
         tables.push_str(&feed_table(&crowded.url(&feed), "interval = \"2s\""));
@@ -208,7 +183,12 @@ async fn feeds_sharing_a_host_drain_at_its_pace_and_hold_back_no_other_host() {
     for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
         let server = FeedServer::start_on(ip).await;
         for j in 0..2 {
-            feed_with_story(&server, &format!("/f{j}.xml"), &format!("/story-{j}"));
+            feed_with_story(
+                &server,
+                &format!("/f{j}.xml"),
+                &format!("/story-{j}"),
+                Duration::ZERO,
+            );
             tables.push_str(&feed_table(
                 &server.url(&format!("/f{j}.xml")),
                 "interval = \"3s\"",

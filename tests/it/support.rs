@@ -1180,3 +1180,29 @@ pub fn sent_by(seen: &Seen) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A feed with one entry whose article page `page` is on `server` too;
+/// both answers take `delay`.
+pub fn feed_with_story(server: &FeedServer, feed: &str, page: &str, delay: Duration) {
+    let doc = format!(
+        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>t</title>\
+         <link>{base}</link><description>d</description>\
+         <item><guid>{page}</guid><title>Story {page}</title><link>{story}</link>\
+         <description>teaser</description></item></channel></rss>",
+        base = server.url("/"),
+        story = server.url(page),
+    );
+    server.set(feed, Reply::feed("application/rss+xml", doc).delayed(delay));
+    server.set(
+        page,
+        Reply::feed(
+            "text/html; charset=utf-8",
+            format!(
+                "<html><head><title>Story</title></head><body><article>\
+                 <h1>Story {page}</h1><p>{}</p></article></body></html>",
+                "A paragraph of the article that says more than the teaser. ".repeat(20)
+            ),
+        )
+        .delayed(delay),
+    );
+}
