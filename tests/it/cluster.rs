@@ -246,8 +246,9 @@ async fn three_nodes_poll_every_feed_exactly_once_per_cycle() {
         let share = by_node.get(&node.name).copied().unwrap_or(0);
         assert!(
             share * 20 >= total,
-            "{} sent {share} of {total} polls: {by_node:?}",
-            node.name
+            "{} sent {share} of {total} polls: {by_node:?}\n{}",
+            node.name,
+            logs(&nodes)
         );
     }
     assert_eq!(by_node.len(), 3, "{by_node:?}");
