@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Daemon, FeedServer, PgDatabase, Seen, TestEnv, feed_table, feed_with_story};
+use crate::support::{Daemon, FeedServer, PgDatabase, Seen, SharedHost, TestEnv, shared_host};
 
 /// The node (its User-Agent) that sent a request.
 fn node_of(seen: &Seen) -> String {
@@ -98,40 +98,26 @@ async fn three_nodes_keep_the_default_per_host_limits_together() {
     let Some(db) = PgDatabase::create("three_nodes_keep_the_default_per_host_limits").await else {
         return;
     };
-    let crowded = FeedServer::start().await;
-    let mut tables = String::new();
-    let mut crowd_paths = Vec::new();
-    for i in 0..CROWD {
-        let (feed, page) = (format!("/c{i}.xml"), format!("/a{i}"));
-        feed_with_story(&crowded, &feed, &page, Duration::ZERO);
-        tables.push_str(&feed_table(&crowded.url(&feed), "interval = \"2s\""));
-        crowd_paths.push(feed);
-        crowd_paths.push(page);
-    }
-    let mut others = Vec::new();
-    for ip in [
-        "127.0.0.2",
-        "127.0.0.3",
-        "127.0.0.4",
-        "127.0.0.5",
-        "127.0.0.6",
-        "127.0.0.7",
-    ] {
-        let server = FeedServer::start_on(ip).await;
-        for j in 0..2 {
-            feed_with_story(
-                &server,
-                &format!("/f{j}.xml"),
-                &format!("/story-{j}"),
-                Duration::ZERO,
-            );
-            tables.push_str(&feed_table(
-                &server.url(&format!("/f{j}.xml")),
-                "interval = \"3s\"",
-            ));
-        }
-        others.push(server);
-    }
+    let SharedHost {
+        crowded,
+        crowd_paths,
+        others,
+        tables,
+    } = shared_host(
+        CROWD,
+        Duration::ZERO,
+        "interval = \"2s\"",
+        &[
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.4",
+            "127.0.0.5",
+            "127.0.0.6",
+            "127.0.0.7",
+        ],
+        "interval = \"3s\"",
+    )
+    .await;
     let started = Instant::now();
     let mut cluster = start_cluster(
         3,
@@ -229,33 +215,19 @@ async fn other_limits_hold_and_a_killed_nodes_host_is_taken_over() {
     let Some(db) = PgDatabase::create("other_limits_hold_and_a_killed_nodes_host").await else {
         return;
     };
-    let crowded = FeedServer::start().await;
-    let mut tables = String::new();
-    let mut crowd_paths = Vec::new();
-    for i in 0..CROWD {
-        let (feed, page) = (format!("/c{i}.xml"), format!("/a{i}"));
-        feed_with_story(&crowded, &feed, &page, answer);
-        tables.push_str(&feed_table(&crowded.url(&feed), ""));
-        crowd_paths.push(feed);
-        crowd_paths.push(page);
-    }
-    let mut others = Vec::new();
-    for ip in ["127.0.0.8", "127.0.0.9", "127.0.0.10"] {
-        let server = FeedServer::start_on(ip).await;
-        for j in 0..2 {
-            feed_with_story(
-                &server,
-                &format!("/f{j}.xml"),
-                &format!("/story-{j}"),
-                Duration::ZERO,
-            );
-            tables.push_str(&feed_table(
-                &server.url(&format!("/f{j}.xml")),
-                "interval = \"2s\"",
-            ));
-        }
-        others.push(server);
-    }
+    let SharedHost {
+        crowded,
+        crowd_paths,
+        others,
+        tables,
+    } = shared_host(
+        CROWD,
+        answer,
+        "",
+        &["127.0.0.8", "127.0.0.9", "127.0.0.10"],
+        "interval = \"2s\"",
+    )
+    .await;
     let mut cluster = start_cluster(
         3,
         &db,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{Timelike, Utc};
 
 use crate::feeds::rss;
-use crate::support::{FeedServer, Reply, TestEnv, feed_table, feed_with_story, stdout};
+use crate::support::{FeedServer, Reply, SharedHost, TestEnv, feed_table, shared_host, stdout};
 
 /// Seconds from the feed's last check to its next one.
 fn planned_wait(feed: &tributary::model::Feed) -> i64 {
@@ -165,37 +165,23 @@ async fn wordpress_sy_update_period_does_not_hold_the_configured_interval_back()
 async fn feeds_sharing_a_host_drain_at_its_pace_and_hold_back_no_other_host() {
     const CROWD: usize = 200;
     const WATCH: Duration = Duration::from_secs(20);
-    let crowded = FeedServer::start().await;
-    let mut tables = String::new();
-    let mut crowd_paths = Vec::new();
-    for i in 0..CROWD {
-        let (feed, page) = (format!("/c{i}.xml"), format!("/a{i}"));
-        feed_with_story(&crowded, &feed, &page, Duration::ZERO);
-        // Due again long before the host has had time for every other
-        // feed: each must still wait its turn, not jump the queue.
-        tables.push_str(&feed_table(&crowded.url(&feed), "interval = \"2s\""));
-        crowd_paths.push(feed);
-        crowd_paths.push(page);
-    }
-    // Other hosts (other loopback addresses): two feeds each, polled
+    // The crowd is due again long before the host has had time for every
+    // other feed: each must still wait its turn, not jump the queue. The
+    // other hosts (other loopback addresses) have two feeds each, polled
     // every 3 s, each with an article page on its own host.
-    let mut others = Vec::new();
-    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
-        let server = FeedServer::start_on(ip).await;
-        for j in 0..2 {
-            feed_with_story(
-                &server,
-                &format!("/f{j}.xml"),
-                &format!("/story-{j}"),
-                Duration::ZERO,
-            );
-            tables.push_str(&feed_table(
-                &server.url(&format!("/f{j}.xml")),
-                "interval = \"3s\"",
-            ));
-        }
-        others.push(server);
-    }
+    let SharedHost {
+        crowded,
+        crowd_paths,
+        others,
+        tables,
+    } = shared_host(
+        CROWD,
+        Duration::ZERO,
+        "interval = \"2s\"",
+        &["127.0.0.2", "127.0.0.3", "127.0.0.4"],
+        "interval = \"3s\"",
+    )
+    .await;
     let env = TestEnv::with_config(
         &[
             ("interval", "\"1h\""),

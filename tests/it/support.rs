@@ -1206,3 +1206,54 @@ pub fn feed_with_story(server: &FeedServer, feed: &str, page: &str, delay: Durat
         .delayed(delay),
     );
 }
+
+/// Many feeds on one host beside a few on others: the shape the per-host
+/// politeness tests share.
+pub struct SharedHost {
+    /// The crowded host.
+    pub crowded: FeedServer,
+    /// Its feeds' and article pages' paths.
+    pub crowd_paths: Vec<String>,
+    /// The other hosts, two feeds (and their pages) each.
+    pub others: Vec<FeedServer>,
+    /// The `[[feeds]]` tables of every feed.
+    pub tables: String,
+}
+
+/// `crowd` feeds on one host (each with its article page there, answers
+/// taking `answer`; `crowd_keys` in each feed's table) and two on each of
+/// the loopback addresses `other_ips` (answering at once; `other_keys`).
+pub async fn shared_host(
+    crowd: usize,
+    answer: Duration,
+    crowd_keys: &str,
+    other_ips: &[&'static str],
+    other_keys: &str,
+) -> SharedHost {
+    let crowded = FeedServer::start().await;
+    let mut tables = String::new();
+    let mut crowd_paths = Vec::new();
+    for i in 0..crowd {
+        let (feed, page) = (format!("/c{i}.xml"), format!("/a{i}"));
+        feed_with_story(&crowded, &feed, &page, answer);
+        tables.push_str(&feed_table(&crowded.url(&feed), crowd_keys));
+        crowd_paths.push(feed);
+        crowd_paths.push(page);
+    }
+    let mut others = Vec::new();
+    for ip in other_ips {
+        let server = FeedServer::start_on(ip).await;
+        for j in 0..2 {
+            let feed = format!("/f{j}.xml");
+            feed_with_story(&server, &feed, &format!("/story-{j}"), Duration::ZERO);
+            tables.push_str(&feed_table(&server.url(&feed), other_keys));
+        }
+        others.push(server);
+    }
+    SharedHost {
+        crowded,
+        crowd_paths,
+        others,
+        tables,
+    }
+}
